@@ -1,0 +1,46 @@
+//! webhook-ingest: a Lambda function URL that turns "a file landed" notifications into transfer
+//! jobs. All the logic is in `ferry_shared::webhook`; this adapts the Lambda HTTP event.
+
+use ferry_shared::webhook::{WebhookRequest, WebhookService};
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+
+/// Handles one function URL request.
+pub async fn handle(service: &WebhookService, request: Request) -> Result<Response<Body>, Error> {
+    let correlation_id = request
+        .lambda_context_ref()
+        .map(|c| c.request_id.clone())
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| format!("local-{:032x}", rand_id()));
+    let (parts, body) = request.into_parts();
+    let body = match body {
+        Body::Empty => bytes::Bytes::new(),
+        Body::Text(t) => bytes::Bytes::from(t),
+        Body::Binary(b) => bytes::Bytes::from(b),
+        _ => bytes::Bytes::new(),
+    };
+    let answer = service
+        .handle(WebhookRequest {
+            method: parts.method,
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers,
+            body,
+            correlation_id,
+        })
+        .await;
+    let mut builder = Response::builder()
+        .status(answer.status)
+        .header("content-type", "application/json");
+    if let Some(secs) = answer.retry_after_secs {
+        builder = builder.header("retry-after", secs.to_string());
+    }
+    Ok(builder.body(Body::Text(answer.body.to_string()))?)
+}
+
+fn rand_id() -> u128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    nanos ^ (u128::from(std::process::id()) << 64)
+}

@@ -1,0 +1,19 @@
+//! Lambda entry point: build clients once per cold start, then serve function URL requests.
+
+use std::sync::Arc;
+
+use ferry_shared::config::Config;
+use ferry_shared::services::Services;
+use lambda_http::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ferry_shared::telemetry::init();
+    let services = Services::build(Config::from_env()?).await?;
+    let service = Arc::new(services.webhook().await?);
+    lambda_http::run(service_fn(move |request| {
+        let service = service.clone();
+        async move { webhook_ingest::handle(&service, request).await }
+    }))
+    .await
+}

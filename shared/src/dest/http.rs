@@ -1,0 +1,145 @@
+//! An HTTP endpoint: the file is streamed as the body of one PUT or POST with a known length.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio_util::io::ReaderStream;
+
+use super::{Delivery, Destination, DestinationError, Written};
+use crate::ByteReader;
+use crate::redact::redact_url;
+use crate::retry::{retry_after_header, status_is_retryable};
+
+/// Characters kept as they are when a file name goes into a URL path (folders keep their `/`).
+const NAME_KEEP: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Delivers each file as one streamed HTTP request.
+pub struct HttpDestination {
+    http: reqwest::Client,
+    url: String,
+    method: reqwest::Method,
+    headers: HeaderMap,
+}
+
+impl HttpDestination {
+    /// `url` may hold `{name}`; `secret_headers` are already-resolved secret values, marked
+    /// sensitive so no debug output shows them.
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        method: &str,
+        headers: &BTreeMap<String, String>,
+        secret_headers: Vec<(String, secrecy::SecretString)>,
+    ) -> Result<Self, DestinationError> {
+        let bad = |m: String| DestinationError::Rejected(m);
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| bad(format!("bad method {method}")))?;
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| bad(format!("bad header name {k}")))?;
+            map.insert(
+                name,
+                HeaderValue::from_str(v).map_err(|_| bad(format!("bad value for header {k}")))?,
+            );
+        }
+        for (k, v) in secret_headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| bad(format!("bad header name {k}")))?;
+            let mut value = HeaderValue::from_str(crate::secret::expose(&v))
+                .map_err(|_| bad(format!("bad value for secret header {k}")))?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        Ok(Self {
+            http,
+            url: url.to_string(),
+            method,
+            headers: map,
+        })
+    }
+}
+
+#[async_trait]
+impl Destination for HttpDestination {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    async fn write(
+        &self,
+        delivery: &Delivery,
+        body: ByteReader,
+    ) -> Result<Written, DestinationError> {
+        let encoded = utf8_percent_encode(&delivery.name, NAME_KEEP).to_string();
+        let url = self.url.replace("{name}", &encoded);
+        let mut req = self
+            .http
+            .request(self.method.clone(), &url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_LENGTH, delivery.size)
+            .header("X-Ferry-File-Name", &encoded)
+            .header("Idempotency-Key", &delivery.idempotency_key)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                delivery
+                    .content_type
+                    .as_deref()
+                    .unwrap_or("application/octet-stream"),
+            );
+        if let Some(md5) = &delivery.content_md5 {
+            req = req.header("Content-MD5", md5);
+        }
+        let resp = req
+            .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
+                body,
+                256 * 1024,
+            )))
+            .send()
+            .await
+            .map_err(|e| {
+                // A body error is the source failing underneath us: report that, not a send failure.
+                if let Some(io) = std::error::Error::source(&e).and_then(find_io_error) {
+                    return DestinationError::from_io("http body", io);
+                }
+                DestinationError::Transient {
+                    reason: e.without_url().to_string(),
+                    retry_after: None,
+                }
+            })?;
+        let status = resp.status().as_u16();
+        let location = redact_url(&url);
+        match status {
+            200..=299 => Ok(Written {
+                location,
+                bytes: delivery.size,
+            }),
+            401 | 403 => Err(DestinationError::Unauthorized(format!(
+                "HTTP {status} from {location}"
+            ))),
+            s if status_is_retryable(s) => Err(DestinationError::Transient {
+                reason: format!("HTTP {s} from {location}"),
+                retry_after: retry_after_header(resp.headers()),
+            }),
+            s => Err(DestinationError::Rejected(format!(
+                "HTTP {s} from {location}"
+            ))),
+        }
+    }
+}
+
+fn find_io_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    loop {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        e = e.source()?;
+    }
+}

@@ -1,0 +1,153 @@
+//! Destinations: where files go. Each takes a byte stream and writes it atomically (a reader
+//! sees the whole file or nothing), checks what it wrote, and says where it put it.
+
+pub mod http;
+pub mod local_dir;
+pub mod s3;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::ByteReader;
+use crate::retry::Retryable;
+use crate::source::SourceError;
+
+/// The file being delivered.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Relative name at the destination (validated: no traversal), e.g. `exports/a b.zip`.
+    pub name: String,
+    /// Exact byte count the stream will yield.
+    pub size: u64,
+    /// MIME type, when known.
+    pub content_type: Option<String>,
+    /// Base64 MD5 of the content, when the source provided one.
+    pub content_md5: Option<String>,
+    /// Stable id of this delivery (job id + destination), for idempotency headers.
+    pub idempotency_key: String,
+}
+
+/// Where a destination put the file and how much it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Secret-free location (`s3://bucket/key`, `sftp://host/path`, URL without query).
+    pub location: String,
+    /// Bytes the destination confirmed it holds.
+    pub bytes: u64,
+}
+
+/// What went wrong delivering.
+#[derive(Debug, Error)]
+pub enum DestinationError {
+    /// The source stream failed underneath the write.
+    #[error(transparent)]
+    Source(SourceError),
+    /// The destination refused our credentials.
+    #[error("destination refused credentials: {0}")]
+    Unauthorized(String),
+    /// The destination's identity did not match the pinned one (SFTP host key).
+    #[error("destination identity check failed: {0}")]
+    UntrustedHost(String),
+    /// Worth trying again: 5xx, 429, resets, timeouts, a server that went away.
+    #[error("destination temporarily unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The destination refused the write for good (4xx other than auth, permissions).
+    #[error("destination refused the write: {0}")]
+    Rejected(String),
+    /// What arrived is not what was sent (size or checksum); nothing was committed.
+    #[error("verification failed: {0}")]
+    Verification(String),
+}
+
+impl Retryable for DestinationError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            DestinationError::Source(e) => e.is_retryable(),
+            DestinationError::Transient { .. } => true,
+            _ => false,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DestinationError::Source(e) => e.retry_after(),
+            DestinationError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl DestinationError {
+    /// Classifies an I/O error from a write: the source's own error if it came from the stream,
+    /// a verification error if the verifier raised it, else a transient destination failure.
+    pub fn from_io(context: &str, e: &std::io::Error) -> Self {
+        if let Some(inner) = e.get_ref() {
+            if let Some(src) = inner.downcast_ref::<SourceError>() {
+                return DestinationError::Source(clone_source_error(src));
+            }
+            if let Some(v) = inner.downcast_ref::<crate::verify::VerifyError>() {
+                return DestinationError::Verification(v.to_string());
+            }
+        }
+        DestinationError::Transient {
+            reason: format!("{context}: {e}"),
+            retry_after: None,
+        }
+    }
+}
+
+fn clone_source_error(e: &SourceError) -> SourceError {
+    match e {
+        SourceError::NotFound(s) => SourceError::NotFound(s.clone()),
+        SourceError::AccessDenied { code } => SourceError::AccessDenied { code: code.clone() },
+        SourceError::Changed { etag } => SourceError::Changed { etag: etag.clone() },
+        SourceError::Transient {
+            reason,
+            retry_after,
+        } => SourceError::Transient {
+            reason: reason.clone(),
+            retry_after: *retry_after,
+        },
+        SourceError::Permanent(s) => SourceError::Permanent(s.clone()),
+    }
+}
+
+/// The seam every destination implements; `tests/destination_conformance.rs` holds the suite
+/// each one passes against its real server.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Short kind name for logs and receipts (`s3`, `sftp`, `http`, `local_dir`).
+    fn kind(&self) -> &'static str;
+    /// Writes `body` (exactly `delivery.size` bytes) under `delivery.name`, atomically, replacing
+    /// any existing file of that name. When the stream ends in an error, nothing is left at the
+    /// final name.
+    async fn write(
+        &self,
+        delivery: &Delivery,
+        body: ByteReader,
+    ) -> Result<Written, DestinationError>;
+}
+
+/// Joins a folder and a relative name with exactly one `/`.
+pub fn join_path(folder: &str, name: &str) -> String {
+    let folder = folder.trim_end_matches('/');
+    if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+/// Builds the SFTP destination from its config (secrets resolved here).
+pub async fn sftp_from_config(
+    _config: &crate::config::DestinationConfig,
+    _secrets: &crate::secret::SecretResolver,
+) -> Result<std::sync::Arc<dyn Destination>, crate::services::SetupError> {
+    Err(crate::services::SetupError::Config(
+        "SFTP destinations are not available in this build yet".into(),
+    ))
+}

@@ -1,0 +1,269 @@
+//! The transfer engine: runs one job by streaming its source object to every destination that
+//! has no receipt yet, writing a receipt per verified delivery, and dead-lettering a job that
+//! cannot succeed. Every integration ends up here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::join_all;
+use thiserror::Error;
+use tracing::Instrument;
+
+use crate::dest::{Delivery, Destination, DestinationError, join_path};
+use crate::job::{FailureRecord, Receipt, TransferJob, failure_key, now_rfc3339, receipt_key};
+use crate::retry::{RetryPolicy, Retryable};
+use crate::source::Source;
+use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
+use crate::verify::verifying;
+
+/// How a job run ended when it did not need another attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Every destination now has a receipt; `delivered` of them in this run.
+    Completed {
+        delivered: usize,
+        already_done: usize,
+    },
+    /// The job could not succeed (or used up its attempts) and was recorded under `failed/`.
+    DeadLettered { reason: String },
+    /// The job is already in `failed/`; a replay clears that first.
+    AlreadyFailed,
+}
+
+/// Why a job run needs another attempt (or cannot start).
+#[derive(Debug, Error)]
+pub enum JobError {
+    /// No job object at that key (deleted, or a stray notification).
+    #[error("no job at {0}")]
+    Missing(String),
+    /// The state store failed; the job is untouched and can be retried.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Some destinations failed with retryable errors; try again later.
+    #[error("job {job_id} attempt {attempt} failed, will retry: {reason}")]
+    RetryLater {
+        job_id: String,
+        attempt: u32,
+        reason: String,
+    },
+}
+
+impl Retryable for JobError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            JobError::Missing(_) => false,
+            JobError::State(e) => e.is_retryable(),
+            JobError::RetryLater { .. } => true,
+        }
+    }
+}
+
+/// Runs transfer jobs. Built once per cold start.
+pub struct TransferEngine {
+    state: Arc<dyn StateStore>,
+    sources: BTreeMap<String, Arc<dyn Source>>,
+    destinations: BTreeMap<String, Arc<dyn Destination>>,
+    retry: RetryPolicy,
+    max_attempts: u32,
+}
+
+impl TransferEngine {
+    /// An engine over these clients.
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        sources: BTreeMap<String, Arc<dyn Source>>,
+        destinations: BTreeMap<String, Arc<dyn Destination>>,
+        retry: RetryPolicy,
+        max_attempts: u32,
+    ) -> Self {
+        Self {
+            state,
+            sources,
+            destinations,
+            retry,
+            max_attempts,
+        }
+    }
+
+    /// Runs the job stored at `job_key`. `attempt` counts deliveries of this job (1 = first), as
+    /// SQS's ApproximateReceiveCount does; at `max_attempts` a still-failing job is dead-lettered.
+    pub async fn run(&self, job_key: &str, attempt: u32) -> Result<JobOutcome, JobError> {
+        let state = self.state.as_ref();
+        let Some((job, _)) = self
+            .retry
+            .run("load job", || state.get_json::<TransferJob>(job_key))
+            .await?
+        else {
+            return Err(JobError::Missing(job_key.to_string()));
+        };
+        let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id, route = %job.route);
+        self.run_job(job_key, &job, attempt).instrument(span).await
+    }
+
+    async fn run_job(
+        &self,
+        job_key: &str,
+        job: &TransferJob,
+        attempt: u32,
+    ) -> Result<JobOutcome, JobError> {
+        let state = self.state.as_ref();
+        let fkey = failure_key(&job.id);
+        if self
+            .retry
+            .run("check failed marker", || state.get(&fkey))
+            .await?
+            .is_some()
+        {
+            tracing::info!("job is dead-lettered; replay it to run again");
+            return Ok(JobOutcome::AlreadyFailed);
+        }
+        let mut pending = Vec::new();
+        for dest in &job.destinations {
+            let key = receipt_key(&job.id, dest);
+            if self
+                .retry
+                .run("check receipt", || state.get(&key))
+                .await?
+                .is_none()
+            {
+                pending.push(dest.as_str());
+            }
+        }
+        let already_done = job.destinations.len() - pending.len();
+        if pending.is_empty() {
+            tracing::info!("every destination already has a receipt; nothing to do");
+            return Ok(JobOutcome::Completed {
+                delivered: 0,
+                already_done,
+            });
+        }
+        let results = join_all(pending.iter().map(|d| self.deliver(job, d))).await;
+        let mut errors = BTreeMap::new();
+        for (dest, result) in pending.iter().zip(results) {
+            if let Err(e) = result {
+                errors.insert(dest.to_string(), e);
+            }
+        }
+        if errors.is_empty() {
+            return Ok(JobOutcome::Completed {
+                delivered: pending.len(),
+                already_done,
+            });
+        }
+        let retryable = errors.values().all(|e| e.is_retryable());
+        let reason = errors
+            .iter()
+            .map(|(d, e)| format!("{d}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if retryable && attempt < self.max_attempts {
+            tracing::warn!(attempt, max_attempts = self.max_attempts, %reason, "job failed; will be retried");
+            return Err(JobError::RetryLater {
+                job_id: job.id.clone(),
+                attempt,
+                reason,
+            });
+        }
+        let record = FailureRecord {
+            job_id: job.id.clone(),
+            job_key: job_key.to_string(),
+            reason: if retryable {
+                format!("gave up after {attempt} attempts: {reason}")
+            } else {
+                format!("cannot succeed without intervention: {reason}")
+            },
+            destinations: errors
+                .iter()
+                .map(|(d, e)| (d.clone(), e.to_string()))
+                .collect(),
+            retryable,
+            attempts: attempt,
+            failed_at: now_rfc3339(),
+        };
+        self.retry
+            .run("write dead letter", || {
+                state.put_json(&fkey, &record, PutMode::Overwrite)
+            })
+            .await?;
+        tracing::error!(attempt, reason = %record.reason, failed_key = %fkey, "job dead-lettered");
+        Ok(JobOutcome::DeadLettered {
+            reason: record.reason,
+        })
+    }
+
+    /// Delivers the job's object to one destination (with retries) and writes its receipt.
+    async fn deliver(
+        &self,
+        job: &TransferJob,
+        dest_name: &str,
+    ) -> Result<Receipt, DestinationError> {
+        let dest = self.destinations.get(dest_name).ok_or_else(|| {
+            DestinationError::Rejected(format!("destination {dest_name:?} is not configured"))
+        })?;
+        let source = self.sources.get(&job.source).ok_or_else(|| {
+            DestinationError::Rejected(format!("source {:?} is not configured", job.source))
+        })?;
+        let object = &job.object;
+        let delivery = Delivery {
+            name: join_path(job.target_folder.as_deref().unwrap_or(""), &object.name),
+            size: object.size,
+            content_type: object.content_type.clone(),
+            content_md5: object.content_md5.clone(),
+            idempotency_key: format!("{}:{dest_name}", job.id),
+        };
+        let started = Instant::now();
+        let (written, digests) = self
+            .retry
+            .run(dest_name, || async {
+                let reader = source
+                    .open(object)
+                    .await
+                    .map_err(DestinationError::Source)?;
+                let (reader, digests) = verifying(reader, object.size, object.content_md5.clone());
+                let written = dest.write(&delivery, reader).await?;
+                let digests = digests.get().ok_or_else(|| {
+                    DestinationError::Verification(
+                        "destination finished without reading the whole stream".into(),
+                    )
+                })?;
+                Ok((written, digests))
+            })
+            .await
+            .inspect_err(
+                |e| tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
+            )?;
+        let elapsed = started.elapsed();
+        let receipt = Receipt {
+            job_id: job.id.clone(),
+            destination: dest_name.to_string(),
+            kind: dest.kind().to_string(),
+            location: written.location,
+            bytes: written.bytes,
+            md5: digests.md5_hex,
+            md5_verified_against_source: object.content_md5.is_some(),
+            sha256: digests.sha256_hex,
+            delivered_at: now_rfc3339(),
+            duration_ms: elapsed.as_millis() as u64,
+        };
+        let state = self.state.as_ref();
+        let key = receipt_key(&job.id, dest_name);
+        self.retry
+            .run("write receipt", || {
+                state.put_json(&key, &receipt, PutMode::Overwrite)
+            })
+            .await
+            .map_err(|e| DestinationError::Transient {
+                reason: format!("delivered but receipt not saved: {e}"),
+                retry_after: None,
+            })?;
+        let mb_per_s = receipt.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6);
+        tracing::info!(destination = dest_name, location = %receipt.location, bytes = receipt.bytes, ms = receipt.duration_ms, mb_per_s = format!("{mb_per_s:.1}"), "delivered");
+        Ok(receipt)
+    }
+
+    /// Clears a job's dead letter so the next run (or a re-put of the job object) retries it.
+    pub async fn clear_failure(&self, job_id: &str) -> Result<(), StateError> {
+        self.state.delete(&failure_key(job_id)).await
+    }
+}

@@ -1,0 +1,22 @@
+//! The ferry engine shared by every function: config, the state store, sources,
+//! destinations, retries, secrets and telemetry. Function crates stay thin and call in here.
+
+pub mod config;
+pub mod dest;
+pub mod engine;
+pub mod http_client;
+pub mod job;
+pub mod names;
+pub mod redact;
+pub mod retry;
+pub mod s3;
+pub mod secret;
+pub mod services;
+pub mod source;
+pub mod state;
+pub mod telemetry;
+pub mod verify;
+pub mod webhook;
+
+/// A boxed byte stream: how bytes move from a source to a destination without being buffered whole.
+pub type ByteReader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;

@@ -1,0 +1,131 @@
+//! Validation of untrusted names (blob names, containers, route names) before they become
+//! paths or object keys anywhere.
+
+use thiserror::Error;
+
+/// Longest blob name Azure accepts, and so the longest we pass on.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Why a name was refused; the text is shown to the caller.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("{field} is empty")]
+    Empty { field: &'static str },
+    #[error("{field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
+    #[error("{field} contains a control character")]
+    ControlCharacter { field: &'static str },
+    #[error("{field} contains a backslash")]
+    Backslash { field: &'static str },
+    #[error("{field} is an absolute path")]
+    Absolute { field: &'static str },
+    #[error("{field} contains a '..' or '.' path segment")]
+    DotSegment { field: &'static str },
+    #[error("{field} contains an empty path segment")]
+    EmptySegment { field: &'static str },
+    #[error("{field} must be 3-63 lowercase letters, digits or single hyphens")]
+    BadContainer { field: &'static str },
+}
+
+/// Checks a relative object name such as `exports/2026/HMIS data.zip`.
+/// Unicode and spaces are fine; traversal, absolute paths, backslashes and control characters are not.
+pub fn validate_object_name(field: &'static str, name: &str, max: usize) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { field });
+    }
+    if name.len() > max {
+        return Err(NameError::TooLong { field, max });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::ControlCharacter { field });
+    }
+    if name.contains('\\') {
+        return Err(NameError::Backslash { field });
+    }
+    if name.starts_with('/') {
+        return Err(NameError::Absolute { field });
+    }
+    for segment in name.split('/') {
+        match segment {
+            "" => return Err(NameError::EmptySegment { field }),
+            "." | ".." => return Err(NameError::DotSegment { field }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks an Azure container name (also what a route matches on).
+pub fn validate_container(field: &'static str, name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { field });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::ControlCharacter { field });
+    }
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_shape = (3..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    // `$root` and `$logs` are Azure's reserved containers; we never read them.
+    if !(ok_chars && ok_shape) {
+        return Err(NameError::BadContainer { field });
+    }
+    Ok(())
+}
+
+/// Checks a name that becomes one segment of a state key (route, destination, view names).
+pub fn validate_key_segment(field: &'static str, name: &str) -> Result<(), NameError> {
+    validate_object_name(field, name, 128)?;
+    if name.contains('/') {
+        return Err(NameError::EmptySegment { field });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_unicode_spaces_and_folders() {
+        assert!(validate_object_name("file", "2026/HMIS Ünïcode ✓.zip", MAX_NAME_BYTES).is_ok());
+    }
+
+    #[test]
+    fn refuses_traversal_and_friends() {
+        let cases = [
+            ("../etc/passwd", NameError::DotSegment { field: "file" }),
+            ("a/../../b", NameError::DotSegment { field: "file" }),
+            ("/etc/passwd", NameError::Absolute { field: "file" }),
+            ("a\\b", NameError::Backslash { field: "file" }),
+            ("a\nb", NameError::ControlCharacter { field: "file" }),
+            ("a\0b", NameError::ControlCharacter { field: "file" }),
+            ("a//b", NameError::EmptySegment { field: "file" }),
+            ("", NameError::Empty { field: "file" }),
+        ];
+        for (name, want) in cases {
+            assert_eq!(
+                validate_object_name("file", name, MAX_NAME_BYTES),
+                Err(want),
+                "{name:?}"
+            );
+        }
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        assert!(matches!(
+            validate_object_name("file", &long, MAX_NAME_BYTES),
+            Err(NameError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn container_rules() {
+        assert!(validate_container("container", "exports-2026").is_ok());
+        for bad in ["Ex", "ab", "a--b", "-ab", "ab-", "a_b", "a/b", "a..b"] {
+            assert!(validate_container("container", bad).is_err(), "{bad}");
+        }
+    }
+}

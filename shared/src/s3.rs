@@ -1,0 +1,84 @@
+//! Building S3 clients (state store and S3 destinations) from an `S3Endpoint`, once per cold start.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+
+use crate::config::S3Endpoint;
+
+/// Loads the shared AWS config (credentials chain, region) with ferry's timeouts.
+pub async fn load_aws_config(endpoint: &S3Endpoint) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .operation_attempt_timeout(Duration::from_secs(120))
+            .build(),
+    );
+    let region = endpoint
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".to_string());
+    loader = loader.region(aws_config::Region::new(region));
+    if let Some(url) = &endpoint.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// An S3 client for `endpoint`. The SDK retries throttling and 5xx itself (standard mode).
+pub async fn client(endpoint: &S3Endpoint) -> aws_sdk_s3::Client {
+    let shared = load_aws_config(endpoint).await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(endpoint.force_path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// What an S3 SDK error means for us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Failure {
+    /// 412 PreconditionFailed: an `If-Match`/`If-None-Match` condition did not hold.
+    PreconditionFailed,
+    /// 404 / NoSuchKey.
+    NotFound,
+    /// 409 ConditionalRequestConflict, 5xx, throttling, timeouts, connection errors.
+    Transient(String),
+    /// Anything else (403, 400...).
+    Permanent(String),
+}
+
+/// Classifies an SDK error by its code and HTTP status.
+pub fn classify<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> S3Failure
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    let text = aws_sdk_s3::error::DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let status = Some(service.raw().status().as_u16());
+            match (code, status) {
+                ("PreconditionFailed", _) | (_, Some(412)) => S3Failure::PreconditionFailed,
+                ("NoSuchKey" | "NotFound" | "NoSuchUpload", _) | (_, Some(404)) => {
+                    S3Failure::NotFound
+                }
+                (
+                    "ConditionalRequestConflict" | "SlowDown" | "InternalError" | "RequestTimeout",
+                    _,
+                ) => S3Failure::Transient(text),
+                (_, Some(s)) if crate::retry::status_is_retryable(s) || s == 409 => {
+                    S3Failure::Transient(text)
+                }
+                _ => S3Failure::Permanent(text),
+            }
+        }
+        SdkError::ConstructionFailure(_) => S3Failure::Permanent(text),
+        _ => S3Failure::Transient(text),
+    }
+}

@@ -1,0 +1,169 @@
+//! Builds every client a function needs from the config, once per cold start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::{Config, DestinationConfig, SourceConfig};
+use crate::dest::Destination;
+use crate::dest::http::HttpDestination;
+use crate::dest::local_dir::LocalDirDestination;
+use crate::dest::s3::S3Destination;
+use crate::engine::TransferEngine;
+use crate::retry::RetryPolicy;
+use crate::secret::{SecretError, SecretResolver};
+use crate::source::Source;
+use crate::source::azure_blob::AzureBlobSource;
+use crate::state::{S3StateStore, StateStore};
+use crate::webhook::WebhookService;
+
+/// Why the clients could not be built.
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Everything a function needs, built from one config.
+pub struct Services {
+    /// The parsed config.
+    pub config: Config,
+    /// Secrets, cached.
+    pub secrets: Arc<SecretResolver>,
+    /// The state store.
+    pub state: Arc<dyn StateStore>,
+    /// Sources by name.
+    pub sources: BTreeMap<String, Arc<dyn Source>>,
+    /// Destinations by name.
+    pub destinations: BTreeMap<String, Arc<dyn Destination>>,
+    /// Retry policy for requests.
+    pub retry: RetryPolicy,
+}
+
+impl Services {
+    /// Builds the state store, sources and destinations; resolves the secrets they need.
+    pub async fn build(config: Config) -> Result<Self, SetupError> {
+        let uses_secrets_manager =
+            serde_json::to_string(&config).is_ok_and(|s| s.contains("\"secrets_manager\""));
+        let sm = if uses_secrets_manager {
+            let shared = crate::s3::load_aws_config(&config.state.endpoint).await;
+            Some(aws_sdk_secretsmanager::Client::new(&shared))
+        } else {
+            None
+        };
+        let secrets = Arc::new(SecretResolver::new(sm, Duration::from_secs(300)));
+        let state_client = crate::s3::client(&config.state.endpoint).await;
+        let state: Arc<dyn StateStore> =
+            Arc::new(S3StateStore::new(state_client, &config.state.bucket));
+        let retry = RetryPolicy::from_config(&config.transfer);
+
+        let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+        for (name, source) in &config.sources {
+            let built: Arc<dyn Source> = match source {
+                SourceConfig::AzureBlob {
+                    account_url,
+                    sas,
+                    read_timeout_secs,
+                } => {
+                    let http = crate::http_client::build(Duration::from_secs(*read_timeout_secs));
+                    let sas = secrets.resolve(sas).await?;
+                    Arc::new(AzureBlobSource::new(
+                        http,
+                        account_url,
+                        sas,
+                        retry,
+                        config.transfer.max_resumes,
+                    ))
+                }
+            };
+            sources.insert(name.clone(), built);
+        }
+
+        let mut destinations: BTreeMap<String, Arc<dyn Destination>> = BTreeMap::new();
+        for (name, dest) in &config.destinations {
+            let built: Arc<dyn Destination> = match dest {
+                DestinationConfig::S3 {
+                    bucket,
+                    prefix,
+                    endpoint,
+                    part_size_mib,
+                    upload_concurrency,
+                } => {
+                    let client = crate::s3::client(endpoint).await;
+                    Arc::new(S3Destination::new(
+                        client,
+                        bucket,
+                        prefix,
+                        (*part_size_mib as usize) << 20,
+                        *upload_concurrency,
+                    ))
+                }
+                DestinationConfig::Http {
+                    url,
+                    method,
+                    headers,
+                    secret_headers,
+                    timeout_secs,
+                } => {
+                    let mut resolved = Vec::new();
+                    for (k, r) in secret_headers {
+                        resolved.push((k.clone(), secrets.resolve(r).await?));
+                    }
+                    let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
+                    Arc::new(
+                        HttpDestination::new(http, url, method, headers, resolved).map_err(
+                            |e| SetupError::Config(format!("destination {name:?}: {e}")),
+                        )?,
+                    )
+                }
+                DestinationConfig::LocalDir { path } => Arc::new(LocalDirDestination::new(path)),
+                DestinationConfig::Sftp { .. } => {
+                    crate::dest::sftp_from_config(dest, &secrets).await?
+                }
+            };
+            destinations.insert(name.clone(), built);
+        }
+        Ok(Self {
+            config,
+            secrets,
+            state,
+            sources,
+            destinations,
+            retry,
+        })
+    }
+
+    /// The transfer engine over these clients.
+    pub fn engine(&self) -> TransferEngine {
+        TransferEngine::new(
+            self.state.clone(),
+            self.sources.clone(),
+            self.destinations.clone(),
+            self.retry,
+            self.config.transfer.max_attempts,
+        )
+    }
+
+    /// The webhook service over these clients (needs the `webhook` config section).
+    pub async fn webhook(&self) -> Result<WebhookService, SetupError> {
+        let wh = self
+            .config
+            .webhook
+            .clone()
+            .ok_or_else(|| SetupError::Config("the webhook section is missing".into()))?;
+        let token = self.secrets.resolve(&wh.token).await?;
+        WebhookService::new(
+            wh,
+            token,
+            &self.config.routes,
+            self.sources.clone(),
+            self.state.clone(),
+            self.retry,
+        )
+        .map_err(|e| SetupError::Config(format!("bad route glob: {e}")))
+    }
+}

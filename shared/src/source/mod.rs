@@ -1,0 +1,90 @@
+//! Sources: where files come from. A source describes an object (size, ETag, MD5) and opens a
+//! byte stream that survives broken connections by resuming with range reads.
+
+pub mod azure_blob;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ByteReader;
+use crate::retry::Retryable;
+
+/// What a source knows about one object before reading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceObject {
+    /// Container (bucket, share) the object is in.
+    pub container: String,
+    /// Object name inside the container.
+    pub name: String,
+    /// Exact size in bytes.
+    pub size: u64,
+    /// Version tag; reads are pinned to it so a file replaced mid-copy is detected.
+    pub etag: String,
+    /// Base64 MD5 of the whole content, when the source stores one.
+    #[serde(default)]
+    pub content_md5: Option<String>,
+    /// MIME type, when known.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// What went wrong reading a source.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The object (or container) does not exist.
+    #[error("source object not found: {0}")]
+    NotFound(String),
+    /// Credentials refused: SAS expired, revoked (stored access policy removed) or wrong.
+    #[error("source denied access ({code}): the SAS token is expired, revoked or lacks permission")]
+    AccessDenied { code: String },
+    /// The object changed (new ETag) after the job was created.
+    #[error("source object changed while being copied (ETag no longer {etag})")]
+    Changed { etag: String },
+    /// 5xx, 429, 408, resets, timeouts: worth another try.
+    #[error("source temporarily unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Anything else the source refused.
+    #[error("source refused the request: {0}")]
+    Permanent(String),
+}
+
+impl Retryable for SourceError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, SourceError::Transient { .. })
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<SourceError> for std::io::Error {
+    fn from(e: SourceError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+/// Finds the `SourceError` inside an I/O error raised while streaming, if there is one.
+pub fn source_error_in(e: &std::io::Error) -> Option<&SourceError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<SourceError>())
+}
+
+/// The seam every source implements.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Reads an object's properties.
+    async fn stat(&self, container: &str, name: &str) -> Result<SourceObject, SourceError>;
+    /// Opens the object's bytes, pinned to `object.etag`. Broken connections are resumed with
+    /// range reads inside the stream; errors that survive that surface as `io::Error`s wrapping
+    /// a `SourceError` (see `source_error_in`).
+    async fn open(&self, object: &SourceObject) -> Result<ByteReader, SourceError>;
+}

@@ -1,0 +1,218 @@
+//! The state store: small JSON objects in object storage, with conditional writes as the only
+//! concurrency primitive (create-once with `If-None-Match: *`, compare-and-swap with `If-Match`).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::retry::Retryable;
+use crate::s3::{S3Failure, classify};
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Write unconditionally.
+    Overwrite,
+    /// Write only if no object exists at the key (`If-None-Match: *`).
+    Create,
+    /// Write only if the current object still has this ETag (`If-Match`).
+    Update(String),
+}
+
+/// A stored object and the version it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// Object body.
+    pub body: Bytes,
+    /// ETag to pass to `PutMode::Update` for a compare-and-swap.
+    pub etag: String,
+}
+
+/// What went wrong with a state operation.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// `PutMode::Create` found an object already there.
+    #[error("state object {key} already exists")]
+    AlreadyExists { key: String },
+    /// `PutMode::Update` found a different version (someone else wrote first).
+    #[error("state object {key} changed since it was read")]
+    PreconditionFailed { key: String },
+    /// Worth trying again: throttling, 5xx, 409 conflict, timeouts, connection errors.
+    #[error("state store unavailable: {0}")]
+    Transient(String),
+    /// Not worth retrying: access denied, missing bucket, bad request.
+    #[error("state store refused the request: {0}")]
+    Permanent(String),
+    /// A stored object is not the JSON we expect.
+    #[error("state object {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl Retryable for StateError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, StateError::Transient(_))
+    }
+}
+
+/// The seam every state backend implements; see `tests/state_conformance.rs`.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Reads an object; `None` when absent.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError>;
+    /// Writes an object under `mode`; returns the new ETag.
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<String, StateError>;
+    /// Deletes an object; deleting an absent object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StateError>;
+    /// Lists keys under a prefix, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError>;
+}
+
+/// Typed JSON helpers over any `StateStore`.
+#[async_trait]
+pub trait StateStoreExt: StateStore {
+    /// Reads and parses a JSON object, with its ETag.
+    async fn get_json<T: DeserializeOwned + Send>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, String)>, StateError> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v.body)
+                .map(|t| Some((t, v.etag)))
+                .map_err(|e| StateError::Corrupt {
+                    key: key.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+    /// Serialises and writes a JSON object.
+    async fn put_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        mode: PutMode,
+    ) -> Result<String, StateError> {
+        let body = serde_json::to_vec_pretty(value)
+            .map_err(|e| StateError::Permanent(format!("cannot serialise {key}: {e}")))?;
+        self.put(key, Bytes::from(body), mode).await
+    }
+}
+
+impl<S: StateStore + ?Sized> StateStoreExt for S {}
+
+/// The production state store: an S3 bucket (or moto locally).
+pub struct S3StateStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3StateStore {
+    /// A store over `bucket` using a client built once at cold start.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+fn to_state_error(key: &str, failure: S3Failure, mode: Option<&PutMode>) -> StateError {
+    match (failure, mode) {
+        (S3Failure::PreconditionFailed, Some(PutMode::Create)) => {
+            StateError::AlreadyExists { key: key.into() }
+        }
+        (S3Failure::PreconditionFailed, _) => StateError::PreconditionFailed { key: key.into() },
+        (S3Failure::NotFound, _) => StateError::Permanent(format!("{key}: not found")),
+        (S3Failure::Transient(t), _) => StateError::Transient(t),
+        (S3Failure::Permanent(t), _) => StateError::Permanent(t),
+    }
+}
+
+#[async_trait]
+impl StateStore for S3StateStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                return match classify(&e) {
+                    S3Failure::NotFound => Ok(None),
+                    f => Err(to_state_error(key, f, None)),
+                };
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StateError::Transient(format!("reading {key}: {e}")))?
+            .into_bytes();
+        Ok(Some(Versioned { body, etag }))
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<String, StateError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into());
+        req = match &mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::Update(etag) => req.if_match(etag),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
+            Err(e) => Err(to_state_error(key, classify(&e), Some(&mode))),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StateError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(&e) {
+                S3Failure::NotFound => Ok(()),
+                f => Err(to_state_error(key, f, None)),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| to_state_error(prefix, classify(&e), None))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}

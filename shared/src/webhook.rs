@@ -1,0 +1,441 @@
+//! Webhook ingest, free of any HTTP framework: authenticate, validate, match routes, and write
+//! one transfer job per matching route. The Lambda function and the local server both adapt
+//! their requests to `WebhookRequest` and call `WebhookService::handle`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use globset::{GlobBuilder, GlobMatcher};
+use http::{HeaderMap, Method};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{RouteConfig, WebhookConfig};
+use crate::job::{TransferJob, job_id, job_key, now_rfc3339};
+use crate::names;
+use crate::retry::RetryPolicy;
+use crate::secret::expose;
+use crate::source::{Source, SourceError, SourceObject};
+use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
+
+/// A webhook call as any HTTP front end sees it.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Raw query string, without `?`.
+    pub query: Option<String>,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Request body (already base64-decoded by the front end).
+    pub body: Bytes,
+    /// Id to find this request in logs (the Lambda request id, or a generated one).
+    pub correlation_id: String,
+}
+
+/// The answer: status code and a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+    /// Seconds for a `Retry-After` header (on 503).
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Compiles a route's file glob: `*` stays within one folder level, `**` crosses them.
+pub fn compile_glob(glob: &str) -> Result<GlobMatcher, globset::Error> {
+    Ok(GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()?
+        .compile_matcher())
+}
+
+struct CompiledRoute {
+    config: RouteConfig,
+    glob: Option<GlobMatcher>,
+}
+
+impl CompiledRoute {
+    fn matches(&self, container: &str, file: &str) -> bool {
+        self.config.container == container
+            && self.glob.as_ref().is_none_or(|g| g.is_match(file))
+            && self
+                .config
+                .name_contains
+                .as_deref()
+                .is_none_or(|s| file.contains(s))
+    }
+}
+
+/// Handles webhook calls. Built once per cold start.
+pub struct WebhookService {
+    config: WebhookConfig,
+    token_digest: [u8; 32],
+    routes: Vec<CompiledRoute>,
+    sources: BTreeMap<String, Arc<dyn Source>>,
+    state: Arc<dyn StateStore>,
+    retry: RetryPolicy,
+}
+
+fn reject(
+    status: u16,
+    error: &str,
+    reason: impl Into<String>,
+    correlation_id: &str,
+) -> WebhookResponse {
+    let reason = reason.into();
+    tracing::warn!(status, error, %reason, correlation_id, "webhook rejected");
+    WebhookResponse {
+        status,
+        body: json!({"error": error, "reason": reason, "correlation_id": correlation_id}),
+        retry_after_secs: if status == 503 { Some(30) } else { None },
+    }
+}
+
+impl WebhookService {
+    /// A service over the given routes and clients; `token` is the resolved shared secret.
+    pub fn new(
+        config: WebhookConfig,
+        token: SecretString,
+        routes: &[RouteConfig],
+        sources: BTreeMap<String, Arc<dyn Source>>,
+        state: Arc<dyn StateStore>,
+        retry: RetryPolicy,
+    ) -> Result<Self, globset::Error> {
+        let routes = routes
+            .iter()
+            .map(|r| {
+                Ok(CompiledRoute {
+                    glob: r.file_glob.as_deref().map(compile_glob).transpose()?,
+                    config: r.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, globset::Error>>()?;
+        let token_digest = Sha256::digest(expose(&token).as_bytes()).into();
+        Ok(Self {
+            config,
+            token_digest,
+            routes,
+            sources,
+            state,
+            retry,
+        })
+    }
+
+    /// Handles one call. Never panics on input; every rejection carries a reason.
+    pub async fn handle(&self, req: WebhookRequest) -> WebhookResponse {
+        let cid = req.correlation_id.as_str();
+        if !matches!(req.method, Method::GET | Method::POST | Method::PUT) {
+            return reject(
+                405,
+                "method_not_allowed",
+                format!("{} is not accepted; use POST, PUT or GET", req.method),
+                cid,
+            );
+        }
+        if !self.authenticated(&req) {
+            return reject(401, "unauthorized", "missing or wrong token", cid);
+        }
+        if req.body.len() > self.config.max_body_bytes {
+            return reject(
+                413,
+                "body_too_large",
+                format!(
+                    "body is {} bytes; the limit is {}",
+                    req.body.len(),
+                    self.config.max_body_bytes
+                ),
+                cid,
+            );
+        }
+        let fields = match parse_fields(&req) {
+            Ok(f) => f,
+            Err((status, error, reason)) => return reject(status, error, reason, cid),
+        };
+        let container = fields.get("container").map(String::as_str).unwrap_or("");
+        let file = fields.get("file").map(String::as_str).unwrap_or("");
+        for (field, value) in [("container", container), ("file", file)] {
+            if value.trim().is_empty() {
+                return reject(
+                    400,
+                    "missing_field",
+                    format!("{field} is missing or empty"),
+                    cid,
+                );
+            }
+        }
+        if let Err(e) = names::validate_container("container", container) {
+            return reject(400, "invalid_name", e.to_string(), cid);
+        }
+        if let Err(e) = names::validate_object_name("file", file, self.config.max_name_bytes) {
+            return reject(400, "invalid_name", e.to_string(), cid);
+        }
+        let matched: Vec<&RouteConfig> = self
+            .routes
+            .iter()
+            .filter(|r| r.matches(container, file))
+            .map(|r| &r.config)
+            .collect();
+        if matched.is_empty() {
+            return reject(
+                422,
+                "no_route",
+                format!("no route takes file {file:?} from container {container:?}"),
+                cid,
+            );
+        }
+        self.create_jobs(container, file, &matched, cid).await
+    }
+
+    fn authenticated(&self, req: &WebhookRequest) -> bool {
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let presented = header("x-ferry-token")
+            .map(str::to_string)
+            .or_else(|| {
+                header("authorization")
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                url::form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes())
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+            });
+        match presented {
+            // Compare digests so neither content nor length leaks through timing.
+            Some(t) => Sha256::digest(t.as_bytes())
+                .as_slice()
+                .ct_eq(&self.token_digest)
+                .into(),
+            None => false,
+        }
+    }
+
+    async fn create_jobs(
+        &self,
+        container: &str,
+        file: &str,
+        routes: &[&RouteConfig],
+        cid: &str,
+    ) -> WebhookResponse {
+        let mut objects: BTreeMap<&str, SourceObject> = BTreeMap::new();
+        let mut jobs = Vec::new();
+        let mut any_new = false;
+        for route in routes {
+            let object = match objects.get(route.source.as_str()) {
+                Some(o) => o.clone(),
+                None => {
+                    let Some(source) = self.sources.get(&route.source) else {
+                        return reject(
+                            500,
+                            "misconfigured",
+                            format!("route {:?} names a missing source", route.name),
+                            cid,
+                        );
+                    };
+                    match source.stat(container, file).await {
+                        Ok(o) => {
+                            objects.insert(route.source.as_str(), o.clone());
+                            o
+                        }
+                        Err(SourceError::NotFound(_)) => {
+                            return reject(
+                                422,
+                                "file_not_found",
+                                format!("{file:?} does not exist in container {container:?}"),
+                                cid,
+                            );
+                        }
+                        Err(e @ SourceError::AccessDenied { .. }) => {
+                            tracing::error!(correlation_id = cid, source = %route.source, error = %e, "source credentials refused");
+                            return reject(502, "source_access_denied", e.to_string(), cid);
+                        }
+                        Err(e) => return reject(503, "source_unavailable", e.to_string(), cid),
+                    }
+                }
+            };
+            let id = job_id(&route.name, &route.source, &object);
+            let key = job_key(&route.name, &id);
+            let job = TransferJob {
+                id: id.clone(),
+                route: route.name.clone(),
+                source: route.source.clone(),
+                object,
+                destinations: route.destinations.clone(),
+                target_folder: route.target_folder.clone(),
+                correlation_id: cid.to_string(),
+                created_at: now_rfc3339(),
+            };
+            let state = self.state.as_ref();
+            let status = match self
+                .retry
+                .run("write job", || state.put_json(&key, &job, PutMode::Create))
+                .await
+            {
+                Ok(_) => {
+                    any_new = true;
+                    tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "job created");
+                    "accepted"
+                }
+                Err(StateError::AlreadyExists { .. }) => {
+                    tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "duplicate webhook; job exists");
+                    "duplicate"
+                }
+                Err(e) => return reject(503, "state_unavailable", e.to_string(), cid),
+            };
+            jobs.push(json!({"route": route.name, "job_id": id, "job_key": key, "status": status}));
+        }
+        WebhookResponse {
+            status: if any_new { 202 } else { 200 },
+            body: json!({"status": if any_new { "accepted" } else { "duplicate" }, "jobs": jobs, "correlation_id": cid}),
+            retry_after_secs: None,
+        }
+    }
+}
+
+type Rejection = (u16, &'static str, String);
+
+/// Reads `container` and `file` (field names case-insensitive) from the body or query string.
+fn parse_fields(req: &WebhookRequest) -> Result<BTreeMap<String, String>, Rejection> {
+    let from_pairs = |text: &[u8]| -> BTreeMap<String, String> {
+        url::form_urlencoded::parse(text)
+            .filter(|(k, _)| k != "token")
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+            .collect()
+    };
+    if req.method == Method::GET || req.body.is_empty() {
+        return Ok(from_pairs(req.query.as_deref().unwrap_or("").as_bytes()));
+    }
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match content_type.as_str() {
+        "application/json" => {
+            let value: Value = serde_json::from_slice(&req.body)
+                .map_err(|e| (400, "bad_json", format!("body is not valid JSON: {e}")))?;
+            let Value::Object(map) = value else {
+                return Err((400, "bad_json", "body must be a JSON object".into()));
+            };
+            let mut out = BTreeMap::new();
+            for (k, v) in map {
+                let k = k.to_ascii_lowercase();
+                if k == "container" || k == "file" {
+                    let Value::String(s) = v else {
+                        return Err((400, "bad_field", format!("{k} must be a string")));
+                    };
+                    out.insert(k, s);
+                }
+            }
+            Ok(out)
+        }
+        "application/x-www-form-urlencoded" => Ok(from_pairs(&req.body)),
+        "" => Err((
+            415,
+            "unsupported_media_type",
+            "Content-Type is missing; use application/json or application/x-www-form-urlencoded"
+                .into(),
+        )),
+        other => Err((
+            415,
+            "unsupported_media_type",
+            format!(
+                "{other} is not accepted; use application/json or application/x-www-form-urlencoded"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_star_stays_in_folder() {
+        let g = compile_glob("*.zip").unwrap();
+        assert!(g.is_match("a b.zip"));
+        assert!(!g.is_match("dir/a.zip"));
+        assert!(compile_glob("**/*.zip").unwrap().is_match("dir/sub/a.zip"));
+        assert!(compile_glob("[").is_err());
+    }
+
+    fn req(method: Method, ct: &str, body: &str, query: Option<&str>) -> WebhookRequest {
+        let mut headers = HeaderMap::new();
+        if !ct.is_empty() {
+            headers.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+        }
+        WebhookRequest {
+            method,
+            query: query.map(str::to_string),
+            headers,
+            body: Bytes::from(body.to_string()),
+            correlation_id: "c".into(),
+        }
+    }
+
+    #[test]
+    fn fields_from_each_encoding() {
+        let j = parse_fields(&req(
+            Method::POST,
+            "application/json; charset=utf-8",
+            r#"{"Container":"c1","file":"a.zip","x":1}"#,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            (j["container"].as_str(), j["file"].as_str()),
+            ("c1", "a.zip")
+        );
+        let f = parse_fields(&req(
+            Method::PUT,
+            "application/x-www-form-urlencoded",
+            "container=c1&file=a+b.zip",
+            None,
+        ))
+        .unwrap();
+        assert_eq!(f["file"], "a b.zip");
+        let q = parse_fields(&req(
+            Method::GET,
+            "",
+            "",
+            Some("container=c1&file=x%2Fy.csv&token=t"),
+        ))
+        .unwrap();
+        assert_eq!(q["file"], "x/y.csv");
+        assert!(!q.contains_key("token"));
+        assert_eq!(
+            parse_fields(&req(Method::POST, "text/plain", "x", None))
+                .unwrap_err()
+                .0,
+            415
+        );
+        assert_eq!(
+            parse_fields(&req(Method::POST, "application/json", "{", None))
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(
+            parse_fields(&req(
+                Method::POST,
+                "application/json",
+                r#"{"file":3}"#,
+                None
+            ))
+            .unwrap_err()
+            .0,
+            400
+        );
+    }
+}
