@@ -1,1 +1,93 @@
-fn main() {}
+//! `ferry`: run the pipeline locally.
+//!
+//! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
+//! - `ferry serve --config FILE [--listen ADDR]`: webhook server + job worker on your config.
+//! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
+//! - `ferry replay --config FILE JOB_ID JOB_KEY`: clear a dead letter and run the job again.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use ferry::LocalRunner;
+use ferry_shared::config::Config;
+use ferry_shared::services::Services;
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn positional(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if a.starts_with("--") {
+            skip = true;
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+async fn services(args: &[String]) -> anyhow::Result<Services> {
+    let path = flag(args, "--config").context("--config FILE is required")?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(Services::build(Config::from_json(&text)?).await?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ferry_shared::telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first().cloned() else {
+        bail!(
+            "usage: ferry demo | serve --config FILE [--listen ADDR] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
+        );
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "demo" => ferry::demo::run().await,
+        "serve" => {
+            let services = services(rest).await?;
+            let listen: SocketAddr = flag(rest, "--listen")
+                .unwrap_or_else(|| "127.0.0.1:8080".into())
+                .parse()?;
+            let runner = LocalRunner::start(&services, listen, Duration::from_secs(10)).await?;
+            println!(
+                "webhook listening on http://{}/ ; Ctrl-C to stop",
+                runner.webhook_addr
+            );
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        "run-job" => {
+            let services = services(rest).await?;
+            let key = positional(rest)
+                .first()
+                .cloned()
+                .context("JOB_KEY missing")?;
+            let outcome = services.engine().run(&key, 1).await?;
+            println!("{outcome:?}");
+            Ok(())
+        }
+        "replay" => {
+            let services = services(rest).await?;
+            let pos = positional(rest);
+            let (id, key) = (
+                pos.first().context("JOB_ID missing")?,
+                pos.get(1).context("JOB_KEY missing")?,
+            );
+            let engine = services.engine();
+            engine.clear_failure(id).await?;
+            println!("{:?}", engine.run(key, 1).await?);
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}"),
+    }
+}

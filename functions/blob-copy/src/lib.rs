@@ -86,3 +86,22 @@ pub async fn handle(
     }
     Ok(response)
 }
+
+/// The SQS event AWS would deliver for a newly created job object: used by the local runner
+/// and tests so they go through the same parsing as production.
+pub fn sqs_event_for_job(bucket: &str, job_key: &str, message_id: &str, attempt: u32) -> SqsEvent {
+    let encoded: String = url::form_urlencoded::byte_serialize(job_key.as_bytes()).collect();
+    let notification = serde_json::json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded.replace("%2F", "/")}}
+    }]});
+    serde_json::from_value(serde_json::json!({"Records": [{
+        "messageId": message_id,
+        "body": notification.to_string(),
+        "attributes": {"ApproximateReceiveCount": attempt.to_string()},
+        "eventSource": "aws:sqs"
+    }]}))
+    .expect("static SQS event shape")
+}

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio_util::io::ReaderStream;
@@ -98,9 +99,8 @@ impl Destination for HttpDestination {
             req = req.header("Content-MD5", md5);
         }
         let resp = req
-            .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
-                body,
-                256 * 1024,
+            .body(reqwest::Body::wrap_stream(hold_last_chunk(
+                ReaderStream::with_capacity(body, 256 * 1024),
             )))
             .send()
             .await
@@ -133,6 +133,36 @@ impl Destination for HttpDestination {
             ))),
         }
     }
+}
+
+/// Yields each chunk only once the next read has succeeded, so the final chunk goes out after
+/// end-of-stream was seen. The verifying reader reports a short or corrupt stream at that point,
+/// and the error then aborts the request instead of the server receiving a complete-looking body
+/// (hyper stops polling a body once Content-Length bytes were sent).
+fn hold_last_chunk<S>(
+    chunks: S,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin,
+{
+    futures_util::stream::unfold(
+        (chunks, None::<bytes::Bytes>, false),
+        |(mut chunks, mut held, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match chunks.next().await {
+                    Some(Ok(next)) => match held.replace(next) {
+                        Some(previous) => return Some((Ok(previous), (chunks, held, false))),
+                        None => continue,
+                    },
+                    Some(Err(e)) => return Some((Err(e), (chunks, None, true))),
+                    None => return held.map(|last| (Ok(last), (chunks, None, true))),
+                }
+            }
+        },
+    )
 }
 
 fn find_io_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {

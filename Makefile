@@ -1,0 +1,32 @@
+# ferry: every command a developer or CI needs. The first two are the README's set-up commands.
+CARGO ?= cargo
+export TF_CLI_CONFIG_FILE := $(CURDIR)/infra/terraform.rc
+
+.PHONY: demo test setup lint fmt unit
+
+## demo: install and start Azurite, moto and sshd on loopback, then run the end-to-end demo.
+demo: setup
+	$(CARGO) run --quiet --bin ferry -- demo
+
+## test: install the local components, then every test (unit, integration, conformance, terraform).
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) test --workspace --no-fail-fast
+
+## setup: install Azurite, moto and OpenSSH server into git-ignored folders (idempotent).
+setup:
+	bash scripts/install-components.sh
+
+## unit: fast tests that need no local components.
+unit:
+	$(CARGO) test --workspace --lib
+
+## lint: formatting and clippy, warnings are errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+-include infra/infra.mk

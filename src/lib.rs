@@ -1,0 +1,218 @@
+//! The local runner: the Lambda handlers wired together in one process, so the whole pipeline
+//! runs on a laptop against local components. The webhook server stands in for the function
+//! URL, an in-process queue for S3 notifications -> SQS, and redelivery with a delay for SQS's
+//! visibility timeout.
+
+pub mod demo;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_shared::engine::TransferEngine;
+use ferry_shared::job::receipt_key;
+use ferry_shared::services::Services;
+use ferry_shared::state::StateStore;
+use ferry_shared::webhook::WebhookService;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambda_runtime::{Context, LambdaEvent};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// A job key waiting to run, with its delivery count.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// `jobs/<route>/<id>.json`
+    pub job_key: String,
+    /// 1 on first delivery.
+    pub attempt: u32,
+}
+
+/// The running local pipeline.
+pub struct LocalRunner {
+    /// Address the webhook server listens on.
+    pub webhook_addr: SocketAddr,
+    queue: mpsc::UnboundedSender<Queued>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LocalRunner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl LocalRunner {
+    /// Starts the webhook server on `listen` and the job worker. Jobs that exist without
+    /// receipts (e.g. from a previous run) are queued on start.
+    pub async fn start(
+        services: &Services,
+        listen: SocketAddr,
+        redelivery_delay: Duration,
+    ) -> anyhow::Result<Self> {
+        let webhook = Arc::new(services.webhook().await?);
+        let engine = Arc::new(services.engine());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listener = TcpListener::bind(listen).await?;
+        let webhook_addr = listener.local_addr()?;
+        let bucket = services.config.state.bucket.clone();
+        let server = tokio::spawn(serve(listener, webhook, tx.clone()));
+        let worker = tokio::spawn(work(engine, bucket, rx, tx.clone(), redelivery_delay));
+        for key in pending_jobs(services.state.as_ref()).await? {
+            let _ = tx.send(Queued {
+                job_key: key,
+                attempt: 1,
+            });
+        }
+        tracing::info!(%webhook_addr, "local runner listening");
+        Ok(Self {
+            webhook_addr,
+            queue: tx,
+            tasks: vec![server, worker],
+        })
+    }
+
+    /// Queues a job key, as an S3 notification would.
+    pub fn enqueue(&self, job_key: &str) {
+        let _ = self.queue.send(Queued {
+            job_key: job_key.to_string(),
+            attempt: 1,
+        });
+    }
+}
+
+/// Job keys under `jobs/` that lack a receipt for some destination and are not dead-lettered.
+pub async fn pending_jobs(state: &dyn StateStore) -> anyhow::Result<Vec<String>> {
+    let mut pending = Vec::new();
+    for key in state.list("jobs/").await? {
+        let Some(found) = state.get(&key).await? else {
+            continue;
+        };
+        let job: ferry_shared::job::TransferJob = serde_json::from_slice(&found.body)?;
+        if state
+            .get(&ferry_shared::job::failure_key(&job.id))
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        for dest in &job.destinations {
+            if state.get(&receipt_key(&job.id, dest)).await?.is_none() {
+                pending.push(key.clone());
+                break;
+            }
+        }
+    }
+    Ok(pending)
+}
+
+async fn serve(
+    listener: TcpListener,
+    webhook: Arc<WebhookService>,
+    queue: mpsc::UnboundedSender<Queued>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (webhook, queue) = (webhook.clone(), queue.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let (webhook, queue) = (webhook.clone(), queue.clone());
+                async move { Ok::<_, Infallible>(answer(&webhook, &queue, req).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Largest body the local server reads before handing off (the service applies its own cap).
+const LOCAL_BODY_LIMIT: usize = 1 << 20;
+
+async fn answer(
+    webhook: &WebhookService,
+    queue: &mpsc::UnboundedSender<Queued>,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, LOCAL_BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::from(vec![0u8; LOCAL_BODY_LIMIT + 1]),
+    };
+    let lambda_request =
+        lambda_http::Request::from_parts(parts, lambda_http::Body::Binary(body.to_vec()));
+    let response = match webhook_ingest::handle(webhook, lambda_request).await {
+        Ok(r) => r,
+        Err(e) => {
+            return hyper::Response::builder()
+                .status(500)
+                .body(Full::new(Bytes::from(format!(
+                    "{{\"error\":\"internal\",\"reason\":{:?}}}",
+                    e.to_string()
+                ))))
+                .expect("static response");
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = Bytes::copy_from_slice(body.as_ref());
+    if parts.status.as_u16() == 202
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+    {
+        for job in v["jobs"].as_array().into_iter().flatten() {
+            if job["status"] == "accepted"
+                && let Some(key) = job["job_key"].as_str()
+            {
+                let _ = queue.send(Queued {
+                    job_key: key.to_string(),
+                    attempt: 1,
+                });
+            }
+        }
+    }
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+async fn work(
+    engine: Arc<TransferEngine>,
+    bucket: String,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    tx: mpsc::UnboundedSender<Queued>,
+    redelivery_delay: Duration,
+) {
+    let mut message = 0u64;
+    while let Some(item) = rx.recv().await {
+        message += 1;
+        let (engine, bucket, tx) = (engine.clone(), bucket.clone(), tx.clone());
+        tokio::spawn(async move {
+            let id = format!("local-{message}");
+            let event = blob_copy::sqs_event_for_job(&bucket, &item.job_key, &id, item.attempt);
+            let result =
+                blob_copy::handle(&engine, LambdaEvent::new(event, Context::default())).await;
+            let failed = match result {
+                Ok(r) => !r.batch_item_failures.is_empty(),
+                Err(e) => {
+                    tracing::error!(error = %e, "blob-copy handler failed");
+                    true
+                }
+            };
+            if failed {
+                // Like SQS after the visibility timeout: deliver again, counting the attempt.
+                tokio::time::sleep(redelivery_delay).await;
+                let _ = tx.send(Queued {
+                    job_key: item.job_key,
+                    attempt: item.attempt + 1,
+                });
+            }
+        });
+    }
+}

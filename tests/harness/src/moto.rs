@@ -1,0 +1,117 @@
+//! moto server (S3, Secrets Manager, SQS, ...) on a free loopback port.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::process::{READY_TIMEOUT, RunDir, ServerProcess, start_on_free_port};
+
+/// Region to configure clients with (moto accepts any credentials).
+pub const REGION: &str = "us-east-1";
+
+/// A running moto server. Killed on Drop.
+#[derive(Debug)]
+pub struct Moto {
+    pub port: u16,
+    /// `http://127.0.0.1:PORT` (use path-style addressing).
+    pub endpoint: String,
+    pub log_path: PathBuf,
+    http: reqwest::Client,
+    process: ServerProcess,
+    dir: RunDir,
+}
+
+impl Moto {
+    pub fn start() -> anyhow::Result<Self> {
+        crate::ensure_installed()?;
+        let bin = Self::bin();
+        start_on_free_port(2, |port| Self::start_on(&bin, port))
+    }
+
+    fn bin() -> PathBuf {
+        crate::repo_root().join(".local/venv/bin/moto_server")
+    }
+
+    /// Starts on a given port (e.g. a fixed one for the demo).
+    pub fn start_on_port(port: u16) -> anyhow::Result<Self> {
+        crate::ensure_installed()?;
+        Self::start_on(&Self::bin(), port)
+    }
+
+    fn start_on(bin: &Path, port: u16) -> anyhow::Result<Self> {
+        let dir = RunDir::new("moto")?;
+        let log_path = dir.path().join("moto.log");
+        let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(String::from);
+        let mut process = ServerProcess::spawn(
+            "moto_server",
+            bin,
+            &args,
+            dir.path(),
+            &log_path,
+            &[("PYTHONUNBUFFERED", "1")],
+        )?;
+        process.wait_ready(port, READY_TIMEOUT)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .context("building HTTP client")?;
+        Ok(Self {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log_path,
+            http,
+            process,
+            dir,
+        })
+    }
+
+    /// Creates a bucket (path-style `PUT /<name>`); succeeds when it already exists.
+    pub async fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .put(format!("{}/{name}", self.endpoint))
+            .body(Vec::new())
+            .send()
+            .await
+            .with_context(|| format!("moto: PUT /{name}"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        if status.as_u16() == 409 && body.contains("BucketAlreadyOwnedByYou") {
+            return Ok(());
+        }
+        bail!("moto: create bucket {name}: HTTP {status}: {body}")
+    }
+
+    /// Forgets every resource of every service (`POST /moto-api/reset`). Affects all
+    /// users of this server: for the shared instance prefer unique bucket names.
+    pub async fn reset(&self) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/moto-api/reset", self.endpoint))
+            .send()
+            .await
+            .context("moto: POST /moto-api/reset")?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!(
+                "moto: reset: HTTP {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The directory holding moto's log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+}

@@ -1,0 +1,150 @@
+//! A TCP proxy that injects faults per connection: canned HTTP errors, connections cut after N
+//! bytes in either direction, or refused connections. Each accepted connection takes the next
+//! planned fault; when the plan is empty connections pass through.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do with one connection.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Forward both ways.
+    Pass,
+    /// Read the request head, answer this status with `Retry-After` and close.
+    HttpStatus { status: u16, retry_after_secs: u64 },
+    /// Forward, but close after this many bytes from the server to the client.
+    CutResponseAfter(u64),
+    /// Forward, but close after this many bytes from the client to the server.
+    CutRequestAfter(u64),
+    /// Close at once without a byte.
+    Refuse,
+}
+
+/// The running proxy; dropped = stopped.
+pub struct FaultProxy {
+    pub port: u16,
+    plan: Arc<Mutex<VecDeque<Fault>>>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`upstream_port`.
+    pub async fn start(upstream_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let plan: Arc<Mutex<VecDeque<Fault>>> = Arc::default();
+        let accepted: Arc<AtomicUsize> = Arc::default();
+        let (p, a) = (plan.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let fault = p.lock().unwrap().pop_front().unwrap_or(Fault::Pass);
+                tokio::spawn(handle(client, upstream_port, fault));
+            }
+        });
+        Self {
+            port,
+            plan,
+            accepted,
+            task,
+        }
+    }
+
+    /// Appends faults for the next connections.
+    pub fn plan(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.plan.lock().unwrap().extend(faults);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(mut client: TcpStream, upstream_port: u16, fault: Fault) {
+    match fault {
+        Fault::Refuse => {}
+        Fault::HttpStatus {
+            status,
+            retry_after_secs,
+        } => {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} Injected\r\nRetry-After: {retry_after_secs}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = client.write_all(reply.as_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        Fault::Pass => pipe(client, upstream_port, None, None).await,
+        Fault::CutResponseAfter(n) => pipe(client, upstream_port, None, Some(n)).await,
+        Fault::CutRequestAfter(n) => pipe(client, upstream_port, Some(n), None).await,
+    }
+}
+
+async fn pipe(
+    client: TcpStream,
+    upstream_port: u16,
+    up_limit: Option<u64>,
+    down_limit: Option<u64>,
+) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async move { copy_limited(&mut cr, &mut sw, up_limit).await };
+    let down = async move { copy_limited(&mut sr, &mut cw, down_limit).await };
+    // When either direction hits its limit (or ends), drop both halves: the connection is cut.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+async fn copy_limited<R, W>(r: &mut R, w: &mut W, limit: Option<u64>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let n = match limit {
+            Some(l) if sent + n as u64 >= l => {
+                let take = (l - sent) as usize;
+                let _ = w.write_all(&buf[..take]).await;
+                return;
+            }
+            _ => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        sent += n as u64;
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared helpers for the integration tests: log capture (to scan for leaked secrets), generated
+//! data streams, a TCP fault proxy, and config builders over the harness's real components.
+#![allow(dead_code)]
+
+pub mod data;
+pub mod fault_proxy;
+pub mod logs;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_shared::config::Config;
+use ferry_shared::dest::Destination;
+use ferry_shared::services::Services;
+
+/// A name unique within this test process (containers, buckets, folders).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Writes `value` to a 0600 file in a fresh temp dir and returns a `{"file": path}` secret ref.
+pub fn file_secret(value: &str) -> serde_json::Value {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let path = dir.join("secret");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(value.as_bytes()).unwrap();
+    serde_json::json!({"file": path})
+}
+
+/// Builds services from a JSON config (panics with the config error: tests want to see it).
+pub async fn services(config: &serde_json::Value) -> Services {
+    let config = Config::from_json(&config.to_string()).expect("test config is valid");
+    Services::build(config).await.expect("services build")
+}
+
+/// One named destination built through the same config path production uses.
+pub async fn destination(
+    kind_config: serde_json::Value,
+    state_bucket: &str,
+) -> Arc<dyn Destination> {
+    let moto = &ferry_harness::shared().moto;
+    let config = serde_json::json!({
+        "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": moto.endpoint, "force_path_style": true}},
+        "destinations": {"d": kind_config},
+    });
+    let mut s = services(&config).await;
+    let d: BTreeMap<_, _> = std::mem::take(&mut s.destinations);
+    d["d"].clone()
+}
+
+/// An S3 client for moto (for assertions).
+pub async fn moto_s3() -> aws_sdk_s3::Client {
+    let moto = &ferry_harness::shared().moto;
+    ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
+        region: None,
+        endpoint_url: Some(moto.endpoint.clone()),
+        force_path_style: true,
+    })
+    .await
+}
+
+/// Sets the dummy AWS credentials moto accepts, once, before any client is built.
+pub fn aws_test_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called before the tests of this process start any threads that read the env
+        // (each test calls it first; Once serialises the single write).
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+            std::env::set_var("AWS_REGION", "us-east-1");
+            std::env::remove_var("AWS_PROFILE");
+        }
+    });
+}
