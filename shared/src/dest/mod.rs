@@ -4,6 +4,7 @@
 pub mod http;
 pub mod local_dir;
 pub mod s3;
+pub mod sftp;
 
 use std::time::Duration;
 
@@ -142,12 +143,44 @@ pub fn join_path(folder: &str, name: &str) -> String {
     }
 }
 
-/// Builds the SFTP destination from its config (secrets resolved here).
+/// Builds the SFTP destination from its config (secrets resolved here). With both a private
+/// key and a password configured, the key is used.
 pub async fn sftp_from_config(
-    _config: &crate::config::DestinationConfig,
-    _secrets: &crate::secret::SecretResolver,
+    config: &crate::config::DestinationConfig,
+    secrets: &crate::secret::SecretResolver,
 ) -> Result<std::sync::Arc<dyn Destination>, crate::services::SetupError> {
-    Err(crate::services::SetupError::Config(
-        "SFTP destinations are not available in this build yet".into(),
-    ))
+    use crate::services::SetupError;
+    let crate::config::DestinationConfig::Sftp {
+        host,
+        port,
+        username,
+        host_key,
+        password,
+        private_key,
+        directory,
+        timeout_secs,
+    } = config
+    else {
+        return Err(SetupError::Config("not an SFTP destination".into()));
+    };
+    let auth = match (private_key, password) {
+        (Some(key), _) => sftp::SftpAuth::PrivateKey(secrets.resolve(key).await?),
+        (None, Some(password)) => sftp::SftpAuth::Password(secrets.resolve(password).await?),
+        (None, None) => {
+            return Err(SetupError::Config(format!(
+                "sftp destination {username}@{host}:{port}: set password or private_key"
+            )));
+        }
+    };
+    let destination = sftp::SftpDestination::new(sftp::SftpSettings {
+        host: host.clone(),
+        port: *port,
+        username: username.clone(),
+        host_key: host_key.clone(),
+        auth,
+        directory: directory.clone(),
+        timeout: Duration::from_secs(*timeout_secs),
+    })
+    .map_err(|e| SetupError::Config(format!("sftp destination {username}@{host}:{port}: {e}")))?;
+    Ok(std::sync::Arc::new(destination))
 }

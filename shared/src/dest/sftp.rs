@@ -1,0 +1,1092 @@
+//! An SFTP server (russh + russh-sftp): one SSH connection per write, the server's host key
+//! pinned, the body streamed with pipelined writes into a hidden temporary file beside the
+//! target, its size checked on the server, then renamed into place.
+//!
+//! Replacing an existing file: SFTP v3 `RENAME` refuses an existing target, so the first try
+//! is a plain rename (the common case: a new file) and, when that fails, the file is moved
+//! with OpenSSH's `posix-rename@openssh.com` extension, which replaces the target atomically.
+//! russh-sftp's high-level session does not expose extensions, so that request goes over a
+//! second SFTP channel on the same connection, opened only when needed. A server without the
+//! extension (or refusing a second channel) gets remove-then-rename: for that short window no
+//! file is at the final name, and a crash inside it leaves the new content only in the
+//! temporary file.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelStream, Disconnect, client};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::Metadata;
+use russh_sftp::client::{RawSftpSession, SftpSession};
+use russh_sftp::protocol::{OpenFlags, Packet, StatusCode};
+use secrecy::SecretString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Delivery, Destination, DestinationError, Written, join_path};
+use crate::ByteReader;
+use crate::secret::expose;
+
+/// Bytes read from the source per step; russh-sftp splits them into pipelined write requests.
+const CHUNK: usize = 256 * 1024;
+/// Write requests in flight per file (32 KiB each): bounds memory, keeps the link busy.
+const WRITES_IN_FLIGHT: usize = 64;
+const POSIX_RENAME: &str = "posix-rename@openssh.com";
+/// Longest file-name part kept in a temporary name (NAME_MAX is 255 bytes on most servers).
+const TEMP_NAME_KEEP: usize = 200;
+
+/// How the client proves who it is.
+pub enum SftpAuth {
+    /// Password authentication.
+    Password(SecretString),
+    /// Public-key authentication with this private key: OpenSSH (`-----BEGIN OPENSSH PRIVATE
+    /// KEY-----`) or PKCS#8 PEM text, unencrypted.
+    PrivateKey(SecretString),
+}
+
+/// Everything an SFTP destination needs, secrets already resolved.
+pub struct SftpSettings {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Login user.
+    pub username: String,
+    /// The server's public host key, OpenSSH form (`ssh-ed25519 AAAA... [comment]`); a
+    /// `known_hosts`-style line with a leading host field is accepted too.
+    pub host_key: String,
+    /// Credentials.
+    pub auth: SftpAuth,
+    /// Remote folder the files go under (absolute, or relative to the login directory).
+    pub directory: String,
+    /// Limit for connecting, authenticating and each SFTP request.
+    pub timeout: Duration,
+}
+
+enum Credentials {
+    Password(SecretString),
+    Key(Arc<PrivateKey>),
+}
+
+/// Delivers files to an SFTP server.
+pub struct SftpDestination {
+    host: String,
+    port: u16,
+    username: String,
+    host_key: PublicKey,
+    credentials: Credentials,
+    directory: String,
+    timeout: Duration,
+    /// Try `posix-rename@openssh.com` to replace an existing file (tests turn it off to
+    /// exercise the remove-then-rename fallback).
+    posix_rename: bool,
+}
+
+impl SftpDestination {
+    /// Checks the pinned host key and parses the private key; no network traffic.
+    pub fn new(settings: SftpSettings) -> Result<Self, DestinationError> {
+        let host_key = parse_host_key(&settings.host_key)?;
+        let credentials = match settings.auth {
+            SftpAuth::Password(p) => Credentials::Password(p),
+            SftpAuth::PrivateKey(pem) => {
+                let key = russh::keys::decode_secret_key(expose(&pem), None).map_err(|e| {
+                    // The key error names the problem (encrypted, corrupt, unsupported), never
+                    // the key material.
+                    DestinationError::Rejected(format!("unusable private key: {e}"))
+                })?;
+                Credentials::Key(Arc::new(key))
+            }
+        };
+        Ok(Self {
+            host: settings.host,
+            port: settings.port,
+            username: settings.username,
+            host_key,
+            credentials,
+            directory: settings.directory,
+            timeout: settings.timeout.max(Duration::from_secs(1)),
+            posix_rename: true,
+        })
+    }
+
+    /// Secret-free `sftp://user@host:port/path` (home-relative paths as `/~/path`).
+    fn location(&self, path: &str) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/~/{path}")
+        };
+        format!("sftp://{}@{host}:{}{path}", self.username, self.port)
+    }
+
+    /// Runs one network step under the timeout.
+    async fn bounded<F: Future>(&self, what: &str, fut: F) -> Result<F::Output, DestinationError> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| DestinationError::Transient {
+                reason: format!(
+                    "{what}: no answer from {}:{} within {}s",
+                    self.host,
+                    self.port,
+                    self.timeout.as_secs()
+                ),
+                retry_after: None,
+            })
+    }
+
+    fn sftp_config(&self) -> russh_sftp::client::Config {
+        russh_sftp::client::Config {
+            max_concurrent_writes: WRITES_IN_FLIGHT,
+            request_timeout_secs: self.timeout.as_secs(),
+            ..Default::default()
+        }
+    }
+
+    /// Connects, checks the host key, authenticates and opens the SFTP session.
+    async fn connect(&self) -> Result<Connection, DestinationError> {
+        let config = Arc::new(client::Config {
+            nodelay: true,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            ..Default::default()
+        });
+        let handler = PinnedHostKey {
+            expected: self.host_key.clone(),
+        };
+        let mut ssh = self
+            .bounded(
+                "connect",
+                client::connect(config, (self.host.as_str(), self.port), handler),
+            )
+            .await?
+            .map_err(|e| self.connect_error(e))?;
+
+        let (method, result) = match &self.credentials {
+            Credentials::Password(password) => (
+                "password",
+                self.bounded(
+                    "authenticate",
+                    ssh.authenticate_password(&self.username, expose(password)),
+                )
+                .await?,
+            ),
+            Credentials::Key(key) => {
+                let hash = if key.algorithm().is_rsa() {
+                    // `None` from the server (no server-sig-algs) leaves the legacy ssh-rsa.
+                    self.bounded("negotiate RSA signature", ssh.best_supported_rsa_hash())
+                        .await?
+                        .map_err(|e| ssh_error("negotiate RSA signature", e))?
+                        .flatten()
+                } else {
+                    None
+                };
+                (
+                    "publickey",
+                    self.bounded(
+                        "authenticate",
+                        ssh.authenticate_publickey(
+                            &self.username,
+                            PrivateKeyWithHashAlg::new(key.clone(), hash),
+                        ),
+                    )
+                    .await?,
+                )
+            }
+        };
+        match result.map_err(|e| ssh_error("authenticate", e))? {
+            client::AuthResult::Success => {}
+            client::AuthResult::Failure {
+                remaining_methods,
+                partial_success,
+            } => {
+                let why = if partial_success {
+                    "accepted but asked for more"
+                } else {
+                    "rejected"
+                };
+                return Err(DestinationError::Unauthorized(format!(
+                    "{}:{} {why} {method} authentication for user {:?} (server offers: {:?})",
+                    self.host, self.port, self.username, remaining_methods
+                )));
+            }
+        }
+
+        let stream = self.open_subsystem(&ssh).await?;
+        let sftp = self
+            .bounded(
+                "start SFTP",
+                SftpSession::new_with_config(stream, self.sftp_config()),
+            )
+            .await?
+            .map_err(|e| sftp_error("start SFTP", e))?;
+        Ok(Connection { ssh, sftp })
+    }
+
+    fn connect_error(&self, e: SshError) -> DestinationError {
+        match e {
+            SshError::UntrustedHost { seen } => DestinationError::UntrustedHost(format!(
+                "{}:{} presented host key {seen}, not the pinned {}",
+                self.host,
+                self.port,
+                self.host_key.fingerprint(HashAlg::Sha256)
+            )),
+            SshError::Ssh(e) => ssh_error(&format!("connect to {}:{}", self.host, self.port), e),
+        }
+    }
+
+    async fn open_subsystem(
+        &self,
+        ssh: &client::Handle<PinnedHostKey>,
+    ) -> Result<ChannelStream<client::Msg>, DestinationError> {
+        let channel = self
+            .bounded("open channel", ssh.channel_open_session())
+            .await?
+            .map_err(|e| ssh_error("open channel", e))?;
+        self.bounded(
+            "request SFTP subsystem",
+            channel.request_subsystem(true, "sftp"),
+        )
+        .await?
+        .map_err(|e| ssh_error("request SFTP subsystem", e))?;
+        Ok(channel.into_stream())
+    }
+
+    /// `Some(metadata)`, or `None` when nothing is at `path`.
+    async fn stat(
+        &self,
+        sftp: &SftpSession,
+        path: &str,
+    ) -> Result<Option<Metadata>, DestinationError> {
+        match self.bounded("stat", sftp.metadata(path)).await? {
+            Ok(meta) => Ok(Some(meta)),
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::NoSuchFile => Ok(None),
+            Err(e) => Err(sftp_error(&format!("stat {path}"), e)),
+        }
+    }
+
+    /// Creates `dir` and its missing parents (tolerating a concurrent writer creating them).
+    async fn ensure_dir(&self, sftp: &SftpSession, dir: &str) -> Result<(), DestinationError> {
+        let absolute = dir.starts_with('/');
+        let parts: Vec<&str> = dir
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        let prefixes: Vec<String> = (1..=parts.len())
+            .map(|n| {
+                let p = parts[..n].join("/");
+                if absolute { format!("/{p}") } else { p }
+            })
+            .collect();
+        // Walk up to the deepest folder that exists (usually the first stat answers it all).
+        let mut existing = prefixes.len();
+        while existing > 0 {
+            let path = &prefixes[existing - 1];
+            match self.stat(sftp, path).await? {
+                Some(meta) if meta.is_dir() => break,
+                Some(_) => {
+                    return Err(DestinationError::Rejected(format!(
+                        "{path} exists and is not a directory"
+                    )));
+                }
+                None => existing -= 1,
+            }
+        }
+        for path in &prefixes[existing..] {
+            if let Err(e) = self
+                .bounded("create directory", sftp.create_dir(path.as_str()))
+                .await?
+            {
+                match self.stat(sftp, path).await? {
+                    Some(meta) if meta.is_dir() => {}
+                    _ => return Err(sftp_error(&format!("create directory {path}"), e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into the new file `temp`, reading it to the end, and returns the size
+    /// the server reports for the closed file.
+    async fn upload(
+        &self,
+        sftp: &SftpSession,
+        temp: &str,
+        delivery: &Delivery,
+        body: &mut ByteReader,
+    ) -> Result<u64, DestinationError> {
+        let mut file = self
+            .bounded(
+                "create temporary file",
+                sftp.open_with_flags(
+                    temp,
+                    OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                ),
+            )
+            .await?
+            .map_err(|e| sftp_error(&format!("create {temp}"), e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut copied = 0u64;
+        loop {
+            // Reading to EOF matters: a verifying body reports size/MD5 problems only there.
+            let n = body
+                .read(&mut buf)
+                .await
+                .map_err(|e| DestinationError::from_io("read source", &e))?;
+            if n == 0 {
+                break;
+            }
+            copied += n as u64;
+            if copied > delivery.size {
+                return Err(DestinationError::Verification(format!(
+                    "source delivered more than the expected {} bytes",
+                    delivery.size
+                )));
+            }
+            self.bounded("write", file.write_all(&buf[..n]))
+                .await?
+                .map_err(|e| DestinationError::from_io(&format!("write {temp}"), &e))?;
+        }
+        if copied != delivery.size {
+            return Err(DestinationError::Verification(format!(
+                "source delivered {copied} bytes, expected {}",
+                delivery.size
+            )));
+        }
+        // Flush waits for every write to be acknowledged (and fsyncs when the server offers
+        // fsync@openssh.com); shutdown closes the handle and waits for the answer.
+        self.bounded("flush", file.flush())
+            .await?
+            .map_err(|e| DestinationError::from_io(&format!("flush {temp}"), &e))?;
+        self.bounded("close", file.shutdown())
+            .await?
+            .map_err(|e| DestinationError::from_io(&format!("close {temp}"), &e))?;
+        let on_server = self
+            .stat(sftp, temp)
+            .await?
+            .and_then(|m| m.size)
+            .ok_or_else(|| DestinationError::Transient {
+                reason: format!("{temp} has no size after writing"),
+                retry_after: None,
+            })?;
+        if on_server != delivery.size {
+            return Err(DestinationError::Verification(format!(
+                "server holds {on_server} bytes, expected {}",
+                delivery.size
+            )));
+        }
+        Ok(on_server)
+    }
+
+    /// Moves `temp` to `target`, replacing an existing file.
+    async fn rename_into_place(
+        &self,
+        conn: &Connection,
+        temp: &str,
+        target: &str,
+    ) -> Result<(), DestinationError> {
+        let refused = match self
+            .bounded("rename", conn.sftp.rename(temp, target))
+            .await?
+        {
+            Ok(()) => return Ok(()),
+            // SFTP v3 servers answer a rename onto an existing file with a generic failure.
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Failure => {
+                SftpError::Status(s)
+            }
+            Err(e) => return Err(sftp_error(&format!("rename {temp} to {target}"), e)),
+        };
+        if self.posix_rename
+            && let Some(control) = self.posix_rename_session(&conn.ssh).await
+        {
+            let result = self.posix_rename_with(&control, temp, target).await;
+            let _ = control.close_session();
+            return result;
+        }
+        // Fallback: remove the old file, then rename (a short window with no file there).
+        match self.stat(&conn.sftp, target).await? {
+            Some(meta) if !meta.is_dir() => {}
+            _ => return Err(sftp_error(&format!("rename {temp} to {target}"), refused)),
+        }
+        self.bounded("remove old file", conn.sftp.remove_file(target))
+            .await?
+            .map_err(|e| sftp_error(&format!("remove {target}"), e))?;
+        self.bounded("rename", conn.sftp.rename(temp, target))
+            .await?
+            .map_err(|e| sftp_error(&format!("rename {temp} to {target}"), e))
+    }
+
+    /// A second SFTP channel for the `posix-rename@openssh.com` request, if the server
+    /// offers the extension (and the channel).
+    async fn posix_rename_session(
+        &self,
+        ssh: &client::Handle<PinnedHostKey>,
+    ) -> Option<RawSftpSession> {
+        let stream = match self.open_subsystem(ssh).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "no second SFTP channel; replacing by remove and rename");
+                return None;
+            }
+        };
+        let raw = RawSftpSession::new_with_config(stream, self.sftp_config());
+        let version = self.bounded("start SFTP", raw.init()).await.ok()?.ok()?;
+        if version.extensions.get(POSIX_RENAME).map(String::as_str) == Some("1") {
+            Some(raw)
+        } else {
+            let _ = raw.close_session();
+            None
+        }
+    }
+
+    async fn posix_rename_with(
+        &self,
+        raw: &RawSftpSession,
+        temp: &str,
+        target: &str,
+    ) -> Result<(), DestinationError> {
+        let mut data = Vec::with_capacity(8 + temp.len() + target.len());
+        for s in [temp, target] {
+            data.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            data.extend_from_slice(s.as_bytes());
+        }
+        let context = format!("replace {target} with {temp}");
+        match self
+            .bounded("rename", raw.extended(POSIX_RENAME, data))
+            .await?
+        {
+            Ok(Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
+            Ok(Packet::Status(s)) => Err(sftp_error(&context, SftpError::Status(s))),
+            Ok(_) => Err(sftp_error(&context, SftpError::UnexpectedPacket)),
+            Err(e) => Err(sftp_error(&context, e)),
+        }
+    }
+
+    /// Best-effort removal of the temporary file after a failure.
+    async fn discard(&self, sftp: &SftpSession, temp: &str) {
+        match self.bounded("remove", sftp.remove_file(temp)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(SftpError::Status(s))) if s.status_code == StatusCode::NoSuchFile => {}
+            Ok(Err(e)) => {
+                tracing::warn!(path = temp, error = %e, "could not remove temporary file")
+            }
+            Err(e) => tracing::warn!(path = temp, error = %e, "could not remove temporary file"),
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for SftpDestination {
+    fn kind(&self) -> &'static str {
+        "sftp"
+    }
+
+    async fn write(
+        &self,
+        delivery: &Delivery,
+        mut body: ByteReader,
+    ) -> Result<Written, DestinationError> {
+        let target = join_path(&self.directory, &delivery.name);
+        let (prefix, file_name) = match target.rfind('/') {
+            Some(i) => target.split_at(i + 1),
+            None => ("", target.as_str()),
+        };
+        let temp = format!("{prefix}{}", temp_name(file_name));
+
+        let conn = self.connect().await?;
+        let result = async {
+            self.ensure_dir(&conn.sftp, prefix).await?;
+            let committed = async {
+                let bytes = self.upload(&conn.sftp, &temp, delivery, &mut body).await?;
+                self.rename_into_place(&conn, &temp, &target).await?;
+                Ok(bytes)
+            }
+            .await;
+            if committed.is_err() {
+                // The file handle is already closed (or its close queued) on this channel, so
+                // the server handles the removal after it.
+                self.discard(&conn.sftp, &temp).await;
+            }
+            committed
+        }
+        .await;
+        conn.close().await;
+        let bytes = result?;
+        tracing::debug!(path = %target, bytes, "sftp write committed");
+        Ok(Written {
+            location: self.location(&target),
+            bytes,
+        })
+    }
+}
+
+struct Connection {
+    ssh: client::Handle<PinnedHostKey>,
+    sftp: SftpSession,
+}
+
+impl Connection {
+    async fn close(self) {
+        let _ = self.sftp.close().await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.ssh.disconnect(Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+    }
+}
+
+/// `.<file>.ferry-<random>.part`, the file part shortened to stay within NAME_MAX.
+fn temp_name(file_name: &str) -> String {
+    let mut keep = file_name.len().min(TEMP_NAME_KEEP);
+    while !file_name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(
+        ".{}.ferry-{:016x}.part",
+        &file_name[..keep],
+        rand::random::<u64>()
+    )
+}
+
+fn parse_host_key(text: &str) -> Result<PublicKey, DestinationError> {
+    let text = text.trim();
+    PublicKey::from_openssh(text)
+        .or_else(|first| match text.split_once(char::is_whitespace) {
+            // `host ssh-ed25519 AAAA...` as ssh-keyscan prints it.
+            Some((_, rest)) => PublicKey::from_openssh(rest.trim_start()).map_err(|_| first),
+            None => Err(first),
+        })
+        .map_err(|e| {
+            DestinationError::Rejected(format!(
+                "host_key is not an OpenSSH public key (`ssh-ed25519 AAAA...`): {e}"
+            ))
+        })
+}
+
+/// Accepts only the pinned host key.
+struct PinnedHostKey {
+    expected: PublicKey,
+}
+
+#[derive(Debug)]
+enum SshError {
+    Ssh(russh::Error),
+    UntrustedHost { seen: String },
+}
+
+impl From<russh::Error> for SshError {
+    fn from(e: russh::Error) -> Self {
+        SshError::Ssh(e)
+    }
+}
+
+impl client::Handler for PinnedHostKey {
+    type Error = SshError;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // A certificate is judged by the key it certifies: pinning trusts a key, not a CA.
+        let seen = server_public_key.public_key();
+        if seen.key_data() == self.expected.key_data() {
+            Ok(true)
+        } else {
+            Err(SshError::UntrustedHost {
+                seen: format!("{} {}", seen.algorithm(), seen.fingerprint(HashAlg::Sha256)),
+            })
+        }
+    }
+}
+
+fn ssh_error(context: &str, e: russh::Error) -> DestinationError {
+    use russh::Error as E;
+    match e {
+        E::WrongServerSig => DestinationError::UntrustedHost(format!(
+            "{context}: the server's key-exchange signature did not verify"
+        )),
+        E::NoCommonAlgo { .. } | E::UnknownAlgo | E::Version | E::InvalidConfig(_) => {
+            DestinationError::Rejected(format!("{context}: {e}"))
+        }
+        _ => DestinationError::Transient {
+            reason: format!("{context}: {e}"),
+            retry_after: None,
+        },
+    }
+}
+
+fn sftp_error(context: &str, e: SftpError) -> DestinationError {
+    let permanent = matches!(
+        &e,
+        SftpError::Status(s) if matches!(
+            s.status_code,
+            StatusCode::PermissionDenied
+                | StatusCode::NoSuchFile
+                | StatusCode::OpUnsupported
+                | StatusCode::BadMessage
+        )
+    );
+    if permanent {
+        DestinationError::Rejected(format!("{context}: {e}"))
+    } else {
+        DestinationError::Transient {
+            reason: format!("{context}: {e}"),
+            retry_after: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::pin::Pin;
+    use std::process::{Child, Command, Stdio};
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::*;
+    use crate::source::SourceError;
+
+    /// A throwaway OpenSSH sshd on a free loopback port with its own ed25519 host and client
+    /// keys; killed on drop.
+    struct Sshd {
+        child: Child,
+        dir: tempfile::TempDir,
+        port: u16,
+        user: String,
+    }
+
+    fn keygen(path: &Path) -> String {
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferry-test", "-f"])
+            .arg(path)
+            .status()
+            .expect("run ssh-keygen");
+        assert!(status.success(), "ssh-keygen failed");
+        std::fs::read_to_string(path.with_extension("pub")).unwrap()
+    }
+
+    impl Sshd {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            keygen(&d.join("host_key"));
+            let client_pub = keygen(&d.join("client_key"));
+            std::fs::write(d.join("authorized_keys"), client_pub).unwrap();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = format!(
+                "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication yes\n\
+                 KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n",
+                d = d.display()
+            );
+            std::fs::write(d.join("sshd_config"), config).unwrap();
+            // Privilege separation directory; only creatable (and needed) as root.
+            let _ = std::fs::create_dir_all("/run/sshd");
+            let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(d.join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start /usr/sbin/sshd (Debian package openssh-server)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+                    panic!("sshd exited ({status}): {log}");
+                }
+                assert!(Instant::now() < deadline, "sshd did not start listening");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let user = Command::new("id").arg("-un").output().unwrap().stdout;
+            let user = String::from_utf8(user).unwrap().trim().to_string();
+            Self {
+                child,
+                dir,
+                port,
+                user,
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// Settings that work: pinned host key, the authorized client key, files under
+        /// `<tempdir>/upload` (created by the first write).
+        fn settings(&self) -> SftpSettings {
+            SftpSettings {
+                host: "127.0.0.1".into(),
+                port: self.port,
+                username: self.user.clone(),
+                host_key: std::fs::read_to_string(self.path("host_key.pub")).unwrap(),
+                auth: SftpAuth::PrivateKey(
+                    std::fs::read_to_string(self.path("client_key"))
+                        .unwrap()
+                        .into(),
+                ),
+                directory: self.root().display().to_string(),
+                timeout: Duration::from_secs(10),
+            }
+        }
+
+        fn destination(&self) -> SftpDestination {
+            SftpDestination::new(self.settings()).unwrap()
+        }
+
+        fn root(&self) -> PathBuf {
+            self.path("upload")
+        }
+    }
+
+    impl Drop for Sshd {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn delivery(name: &str, size: u64) -> Delivery {
+        Delivery {
+            name: name.into(),
+            size,
+            content_type: None,
+            content_md5: None,
+            idempotency_key: "test".into(),
+        }
+    }
+
+    fn body(data: &[u8]) -> ByteReader {
+        Box::pin(std::io::Cursor::new(data.to_vec()))
+    }
+
+    /// Deterministic pseudo-random bytes (xorshift), generated as they are read.
+    struct Noise {
+        state: u64,
+        remaining: u64,
+    }
+
+    impl Noise {
+        fn new(seed: u64, len: u64) -> Self {
+            Self {
+                state: seed | 1,
+                remaining: len,
+            }
+        }
+
+        fn fill(&mut self, out: &mut [u8]) -> usize {
+            let n = out.len().min(self.remaining as usize);
+            for chunk in out[..n].chunks_mut(8) {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
+            }
+            self.remaining -= n as u64;
+            n
+        }
+    }
+
+    impl AsyncRead for Noise {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self.fill(buf.initialize_unfilled());
+            buf.advance(n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Yields `good` bytes, then fails the way a dropped source does.
+    struct FailsAfter {
+        good: u64,
+    }
+
+    impl AsyncRead for FailsAfter {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if self.good == 0 {
+                return Poll::Ready(Err(std::io::Error::other(SourceError::Transient {
+                    reason: "connection reset".into(),
+                    retry_after: None,
+                })));
+            }
+            let n = buf.remaining().min(self.good as usize);
+            buf.put_slice(&vec![7u8; n]);
+            self.good -= n as u64;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Temporary files left anywhere under `dir`.
+    fn leftovers(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(leftovers(&path));
+            } else if path.to_string_lossy().ends_with(".part") {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn small_empty_and_unicode_names_round_trip() {
+        let sshd = Sshd::start();
+        let dest = sshd.destination();
+        assert_eq!(dest.kind(), "sftp");
+        let root = sshd.root();
+        for (name, data) in [
+            ("hello.txt", &b"hello, sftp"[..]),
+            ("empty.bin", &b""[..]),
+            ("in box/ünï côdé/レポート 2026.csv", &b"a,b\n1,2\n"[..]),
+        ] {
+            let written = dest
+                .write(&delivery(name, data.len() as u64), body(data))
+                .await
+                .unwrap();
+            assert_eq!(written.bytes, data.len() as u64);
+            assert_eq!(
+                written.location,
+                format!(
+                    "sftp://{}@127.0.0.1:{}{}/{name}",
+                    sshd.user,
+                    sshd.port,
+                    root.display()
+                )
+            );
+            assert_eq!(std::fs::read(root.join(name)).unwrap(), data, "{name}");
+        }
+        assert!(leftovers(&root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn streams_64_mib_byte_identical() {
+        const SIZE: u64 = 64 << 20;
+        let sshd = Sshd::start();
+        let dest = sshd.destination();
+        let (reader, digests) =
+            crate::verify::verifying(Box::pin(Noise::new(42, SIZE)), SIZE, None);
+        let started = Instant::now();
+        let written = dest
+            .write(&delivery("big/noise.bin", SIZE), reader)
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        eprintln!(
+            "64 MiB over SFTP in {elapsed:.2?}: {:.1} MB/s",
+            SIZE as f64 / 1e6 / elapsed.as_secs_f64()
+        );
+        assert_eq!(written.bytes, SIZE);
+        // The body was read to its end (the verifier only records digests at EOF).
+        assert_eq!(digests.get().unwrap().bytes, SIZE);
+
+        let mut expected = Noise::new(42, SIZE);
+        let mut file = std::fs::File::open(sshd.root().join("big/noise.bin")).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), SIZE);
+        let (mut want, mut got) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+        loop {
+            let n = expected.fill(&mut want);
+            if n == 0 {
+                break;
+            }
+            std::io::Read::read_exact(&mut file, &mut got[..n]).unwrap();
+            assert!(want[..n] == got[..n], "content differs");
+        }
+        assert!(leftovers(&sshd.root()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn overwrite_replaces_content_with_and_without_posix_rename() {
+        let sshd = Sshd::start();
+        let mut dest = sshd.destination();
+        let path = sshd.root().join("sub/report.txt");
+        for (posix_rename, data) in [
+            (true, &b"first version"[..]),
+            (true, &b"second, longer version"[..]),
+            (false, &b"third"[..]),
+        ] {
+            dest.posix_rename = posix_rename;
+            dest.write(&delivery("sub/report.txt", data.len() as u64), body(data))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data);
+        }
+        assert!(leftovers(&sshd.root()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_body_leaves_nothing_behind() {
+        let sshd = Sshd::start();
+        let dest = sshd.destination();
+        let root = sshd.root();
+
+        // Stream breaks half way: the source's error comes back, no file, no temp file.
+        let e = dest
+            .write(
+                &delivery("broken/new.bin", 2 << 20),
+                Box::pin(FailsAfter { good: 1 << 20 }),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, DestinationError::Source(SourceError::Transient { .. })),
+            "{e:?}"
+        );
+        assert!(!root.join("broken/new.bin").exists());
+
+        // Same over an existing file: the old content stays.
+        dest.write(&delivery("broken/old.bin", 3), body(b"old"))
+            .await
+            .unwrap();
+        dest.write(
+            &delivery("broken/old.bin", 2 << 20),
+            Box::pin(FailsAfter { good: 1 << 20 }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(std::fs::read(root.join("broken/old.bin")).unwrap(), b"old");
+
+        // A file where a folder should be: refused for good.
+        let e = dest
+            .write(&delivery("broken/old.bin/inner.txt", 1), body(b"x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DestinationError::Rejected(_)), "{e:?}");
+
+        // A short stream without a verifier in front is caught by the size check.
+        let e = dest
+            .write(&delivery("broken/short.bin", 10), body(b"12345"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DestinationError::Verification(_)), "{e:?}");
+        assert!(!root.join("broken/short.bin").exists());
+
+        assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+    }
+
+    #[tokio::test]
+    async fn wrong_host_key_is_untrusted_and_names_the_key_seen() {
+        let sshd = Sshd::start();
+        let other = keygen(&sshd.path("other_host_key"));
+        let dest = SftpDestination::new(SftpSettings {
+            host_key: other,
+            ..sshd.settings()
+        })
+        .unwrap();
+        let e = dest
+            .write(&delivery("x.txt", 1), body(b"x"))
+            .await
+            .unwrap_err();
+        let seen = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(sshd.path("host_key.pub"))
+            .output()
+            .unwrap()
+            .stdout;
+        let seen = String::from_utf8(seen).unwrap();
+        let fingerprint = seen.split_whitespace().nth(1).unwrap();
+        match e {
+            DestinationError::UntrustedHost(msg) => assert!(msg.contains(fingerprint), "{msg}"),
+            other => panic!("expected UntrustedHost, got {other:?}"),
+        }
+        assert!(!sshd.root().exists());
+    }
+
+    #[tokio::test]
+    async fn wrong_credentials_are_unauthorized() {
+        let sshd = Sshd::start();
+        keygen(&sshd.path("stranger_key"));
+        let stranger = std::fs::read_to_string(sshd.path("stranger_key")).unwrap();
+        let password = "not-the-password-7d1e";
+        for auth in [
+            SftpAuth::PrivateKey(stranger.into()),
+            SftpAuth::Password(password.into()),
+        ] {
+            let dest = SftpDestination::new(SftpSettings {
+                auth,
+                ..sshd.settings()
+            })
+            .unwrap();
+            let e = dest
+                .write(&delivery("x.txt", 1), body(b"x"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, DestinationError::Unauthorized(_)), "{e:?}");
+            assert!(!e.to_string().contains(password));
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_without_leaking_secrets() {
+        let settings = |host_key: &str, auth| SftpSettings {
+            host: "h".into(),
+            port: 22,
+            username: "u".into(),
+            host_key: host_key.into(),
+            auth,
+            directory: "/in".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5NtdHJK2UvmJYsz8yfrbrwOPUll2yiynap4cHSHR8R";
+        let e = SftpDestination::new(settings(
+            "ssh-ed25519 AAAA",
+            SftpAuth::Password("pw".into()),
+        ))
+        .err()
+        .unwrap();
+        assert!(matches!(e, DestinationError::Rejected(_)));
+        let e = SftpDestination::new(settings(
+            key,
+            SftpAuth::PrivateKey("s3cret-key-text".into()),
+        ))
+        .err()
+        .unwrap();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        // ssh-keyscan form, and the home-relative location form.
+        let mut dest = SftpDestination::new(settings(
+            &format!("example.org {key}"),
+            SftpAuth::Password("pw".into()),
+        ))
+        .unwrap();
+        assert_eq!(dest.location("/in/a b.txt"), "sftp://u@h:22/in/a b.txt");
+        dest.host = "::1".into();
+        assert_eq!(dest.location("in/a"), "sftp://u@[::1]:22/~/in/a");
+    }
+
+    #[test]
+    fn temporary_names_are_hidden_and_bounded() {
+        let t = temp_name("report.csv");
+        assert!(
+            t.starts_with(".report.csv.ferry-") && t.ends_with(".part"),
+            "{t}"
+        );
+        let long = "é".repeat(200);
+        assert!(temp_name(&long).len() <= 255);
+    }
+}
