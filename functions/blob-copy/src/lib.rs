@@ -2,30 +2,34 @@
 //! runs each job with the shared transfer engine. Failed messages are reported individually
 //! (ReportBatchItemFailures) so SQS redelivers only those.
 
-use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use ferry_shared::engine::{JobError, JobOutcome, TransferEngine};
 use futures_util::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 
 /// Job keys named by one SQS message body (an S3 event notification). S3's test event and
-/// notifications for other prefixes yield nothing.
+/// notifications for other prefixes yield nothing. Only the two fields we use are read, so a
+/// notification with fields missing or added still parses.
 pub fn job_keys(body: &str) -> Result<Vec<String>, serde_json::Error> {
     let value: serde_json::Value = serde_json::from_str(body)?;
     if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
         return Ok(Vec::new());
     }
-    let event: S3Event = serde_json::from_value(value)?;
-    Ok(event
-        .records
-        .into_iter()
+    let records = value
+        .get("Records")
+        .and_then(|r| r.as_array())
+        .ok_or_else(|| {
+            serde::de::Error::custom("no Records array: not an S3 event notification")
+        })?;
+    Ok(records
+        .iter()
         .filter(|r| {
-            r.event_name
-                .as_deref()
+            r["eventName"]
+                .as_str()
                 .is_none_or(|n| n.starts_with("ObjectCreated"))
         })
-        .filter_map(|r| r.s3.object.key)
-        .map(|k| decode_key(&k))
+        .filter_map(|r| r["s3"]["object"]["key"].as_str())
+        .map(decode_key)
         .filter(|k| k.starts_with("jobs/"))
         .collect())
 }
@@ -56,9 +60,9 @@ pub async fn handle(
         let keys = match job_keys(message.body.as_deref().unwrap_or("")) {
             Ok(keys) => keys,
             Err(e) => {
-                // Not an S3 notification: nothing to replay, so drop it loudly.
-                tracing::error!(message_id = %id, error = %e, "SQS message is not an S3 event notification; dropped");
-                return None;
+                // Not an S3 notification: report it so SQS moves it to the dead-letter queue.
+                tracing::error!(message_id = %id, error = %e, "SQS message is not an S3 event notification");
+                return Some(id);
             }
         };
         let mut failed = false;
@@ -87,16 +91,31 @@ pub async fn handle(
     Ok(response)
 }
 
+/// An S3 ObjectCreated notification as S3 sends it (all fields AWS fills in).
+fn s3_notification(bucket: &str, encoded_key: &str) -> serde_json::Value {
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T00:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "local"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "ferry-jobs",
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "local"}, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": {"key": encoded_key, "size": 0, "eTag": "", "sequencer": "0"}
+        }
+    }]})
+}
+
 /// The SQS event AWS would deliver for a newly created job object: used by the local runner
 /// and tests so they go through the same parsing as production.
 pub fn sqs_event_for_job(bucket: &str, job_key: &str, message_id: &str, attempt: u32) -> SqsEvent {
     let encoded: String = url::form_urlencoded::byte_serialize(job_key.as_bytes()).collect();
-    let notification = serde_json::json!({"Records": [{
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": bucket}, "object": {"key": encoded.replace("%2F", "/")}}
-    }]});
+    let notification = s3_notification(bucket, &encoded.replace("%2F", "/"));
     serde_json::from_value(serde_json::json!({"Records": [{
         "messageId": message_id,
         "body": notification.to_string(),
@@ -104,4 +123,32 @@ pub fn sqs_event_for_job(bucket: &str, job_key: &str, message_id: &str, attempt:
         "eventSource": "aws:sqs"
     }]}))
     .expect("static SQS event shape")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthesized_event_round_trips_through_the_parser() {
+        let event = sqs_event_for_job("state", "jobs/a route/0123.json", "m", 2);
+        let body = event.records[0].body.as_deref().unwrap();
+        assert_eq!(
+            job_keys(body).unwrap(),
+            vec!["jobs/a route/0123.json".to_string()]
+        );
+        assert_eq!(event.records[0].attributes["ApproximateReceiveCount"], "2");
+    }
+
+    #[test]
+    fn test_events_and_other_prefixes_are_ignored() {
+        assert!(
+            job_keys(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#)
+                .unwrap()
+                .is_empty()
+        );
+        let other = s3_notification("b", "done/x.json").to_string();
+        assert!(job_keys(&other).unwrap().is_empty());
+        assert!(job_keys("not json").is_err());
+    }
 }

@@ -1,0 +1,858 @@
+//! Webhook-triggered export copy, end to end on real components: Azurite (source), moto (state
+//! and S3 destination), OpenSSH sshd (SFTP destination), and a mock HTTP endpoint. Requests go
+//! through the webhook-ingest Lambda adapter, jobs through blob-copy's SQS handler, exactly as in
+//! production; ingest and copy get separate clients, as separate Lambdas would.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use ferry_shared::engine::TransferEngine;
+use ferry_shared::job::{FailureRecord, Receipt, failure_key, receipt_key};
+use ferry_shared::services::Services;
+use ferry_shared::state::StateStoreExt;
+use ferry_shared::webhook::WebhookService;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::data;
+use support::fault_proxy::{Fault, FaultProxy};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const MIB: u64 = 1024 * 1024;
+const TOKEN: &str = "wh-token-5f1c9a77e2d04b1f";
+
+/// One isolated pipeline: its own container, buckets, SFTP folder and HTTP endpoint.
+struct Pipeline {
+    container: String,
+    sas: String,
+    state_bucket: String,
+    archive_bucket: String,
+    sftp_dir: std::path::PathBuf,
+    http: MockServer,
+    ingest: Services,
+    webhook: WebhookService,
+    copy: Services,
+    engine: TransferEngine,
+    _proxies: Vec<FaultProxy>,
+}
+
+#[derive(Default)]
+struct Options {
+    /// Route the copy side's blob reads through this proxy (port of Azurite behind it).
+    source_proxy: Option<FaultProxy>,
+    /// Route SFTP through this proxy.
+    sftp_proxy: Option<FaultProxy>,
+    /// Give the copy side an ad-hoc SAS that expires this soon (ingest keeps the policy SAS).
+    copy_sas_expires_in: Option<Duration>,
+    /// HTTP endpoint answers: default 201.
+    http_status: Option<u16>,
+}
+
+impl Pipeline {
+    async fn new(opts: Options) -> Self {
+        support::aws_test_env();
+        support::logs::init();
+        let c = ferry_harness::shared();
+        let container = support::unique("exports");
+        let admin = c.azurite.admin();
+        admin.create_container(&container).await.unwrap();
+        admin
+            .set_access_policy(
+                &container,
+                "ferry-read",
+                "rl",
+                SystemTime::now() + Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        let sas = admin.container_sas_for_policy(&container, "ferry-read");
+        let copy_sas = match opts.copy_sas_expires_in {
+            Some(d) => admin.container_sas(&container, "rl", SystemTime::now() + d),
+            None => sas.clone(),
+        };
+        let state_bucket = support::unique("state");
+        let archive_bucket = support::unique("archive");
+        c.moto.create_bucket(&state_bucket).await.unwrap();
+        c.moto.create_bucket(&archive_bucket).await.unwrap();
+        let s3 = support::moto_s3().await;
+        s3.put_bucket_versioning()
+            .bucket(&archive_bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let sftp_dir = c.sshd.root.join(support::unique("inbound"));
+        let http = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .respond_with(ResponseTemplate::new(opts.http_status.unwrap_or(201)))
+            .mount(&http)
+            .await;
+        let config = |account_url: String, sftp_port: u16, sas: &str| {
+            json!({
+                "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+                "webhook": {"token": support::file_secret(TOKEN)},
+                "sources": {"clienttrack": {"type": "azure_blob", "account_url": account_url, "sas": support::file_secret(sas), "read_timeout_secs": 5}},
+                "destinations": {
+                    "sftp": {"type": "sftp", "host": "127.0.0.1", "port": sftp_port, "username": c.sshd.user, "host_key": c.sshd.host_key,
+                             "private_key": support::file_secret(&c.sshd.client_key_pem), "directory": sftp_dir, "timeout_secs": 5},
+                    "s3": {"type": "s3", "bucket": archive_bucket, "prefix": "clienttrack/", "part_size_mib": 8,
+                           "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+                    "http": {"type": "http", "url": format!("{}/files/{{name}}", http.uri()), "timeout_secs": 5}
+                },
+                "routes": [
+                    {"name": "all", "source": "clienttrack", "container": container, "destinations": ["sftp", "s3", "http"]},
+                    {"name": "hmis-zips", "source": "clienttrack", "container": container, "file_glob": "*.zip",
+                     "name_contains": "HMIS", "destinations": ["sftp"], "target_folder": "hmis"}
+                ],
+                "transfer": {"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}
+            })
+        };
+        let ingest =
+            support::services(&config(c.azurite.account_url.clone(), c.sshd.port, &sas)).await;
+        let webhook = ingest.webhook().await.unwrap();
+        let copy_url = match &opts.source_proxy {
+            Some(p) => c
+                .azurite
+                .account_url
+                .replace(&format!(":{}", c.azurite.port), &format!(":{}", p.port)),
+            None => c.azurite.account_url.clone(),
+        };
+        let sftp_port = opts.sftp_proxy.as_ref().map_or(c.sshd.port, |p| p.port);
+        let copy = support::services(&config(copy_url, sftp_port, &copy_sas)).await;
+        let engine = copy.engine();
+        let proxies = [opts.source_proxy, opts.sftp_proxy]
+            .into_iter()
+            .flatten()
+            .collect();
+        Self {
+            container,
+            sas,
+            state_bucket,
+            archive_bucket,
+            sftp_dir,
+            http,
+            ingest,
+            webhook,
+            copy,
+            engine,
+            _proxies: proxies,
+        }
+    }
+
+    /// Sends a webhook through the Lambda adapter; returns (status, JSON body).
+    async fn webhook_call(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        body: &str,
+        query: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let uri = if query.is_empty() {
+            "https://hook.local/ingest".to_string()
+        } else {
+            format!("https://hook.local/ingest?{query}")
+        };
+        let mut req = http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(t) = token {
+            req = req.header("x-ferry-token", t);
+        }
+        let req = req.body(lambda_http::Body::Text(body.to_string())).unwrap();
+        let resp = webhook_ingest::handle(&self.webhook, req).await.unwrap();
+        let status = resp.status().as_u16();
+        let text = String::from_utf8(resp.body().to_vec()).unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    async fn notify(&self, file: &str) -> (u16, Value) {
+        let body = json!({"container": self.container, "file": file}).to_string();
+        self.webhook_call("POST", Some("application/json"), &body, "", Some(TOKEN))
+            .await
+    }
+
+    /// Runs blob-copy for a job key as an SQS delivery; returns true if it asked for redelivery.
+    async fn copy(&self, job_key: &str, attempt: u32) -> bool {
+        let event = blob_copy::sqs_event_for_job(&self.state_bucket, job_key, "m-1", attempt);
+        let r = blob_copy::handle(&self.engine, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap();
+        !r.batch_item_failures.is_empty()
+    }
+
+    async fn upload(&self, name: &str, seed: u64, len: u64) -> String {
+        let admin = ferry_harness::shared().azurite.admin();
+        if len <= 4 * MIB {
+            let bytes = data::bytes(seed, len as usize);
+            admin.put_blob(&self.container, name, &bytes).await.unwrap();
+            hex::encode(Sha256::digest(&bytes))
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("blob");
+            let sha = data::write_file(&path, seed, len);
+            admin
+                .put_blob_from_file(&self.container, name, &path)
+                .await
+                .unwrap();
+            sha
+        }
+    }
+
+    async fn receipts(&self, job_id: &str) -> BTreeMap<String, Receipt> {
+        let mut out = BTreeMap::new();
+        for d in ["sftp", "s3", "http"] {
+            if let Some((r, _)) = self
+                .copy
+                .state
+                .get_json::<Receipt>(&receipt_key(job_id, d))
+                .await
+                .unwrap()
+            {
+                out.insert(d.to_string(), r);
+            }
+        }
+        out
+    }
+
+    async fn failure(&self, job_id: &str) -> Option<FailureRecord> {
+        self.copy
+            .state
+            .get_json::<FailureRecord>(&failure_key(job_id))
+            .await
+            .unwrap()
+            .map(|(r, _)| r)
+    }
+
+    async fn s3_versions(&self, name: &str) -> (usize, Option<String>) {
+        let s3 = support::moto_s3().await;
+        let key = format!("clienttrack/{name}");
+        let versions = s3
+            .list_object_versions()
+            .bucket(&self.archive_bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .unwrap();
+        let count = versions
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key.as_str()))
+            .count();
+        let sha = match s3
+            .get_object()
+            .bucket(&self.archive_bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => Some(hex::encode(Sha256::digest(
+                o.body.collect().await.unwrap().into_bytes(),
+            ))),
+            Err(_) => None,
+        };
+        (count, sha)
+    }
+
+    async fn http_bodies(&self, name_path: &str) -> Vec<Vec<u8>> {
+        let want = format!("/files/{name_path}");
+        self.http
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path() == want)
+            .map(|r| r.body)
+            .collect()
+    }
+
+    fn sftp_file(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.sftp_dir.join(name)).ok()
+    }
+
+    /// The SAS signature and everything else secret this pipeline used.
+    fn secrets(&self) -> Vec<String> {
+        let sig = self
+            .sas
+            .split('&')
+            .find_map(|p| p.strip_prefix("sig="))
+            .unwrap()
+            .to_string();
+        let decoded = percent_encoding::percent_decode_str(&sig)
+            .decode_utf8_lossy()
+            .into_owned();
+        let key_body: String = ferry_harness::shared()
+            .sshd
+            .client_key_pem
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        vec![sig, decoded, TOKEN.to_string(), key_body]
+    }
+
+    fn assert_logs_clean(&self) {
+        let secrets = self.secrets();
+        support::logs::assert_no_secrets(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+fn job_of(answer: &Value, route: &str) -> (String, String) {
+    let job = answer["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["route"] == route)
+        .unwrap_or_else(|| panic!("no {route} job in {answer}"));
+    (
+        job["job_id"].as_str().unwrap().to_string(),
+        job["job_key"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn webhook_to_sftp_s3_and_http_byte_identical_with_receipts() {
+    let p = Pipeline::new(Options::default()).await;
+    for (name, seed, len) in [
+        ("daily HMIS ✓.csv", 11u64, 300_000u64),
+        ("big export.xml", 12, 64 * MIB),
+    ] {
+        let source_sha = p.upload(name, seed, len).await;
+        let (status, answer) = p.notify(name).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["status"], "accepted");
+        let (job_id, job_key) = job_of(&answer, "all");
+        assert!(
+            !p.copy(&job_key, 1).await,
+            "copy of {name} asked for redelivery"
+        );
+        let receipts = p.receipts(&job_id).await;
+        assert_eq!(receipts.len(), 3, "{receipts:?}");
+        for r in receipts.values() {
+            assert_eq!(
+                (r.bytes, r.sha256.as_str()),
+                (len, source_sha.as_str()),
+                "{r:?}"
+            );
+            assert!(!r.location.contains("sig="));
+        }
+        // Azure keeps an MD5 for single-shot and block-list uploads made by the harness.
+        assert!(
+            receipts["s3"].md5_verified_against_source,
+            "{:?}",
+            receipts["s3"]
+        );
+        let on_sftp = p.sftp_file(name).expect("file on SFTP");
+        assert_eq!(hex::encode(Sha256::digest(&on_sftp)), source_sha);
+        assert_eq!(p.s3_versions(name).await, (1, Some(source_sha.clone())));
+        let encoded =
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        let bodies = p.http.received_requests().await.unwrap();
+        let body = bodies.iter().find(|r| {
+            percent_encoding::percent_decode_str(r.url.path()).decode_utf8_lossy()
+                == format!("/files/{name}")
+        });
+        let body = body.unwrap_or_else(|| panic!("no HTTP delivery of {name} ({encoded})"));
+        assert_eq!(hex::encode(Sha256::digest(&body.body)), source_sha);
+    }
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn route_filter_sends_hmis_zips_to_their_folder() {
+    let p = Pipeline::new(Options::default()).await;
+    let sha = p.upload("HMIS_2026.zip", 21, 5000).await;
+    let (status, answer) = p.notify("HMIS_2026.zip").await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        answer["jobs"].as_array().unwrap().len(),
+        2,
+        "both routes match: {answer}"
+    );
+    let (id, key) = job_of(&answer, "hmis-zips");
+    assert!(!p.copy(&key, 1).await);
+    assert_eq!(p.receipts(&id).await.len(), 1);
+    let got = p
+        .sftp_file("hmis/HMIS_2026.zip")
+        .expect("in the route's folder");
+    assert_eq!(hex::encode(Sha256::digest(got)), sha);
+    // Not a zip: only the catch-all route.
+    p.upload("HMIS_2026.csv", 22, 10).await;
+    let (_, answer) = p.notify("HMIS_2026.csv").await;
+    assert_eq!(answer["jobs"].as_array().unwrap().len(), 1, "{answer}");
+}
+
+#[tokio::test]
+async fn same_webhook_ten_times_delivers_once_per_destination() {
+    let p = Pipeline::new(Options::default()).await;
+    let sha = p.upload("repeat.csv", 31, 2 * MIB).await;
+    let answers = futures_util::future::join_all((0..10).map(|_| p.notify("repeat.csv"))).await;
+    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    let duplicates = answers
+        .iter()
+        .filter(|(s, a)| *s == 200 && a["status"] == "duplicate")
+        .count();
+    assert_eq!((accepted, duplicates), (1, 9), "{answers:?}");
+    let ids: std::collections::BTreeSet<_> =
+        answers.iter().map(|(_, a)| job_of(a, "all")).collect();
+    assert_eq!(ids.len(), 1, "every answer names the same job");
+    let (job_id, job_key) = ids.into_iter().next().unwrap();
+    // Ten SQS deliveries of the same job (duplicates and redeliveries happen).
+    assert!(!p.copy(&job_key, 1).await);
+    let mtime = std::fs::metadata(p.sftp_dir.join("repeat.csv"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    futures_util::future::join_all((0..9).map(|i| p.copy(&job_key, 1 + i % 2))).await;
+    assert_eq!(
+        p.http_bodies("repeat.csv").await.len(),
+        1,
+        "one HTTP delivery"
+    );
+    assert_eq!(
+        p.s3_versions("repeat.csv").await,
+        (1, Some(sha.clone())),
+        "one S3 version"
+    );
+    assert_eq!(
+        std::fs::metadata(p.sftp_dir.join("repeat.csv"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime,
+        "SFTP file not rewritten"
+    );
+    assert_eq!(p.receipts(&job_id).await.len(), 3);
+    let jobs = p.ingest.state.list("jobs/").await.unwrap();
+    assert_eq!(jobs, vec![job_key], "one job object");
+}
+
+#[tokio::test]
+async fn bad_input_gets_status_and_reason_and_writes_nothing() {
+    let p = Pipeline::new(Options::default()).await;
+    p.upload("present.csv", 41, 10).await;
+    let c = p.container.clone();
+    let json_body = |file: &str| json!({"container": c, "file": file}).to_string();
+    let long = "a".repeat(1100);
+    let big = "x".repeat(20_000);
+    let cases: Vec<(&str, Option<&str>, String, String, Option<&str>, u16, &str)> = vec![
+        (
+            "POST",
+            Some("application/json"),
+            json_body("present.csv"),
+            String::new(),
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("present.csv"),
+            String::new(),
+            Some("wrong-token-value"),
+            401,
+            "unauthorized",
+        ),
+        (
+            "DELETE",
+            None,
+            String::new(),
+            String::new(),
+            Some(TOKEN),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "PATCH",
+            Some("application/json"),
+            json_body("present.csv"),
+            String::new(),
+            Some(TOKEN),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            big.clone(),
+            String::new(),
+            Some(TOKEN),
+            413,
+            "body_too_large",
+        ),
+        (
+            "POST",
+            Some("text/plain"),
+            "container=x".into(),
+            String::new(),
+            Some(TOKEN),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            None,
+            "container=x".into(),
+            String::new(),
+            Some(TOKEN),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            "{not json".into(),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "bad_json",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json!({"container": c}).to_string(),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "missing_field",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json!({"container": "", "file": "a"}).to_string(),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "missing_field",
+        ),
+        (
+            "PUT",
+            Some("application/x-www-form-urlencoded"),
+            format!("container={c}&file="),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "missing_field",
+        ),
+        (
+            "GET",
+            None,
+            String::new(),
+            format!("container={c}"),
+            Some(TOKEN),
+            400,
+            "missing_field",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("../../etc/passwd"),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("/etc/passwd"),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("dir\\file.csv"),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("bad\u{0007}name.csv"),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body(&long),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json!({"container": "Bad_Container", "file": "a.csv"}).to_string(),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json!({"container": "unknown-container", "file": "a.csv"}).to_string(),
+            String::new(),
+            Some(TOKEN),
+            422,
+            "no_route",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("missing.csv"),
+            String::new(),
+            Some(TOKEN),
+            422,
+            "file_not_found",
+        ),
+    ];
+    for (method, ct, body, query, token, want, code) in &cases {
+        let (status, answer) = p.webhook_call(method, *ct, body, query, *token).await;
+        assert_eq!(
+            (status, answer["error"].as_str().unwrap_or("")),
+            (*want, *code),
+            "{method} {ct:?} {query} -> {answer}"
+        );
+        assert!(
+            answer["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "a reason is given: {answer}"
+        );
+        assert!(answer["correlation_id"].is_string());
+    }
+    assert!(
+        p.ingest.state.list("jobs/").await.unwrap().is_empty(),
+        "nothing written for bad input"
+    );
+    // The same file through each accepted form: query token, Bearer, form body, GET query.
+    let (s, a) = p
+        .webhook_call(
+            "GET",
+            None,
+            "",
+            &format!("container={c}&file=present.csv&token={TOKEN}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{a}");
+    let (s, _) = p
+        .webhook_call(
+            "PUT",
+            Some("application/x-www-form-urlencoded"),
+            &format!("container={c}&file=present.csv"),
+            "",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, 200, "form body: duplicate of the GET");
+    let logs = support::logs::text();
+    assert!(
+        logs.contains("\"error\":\"invalid_name\"") || logs.contains("webhook rejected"),
+        "rejections are logged"
+    );
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn source_503_twice_then_200_is_delivered() {
+    let azurite_port = ferry_harness::shared().azurite.port;
+    let proxy = FaultProxy::start(azurite_port).await;
+    let p = Pipeline::new(Options {
+        source_proxy: Some(proxy),
+        ..Default::default()
+    })
+    .await;
+    let sha = p.upload("flaky.csv", 51, 100_000).await;
+    let (_, answer) = p.notify("flaky.csv").await;
+    let (id, key) = job_of(&answer, "all");
+    let proxy = &p._proxies[0];
+    proxy.plan([
+        Fault::HttpStatus {
+            status: 503,
+            retry_after_secs: 0,
+        },
+        Fault::HttpStatus {
+            status: 503,
+            retry_after_secs: 0,
+        },
+    ]);
+    let before = proxy.accepted();
+    assert!(!p.copy(&key, 1).await);
+    assert!(
+        proxy.accepted() >= before + 3,
+        "two refused connections and at least one good one"
+    );
+    let receipts = p.receipts(&id).await;
+    assert_eq!(receipts.len(), 3);
+    assert!(receipts.values().all(|r| r.sha256 == sha));
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn connection_cut_mid_body_resumes_with_a_range_read() {
+    let azurite_port = ferry_harness::shared().azurite.port;
+    let proxy = FaultProxy::start(azurite_port).await;
+    let p = Pipeline::new(Options {
+        source_proxy: Some(proxy),
+        ..Default::default()
+    })
+    .await;
+    let sha = p.upload("cut.bin", 61, 24 * MIB).await;
+    let (_, answer) = p.notify("cut.bin").await;
+    let (id, key) = job_of(&answer, "all");
+    // Cut each destination's first read part-way through the body.
+    p._proxies[0].plan([
+        Fault::CutResponseAfter(5 * MIB),
+        Fault::CutResponseAfter(9 * MIB),
+        Fault::CutResponseAfter(3 * MIB),
+    ]);
+    assert!(!p.copy(&key, 1).await);
+    let receipts = p.receipts(&id).await;
+    assert_eq!(receipts.len(), 3);
+    for r in receipts.values() {
+        assert_eq!((r.bytes, r.sha256.as_str()), (24 * MIB, sha.as_str()));
+    }
+    assert!(support::logs::text().contains("resuming with a range read"));
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn revoked_policy_and_expired_sas_dead_letter_with_a_secret_free_reason() {
+    // Stored access policy removed after the job was created.
+    let p = Pipeline::new(Options::default()).await;
+    p.upload("revoked.csv", 71, 1000).await;
+    let (_, answer) = p.notify("revoked.csv").await;
+    let (id, key) = job_of(&answer, "all");
+    ferry_harness::shared()
+        .azurite
+        .admin()
+        .remove_access_policy(&p.container, "ferry-read")
+        .await
+        .unwrap();
+    assert!(
+        !p.copy(&key, 1).await,
+        "a revoked SAS will not heal by retrying: no redelivery"
+    );
+    let failure = p.failure(&id).await.expect("dead letter in failed/");
+    assert!(!failure.retryable);
+    assert!(failure.reason.contains("denied access"), "{failure:?}");
+    let text = serde_json::to_string(&failure).unwrap();
+    for s in p.secrets() {
+        assert!(!text.contains(&s), "failed/ record leaks a secret");
+    }
+    assert!(p.receipts(&id).await.is_empty());
+    p.assert_logs_clean();
+
+    // An ad-hoc SAS that expires between ingest and copy.
+    let p = Pipeline::new(Options {
+        copy_sas_expires_in: Some(Duration::from_secs(2)),
+        ..Default::default()
+    })
+    .await;
+    p.upload("expired.csv", 72, 1000).await;
+    let (status, answer) = p.notify("expired.csv").await;
+    assert_eq!(status, 202, "{answer}");
+    let (id, key) = job_of(&answer, "all");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!p.copy(&key, 1).await);
+    let failure = p.failure(&id).await.expect("dead letter in failed/");
+    assert!(failure.reason.contains("expired, revoked"), "{failure:?}");
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn transient_destination_failure_dead_letters_after_max_attempts_and_replays() {
+    let p = Pipeline::new(Options {
+        http_status: Some(503),
+        ..Default::default()
+    })
+    .await;
+    let sha = p.upload("retry.csv", 81, 4000).await;
+    let (_, answer) = p.notify("retry.csv").await;
+    let (id, key) = job_of(&answer, "all");
+    assert!(p.copy(&key, 1).await, "attempt 1: redeliver");
+    assert!(p.copy(&key, 2).await, "attempt 2: redeliver");
+    let receipts = p.receipts(&id).await;
+    assert_eq!(
+        receipts.keys().collect::<Vec<_>>(),
+        vec!["s3", "sftp"],
+        "healthy destinations are done"
+    );
+    assert!(
+        !p.copy(&key, 3).await,
+        "attempt 3 = max: recorded, not redelivered"
+    );
+    let failure = p.failure(&id).await.expect("failed/ record");
+    assert!(failure.retryable && failure.attempts == 3, "{failure:?}");
+    assert!(
+        failure.destinations.contains_key("http") && failure.destinations.len() == 1,
+        "{failure:?}"
+    );
+    assert!(failure.reason.contains("HTTP 503"), "{failure:?}");
+    // Dead-lettered jobs are left alone until replayed.
+    assert!(!p.copy(&key, 1).await);
+    // The endpoint recovers; a replay delivers only what is missing.
+    p.http.reset().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&p.http)
+        .await;
+    p.engine.clear_failure(&id).await.unwrap();
+    assert!(!p.copy(&key, 1).await);
+    let receipts = p.receipts(&id).await;
+    assert_eq!(receipts.len(), 3);
+    assert_eq!(receipts["http"].sha256, sha);
+    assert_eq!(p.http_bodies("retry.csv").await.len(), 1);
+    assert_eq!(
+        p.s3_versions("retry.csv").await.0,
+        1,
+        "S3 not written again by the replay"
+    );
+}
+
+#[tokio::test]
+async fn sftp_write_interrupted_mid_file_leaves_no_file_at_the_final_name() {
+    let sshd_port = ferry_harness::shared().sshd.port;
+    let proxy = FaultProxy::start(sshd_port).await;
+    let p = Pipeline::new(Options {
+        sftp_proxy: Some(proxy),
+        ..Default::default()
+    })
+    .await;
+    let sha = p.upload("interrupted.bin", 91, 16 * MIB).await;
+    let (_, answer) = p.notify("interrupted.bin").await;
+    let (id, key) = job_of(&answer, "all");
+    // Every SFTP connection of this attempt is cut after 6 MiB of upload.
+    p._proxies[0].plan(std::iter::repeat_n(Fault::CutRequestAfter(6 * MIB), 4));
+    assert!(p.copy(&key, 1).await, "interrupted: redeliver");
+    assert!(
+        p.sftp_file("interrupted.bin").is_none(),
+        "no file at the final name"
+    );
+    assert!(p.receipts(&id).await.get("sftp").is_none());
+    // The next delivery goes through.
+    assert!(!p.copy(&key, 2).await);
+    assert_eq!(
+        hex::encode(Sha256::digest(p.sftp_file("interrupted.bin").unwrap())),
+        sha
+    );
+}
