@@ -1,6 +1,8 @@
 # ferry: every command a developer or CI needs. The first two are the README's set-up commands.
 CARGO ?= cargo
 export TF_CLI_CONFIG_FILE := $(CURDIR)/infra/terraform.rc
+# Local runs talk to moto only: never let an AWS SDK probe the EC2 metadata address.
+export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: demo test setup lint fmt unit
 

@@ -41,10 +41,23 @@ async fn services(args: &[String]) -> anyhow::Result<Services> {
     Ok(Services::build(Config::from_json(&text)?).await?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    ferry_shared::telemetry::init();
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("demo") {
+        // The demo's S3 is a local moto server: give the SDK the dummy credentials moto accepts
+        // and keep it from probing the EC2 metadata endpoint. Set before any thread starts.
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            for (k, v) in [("AWS_ACCESS_KEY_ID", "ferry-demo"), ("AWS_SECRET_ACCESS_KEY", "ferry-demo"), ("AWS_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")] {
+                std::env::set_var(k, v);
+            }
+        }
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(args))
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<()> {
+    ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
             "usage: ferry demo | serve --config FILE [--listen ADDR] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"

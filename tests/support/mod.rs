@@ -82,6 +82,8 @@ pub fn aws_test_env() {
             std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
             std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
             std::env::set_var("AWS_REGION", "us-east-1");
+            // Never let the SDK probe the EC2 metadata address from a test machine.
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
             std::env::remove_var("AWS_PROFILE");
         }
     });
