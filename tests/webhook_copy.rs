@@ -856,3 +856,28 @@ async fn sftp_write_interrupted_mid_file_leaves_no_file_at_the_final_name() {
         sha
     );
 }
+
+#[tokio::test]
+async fn function_url_event_with_base64_form_body_is_accepted() {
+    use base64::Engine as _;
+    let p = Pipeline::new(Options::default()).await;
+    p.upload("from-lambda.csv", 101, 100).await;
+    let form = format!("container={}&file=from-lambda.csv", p.container);
+    // The shape a Lambda function URL delivers (API Gateway v2 payload), body base64-encoded.
+    let event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": format!("token={TOKEN}"),
+        "headers": {"content-type": "application/x-www-form-urlencoded", "host": "abc.lambda-url.eu-west-1.on.aws"},
+        "queryStringParameters": {"token": TOKEN},
+        "requestContext": {"accountId": "anonymous", "apiId": "abc", "domainName": "abc.lambda-url.eu-west-1.on.aws",
+            "domainPrefix": "abc", "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "saas"},
+            "requestId": "req-7d1f", "routeKey": "$default", "stage": "$default", "time": "22/Nov/2026:05:00:00 +0000", "timeEpoch": 1795323600000u64},
+        "body": base64::engine::general_purpose::STANDARD.encode(form), "isBase64Encoded": true
+    });
+    let request =
+        lambda_http::request::from_str(&event.to_string()).expect("function URL event parses");
+    let response = webhook_ingest::handle(&p.webhook, request).await.unwrap();
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(response.status(), 202, "{answer}");
+    assert_eq!(answer["jobs"].as_array().unwrap().len(), 1);
+    p.assert_logs_clean();
+}
