@@ -19,12 +19,15 @@ use crate::LocalRunner;
 const CONTAINER: &str = "clienttrack-exports";
 const POLICY: &str = "ferry-read";
 
+/// Renders row `i` of one CSV file.
+type RowFn = fn(usize) -> String;
+
 /// Builds a small zip of HMIS-style CSV files (the kind of export ClientTrack produces).
 pub fn sample_export_zip() -> anyhow::Result<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    let files: [(&str, &str, fn(usize) -> String); 3] = [
+    let files: [(&str, &str, RowFn); 3] = [
         (
             "Client.csv",
             "PersonalID,FirstName,LastName,DOB,VeteranStatus,DateCreated",

@@ -48,7 +48,12 @@ fn main() -> anyhow::Result<()> {
         // and keep it from probing the EC2 metadata endpoint. Set before any thread starts.
         // SAFETY: no other thread exists yet.
         unsafe {
-            for (k, v) in [("AWS_ACCESS_KEY_ID", "ferry-demo"), ("AWS_SECRET_ACCESS_KEY", "ferry-demo"), ("AWS_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")] {
+            for (k, v) in [
+                ("AWS_ACCESS_KEY_ID", "ferry-demo"),
+                ("AWS_SECRET_ACCESS_KEY", "ferry-demo"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ] {
                 std::env::set_var(k, v);
             }
         }

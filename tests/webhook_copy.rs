@@ -436,6 +436,17 @@ async fn same_webhook_ten_times_delivers_once_per_destination() {
     assert_eq!(jobs, vec![job_key], "one job object");
 }
 
+/// method, content type, body, query, token, expected status, expected error code
+type BadInput<'a> = (
+    &'a str,
+    Option<&'a str>,
+    String,
+    String,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 #[tokio::test]
 async fn bad_input_gets_status_and_reason_and_writes_nothing() {
     let p = Pipeline::new(Options::default()).await;
@@ -444,7 +455,7 @@ async fn bad_input_gets_status_and_reason_and_writes_nothing() {
     let json_body = |file: &str| json!({"container": c, "file": file}).to_string();
     let long = "a".repeat(1100);
     let big = "x".repeat(20_000);
-    let cases: Vec<(&str, Option<&str>, String, String, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<BadInput> = vec![
         (
             "POST",
             Some("application/json"),
@@ -848,7 +859,7 @@ async fn sftp_write_interrupted_mid_file_leaves_no_file_at_the_final_name() {
         p.sftp_file("interrupted.bin").is_none(),
         "no file at the final name"
     );
-    assert!(p.receipts(&id).await.get("sftp").is_none());
+    assert!(!p.receipts(&id).await.contains_key("sftp"));
     // The next delivery goes through.
     assert!(!p.copy(&key, 2).await);
     assert_eq!(

@@ -31,7 +31,7 @@ pub fn file_secret(value: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let path = dir.join("secret");
     let mut f = std::fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .open(&path)
