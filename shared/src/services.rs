@@ -100,6 +100,7 @@ impl Services {
                         prefix,
                         (*part_size_mib as usize) << 20,
                         *upload_concurrency,
+                        Some(state.clone()),
                     ))
                 }
                 DestinationConfig::Http {

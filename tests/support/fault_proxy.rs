@@ -22,6 +22,10 @@ pub enum Fault {
     CutRequestAfter(u64),
     /// Close at once without a byte.
     Refuse,
+    /// Forward, but let at most this many bytes per second through from the server.
+    Throttle(u64),
+    /// Throttle, and cut the connection after this many bytes from the server.
+    ThrottleThenCut { bytes_per_sec: u64, cut_after: u64 },
 }
 
 /// The running proxy; dropped = stopped.
@@ -29,6 +33,7 @@ pub struct FaultProxy {
     pub port: u16,
     plan: Arc<Mutex<VecDeque<Fault>>>,
     accepted: Arc<AtomicUsize>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,13 +50,18 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let plan: Arc<Mutex<VecDeque<Fault>>> = Arc::default();
         let accepted: Arc<AtomicUsize> = Arc::default();
-        let (p, a) = (plan.clone(), accepted.clone());
+        let refusing: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (p, a, r) = (plan.clone(), accepted.clone(), refusing.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 a.fetch_add(1, Ordering::SeqCst);
+                if r.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let fault = p.lock().unwrap().pop_front().unwrap_or(Fault::Pass);
                 tokio::spawn(handle(client, upstream_port, fault));
             }
@@ -60,8 +70,14 @@ impl FaultProxy {
             port,
             plan,
             accepted,
+            refusing,
             task,
         }
+    }
+
+    /// While true, every new connection is closed at once (the upstream looks down).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Appends faults for the next connections.
@@ -99,6 +115,11 @@ async fn handle(mut client: TcpStream, upstream_port: u16, fault: Fault) {
         Fault::Pass => pipe(client, upstream_port, None, None).await,
         Fault::CutResponseAfter(n) => pipe(client, upstream_port, None, Some(n)).await,
         Fault::CutRequestAfter(n) => pipe(client, upstream_port, Some(n), None).await,
+        Fault::Throttle(rate) => throttled(client, upstream_port, rate, u64::MAX).await,
+        Fault::ThrottleThenCut {
+            bytes_per_sec,
+            cut_after,
+        } => throttled(client, upstream_port, bytes_per_sec, cut_after).await,
     }
 }
 
@@ -146,5 +167,36 @@ where
             return;
         }
         sent += n as u64;
+    }
+}
+
+async fn throttled(client: TcpStream, upstream_port: u16, bytes_per_sec: u64, cut_after: u64) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async move { copy_limited(&mut cr, &mut sw, None).await };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let started = tokio::time::Instant::now();
+        let mut sent = 0u64;
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n.min((cut_after - sent) as usize),
+            };
+            if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            sent += n as u64;
+            let due =
+                started + std::time::Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod fault_proxy;
 pub mod logs;
+pub mod pipeline;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

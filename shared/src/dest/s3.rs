@@ -1,6 +1,12 @@
 //! An S3 bucket. Small files go in one PutObject (with Content-MD5 when known, so S3 checks it
 //! too); larger ones as a multipart upload with a bounded number of parts in flight, completed
 //! only after the whole stream verified, aborted on any failure: readers never see half a file.
+//!
+//! Crash resume: with a checkpoint store, the upload id and the gap-free run of finished parts
+//! (number + ETag) are saved under `progress/<job-id>/<destination>.json` as parts complete. If
+//! the process dies mid-copy (Lambda timeout, SIGKILL), the next run finds the checkpoint and
+//! re-reads those bytes from the source only to feed the verifier, uploading just the rest. The
+//! checkpoint (not ListParts) is the record, so any S3-compatible store resumes the same way.
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
@@ -9,9 +15,39 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
 use crate::s3::{S3Failure, classify};
+use crate::state::{PutMode, StateStore, StateStoreExt};
+
+/// What a crashed run leaves behind so the next one can resume its multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct UploadProgress {
+    bucket: String,
+    key: String,
+    upload_id: String,
+    part_size: usize,
+    size: u64,
+    /// Finished parts 1..=n, in order.
+    parts: Vec<StoredPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredPart {
+    number: i32,
+    etag: String,
+}
+
+impl UploadProgress {
+    fn same_upload(&self, other: &UploadProgress) -> bool {
+        (&self.bucket, &self.key, self.part_size, self.size)
+            == (&other.bucket, &other.key, other.part_size, other.size)
+    }
+}
 
 /// Delivers into a bucket under a key prefix.
 pub struct S3Destination {
@@ -20,16 +56,19 @@ pub struct S3Destination {
     prefix: String,
     part_size: usize,
     concurrency: usize,
+    checkpoints: Option<Arc<dyn StateStore>>,
 }
 
 impl S3Destination {
-    /// `part_size` bytes per multipart part (>= 5 MiB), `concurrency` parts in flight.
+    /// `part_size` bytes per multipart part (>= 5 MiB), `concurrency` parts in flight;
+    /// `checkpoints` (the state store) enables resuming a multipart upload after a crash.
     pub fn new(
         client: aws_sdk_s3::Client,
         bucket: &str,
         prefix: &str,
         part_size: usize,
         concurrency: usize,
+        checkpoints: Option<Arc<dyn StateStore>>,
     ) -> Self {
         Self {
             client,
@@ -37,8 +76,17 @@ impl S3Destination {
             prefix: prefix.to_string(),
             part_size: part_size.max(5 * 1024 * 1024),
             concurrency: concurrency.max(1),
+            checkpoints,
         }
     }
+}
+
+/// `progress/<job-id>/<destination>.json` from the delivery's `<job-id>:<destination>` key.
+fn progress_key(delivery: &Delivery) -> String {
+    format!(
+        "progress/{}.json",
+        delivery.idempotency_key.replacen(':', "/", 1)
+    )
 }
 
 fn sdk_err<E>(
@@ -128,6 +176,56 @@ impl S3Destination {
         delivery: &Delivery,
         mut body: ByteReader,
     ) -> Result<(), DestinationError> {
+        let checkpoint = progress_key(delivery);
+        let progress = match self.resumable(key, delivery, &checkpoint).await {
+            Some(progress) => progress,
+            None => self.start_upload(key, delivery, &checkpoint).await?,
+        };
+        let upload_id = progress.upload_id.clone();
+        let resumed = !progress.parts.is_empty();
+        let result = self
+            .upload_parts(key, progress, &checkpoint, &mut body)
+            .await;
+        let done = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| match classify(&e) {
+                    // The stored upload is gone (aborted by a lifecycle rule): start over next time.
+                    S3Failure::NotFound if resumed => DestinationError::Transient {
+                        reason: "resumed multipart upload no longer exists; restarting".into(),
+                        retry_after: None,
+                    },
+                    _ => sdk_err("CompleteMultipartUpload", &e),
+                }),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            self.abort(key, &upload_id).await;
+        }
+        if let Some(store) = &self.checkpoints {
+            let _ = store.delete(&checkpoint).await;
+        }
+        done
+    }
+
+    async fn start_upload(
+        &self,
+        key: &str,
+        delivery: &Delivery,
+        checkpoint: &str,
+    ) -> Result<UploadProgress, DestinationError> {
         let mut create = self
             .client
             .create_multipart_upload()
@@ -146,44 +244,90 @@ impl S3Destination {
                 DestinationError::Rejected("CreateMultipartUpload returned no upload id".into())
             })?
             .to_string();
-        let result = self.upload_parts(key, &upload_id, &mut body).await;
-        match result {
-            Ok(parts) => {
-                let done = self
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await;
-                if let Err(e) = done {
-                    self.abort(key, &upload_id).await;
-                    return Err(sdk_err("CompleteMultipartUpload", &e));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.abort(key, &upload_id).await;
-                Err(e)
-            }
+        let progress = UploadProgress {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id,
+            part_size: self.part_size,
+            size: delivery.size,
+            parts: Vec::new(),
+        };
+        self.save_progress(checkpoint, &progress).await;
+        Ok(progress)
+    }
+
+    /// Without a checkpoint a crash only costs a restart, so a failed save is not fatal.
+    async fn save_progress(&self, checkpoint: &str, progress: &UploadProgress) {
+        if let Some(store) = &self.checkpoints
+            && let Err(e) = store
+                .put_json(checkpoint, progress, PutMode::Overwrite)
+                .await
+        {
+            tracing::warn!(checkpoint, error = %e, "could not save upload progress; a crash will restart this upload");
         }
+    }
+
+    /// A previous run's upload for the same delivery, with the leading parts it finished.
+    async fn resumable(
+        &self,
+        key: &str,
+        delivery: &Delivery,
+        checkpoint: &str,
+    ) -> Option<UploadProgress> {
+        let store = self.checkpoints.as_ref()?;
+        let (progress, _) = store.get_json::<UploadProgress>(checkpoint).await.ok()??;
+        let wanted = UploadProgress {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: String::new(),
+            part_size: self.part_size,
+            size: delivery.size,
+            parts: Vec::new(),
+        };
+        if !progress.same_upload(&wanted) {
+            return None;
+        }
+        tracing::info!(
+            key,
+            parts = progress.parts.len(),
+            bytes = progress.parts.len() * self.part_size,
+            "resuming multipart upload from parts already stored"
+        );
+        Some(progress)
     }
 
     async fn upload_parts(
         &self,
         key: &str,
-        upload_id: &str,
+        mut progress: UploadProgress,
+        checkpoint: &str,
         body: &mut ByteReader,
     ) -> Result<Vec<CompletedPart>, DestinationError> {
+        let upload_id = progress.upload_id.clone();
+        let upload_id = upload_id.as_str();
         let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
-        let mut parts = Vec::new();
         let mut number = 0i32;
+        let stored: Vec<CompletedPart> = progress
+            .parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        // Parts already in S3: read their bytes (the verifier must see every byte) but skip the upload.
+        for _ in &stored {
+            let mut buf = BytesMut::with_capacity(self.part_size);
+            if fill(body, &mut buf, self.part_size).await? != self.part_size {
+                return Err(DestinationError::Verification(
+                    "source shorter than the parts already uploaded".into(),
+                ));
+            }
+            number += 1;
+        }
+        let mut parts = stored;
         loop {
             let mut buf = BytesMut::with_capacity(self.part_size);
             let n = fill(body, &mut buf, self.part_size).await?;
@@ -217,6 +361,8 @@ impl S3Destination {
             });
             while in_flight.len() >= self.concurrency {
                 parts.push(join_part(&mut in_flight).await?);
+                self.checkpoint_parts(checkpoint, &mut progress, &parts)
+                    .await;
             }
             if n < self.part_size {
                 // A short part is the last one; one more read confirms end-of-stream (and runs the verifier).
@@ -234,6 +380,36 @@ impl S3Destination {
         }
         parts.sort_by_key(|p| p.part_number());
         Ok(parts)
+    }
+
+    /// Records the gap-free run of finished parts if it grew.
+    async fn checkpoint_parts(
+        &self,
+        checkpoint: &str,
+        progress: &mut UploadProgress,
+        parts: &[CompletedPart],
+    ) {
+        if self.checkpoints.is_none() {
+            return;
+        }
+        let mut numbers: Vec<(i32, &str)> = parts
+            .iter()
+            .filter_map(|p| Some((p.part_number()?, p.e_tag()?)))
+            .collect();
+        numbers.sort_unstable();
+        let run: Vec<StoredPart> = numbers
+            .iter()
+            .enumerate()
+            .take_while(|(i, (n, _))| *n == *i as i32 + 1)
+            .map(|(_, (n, etag))| StoredPart {
+                number: *n,
+                etag: etag.to_string(),
+            })
+            .collect();
+        if run.len() > progress.parts.len() {
+            progress.parts = run;
+            self.save_progress(checkpoint, progress).await;
+        }
     }
 
     async fn abort(&self, key: &str, upload_id: &str) {

@@ -1,0 +1,366 @@
+//! An isolated webhook-copy pipeline over the shared real components: its own container (with
+//! a stored access policy), state and archive buckets, SFTP folder and mock HTTP receiver. Ingest
+//! and copy get separate clients, as separate Lambdas would.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use ferry_shared::engine::TransferEngine;
+use ferry_shared::job::{FailureRecord, Receipt, failure_key, receipt_key};
+use ferry_shared::services::Services;
+use ferry_shared::state::StateStoreExt;
+use ferry_shared::webhook::WebhookService;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::data;
+use super::fault_proxy::FaultProxy;
+
+pub const MIB: u64 = 1024 * 1024;
+pub const TOKEN: &str = "wh-token-5f1c9a77e2d04b1f";
+
+/// One isolated pipeline: its own container, buckets, SFTP folder and HTTP endpoint.
+pub struct Pipeline {
+    pub container: String,
+    pub sas: String,
+    pub state_bucket: String,
+    pub archive_bucket: String,
+    pub sftp_dir: std::path::PathBuf,
+    pub http: MockServer,
+    pub ingest: Services,
+    pub webhook: WebhookService,
+    pub copy: Services,
+    pub engine: TransferEngine,
+    /// The copy side's config (for running `ferry run-job` as a separate process).
+    pub copy_config: Value,
+    pub _proxies: Vec<FaultProxy>,
+}
+
+/// An SFTP server other than the shared one (fault tests kill and restart their own).
+#[derive(Clone)]
+pub struct SftpServer {
+    pub port: u16,
+    pub user: String,
+    pub host_key: String,
+    pub key_pem: String,
+    pub root: std::path::PathBuf,
+}
+
+impl SftpServer {
+    pub fn of(sshd: &ferry_harness::Sshd) -> Self {
+        Self {
+            port: sshd.port,
+            user: sshd.user.clone(),
+            host_key: sshd.host_key.clone(),
+            key_pem: sshd.client_key_pem.clone(),
+            root: sshd.root.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Route the copy side's blob reads through this proxy (port of Azurite behind it).
+    pub source_proxy: Option<FaultProxy>,
+    /// Route SFTP through this proxy.
+    pub sftp_proxy: Option<FaultProxy>,
+    /// Give the copy side an ad-hoc SAS that expires this soon (ingest keeps the policy SAS).
+    pub copy_sas_expires_in: Option<Duration>,
+    /// HTTP endpoint answers: default 201.
+    pub http_status: Option<u16>,
+    /// Route the copy side's state store (moto) through this proxy.
+    pub state_proxy: Option<FaultProxy>,
+    /// Deliver to this SFTP server instead of the shared one.
+    pub sftp_server: Option<SftpServer>,
+    /// Replace the `transfer` config section.
+    pub transfer: Option<Value>,
+    /// S3 destination part size (default 8 MiB).
+    pub part_size_mib: Option<u64>,
+}
+
+impl Pipeline {
+    pub async fn new(opts: Options) -> Self {
+        super::aws_test_env();
+        super::logs::init();
+        let c = ferry_harness::shared();
+        let container = super::unique("exports");
+        let admin = c.azurite.admin();
+        admin.create_container(&container).await.unwrap();
+        admin
+            .set_access_policy(
+                &container,
+                "ferry-read",
+                "rl",
+                SystemTime::now() + Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        let sas = admin.container_sas_for_policy(&container, "ferry-read");
+        let copy_sas = match opts.copy_sas_expires_in {
+            Some(d) => admin.container_sas(&container, "rl", SystemTime::now() + d),
+            None => sas.clone(),
+        };
+        let state_bucket = super::unique("state");
+        let archive_bucket = super::unique("archive");
+        c.moto.create_bucket(&state_bucket).await.unwrap();
+        c.moto.create_bucket(&archive_bucket).await.unwrap();
+        let s3 = super::moto_s3().await;
+        s3.put_bucket_versioning()
+            .bucket(&archive_bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let sftp = opts
+            .sftp_server
+            .clone()
+            .unwrap_or_else(|| SftpServer::of(&c.sshd));
+        let sftp_dir = sftp.root.join(super::unique("inbound"));
+        let transfer = opts.transfer.clone().unwrap_or_else(|| json!({"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}));
+        let part_size_mib = opts.part_size_mib.unwrap_or(8);
+        let http = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .respond_with(ResponseTemplate::new(opts.http_status.unwrap_or(201)))
+            .mount(&http)
+            .await;
+        let config = |account_url: String, sftp_port: u16, sas: &str, state_url: &str| {
+            json!({
+                "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": state_url, "force_path_style": true}},
+                "webhook": {"token": super::file_secret(TOKEN)},
+                "sources": {"clienttrack": {"type": "azure_blob", "account_url": account_url, "sas": super::file_secret(sas), "read_timeout_secs": 5}},
+                "destinations": {
+                    "sftp": {"type": "sftp", "host": "127.0.0.1", "port": sftp_port, "username": sftp.user, "host_key": sftp.host_key,
+                             "private_key": super::file_secret(&sftp.key_pem), "directory": sftp_dir, "timeout_secs": 5},
+                    "s3": {"type": "s3", "bucket": archive_bucket, "prefix": "clienttrack/", "part_size_mib": part_size_mib,
+                           "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+                    "http": {"type": "http", "url": format!("{}/files/{{name}}", http.uri()), "timeout_secs": 5}
+                },
+                "routes": [
+                    {"name": "all", "source": "clienttrack", "container": container, "destinations": ["sftp", "s3", "http"]},
+                    {"name": "hmis-zips", "source": "clienttrack", "container": container, "file_glob": "*.zip",
+                     "name_contains": "HMIS", "destinations": ["sftp"], "target_folder": "hmis"}
+                ],
+                "transfer": transfer
+            })
+        };
+        let ingest = super::services(&config(
+            c.azurite.account_url.clone(),
+            sftp.port,
+            &sas,
+            &c.moto.endpoint,
+        ))
+        .await;
+        let webhook = ingest.webhook().await.unwrap();
+        let copy_url = match &opts.source_proxy {
+            Some(p) => c
+                .azurite
+                .account_url
+                .replace(&format!(":{}", c.azurite.port), &format!(":{}", p.port)),
+            None => c.azurite.account_url.clone(),
+        };
+        let sftp_port = opts.sftp_proxy.as_ref().map_or(sftp.port, |p| p.port);
+        let state_url = match &opts.state_proxy {
+            Some(p) => format!("http://127.0.0.1:{}", p.port),
+            None => c.moto.endpoint.clone(),
+        };
+        let copy_config = config(copy_url, sftp_port, &copy_sas, &state_url);
+        let copy = super::services(&copy_config).await;
+        let engine = copy.engine();
+        let proxies = [opts.source_proxy, opts.sftp_proxy, opts.state_proxy]
+            .into_iter()
+            .flatten()
+            .collect();
+        Self {
+            container,
+            sas,
+            state_bucket,
+            archive_bucket,
+            sftp_dir,
+            http,
+            ingest,
+            webhook,
+            copy,
+            engine,
+            copy_config,
+            _proxies: proxies,
+        }
+    }
+
+    /// Sends a webhook through the Lambda adapter; returns (status, JSON body).
+    pub async fn webhook_call(
+        &self,
+        method: &str,
+        content_type: Option<&str>,
+        body: &str,
+        query: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let uri = if query.is_empty() {
+            "https://hook.local/ingest".to_string()
+        } else {
+            format!("https://hook.local/ingest?{query}")
+        };
+        let mut req = http::Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(t) = token {
+            req = req.header("x-ferry-token", t);
+        }
+        let req = req.body(lambda_http::Body::Text(body.to_string())).unwrap();
+        let resp = webhook_ingest::handle(&self.webhook, req).await.unwrap();
+        let status = resp.status().as_u16();
+        let text = String::from_utf8(resp.body().to_vec()).unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    pub async fn notify(&self, file: &str) -> (u16, Value) {
+        let body = json!({"container": self.container, "file": file}).to_string();
+        self.webhook_call("POST", Some("application/json"), &body, "", Some(TOKEN))
+            .await
+    }
+
+    /// Runs blob-copy for a job key as an SQS delivery; returns true if it asked for redelivery.
+    pub async fn copy(&self, job_key: &str, attempt: u32) -> bool {
+        let event = blob_copy::sqs_event_for_job(&self.state_bucket, job_key, "m-1", attempt);
+        let r = blob_copy::handle(&self.engine, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap();
+        !r.batch_item_failures.is_empty()
+    }
+
+    pub async fn upload(&self, name: &str, seed: u64, len: u64) -> String {
+        let admin = ferry_harness::shared().azurite.admin();
+        if len <= 4 * MIB {
+            let bytes = data::bytes(seed, len as usize);
+            admin.put_blob(&self.container, name, &bytes).await.unwrap();
+            hex::encode(Sha256::digest(&bytes))
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("blob");
+            let sha = data::write_file(&path, seed, len);
+            admin
+                .put_blob_from_file(&self.container, name, &path)
+                .await
+                .unwrap();
+            sha
+        }
+    }
+
+    pub async fn receipts(&self, job_id: &str) -> BTreeMap<String, Receipt> {
+        let mut out = BTreeMap::new();
+        for d in ["sftp", "s3", "http"] {
+            if let Some((r, _)) = self
+                .copy
+                .state
+                .get_json::<Receipt>(&receipt_key(job_id, d))
+                .await
+                .unwrap()
+            {
+                out.insert(d.to_string(), r);
+            }
+        }
+        out
+    }
+
+    pub async fn failure(&self, job_id: &str) -> Option<FailureRecord> {
+        self.copy
+            .state
+            .get_json::<FailureRecord>(&failure_key(job_id))
+            .await
+            .unwrap()
+            .map(|(r, _)| r)
+    }
+
+    pub async fn s3_versions(&self, name: &str) -> (usize, Option<String>) {
+        let s3 = super::moto_s3().await;
+        let key = format!("clienttrack/{name}");
+        let versions = s3
+            .list_object_versions()
+            .bucket(&self.archive_bucket)
+            .prefix(&key)
+            .send()
+            .await
+            .unwrap();
+        let count = versions
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(key.as_str()))
+            .count();
+        let sha = match s3
+            .get_object()
+            .bucket(&self.archive_bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => Some(hex::encode(Sha256::digest(
+                o.body.collect().await.unwrap().into_bytes(),
+            ))),
+            Err(_) => None,
+        };
+        (count, sha)
+    }
+
+    pub async fn http_bodies(&self, name_path: &str) -> Vec<Vec<u8>> {
+        let want = format!("/files/{name_path}");
+        self.http
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path() == want)
+            .map(|r| r.body)
+            .collect()
+    }
+
+    pub fn sftp_file(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.sftp_dir.join(name)).ok()
+    }
+
+    /// The SAS signature and everything else secret this pipeline used.
+    pub fn secrets(&self) -> Vec<String> {
+        let sig = self
+            .sas
+            .split('&')
+            .find_map(|p| p.strip_prefix("sig="))
+            .unwrap()
+            .to_string();
+        let decoded = percent_encoding::percent_decode_str(&sig)
+            .decode_utf8_lossy()
+            .into_owned();
+        let key_body: String = ferry_harness::shared()
+            .sshd
+            .client_key_pem
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        vec![sig, decoded, TOKEN.to_string(), key_body]
+    }
+
+    pub fn assert_logs_clean(&self) {
+        let secrets = self.secrets();
+        super::logs::assert_no_secrets(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+pub fn job_of(answer: &Value, route: &str) -> (String, String) {
+    let job = answer["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["route"] == route)
+        .unwrap_or_else(|| panic!("no {route} job in {answer}"));
+    (
+        job["job_id"].as_str().unwrap().to_string(),
+        job["job_key"].as_str().unwrap().to_string(),
+    )
+}
