@@ -4,7 +4,7 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/infra/terraform.rc
 # Local runs talk to moto only: never let an AWS SDK probe the EC2 metadata address.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test setup lint fmt unit
+.PHONY: demo test setup lint fmt unit bench
 
 ## demo: install and start Azurite, moto and sshd on loopback, then run the end-to-end demo.
 demo: setup
@@ -30,5 +30,12 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## bench: ferry vs rclone and the raw limits on the local components; writes docs/benchmarks.md.
+## FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run (needs ~10 GB free disk).
+bench: setup
+	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
+	$(CARGO) build --release --bins
+	$(CARGO) run --quiet --example bench
 
 -include infra/infra.mk

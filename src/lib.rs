@@ -58,25 +58,50 @@ impl LocalRunner {
         listen: SocketAddr,
         redelivery_delay: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_with(services, listen, Some(redelivery_delay)).await
+    }
+
+    /// Starts only the webhook server: jobs are written but not run (ingest benchmarks, or a
+    /// worker elsewhere).
+    pub async fn start_ingest_only(
+        services: &Services,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(services, listen, None).await
+    }
+
+    async fn start_with(
+        services: &Services,
+        listen: SocketAddr,
+        worker: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let webhook = Arc::new(services.webhook().await?);
         let engine = Arc::new(services.engine());
         let (tx, rx) = mpsc::unbounded_channel();
         let listener = TcpListener::bind(listen).await?;
         let webhook_addr = listener.local_addr()?;
         let bucket = services.config.state.bucket.clone();
-        let server = tokio::spawn(serve(listener, webhook, tx.clone()));
-        let worker = tokio::spawn(work(engine, bucket, rx, tx.clone(), redelivery_delay));
-        for key in pending_jobs(services.state.as_ref()).await? {
-            let _ = tx.send(Queued {
-                job_key: key,
-                attempt: 1,
-            });
+        let mut tasks = vec![tokio::spawn(serve(listener, webhook, tx.clone()))];
+        if let Some(redelivery_delay) = worker {
+            tasks.push(tokio::spawn(work(
+                engine,
+                bucket,
+                rx,
+                tx.clone(),
+                redelivery_delay,
+            )));
+            for key in pending_jobs(services.state.as_ref()).await? {
+                let _ = tx.send(Queued {
+                    job_key: key,
+                    attempt: 1,
+                });
+            }
         }
-        tracing::info!(%webhook_addr, "local runner listening");
+        tracing::info!(%webhook_addr, worker = worker.is_some(), "local runner listening");
         Ok(Self {
             webhook_addr,
             queue: tx,
-            tasks: vec![server, worker],
+            tasks,
         })
     }
 

@@ -1,7 +1,8 @@
 //! `ferry`: run the pipeline locally.
 //!
 //! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
-//! - `ferry serve --config FILE [--listen ADDR]`: webhook server + job worker on your config.
+//! - `ferry serve --config FILE [--listen ADDR] [--ingest-only]`: webhook server + job worker on
+//!   your config (`--ingest-only`: no worker).
 //! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
 //! - `ferry replay --config FILE JOB_ID JOB_KEY`: clear a dead letter and run the job again.
 
@@ -76,7 +77,11 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             let listen: SocketAddr = flag(rest, "--listen")
                 .unwrap_or_else(|| "127.0.0.1:8080".into())
                 .parse()?;
-            let runner = LocalRunner::start(&services, listen, Duration::from_secs(10)).await?;
+            let runner = if rest.iter().any(|a| a == "--ingest-only") {
+                LocalRunner::start_ingest_only(&services, listen).await?
+            } else {
+                LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
+            };
             println!(
                 "webhook listening on http://{}/ ; Ctrl-C to stop",
                 runner.webhook_addr

@@ -1,0 +1,563 @@
+//! `make bench`: ferry measured against rclone and the raw limits of the local components, on
+//! the same machine in the same run. Prints a table and writes docs/benchmarks.md. Numbers, not
+//! asserts: these machines are shared and noisy.
+//!
+//! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir) for ferry, rclone, a
+//! plain ranged GET and a plain boto3 multipart PUT; memory across file sizes; cold start of each
+//! Lambda bootstrap under an in-repo Runtime API; webhook ingest latency vs a raw conditional
+//! PutObject. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+mod runtime_api;
+
+const MIB: u64 = 1 << 20;
+
+struct Run {
+    secs: f64,
+    rss_mib: f64,
+}
+
+/// Runs a command under /usr/bin/time -v; returns wall time and peak RSS.
+fn timed(cmd: &mut Command) -> anyhow::Result<Run> {
+    let program = cmd.get_program().to_os_string();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_os_string()).collect();
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped.arg("-v").arg(&program).args(&args);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let started = Instant::now();
+    let out = wrapped.output()?;
+    let secs = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}{}",
+            program,
+            String::from_utf8_lossy(&out.stdout),
+            stderr
+        );
+    }
+    let kib: f64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .context("no RSS line from /usr/bin/time")?
+        .parse()?;
+    Ok(Run {
+        secs,
+        rss_mib: kib / 1024.0,
+    })
+}
+
+/// Adds one copy result to the report and the console; returns MB/s.
+fn row(report: &mut String, mib: u64, path: &str, tool: &str, r: &Run) -> anyhow::Result<f64> {
+    let speed = mbps(mib * MIB, r.secs);
+    writeln!(
+        report,
+        "| {mib} MiB | {path} | {tool} | {:.2} | {speed:.1} | {:.1} |",
+        r.secs, r.rss_mib
+    )?;
+    println!(
+        "{mib:>5} MiB  {path:<22} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  RSS {:>7.1} MiB",
+        r.secs, r.rss_mib
+    );
+    Ok(speed)
+}
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs
+}
+
+fn write_file(path: &Path, mib: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ mib;
+    let mut buf = vec![0u8; MIB as usize];
+    for _ in 0..mib {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf)?;
+    }
+    Ok(f.flush()?)
+}
+
+struct Env {
+    root: PathBuf,
+    work: PathBuf,
+    c: ferry_harness::Components,
+    sas: String,
+    config_path: PathBuf,
+    config: Value,
+}
+
+impl Env {
+    fn ferry(&self) -> PathBuf {
+        self.root.join("target/release/ferry")
+    }
+
+    async fn webhook(&self, file: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let services = ferry_shared::services::Services::build(
+            ferry_shared::config::Config::from_json(&self.config.to_string())?,
+        )
+        .await?;
+        let answer = services
+            .webhook()
+            .await?
+            .handle(ferry_shared::webhook::WebhookRequest {
+                method: http::Method::POST,
+                query: None,
+                headers: [
+                    (http::header::CONTENT_TYPE, "application/json".parse()?),
+                    ("x-ferry-token".parse()?, "bench-token".parse()?),
+                ]
+                .into_iter()
+                .collect(),
+                body: json!({"container": "bench", "file": file})
+                    .to_string()
+                    .into(),
+                correlation_id: "bench".into(),
+            })
+            .await;
+        Ok(answer.body["jobs"]
+            .as_array()
+            .context("no jobs")?
+            .iter()
+            .map(|j| {
+                (
+                    j["route"].as_str().unwrap_or("").to_string(),
+                    j["job_key"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect())
+    }
+
+    fn rclone(&self, source: &str, dest: &str) -> anyhow::Result<Run> {
+        let azure = format!(
+            ":azureblob,sas_url='{}/bench?{}':{source}",
+            self.c.azurite.account_url, self.sas
+        );
+        let mut cmd = Command::new("rclone");
+        cmd.env_remove("AWS_CA_BUNDLE")
+            .args([
+                "copyto",
+                "--s3-no-head",
+                "--retries",
+                "1",
+                "--config",
+                "/dev/null",
+            ])
+            .arg(azure)
+            .arg(dest);
+        timed(&mut cmd)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // SAFETY: before any other thread reads the environment.
+    unsafe {
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "bench"),
+            ("AWS_SECRET_ACCESS_KEY", "bench"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("RUST_LOG", "warn"),
+        ] {
+            std::env::set_var(k, v);
+        }
+    }
+    let root = ferry_harness::repo_root();
+    for bin in ["ferry", "webhook-ingest", "blob-copy"] {
+        if !root.join("target/release").join(bin).exists() {
+            bail!("build the release binaries first: cargo build --release --bins");
+        }
+    }
+    ferry_harness::ensure_installed()?;
+    let sizes: Vec<u64> = std::env::var("FERRY_BENCH_SIZES")
+        .unwrap_or_else(|_| "64,1024".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let c = ferry_harness::Components::start()?;
+    let work = root.join(".local/bench");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let admin = c.azurite.admin();
+    admin.create_container("bench").await?;
+    admin
+        .set_access_policy(
+            "bench",
+            "read",
+            "rl",
+            SystemTime::now() + Duration::from_secs(7200),
+        )
+        .await?;
+    let sas = admin.container_sas_for_policy("bench", "read");
+    for b in ["state", "archive", "rclone", "raw"] {
+        c.moto.create_bucket(b).await?;
+    }
+    let secret = |name: &str, value: &str| -> anyhow::Result<PathBuf> {
+        let p = work.join(name);
+        std::fs::write(&p, value)?;
+        Ok(p)
+    };
+    let sftp_dir = c.sshd.root.join("bench");
+    std::fs::create_dir_all(&sftp_dir)?;
+    let config = json!({
+        "state": {"bucket": "state", "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+        "webhook": {"token": {"file": secret("token", "bench-token")?}},
+        "sources": {"azurite": {"type": "azure_blob", "account_url": c.azurite.account_url, "sas": {"file": secret("sas", &sas)?}}},
+        "destinations": {
+            "local_dir": {"type": "local_dir", "path": work.join("ferry-out")},
+            "s3": {"type": "s3", "bucket": "archive", "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+            "sftp": {"type": "sftp", "host": "127.0.0.1", "port": c.sshd.port, "username": c.sshd.user, "host_key": c.sshd.host_key,
+                     "private_key": {"file": secret("key", &c.sshd.client_key_pem)?}, "directory": sftp_dir}
+        },
+        "routes": [
+            {"name": "s3", "source": "azurite", "container": "bench", "destinations": ["s3"]},
+            {"name": "sftp", "source": "azurite", "container": "bench", "destinations": ["sftp"]},
+            {"name": "local_dir", "source": "azurite", "container": "bench", "destinations": ["local_dir"]}
+        ]
+    });
+    let config_path = secret("ferry.json", &config.to_string())?;
+    let env = Env {
+        root: root.clone(),
+        work: work.clone(),
+        c,
+        sas,
+        config_path,
+        config,
+    };
+
+    let mut report = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find_map(|l| l.strip_prefix("model name\t: ").map(str::to_string))
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:").map(|v| {
+                v.trim()
+                    .trim_end_matches(" kB")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / 1048576.0
+            })
+        })
+        .unwrap_or(0.0);
+    let rclone_version = Command::new("rclone")
+        .arg("version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    writeln!(report, "# ferry benchmarks\n")?;
+    writeln!(
+        report,
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd. Reference tool: {rclone_version}. ferry: release build.\n",
+        ferry_shared::job::now_rfc3339(),
+        std::thread::available_parallelism()?.get()
+    )?;
+
+    // ---- copy throughput and memory
+    writeln!(report, "## Copy throughput and peak RSS\n")?;
+    writeln!(
+        report,
+        "| size | path | tool | seconds | MB/s | peak RSS MiB |\n|---|---|---|---|---|---|"
+    )?;
+    let mut summary = Vec::new();
+    for &mib in &sizes {
+        let bytes = mib * MIB;
+        let name = format!("export-{mib}.bin");
+        let local = work.join(&name);
+        write_file(&local, mib)?;
+        let t = Instant::now();
+        admin.put_blob_from_file("bench", &name, &local).await?;
+        eprintln!(
+            "uploaded {mib} MiB to Azurite in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        // Raw limits.
+        let url = format!("{}/bench/{name}?{}", env.c.azurite.account_url, env.sas);
+        let get = timed(
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", "-H", "Range: bytes=0-"])
+                .arg(&url),
+        )?;
+        let raw_get = row(
+            &mut report,
+            mib,
+            "Azurite -> /dev/null",
+            "curl ranged GET (limit)",
+            &get,
+        )?;
+        let mut raw_put = None;
+        if mib >= 1024 && mib <= 1024 {
+            let out = Command::new(env.root.join(".local/venv/bin/python"))
+                .arg(env.root.join("tests/bench/moto_multipart.py"))
+                .args([&env.c.moto.endpoint, "raw"])
+                .arg(&local)
+                .output()?;
+            let v: Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+            let secs = v["total_s"].as_f64().unwrap_or(f64::NAN);
+            raw_put = Some(mbps(bytes, secs));
+            writeln!(
+                report,
+                "| {mib} MiB | local file -> moto | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {:.1} | - |",
+                v["parts_s"].as_f64().unwrap_or(0.0),
+                v["complete_s"].as_f64().unwrap_or(0.0),
+                mbps(bytes, secs)
+            )?;
+            println!(
+                "{mib:>5} MiB  local -> moto           boto3 multipart: parts {} s, complete {} s, {:.1} MB/s",
+                v["parts_s"],
+                v["complete_s"],
+                mbps(bytes, secs)
+            );
+        }
+        std::fs::remove_file(&local)?;
+        let jobs = env.webhook(&name).await?;
+        for (route, job_key) in &jobs {
+            let r = timed(
+                Command::new(env.ferry())
+                    .args(["run-job", "--config"])
+                    .arg(&env.config_path)
+                    .arg(job_key),
+            )?;
+            let path = format!("Azurite -> {route}");
+            let ferry_speed = row(&mut report, mib, &path, "ferry", &r)?;
+            let dest = match route.as_str() {
+                "s3" => format!(
+                    ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{}',force_path_style=true:rclone/{name}",
+                    env.c.moto.endpoint
+                ),
+                "sftp" => format!(
+                    ":sftp,host=127.0.0.1,port={},user={},key_file='{}':{}/rclone-{name}",
+                    env.c.sshd.port,
+                    env.c.sshd.user,
+                    env.c.sshd.client_key_path.display(),
+                    sftp_dir.display()
+                ),
+                _ => env
+                    .work
+                    .join("rclone-out")
+                    .join(&name)
+                    .display()
+                    .to_string(),
+            };
+            match env.rclone(&name, &dest) {
+                Ok(rc) => {
+                    let rclone_speed = row(&mut report, mib, &path, "rclone copyto", &rc)?;
+                    let limit = match route.as_str() {
+                        "s3" => raw_put.map_or(raw_get, |p| p.min(raw_get)),
+                        _ => raw_get,
+                    };
+                    summary.push(format!("{mib} MiB {path}: ferry/rclone {:.2}x, ferry/limit {:.2}x (ferry {:.1} MiB RSS vs rclone {:.1} MiB)", ferry_speed / rclone_speed, ferry_speed / limit, r.rss_mib, rc.rss_mib));
+                }
+                Err(e) => summary.push(format!("{mib} MiB {path}: rclone failed: {e}")),
+            }
+        }
+    }
+    writeln!(
+        report,
+        "\nRatios (limit = the slower raw side: ranged GET, and for S3 the boto3 multipart PUT where measured):\n"
+    )?;
+    for s in &summary {
+        writeln!(report, "- {s}")?;
+        println!("{s}");
+    }
+
+    // ---- cold start
+    writeln!(
+        report,
+        "\n## Cold start (release bootstrap under an in-repo Lambda Runtime API)\n"
+    )?;
+    writeln!(
+        report,
+        "| function | binary size MiB | exec -> first GET /next (median of 5) ms | exec -> first response ms |\n|---|---|---|---|"
+    )?;
+    for function in ["webhook-ingest", "blob-copy"] {
+        let bin = root.join("target/release").join(function);
+        let size = std::fs::metadata(&bin)?.len() as f64 / MIB as f64;
+        let mut ready = Vec::new();
+        let mut first = Vec::new();
+        for _ in 0..5 {
+            let event = match function {
+                "webhook-ingest" => runtime_api::function_url_event(
+                    &json!({"container": "bench", "file": "export-64.bin"}).to_string(),
+                    "bench-token",
+                ),
+                _ => runtime_api::sqs_event("state", "jobs/none/missing.json"),
+            };
+            let (r, f) = runtime_api::cold_start(&bin, &env.config.to_string(), event).await?;
+            ready.push(r);
+            first.push(f);
+        }
+        ready.sort_by(f64::total_cmp);
+        first.sort_by(f64::total_cmp);
+        writeln!(
+            report,
+            "| {function} | {size:.1} | {:.1} | {:.1} |",
+            ready[2], first[2]
+        )?;
+        println!(
+            "cold start {function}: {size:.1} MiB, ready {:.1} ms, first response {:.1} ms",
+            ready[2], first[2]
+        );
+    }
+
+    // ---- ingest latency
+    writeln!(
+        report,
+        "\n## Webhook ingest latency (16 concurrent clients, 2,000 requests: 200 files x 10)\n"
+    )?;
+    let (ingest, raw) = ingest_latency(&env).await?;
+    writeln!(
+        report,
+        "| path | p50 ms | p99 ms | requests/s |\n|---|---|---|---|"
+    )?;
+    writeln!(
+        report,
+        "| ferry webhook (HEAD blob + conditional PutObject) | {:.2} | {:.2} | {:.0} |",
+        ingest.0, ingest.1, ingest.2
+    )?;
+    writeln!(
+        report,
+        "| raw conditional PutObject to the same moto | {:.2} | {:.2} | {:.0} |",
+        raw.0, raw.1, raw.2
+    )?;
+    writeln!(report, "\np99 overhead: {:.2}x raw.", ingest.1 / raw.1)?;
+    println!(
+        "ingest p50 {:.2} ms p99 {:.2} ms {:.0} req/s; raw p50 {:.2} p99 {:.2} {:.0} req/s; p99 ratio {:.2}x",
+        ingest.0,
+        ingest.1,
+        ingest.2,
+        raw.0,
+        raw.1,
+        raw.2,
+        ingest.1 / raw.1
+    );
+
+    let out = root.join("docs/benchmarks.md");
+    std::fs::write(&out, &report)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn percentiles(mut ms: Vec<f64>, wall: f64) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99), ms.len() as f64 / wall)
+}
+
+async fn ingest_latency(env: &Env) -> anyhow::Result<((f64, f64, f64), (f64, f64, f64))> {
+    use futures_util::StreamExt as _;
+    let admin = env.c.azurite.admin();
+    for i in 0..200 {
+        admin
+            .put_blob(
+                "bench",
+                &format!("ingest/{i:03}.csv"),
+                format!("row {i}\n").as_bytes(),
+            )
+            .await?;
+    }
+    let port = ferry_harness::free_port();
+    let mut server = tokio::process::Command::new(env.ferry())
+        .args([
+            "serve",
+            "--ingest-only",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&env.config_path)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let started = Instant::now();
+    while !ferry_harness::port_open(port) {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("ferry serve did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/");
+    let t = Instant::now();
+    let ferry_ms: Vec<f64> = futures_util::stream::iter(0..2000)
+        .map(|n| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body =
+                    json!({"container": "bench", "file": format!("ingest/{:03}.csv", n % 200)});
+                let t = Instant::now();
+                let r = http
+                    .post(url)
+                    .header("x-ferry-token", "bench-token")
+                    .json(&body)
+                    .send()
+                    .await;
+                let ok = r.is_ok_and(|r| r.status().is_success());
+                assert!(ok, "webhook failed during the benchmark");
+                t.elapsed().as_secs_f64() * 1000.0
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let ferry = percentiles(ferry_ms, t.elapsed().as_secs_f64());
+    server.kill().await?;
+    let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
+        region: None,
+        endpoint_url: Some(env.c.moto.endpoint.clone()),
+        force_path_style: true,
+    })
+    .await;
+    let t = Instant::now();
+    let raw_ms: Vec<f64> = futures_util::stream::iter(0..2000)
+        .map(|n| {
+            let s3 = s3.clone();
+            async move {
+                let t = Instant::now();
+                let _ = s3
+                    .put_object()
+                    .bucket("raw")
+                    .key(format!("jobs/raw/{:03}.json", n % 200))
+                    .if_none_match("*")
+                    .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
+                    .send()
+                    .await;
+                t.elapsed().as_secs_f64() * 1000.0
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let raw = percentiles(raw_ms, t.elapsed().as_secs_f64());
+    Ok((ferry, raw))
+}
