@@ -644,104 +644,38 @@ fn sftp_error(context: &str, e: SftpError) -> DestinationError {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{TcpListener, TcpStream};
-    use std::path::{Path, PathBuf};
-    use std::pin::Pin;
-    use std::process::{Child, Command, Stdio};
-    use std::task::{Context, Poll};
-    use std::time::Instant;
+    //! SFTP-specific behaviour against a real OpenSSH sshd from the test harness. Round trips,
+    //! odd names, 64 MiB and broken streams are in the shared destination conformance suite
+    //! (tests/destination_conformance.rs).
 
-    use tokio::io::{AsyncRead, ReadBuf};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
 
     use super::*;
     use crate::source::SourceError;
 
-    /// A throwaway OpenSSH sshd on a free loopback port with its own ed25519 host and client
-    /// keys; killed on drop.
-    struct Sshd {
-        child: Child,
+    struct Server {
+        sshd: ferry_harness::Sshd,
         dir: tempfile::TempDir,
-        port: u16,
-        user: String,
     }
 
-    fn keygen(path: &Path) -> String {
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferry-test", "-f"])
-            .arg(path)
-            .status()
-            .expect("run ssh-keygen");
-        assert!(status.success(), "ssh-keygen failed");
-        std::fs::read_to_string(path.with_extension("pub")).unwrap()
-    }
-
-    impl Sshd {
+    impl Server {
         fn start() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let d = dir.path();
-            keygen(&d.join("host_key"));
-            let client_pub = keygen(&d.join("client_key"));
-            std::fs::write(d.join("authorized_keys"), client_pub).unwrap();
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let config = format!(
-                "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nStrictModes no\n\
-                 PermitRootLogin prohibit-password\nPasswordAuthentication yes\n\
-                 KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\n",
-                d = d.display()
-            );
-            std::fs::write(d.join("sshd_config"), config).unwrap();
-            // Privilege separation directory; only creatable (and needed) as root.
-            let _ = std::fs::create_dir_all("/run/sshd");
-            let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-            let mut child = Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(d.join("sshd_config"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start /usr/sbin/sshd (Debian package openssh-server)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
-                    panic!("sshd exited ({status}): {log}");
-                }
-                assert!(Instant::now() < deadline, "sshd did not start listening");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let user = Command::new("id").arg("-un").output().unwrap().stdout;
-            let user = String::from_utf8(user).unwrap().trim().to_string();
             Self {
-                child,
-                dir,
-                port,
-                user,
+                sshd: ferry_harness::Sshd::start()
+                    .expect("start sshd (scripts/install-components.sh)"),
+                dir: tempfile::tempdir().unwrap(),
             }
         }
 
-        fn path(&self, name: &str) -> PathBuf {
-            self.dir.path().join(name)
-        }
-
-        /// Settings that work: pinned host key, the authorized client key, files under
-        /// `<tempdir>/upload` (created by the first write).
+        /// Settings that work: pinned host key, the authorized client key, files under `root()`.
         fn settings(&self) -> SftpSettings {
             SftpSettings {
                 host: "127.0.0.1".into(),
-                port: self.port,
-                username: self.user.clone(),
-                host_key: std::fs::read_to_string(self.path("host_key.pub")).unwrap(),
-                auth: SftpAuth::PrivateKey(
-                    std::fs::read_to_string(self.path("client_key"))
-                        .unwrap()
-                        .into(),
-                ),
+                port: self.sshd.port,
+                username: self.sshd.user.clone(),
+                host_key: self.sshd.host_key.clone(),
+                auth: SftpAuth::PrivateKey(self.sshd.client_key_pem.clone().into()),
                 directory: self.root().display().to_string(),
                 timeout: Duration::from_secs(10),
             }
@@ -752,14 +686,22 @@ mod tests {
         }
 
         fn root(&self) -> PathBuf {
-            self.path("upload")
+            self.sshd.root.join("upload")
         }
-    }
 
-    impl Drop for Sshd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        /// A fresh ed25519 key pair; returns (private key text, public key line).
+        fn keygen(&self, name: &str) -> (String, String) {
+            let path = self.dir.path().join(name);
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferry-test", "-f"])
+                .arg(&path)
+                .status()
+                .expect("run ssh-keygen");
+            assert!(status.success(), "ssh-keygen failed");
+            (
+                std::fs::read_to_string(&path).unwrap(),
+                std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+            )
         }
     }
 
@@ -777,67 +719,16 @@ mod tests {
         Box::pin(std::io::Cursor::new(data.to_vec()))
     }
 
-    /// Deterministic pseudo-random bytes (xorshift), generated as they are read.
-    struct Noise {
-        state: u64,
-        remaining: u64,
-    }
-
-    impl Noise {
-        fn new(seed: u64, len: u64) -> Self {
-            Self {
-                state: seed | 1,
-                remaining: len,
-            }
-        }
-
-        fn fill(&mut self, out: &mut [u8]) -> usize {
-            let n = out.len().min(self.remaining as usize);
-            for chunk in out[..n].chunks_mut(8) {
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
-            }
-            self.remaining -= n as u64;
-            n
-        }
-    }
-
-    impl AsyncRead for Noise {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let n = self.fill(buf.initialize_unfilled());
-            buf.advance(n);
-            Poll::Ready(Ok(()))
-        }
-    }
-
     /// Yields `good` bytes, then fails the way a dropped source does.
-    struct FailsAfter {
-        good: u64,
-    }
-
-    impl AsyncRead for FailsAfter {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            if self.good == 0 {
-                return Poll::Ready(Err(std::io::Error::other(SourceError::Transient {
-                    reason: "connection reset".into(),
-                    retry_after: None,
-                })));
-            }
-            let n = buf.remaining().min(self.good as usize);
-            buf.put_slice(&vec![7u8; n]);
-            self.good -= n as u64;
-            Poll::Ready(Ok(()))
-        }
+    fn fails_after(good: usize) -> ByteReader {
+        let broken = std::io::Error::other(SourceError::Transient {
+            reason: "connection reset".into(),
+            retry_after: None,
+        });
+        let chunks = vec![Ok(bytes::Bytes::from(vec![7u8; good])), Err(broken)];
+        Box::pin(tokio_util::io::StreamReader::new(
+            futures_util::stream::iter(chunks),
+        ))
     }
 
     /// Temporary files left anywhere under `dir`.
@@ -855,76 +746,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_empty_and_unicode_names_round_trip() {
-        let sshd = Sshd::start();
-        let dest = sshd.destination();
-        assert_eq!(dest.kind(), "sftp");
-        let root = sshd.root();
-        for (name, data) in [
-            ("hello.txt", &b"hello, sftp"[..]),
-            ("empty.bin", &b""[..]),
-            ("in box/ünï côdé/レポート 2026.csv", &b"a,b\n1,2\n"[..]),
-        ] {
-            let written = dest
-                .write(&delivery(name, data.len() as u64), body(data))
-                .await
-                .unwrap();
-            assert_eq!(written.bytes, data.len() as u64);
-            assert_eq!(
-                written.location,
-                format!(
-                    "sftp://{}@127.0.0.1:{}{}/{name}",
-                    sshd.user,
-                    sshd.port,
-                    root.display()
-                )
-            );
-            assert_eq!(std::fs::read(root.join(name)).unwrap(), data, "{name}");
-        }
-        assert!(leftovers(&root).is_empty());
-    }
-
-    #[tokio::test]
-    async fn streams_64_mib_byte_identical() {
-        const SIZE: u64 = 64 << 20;
-        let sshd = Sshd::start();
-        let dest = sshd.destination();
-        let (reader, digests) =
-            crate::verify::verifying(Box::pin(Noise::new(42, SIZE)), SIZE, None);
-        let started = Instant::now();
-        let written = dest
-            .write(&delivery("big/noise.bin", SIZE), reader)
+    async fn location_names_user_host_and_path() {
+        let server = Server::start();
+        let written = server
+            .destination()
+            .write(&delivery("in box/a.txt", 1), body(b"a"))
             .await
             .unwrap();
-        let elapsed = started.elapsed();
-        eprintln!(
-            "64 MiB over SFTP in {elapsed:.2?}: {:.1} MB/s",
-            SIZE as f64 / 1e6 / elapsed.as_secs_f64()
+        let s = &server.sshd;
+        let want = format!(
+            "sftp://{}@127.0.0.1:{}{}/in box/a.txt",
+            s.user,
+            s.port,
+            server.root().display()
         );
-        assert_eq!(written.bytes, SIZE);
-        // The body was read to its end (the verifier only records digests at EOF).
-        assert_eq!(digests.get().unwrap().bytes, SIZE);
-
-        let mut expected = Noise::new(42, SIZE);
-        let mut file = std::fs::File::open(sshd.root().join("big/noise.bin")).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), SIZE);
-        let (mut want, mut got) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-        loop {
-            let n = expected.fill(&mut want);
-            if n == 0 {
-                break;
-            }
-            std::io::Read::read_exact(&mut file, &mut got[..n]).unwrap();
-            assert!(want[..n] == got[..n], "content differs");
-        }
-        assert!(leftovers(&sshd.root()).is_empty());
+        assert_eq!(written.location, want);
     }
 
     #[tokio::test]
     async fn overwrite_replaces_content_with_and_without_posix_rename() {
-        let sshd = Sshd::start();
-        let mut dest = sshd.destination();
-        let path = sshd.root().join("sub/report.txt");
+        let server = Server::start();
+        let mut dest = server.destination();
+        let path = server.root().join("sub/report.txt");
         for (posix_rename, data) in [
             (true, &b"first version"[..]),
             (true, &b"second, longer version"[..]),
@@ -936,21 +779,16 @@ mod tests {
                 .unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data);
         }
-        assert!(leftovers(&sshd.root()).is_empty());
+        assert!(leftovers(&server.root()).is_empty());
     }
 
     #[tokio::test]
-    async fn failed_body_leaves_nothing_behind() {
-        let sshd = Sshd::start();
-        let dest = sshd.destination();
-        let root = sshd.root();
-
-        // Stream breaks half way: the source's error comes back, no file, no temp file.
+    async fn failed_body_keeps_the_old_file_and_leaves_no_temporary() {
+        let server = Server::start();
+        let dest = server.destination();
+        let root = server.root();
         let e = dest
-            .write(
-                &delivery("broken/new.bin", 2 << 20),
-                Box::pin(FailsAfter { good: 1 << 20 }),
-            )
+            .write(&delivery("broken/new.bin", 2 << 20), fails_after(1 << 20))
             .await
             .unwrap_err();
         assert!(
@@ -958,26 +796,20 @@ mod tests {
             "{e:?}"
         );
         assert!(!root.join("broken/new.bin").exists());
-
-        // Same over an existing file: the old content stays.
+        // Over an existing file: the old content stays.
         dest.write(&delivery("broken/old.bin", 3), body(b"old"))
             .await
             .unwrap();
-        dest.write(
-            &delivery("broken/old.bin", 2 << 20),
-            Box::pin(FailsAfter { good: 1 << 20 }),
-        )
-        .await
-        .unwrap_err();
+        dest.write(&delivery("broken/old.bin", 2 << 20), fails_after(1 << 20))
+            .await
+            .unwrap_err();
         assert_eq!(std::fs::read(root.join("broken/old.bin")).unwrap(), b"old");
-
         // A file where a folder should be: refused for good.
         let e = dest
             .write(&delivery("broken/old.bin/inner.txt", 1), body(b"x"))
             .await
             .unwrap_err();
         assert!(matches!(e, DestinationError::Rejected(_)), "{e:?}");
-
         // A short stream without a verifier in front is caught by the size check.
         let e = dest
             .write(&delivery("broken/short.bin", 10), body(b"12345"))
@@ -985,26 +817,27 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, DestinationError::Verification(_)), "{e:?}");
         assert!(!root.join("broken/short.bin").exists());
-
         assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
     }
 
     #[tokio::test]
     async fn wrong_host_key_is_untrusted_and_names_the_key_seen() {
-        let sshd = Sshd::start();
-        let other = keygen(&sshd.path("other_host_key"));
+        let server = Server::start();
+        let (_, other) = server.keygen("other_host_key");
         let dest = SftpDestination::new(SftpSettings {
             host_key: other,
-            ..sshd.settings()
+            ..server.settings()
         })
         .unwrap();
         let e = dest
             .write(&delivery("x.txt", 1), body(b"x"))
             .await
             .unwrap_err();
+        let real = server.dir.path().join("real_host_key.pub");
+        std::fs::write(&real, &server.sshd.host_key).unwrap();
         let seen = Command::new("ssh-keygen")
             .arg("-lf")
-            .arg(sshd.path("host_key.pub"))
+            .arg(&real)
             .output()
             .unwrap()
             .stdout;
@@ -1014,14 +847,16 @@ mod tests {
             DestinationError::UntrustedHost(msg) => assert!(msg.contains(fingerprint), "{msg}"),
             other => panic!("expected UntrustedHost, got {other:?}"),
         }
-        assert!(!sshd.root().exists());
+        assert!(
+            !server.root().exists(),
+            "nothing written to an untrusted host"
+        );
     }
 
     #[tokio::test]
     async fn wrong_credentials_are_unauthorized() {
-        let sshd = Sshd::start();
-        keygen(&sshd.path("stranger_key"));
-        let stranger = std::fs::read_to_string(sshd.path("stranger_key")).unwrap();
+        let server = Server::start();
+        let (stranger, _) = server.keygen("stranger_key");
         let password = "not-the-password-7d1e";
         for auth in [
             SftpAuth::PrivateKey(stranger.into()),
@@ -1029,7 +864,7 @@ mod tests {
         ] {
             let dest = SftpDestination::new(SftpSettings {
                 auth,
-                ..sshd.settings()
+                ..server.settings()
             })
             .unwrap();
             let e = dest
