@@ -1,0 +1,124 @@
+# blob-copy: consumes the jobs queue (S3 ObjectCreated notifications for jobs/), runs each
+# transfer job and reports failed messages individually (ReportBatchItemFailures). It reads
+# jobs/, writes receipts (done/), dead letters (failed/) and resume records (progress/), and
+# writes to the configured destination prefixes only.
+
+data "aws_partition" "current" {}
+
+locals {
+  # Prefixes of the state bucket blob-copy reads and writes (besides reading jobs/).
+  state_prefixes = ["done/", "failed/", "progress/"]
+}
+
+data "aws_iam_policy_document" "access" {
+  source_policy_documents = var.additional_policy_json == null ? [] : [var.additional_policy_json]
+
+  statement {
+    sid    = "ConsumeJobsQueue"
+    effect = "Allow"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:GetQueueAttributes",
+    ]
+    resources = [var.queue_arn]
+  }
+
+  statement {
+    sid       = "ReadJobs"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.state_bucket_arn}/jobs/*"]
+  }
+
+  statement {
+    sid       = "ReceiptsDeadLettersProgress"
+    effect    = "Allow"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [for p in local.state_prefixes : "${var.state_bucket_arn}/${p}*"]
+  }
+
+  # Without s3:ListBucket, S3 answers 403 instead of 404 for a key that does not exist, and
+  # "no receipt yet" is the normal case for a new job. Listing reveals key names only.
+  statement {
+    sid       = "TellMissingStateFromDenied"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = [var.state_bucket_arn]
+  }
+
+  dynamic "statement" {
+    for_each = length(var.s3_destinations) > 0 ? [1] : []
+
+    content {
+      sid    = "DeliverToS3Destinations"
+      effect = "Allow"
+      actions = [
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+      ]
+      resources = distinct([
+        for d in var.s3_destinations : "arn:${data.aws_partition.current.partition}:s3:::${d.bucket}/${d.prefix}*"
+      ])
+    }
+  }
+}
+
+module "function" {
+  source = "../lambda-function"
+
+  function_name                  = var.function_name
+  description                    = "ferry blob-copy: runs transfer jobs from the jobs queue, source to destinations"
+  package_path                   = var.package_path
+  architecture                   = var.architecture
+  memory_size                    = var.memory_size
+  timeout                        = var.timeout
+  reserved_concurrent_executions = var.reserved_concurrent_executions
+  ferry_config_json              = var.ferry_config_json
+  rust_log                       = var.rust_log
+  environment_variables          = var.environment_variables
+  secret_arns                    = var.secret_arns
+  secret_kms_key_arns            = var.secret_kms_key_arns
+  policy_json                    = data.aws_iam_policy_document.access.json
+  permissions_boundary_arn       = var.permissions_boundary_arn
+  log_retention_in_days          = var.log_retention_in_days
+  log_kms_key_arn                = var.log_kms_key_arn
+  application_log_level          = var.application_log_level
+  system_log_level               = var.system_log_level
+  alarm_actions                  = var.alarm_actions
+  tags                           = var.tags
+}
+
+resource "aws_lambda_event_source_mapping" "jobs" {
+  event_source_arn                   = var.queue_arn
+  function_name                      = module.function.function_arn
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = 0
+  function_response_types            = ["ReportBatchItemFailures"]
+  enabled                            = true
+
+  dynamic "scaling_config" {
+    for_each = var.maximum_concurrency == null ? [] : [var.maximum_concurrency]
+
+    content {
+      maximum_concurrency = scaling_config.value
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.queue_visibility_timeout_seconds >= var.timeout
+      error_message = "The jobs queue's visibility timeout (${var.queue_visibility_timeout_seconds}s) is below blob-copy's timeout (${var.timeout}s): a running copy would be handed out again. Use at least 6 x the timeout."
+    }
+  }
+}
+
+check "visibility_timeout_margin" {
+  assert {
+    condition     = var.queue_visibility_timeout_seconds >= 6 * var.timeout
+    error_message = "The jobs queue's visibility timeout (${var.queue_visibility_timeout_seconds}s) is less than 6 x blob-copy's timeout (${var.timeout}s), the margin AWS recommends for SQS event sources."
+  }
+}
