@@ -35,7 +35,7 @@ fmt:
 ## FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run (needs ~10 GB free disk).
 bench: setup
 	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --quiet --example bench
 
 -include infra/infra.mk
