@@ -150,7 +150,7 @@ impl Env {
 
     fn rclone(&self, source: &str, dest: &str) -> anyhow::Result<Run> {
         let azure = format!(
-            ":azureblob,sas_url='{}/bench?{}':{source}",
+            ":azureblob,sas_url='{}/bench?{}':bench/{source}",
             self.c.azurite.account_url, self.sas
         );
         let mut cmd = Command::new("rclone");
@@ -381,8 +381,14 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => {
                     // Keep the reason, never the SAS: the first line rclone printed, redacted.
                     let text = e.to_string();
-                    let reason = text.lines().find(|l| l.contains("Failed") || l.contains("ERROR")).unwrap_or("see the console");
-                    summary.push(format!("{mib} MiB {path}: rclone failed: {}", ferry_shared::redact::scrub(reason, &[&env.sas])));
+                    let reason = text
+                        .lines()
+                        .find(|l| l.contains("Failed") || l.contains("ERROR"))
+                        .unwrap_or("see the console");
+                    summary.push(format!(
+                        "{mib} MiB {path}: rclone failed: {}",
+                        ferry_shared::redact::scrub(reason, &[&env.sas])
+                    ));
                 }
             }
         }
@@ -455,8 +461,17 @@ async fn main() -> anyhow::Result<()> {
         "| raw conditional PutObject to the same moto | {:.2} | {:.2} | {:.0} |",
         raw.0, raw.1, raw.2
     )?;
-    writeln!(report, "| raw Get Blob Properties (HEAD) to the same Azurite | {:.2} | {:.2} | {:.0} |", head.0, head.1, head.2)?;
-    writeln!(report, "\np99 overhead: {:.2}x the raw PutObject; {:.2}x the slower of the two raw calls ferry makes per webhook (a HEAD for the blob's ETag, then the create-once PutObject).", ingest.1 / raw.1, ingest.1 / raw.1.max(head.1))?;
+    writeln!(
+        report,
+        "| raw Get Blob Properties (HEAD) to the same Azurite | {:.2} | {:.2} | {:.0} |",
+        head.0, head.1, head.2
+    )?;
+    writeln!(
+        report,
+        "\np99 overhead: {:.2}x the raw PutObject; {:.2}x the slower of the two raw calls ferry makes per webhook (a HEAD for the blob's ETag, then the create-once PutObject).",
+        ingest.1 / raw.1,
+        ingest.1 / raw.1.max(head.1)
+    )?;
     println!(
         "ingest p50 {:.2} ms p99 {:.2} ms {:.0} req/s; raw p50 {:.2} p99 {:.2} {:.0} req/s; p99 ratio {:.2}x",
         ingest.0,
@@ -572,10 +587,19 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
     let head_ms: Vec<f64> = futures_util::stream::iter(0..2000)
         .map(|n| {
             let http = http.clone();
-            let url = format!("{}/bench/ingest/{:03}.csv?{}", env.c.azurite.account_url, n % 200, env.sas);
+            let url = format!(
+                "{}/bench/ingest/{:03}.csv?{}",
+                env.c.azurite.account_url,
+                n % 200,
+                env.sas
+            );
             async move {
                 let t = Instant::now();
-                let _ = http.head(url).header("x-ms-version", "2021-08-06").send().await;
+                let _ = http
+                    .head(url)
+                    .header("x-ms-version", "2021-08-06")
+                    .send()
+                    .await;
                 t.elapsed().as_secs_f64() * 1000.0
             }
         })

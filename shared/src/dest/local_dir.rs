@@ -9,6 +9,9 @@ use tokio::io::AsyncWriteExt;
 use super::{Delivery, Destination, DestinationError, Written};
 use crate::ByteReader;
 
+/// Bytes moved per read/write while copying.
+const COPY_BUFFER: usize = 1 << 20;
+
 /// Delivers into a directory on this machine.
 pub struct LocalDirDestination {
     root: PathBuf,
@@ -58,7 +61,9 @@ impl Destination for LocalDirDestination {
             let mut file = tokio::fs::File::create(&temp)
                 .await
                 .map_err(|e| io_err("create temporary file", e))?;
-            let copied = tokio::io::copy(&mut body, &mut file)
+            // Large reads and writes: each tokio file write is a blocking-pool round trip.
+            let mut body = tokio::io::BufReader::with_capacity(COPY_BUFFER, &mut body);
+            let copied = tokio::io::copy_buf(&mut body, &mut file)
                 .await
                 .map_err(|e| io_err("write", e))?;
             file.flush().await.map_err(|e| io_err("flush", e))?;
