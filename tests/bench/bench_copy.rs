@@ -30,7 +30,14 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir_in(root.join(".local"))?;
     let admin = c.azurite.admin();
     admin.create_container("bench").await?;
-    admin.set_access_policy("bench", "read", "rl", SystemTime::now() + Duration::from_secs(7200)).await?;
+    admin
+        .set_access_policy(
+            "bench",
+            "read",
+            "rl",
+            SystemTime::now() + Duration::from_secs(7200),
+        )
+        .await?;
     let sas = admin.container_sas_for_policy("bench", "read");
     let blob = work.path().join("blob.bin");
     {
@@ -49,8 +56,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let t = Instant::now();
-    admin.put_blob_from_file("bench", "export.bin", &blob).await?;
-    eprintln!("uploaded {size_mib} MiB to Azurite in {:.1}s", t.elapsed().as_secs_f64());
+    admin
+        .put_blob_from_file("bench", "export.bin", &blob)
+        .await?;
+    eprintln!(
+        "uploaded {size_mib} MiB to Azurite in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     std::fs::remove_file(&blob)?;
     c.moto.create_bucket("state").await?;
     c.moto.create_bucket("archive").await?;
@@ -75,20 +87,31 @@ async fn main() -> anyhow::Result<()> {
     });
     let config_path = work.path().join("ferry.json");
     std::fs::write(&config_path, config.to_string())?;
-    let services = ferry_shared::services::Services::build(ferry_shared::config::Config::from_json(&config.to_string())?).await?;
+    let services = ferry_shared::services::Services::build(
+        ferry_shared::config::Config::from_json(&config.to_string())?,
+    )
+    .await?;
     let webhook = services.webhook().await?;
     let answer = webhook
         .handle(ferry_shared::webhook::WebhookRequest {
             method: http::Method::POST,
             query: None,
-            headers: [(http::header::CONTENT_TYPE, "application/json".parse()?), ("x-ferry-token".parse()?, "bench-token".parse()?)]
-                .into_iter()
-                .collect(),
-            body: serde_json::json!({"container": "bench", "file": "export.bin"}).to_string().into(),
+            headers: [
+                (http::header::CONTENT_TYPE, "application/json".parse()?),
+                ("x-ferry-token".parse()?, "bench-token".parse()?),
+            ]
+            .into_iter()
+            .collect(),
+            body: serde_json::json!({"container": "bench", "file": "export.bin"})
+                .to_string()
+                .into(),
             correlation_id: "bench".into(),
         })
         .await;
-    let job_key = answer.body["jobs"][0]["job_key"].as_str().context("no job")?.to_string();
+    let job_key = answer.body["jobs"][0]["job_key"]
+        .as_str()
+        .context("no job")?
+        .to_string();
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-v")
@@ -105,7 +128,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let rss_kib: u64 = stderr
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .context("no RSS line")?
         .parse()?;
     let mb = (size_mib << 20) as f64 / 1e6;
