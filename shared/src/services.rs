@@ -175,6 +175,29 @@ impl Services {
     /// The view-sync engine over these clients: builds every sink and view of the config and
     /// resolves their secrets (PostgreSQL connects on first use).
     pub async fn view_sync(&self) -> Result<ViewSync, SetupError> {
+        let sinks = self.sinks().await?;
+        let instance = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        let mut sync = ViewSync::new(self.state.clone(), self.retry, &instance);
+        for (name, view) in &self.config.views {
+            let sink = sinks.get(&view.sink).cloned().ok_or_else(|| {
+                SetupError::Config(format!("view {name:?} names unknown sink {:?}", view.sink))
+            })?;
+            sync.add_view(
+                name,
+                ViewSource {
+                    config: view.clone(),
+                    password: self.secrets.resolve(&view.password).await?,
+                    http: crate::http_client::build(Duration::from_secs(view.timeout_secs)),
+                    sink,
+                },
+            );
+        }
+        Ok(sync)
+    }
+
+    /// Every sink of the config, by name, with its secrets resolved.
+    pub async fn sinks(&self) -> Result<BTreeMap<String, Arc<dyn Sink>>, SetupError> {
         let mut sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
         for (name, sink) in &self.config.sinks {
             let built: Arc<dyn Sink> = match sink {
@@ -230,23 +253,6 @@ impl Services {
             };
             sinks.insert(name.clone(), built);
         }
-        let instance = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
-            .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
-        let mut sync = ViewSync::new(self.state.clone(), self.retry, &instance);
-        for (name, view) in &self.config.views {
-            let sink = sinks.get(&view.sink).cloned().ok_or_else(|| {
-                SetupError::Config(format!("view {name:?} names unknown sink {:?}", view.sink))
-            })?;
-            sync.add_view(
-                name,
-                ViewSource {
-                    config: view.clone(),
-                    password: self.secrets.resolve(&view.password).await?,
-                    http: crate::http_client::build(Duration::from_secs(view.timeout_secs)),
-                    sink,
-                },
-            );
-        }
-        Ok(sync)
+        Ok(sinks)
     }
 }

@@ -1,5 +1,6 @@
 //! An HTTP endpoint: each record is one JSON `POST` with `Idempotency-Key: RecordID:lastSubmissionId`,
-//! so the receiver can skip versions it has applied when a rerun sends them again.
+//! so the receiver can skip versions it has applied when a rerun sends them again. The view's
+//! name goes in `X-Ferry-View`: a receiver fed by several views scopes its keys by it.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
