@@ -24,7 +24,8 @@ pub fn sample_export_zip() -> anyhow::Result<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    let files: [(&str, &str, fn(usize) -> String); 3] = [
+    type Row = fn(usize) -> String;
+    let files: [(&str, &str, Row); 3] = [
         (
             "Client.csv",
             "PersonalID,FirstName,LastName,DOB,VeteranStatus,DateCreated",

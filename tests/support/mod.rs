@@ -35,6 +35,7 @@ pub fn file_secret(value: &str) -> serde_json::Value {
     let path = dir.join("secret");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .write(true)
         .mode(0o600)
         .open(&path)
