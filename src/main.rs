@@ -1,15 +1,20 @@
 //! `ferry`: run the pipeline locally.
 //!
 //! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
-//! - `ferry serve --config FILE [--listen ADDR]`: webhook server + job worker on your config.
+//! - `ferry serve --config FILE [--listen ADDR] [--sync-every DURATION]`: webhook server + job
+//!   worker (when the config has a `webhook` section) and the view-sync scheduler (when it has
+//!   `views`; every 5 minutes unless `--sync-every 30s` etc.) on your config.
+//! - `ferry sync-views --config FILE [VIEW...]`: sync views once now (all when none named);
+//!   prints the summary, fails when a view failed.
 //! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
 //! - `ferry replay --config FILE JOB_ID JOB_KEY`: clear a dead letter and run the job again.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use ferry::LocalRunner;
+use ferry::{LocalRunner, ViewScheduler};
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
 
@@ -47,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | serve --config FILE [--listen ADDR] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
+            "usage: ferry demo | serve --config FILE [--listen ADDR] [--sync-every DURATION] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
         );
     };
     let rest = &args[1..];
@@ -58,12 +63,45 @@ async fn main() -> anyhow::Result<()> {
             let listen: SocketAddr = flag(rest, "--listen")
                 .unwrap_or_else(|| "127.0.0.1:8080".into())
                 .parse()?;
-            let runner = LocalRunner::start(&services, listen, Duration::from_secs(10)).await?;
-            println!(
-                "webhook listening on http://{}/ ; Ctrl-C to stop",
-                runner.webhook_addr
-            );
+            let every = humantime::parse_duration(
+                &flag(rest, "--sync-every").unwrap_or_else(|| "5m".into()),
+            )
+            .context("--sync-every takes a duration such as 30s or 5m")?;
+            if services.config.webhook.is_none() && services.config.views.is_empty() {
+                bail!("nothing to serve: the config has neither a webhook section nor views");
+            }
+            let mut runner = None;
+            if services.config.webhook.is_some() {
+                let r = LocalRunner::start(&services, listen, Duration::from_secs(10)).await?;
+                println!("webhook listening on http://{}/", r.webhook_addr);
+                runner = Some(r);
+            }
+            let mut scheduler = None;
+            if !services.config.views.is_empty() {
+                let sync = Arc::new(services.view_sync().await?);
+                println!(
+                    "syncing views {:?} every {}",
+                    sync.view_names(),
+                    humantime::format_duration(every)
+                );
+                scheduler = Some(ViewScheduler::start(sync, every));
+            }
+            println!("Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
+            drop((runner, scheduler));
+            Ok(())
+        }
+        "sync-views" => {
+            let services = services(rest).await?;
+            let sync = services.view_sync().await?;
+            let event = lambda_runtime::LambdaEvent::new(
+                serde_json::json!({"views": positional(rest)}),
+                lambda_runtime::Context::default(),
+            );
+            let summary = view_sync::handle(&sync, event)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{summary}");
             Ok(())
         }
         "run-job" => {

@@ -747,3 +747,36 @@ async fn lambda_handler_syncs_the_configured_views_into_every_sink() {
     );
     support::logs::assert_no_secrets(&[PASSWORD, sinks::RECEIVER_AUTH]);
 }
+
+#[tokio::test]
+async fn the_local_scheduler_fires_the_sync_on_an_interval_until_dropped() {
+    let env = env().await;
+    let s = sinks::postgres().await;
+    env.view.push(records(0, 4));
+    let sync = Arc::new(engine(&env, s.sink.clone(), 10, "local"));
+    let scheduler = ferry::ViewScheduler::start(sync, Duration::from_millis(100));
+    let wait_for = async |cursor: u64| {
+        for _ in 0..200 {
+            if watermark(&env).await.is_some_and(|w| w.0 == cursor) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the scheduler did not sync up to {cursor}");
+    };
+    wait_for(cursor_of(3)).await;
+    env.view.push(records(4, 3));
+    wait_for(cursor_of(6)).await;
+    let ticks = env.view.asked().len();
+    assert!(ticks >= 2, "{ticks}");
+    drop(scheduler);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = env.view.asked().len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        env.view.asked().len(),
+        after,
+        "no sync after the scheduler was dropped"
+    );
+    assert_eq!(s.probe.held(VIEW).await.latest, expected(&env.view.all()));
+}
