@@ -4,6 +4,7 @@
 //! visibility timeout, and an interval timer for EventBridge Scheduler (view sync).
 
 pub mod demo;
+pub mod demo_views;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! `ferry`: run the pipeline locally.
 //!
 //! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
+//! - `ferry demo-views`: a view synced into PostgreSQL and S3 by the local scheduler (moto,
+//!   PostgreSQL, a stand-in view).
 //! - `ferry serve --config FILE [--listen ADDR] [--sync-every DURATION]`: webhook server + job
 //!   worker (when the config has a `webhook` section) and the view-sync scheduler (when it has
 //!   `views`; every 5 minutes unless `--sync-every 30s` etc.) on your config.
@@ -52,12 +54,28 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | serve --config FILE [--listen ADDR] [--sync-every DURATION] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
+            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
         );
     };
     let rest = &args[1..];
     match command.as_str() {
-        "demo" => ferry::demo::run().await,
+        "demo" | "demo-views" => {
+            // The demos talk to moto, which takes any credentials; without any set, the AWS SDK
+            // would look for real ones (IMDS) and fail.
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                // SAFETY: nothing else runs yet (the runtime's workers are idle), so no thread
+                // reads the environment while it changes.
+                unsafe {
+                    std::env::set_var("AWS_ACCESS_KEY_ID", "ferry-demo");
+                    std::env::set_var("AWS_SECRET_ACCESS_KEY", "ferry-demo");
+                }
+            }
+            if command == "demo" {
+                ferry::demo::run().await
+            } else {
+                ferry::demo_views::run().await
+            }
+        }
         "serve" => {
             let services = services(rest).await?;
             let listen: SocketAddr = flag(rest, "--listen")
