@@ -15,7 +15,7 @@ test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
 
-## setup: install Azurite, moto and OpenSSH server into git-ignored folders (idempotent).
+## setup: install Azurite, moto, OpenSSH server and PostgreSQL (the last two via apt when missing; idempotent).
 setup:
 	bash scripts/install-components.sh
 

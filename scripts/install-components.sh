@@ -3,6 +3,7 @@
 #   - Azurite (npm `azurite@3`)        -> .local/azurite/node_modules/.bin/azurite-blob
 #   - moto server (PyPI `moto[server]`) -> .local/venv/bin/moto_server
 #   - OpenSSH server (Debian)           -> /usr/sbin/sshd (never left running as a system service)
+#   - PostgreSQL server (Debian)        -> /usr/lib/postgresql/*/bin (no system cluster left running)
 # Everything except sshd goes under the git-ignored .local/ of the repository.
 # Quiet and fast when everything is already present; fails loudly otherwise.
 set -euo pipefail
@@ -110,8 +111,63 @@ install_sshd() {
     say "OpenSSH server installed: $SSHD_BIN"
 }
 
+# True when PostgreSQL server binaries (initdb + postgres) are on this machine: the same places
+# the test harness looks (tests/harness/src/postgres.rs).
+have_postgres() {
+    local d
+    if [[ -n "${FERRY_PG_BIN_DIR:-}" ]]; then
+        [[ -x "$FERRY_PG_BIN_DIR/initdb" && -x "$FERRY_PG_BIN_DIR/postgres" ]]
+        return
+    fi
+    for d in /usr/lib/postgresql/*/bin; do
+        [[ -x "$d/initdb" && -x "$d/postgres" ]] && return 0
+    done
+    command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1
+}
+
+install_postgres() {
+    have_postgres && return 0
+    command -v apt-get >/dev/null 2>&1 || die "PostgreSQL server binaries are missing and apt-get is not available: install PostgreSQL by hand (or set FERRY_PG_BIN_DIR)"
+    [[ "$(id -u)" == 0 ]] || die "PostgreSQL server binaries are missing; installing them needs root (run: sudo apt-get install -y postgresql)"
+    say "installing postgresql (apt-get) ..."
+
+    # The tests start their own throwaway clusters; keep the package from starting the system
+    # cluster it creates (same policy-rc.d guard as for sshd above).
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        created_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    local rc=0
+    (
+        export DEBIAN_FRONTEND=noninteractive
+        run_logged "apt-get update" apt-get update -q
+        run_logged "apt-get install postgresql" \
+            apt-get install -y -q --no-install-recommends postgresql
+    ) || rc=$?
+    if [[ "$created_policy" == 1 ]]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
+    # Belt and braces: stop any system cluster the install started anyway.
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+        local ver name port status rest
+        while read -r ver name port status rest; do
+            if [[ "$status" == online* ]]; then
+                say "stopping the system PostgreSQL cluster $ver/$name started by the package install"
+                pg_ctlcluster "$ver" "$name" stop || true
+            fi
+        done < <(pg_lsclusters --no-header 2>/dev/null || true)
+    fi
+    [[ "$rc" == 0 ]] || exit "$rc"
+    have_postgres || die "apt-get install finished but no initdb/postgres was found"
+    say "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | tail -n 1)"
+}
+
 # Fast path: nothing to do.
-if [[ -x "$AZURITE_BIN" && -x "$MOTO_BIN" && -x "$SSHD_BIN" ]]; then
+if [[ -x "$AZURITE_BIN" && -x "$MOTO_BIN" && -x "$SSHD_BIN" ]] && have_postgres; then
     exit 0
 fi
 
@@ -125,3 +181,4 @@ fi
 install_azurite
 install_moto
 install_sshd
+install_postgres

@@ -82,7 +82,11 @@ pub fn sample_export_zip() -> anyhow::Result<Vec<u8>> {
     Ok(zip.finish()?.into_inner())
 }
 
-fn write_secret(dir: &Path, name: &str, value: &str) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn write_secret(
+    dir: &Path,
+    name: &str,
+    value: &str,
+) -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
     let mut f = std::fs::OpenOptions::new()
@@ -251,7 +255,7 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rand_u64() -> u64 {
+pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -1,9 +1,10 @@
 //! The local runner: the Lambda handlers wired together in one process, so the whole pipeline
 //! runs on a laptop against local components. The webhook server stands in for the function
-//! URL, an in-process queue for S3 notifications -> SQS, and redelivery with a delay for SQS's
-//! visibility timeout.
+//! URL, an in-process queue for S3 notifications -> SQS, redelivery with a delay for SQS's
+//! visibility timeout, and an interval timer for EventBridge Scheduler (view sync).
 
 pub mod demo;
+pub mod demo_views;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use ferry_shared::engine::TransferEngine;
 use ferry_shared::job::receipt_key;
 use ferry_shared::services::Services;
 use ferry_shared::state::StateStore;
+use ferry_shared::view_sync::ViewSync;
 use ferry_shared::webhook::WebhookService;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -239,5 +241,38 @@ async fn work(
                 });
             }
         });
+    }
+}
+
+/// Fires the view-sync handler on an interval, as EventBridge Scheduler does in AWS (payload
+/// `{"views": []}`: every configured view). The first sync starts at once; a sync that runs
+/// longer than the interval delays the next tick instead of overlapping it (overlaps from other
+/// processes are the lease's job). Stops when dropped.
+pub struct ViewScheduler {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ViewScheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ViewScheduler {
+    /// Starts syncing every `every`.
+    pub fn start(sync: Arc<ViewSync>, every: Duration) -> Self {
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let event = LambdaEvent::new(serde_json::json!({"views": []}), Context::default());
+                match view_sync::handle(&sync, event).await {
+                    Ok(summary) => tracing::debug!(%summary, "scheduled view sync done"),
+                    Err(e) => tracing::error!(error = %e, "scheduled view sync failed"),
+                }
+            }
+        });
+        Self { task }
     }
 }

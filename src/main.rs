@@ -1,16 +1,22 @@
 //! `ferry`: run the pipeline locally.
 //!
 //! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
-//! - `ferry serve --config FILE [--listen ADDR] [--ingest-only]`: webhook server + job worker on
-//!   your config (`--ingest-only`: no worker).
+//! - `ferry demo-views`: a view synced into PostgreSQL and S3 by the local scheduler (moto,
+//!   PostgreSQL, a stand-in view).
+//! - `ferry serve --config FILE [--listen ADDR] [--sync-every DURATION] [--ingest-only]`: webhook server + job
+//!   worker (when the config has a `webhook` section) and the view-sync scheduler (when it has
+//!   `views`; every 5 minutes unless `--sync-every 30s` etc.) on your config (`--ingest-only`: webhook server without the job worker).
+//! - `ferry sync-views --config FILE [VIEW...]`: sync views once now (all when none named);
+//!   prints the summary, fails when a view failed.
 //! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
 //! - `ferry replay --config FILE JOB_ID JOB_KEY`: clear a dead letter and run the job again.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use ferry::LocalRunner;
+use ferry::{LocalRunner, ViewScheduler};
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
 
@@ -66,27 +72,76 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | serve --config FILE [--listen ADDR] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
+            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
         );
     };
     let rest = &args[1..];
     match command.as_str() {
-        "demo" => ferry::demo::run().await,
+        "demo" | "demo-views" => {
+            // The demos talk to moto, which takes any credentials; without any set, the AWS SDK
+            // would look for real ones (IMDS) and fail.
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                // SAFETY: nothing else runs yet (the runtime's workers are idle), so no thread
+                // reads the environment while it changes.
+                unsafe {
+                    std::env::set_var("AWS_ACCESS_KEY_ID", "ferry-demo");
+                    std::env::set_var("AWS_SECRET_ACCESS_KEY", "ferry-demo");
+                }
+            }
+            if command == "demo" {
+                ferry::demo::run().await
+            } else {
+                ferry::demo_views::run().await
+            }
+        }
         "serve" => {
             let services = services(rest).await?;
             let listen: SocketAddr = flag(rest, "--listen")
                 .unwrap_or_else(|| "127.0.0.1:8080".into())
                 .parse()?;
-            let runner = if rest.iter().any(|a| a == "--ingest-only") {
-                LocalRunner::start_ingest_only(&services, listen).await?
-            } else {
-                LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
-            };
-            println!(
-                "webhook listening on http://{}/ ; Ctrl-C to stop",
-                runner.webhook_addr
-            );
+            let every = humantime::parse_duration(
+                &flag(rest, "--sync-every").unwrap_or_else(|| "5m".into()),
+            )
+            .context("--sync-every takes a duration such as 30s or 5m")?;
+            if services.config.webhook.is_none() && services.config.views.is_empty() {
+                bail!("nothing to serve: the config has neither a webhook section nor views");
+            }
+            let mut runner = None;
+            if services.config.webhook.is_some() {
+                let r = if rest.iter().any(|a| a == "--ingest-only") {
+                    LocalRunner::start_ingest_only(&services, listen).await?
+                } else {
+                    LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
+                };
+                println!("webhook listening on http://{}/", r.webhook_addr);
+                runner = Some(r);
+            }
+            let mut scheduler = None;
+            if !services.config.views.is_empty() {
+                let sync = Arc::new(services.view_sync().await?);
+                println!(
+                    "syncing views {:?} every {}",
+                    sync.view_names(),
+                    humantime::format_duration(every)
+                );
+                scheduler = Some(ViewScheduler::start(sync, every));
+            }
+            println!("Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
+            drop((runner, scheduler));
+            Ok(())
+        }
+        "sync-views" => {
+            let services = services(rest).await?;
+            let sync = services.view_sync().await?;
+            let event = lambda_runtime::LambdaEvent::new(
+                serde_json::json!({"views": positional(rest)}),
+                lambda_runtime::Context::default(),
+            );
+            let summary = view_sync::handle(&sync, event)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{summary}");
             Ok(())
         }
         "run-job" => {

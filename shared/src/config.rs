@@ -1,4 +1,4 @@
-//! The configuration file: state store, webhook, sources, destinations and routes.
+//! The configuration file: state store, webhook, sources, destinations, routes, views and sinks.
 //! Every struct refuses unknown fields so a typo is an error, not a silently ignored setting.
 //! Field docs here are the user's reference (see docs/config.md for a worked example).
 
@@ -42,9 +42,16 @@ pub struct Config {
     /// Which incoming files go where. A file may match several routes: one job per route.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
-    /// How transfers retry and when they give up.
+    /// How transfers retry and when they give up (also the retry policy of view syncs).
     #[serde(default)]
     pub transfer: TransferConfig,
+    /// Views to sync incrementally on a schedule (the view-sync function), by name. The name is
+    /// part of state keys (`watermarks/<view>.json`), so letters, digits, `-`, `_`, `.` only.
+    #[serde(default)]
+    pub views: BTreeMap<String, ViewConfig>,
+    /// Named sinks that views deliver records to.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
 }
 
 /// An S3-compatible endpoint. Credentials come from the standard AWS chain (the Lambda role,
@@ -276,6 +283,134 @@ fn default_max_resumes() -> u32 {
     10
 }
 
+/// A REST view read incrementally (Flowfinity style): `GET <url>?onbehalfof=<user>&
+/// previouslastsubmissionid=<watermark>` with HTTP Basic auth, answering a JSON array of records
+/// with `RecordID` and `lastSubmissionId`, sorted ascending by `lastSubmissionId`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// The view's URL, without the `onbehalfof` and `previouslastsubmissionid` parameters (ferry
+    /// adds them). Other query parameters are kept.
+    pub url: String,
+    /// User the view is read on behalf of (the `onbehalfof` parameter).
+    pub on_behalf_of: String,
+    /// HTTP Basic auth user name.
+    pub username: String,
+    /// HTTP Basic auth password.
+    pub password: SecretRef,
+    /// Name of the sink (in `sinks`) the records go to.
+    pub sink: String,
+    /// Records per chunk. After each delivered chunk the watermark is saved; a chunk is extended
+    /// past this size while records share the last record's `lastSubmissionId`.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: usize,
+    /// Seconds the view may take to start answering, and the longest stall while reading it.
+    #[serde(default = "default_view_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Largest single record accepted, in bytes; a larger one stops the run.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Seconds a run holds the view's lease (`leases/view-sync-<view>.json`) before another run
+    /// may take it over; a running sync renews it between chunks.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+fn default_chunk_size() -> usize {
+    500
+}
+fn default_view_timeout_secs() -> u64 {
+    60
+}
+fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+fn default_lease_secs() -> u64 {
+    900
+}
+
+/// A place view records are delivered to. Every sink is idempotent per record version
+/// (`RecordID`, `lastSubmissionId`), so a rerun after a failure applies nothing twice.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// An HTTP endpoint that receives each record as a JSON `POST` with an `Idempotency-Key`
+    /// header of `RecordID:lastSubmissionId`; the receiver must skip keys it has applied.
+    Http {
+        /// Target URL.
+        url: String,
+        /// Extra plain headers.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Headers whose values are secrets (e.g. `Authorization`); never logged.
+        #[serde(default)]
+        secret_headers: BTreeMap<String, SecretRef>,
+        /// Seconds a single request may stall.
+        #[serde(default = "default_io_timeout_secs")]
+        timeout_secs: u64,
+        /// Requests in flight at once. Records with the same `RecordID` are always sent one after
+        /// the other, in cursor order.
+        #[serde(default = "default_sink_concurrency")]
+        concurrency: usize,
+    },
+    /// An S3 bucket: one JSON Lines object per chunk at
+    /// `<prefix><view>/after-<watermark, 20 digits>.jsonl` (`from-start.jsonl` for the first),
+    /// so a rerun after a failure overwrites the object instead of adding a second copy.
+    S3Jsonl {
+        /// Target bucket.
+        bucket: String,
+        /// Key prefix, e.g. `views/`.
+        #[serde(default)]
+        prefix: String,
+        /// How to reach it.
+        #[serde(default)]
+        endpoint: S3Endpoint,
+    },
+    /// A PostgreSQL table (created if missing) with one row per (view, `RecordID`): the record as
+    /// `jsonb` and its `lastSubmissionId` as `numeric`. An incoming record replaces the row only
+    /// when its `lastSubmissionId` is greater than the stored one.
+    Postgres {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        #[serde(default = "default_postgres_port")]
+        port: u16,
+        /// Login user.
+        user: String,
+        /// Password, if the server asks for one.
+        #[serde(default)]
+        password: Option<SecretRef>,
+        /// Database name.
+        dbname: String,
+        /// Table name, optionally schema-qualified (`schema.table`); lowercase letters, digits
+        /// and `_`.
+        table: String,
+        /// Seconds to wait for the connection.
+        #[serde(default = "default_io_timeout_secs")]
+        connect_timeout_secs: u64,
+    },
+}
+
+fn default_sink_concurrency() -> usize {
+    4
+}
+fn default_postgres_port() -> u16 {
+    5432
+}
+
+/// Checks a (possibly schema-qualified) SQL identifier we interpolate into statements.
+pub fn valid_sql_table(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 63
+                && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
 impl Config {
     /// Parses and checks a JSON config.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
@@ -374,6 +509,76 @@ impl Config {
                 return invalid(format!("destination {name:?}: method must be PUT or POST"));
             }
         }
+        self.validate_views()
+    }
+
+    fn validate_views(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for (name, view) in &self.views {
+            if let Err(e) = names::validate_key_segment("view name", name) {
+                return invalid(format!("view {name:?}: {e}"));
+            }
+            if !self.sinks.contains_key(&view.sink) {
+                return invalid(format!("view {name:?} names unknown sink {:?}", view.sink));
+            }
+            match url::Url::parse(&view.url) {
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    return invalid(format!("view {name:?}: url must be an http(s) URL"));
+                }
+                // Credentials belong in `username`/`password` (a secret), never in the URL.
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    return invalid(format!("view {name:?}: url must not contain credentials"));
+                }
+                Ok(_) => {}
+                Err(_) => return invalid(format!("view {name:?}: url must be an http(s) URL")),
+            }
+            if !(1..=100_000).contains(&view.chunk_size) {
+                return invalid(format!("view {name:?}: chunk_size must be 1..=100000"));
+            }
+            if view.lease_secs < 10 || view.timeout_secs == 0 || view.max_record_bytes < 64 {
+                return invalid(format!(
+                    "view {name:?}: lease_secs must be >= 10, timeout_secs >= 1, max_record_bytes >= 64"
+                ));
+            }
+        }
+        let mut tables = std::collections::HashSet::new();
+        for (name, sink) in &self.sinks {
+            if let Err(e) = names::validate_key_segment("sink name", name) {
+                return invalid(format!("sink {name:?}: {e}"));
+            }
+            match sink {
+                SinkConfig::Http {
+                    url, concurrency, ..
+                } => {
+                    if !matches!(url::Url::parse(url), Ok(u) if matches!(u.scheme(), "http" | "https"))
+                    {
+                        return invalid(format!("sink {name:?}: url must be an http(s) URL"));
+                    }
+                    if !(1..=64).contains(concurrency) {
+                        return invalid(format!("sink {name:?}: concurrency must be 1..=64"));
+                    }
+                }
+                SinkConfig::S3Jsonl { .. } => {}
+                SinkConfig::Postgres {
+                    host,
+                    port,
+                    dbname,
+                    table,
+                    ..
+                } => {
+                    if !valid_sql_table(table) {
+                        return invalid(format!(
+                            "sink {name:?}: table must be lowercase letters, digits and _ (optionally schema.table)"
+                        ));
+                    }
+                    if !tables.insert((host, port, dbname, table)) {
+                        return invalid(format!(
+                            "sink {name:?}: another sink writes the same table {table:?}"
+                        ));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -392,7 +597,13 @@ mod tests {
         "hook": {"type": "http", "url": "http://127.0.0.1:1/{name}", "secret_headers": {"Authorization": {"env": "H"}}},
         "disk": {"type": "local_dir", "path": "/tmp/out"}
       },
-      "routes": [{"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip", "name_contains": "HMIS", "destinations": ["archive", "partner", "hook", "disk"]}]
+      "routes": [{"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip", "name_contains": "HMIS", "destinations": ["archive", "partner", "hook", "disk"]}],
+      "views": {"cases": {"url": "https://acme.flowfinity.example/api/view/cases", "on_behalf_of": "ops", "username": "svc", "password": {"env": "VIEW_PW"}, "sink": "db"}},
+      "sinks": {
+        "db": {"type": "postgres", "host": "127.0.0.1", "user": "ferry", "dbname": "ferry", "table": "public.cases"},
+        "lake": {"type": "s3_jsonl", "bucket": "lake", "prefix": "views/"},
+        "api": {"type": "http", "url": "https://intake.example/records"}
+      }
     }"#;
 
     #[test]
@@ -407,6 +618,40 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn views_and_sinks_parse_and_are_checked() {
+        let c = Config::from_json(SAMPLE).unwrap();
+        let v = &c.views["cases"];
+        assert_eq!((v.chunk_size, v.lease_secs), (500, 900));
+        assert!(matches!(
+            c.sinks["db"],
+            SinkConfig::Postgres { port: 5432, .. }
+        ));
+        for (from, to, want) in [
+            ("\"sink\": \"db\"", "\"sink\": \"nope\"", "unknown sink"),
+            ("public.cases", "Cases; drop", "table must be"),
+            ("\"views\": {\"cases\"", "\"views\": {\"../x\"", "view name"),
+            (
+                "\"on_behalf_of\"",
+                "\"chunk_size\": 0, \"on_behalf_of\"",
+                "chunk_size",
+            ),
+            (
+                "\"on_behalf_of\"",
+                "\"onbehalf\": 1, \"on_behalf_of\"",
+                "onbehalf",
+            ),
+        ] {
+            let e = Config::from_json(&SAMPLE.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        assert!(
+            valid_sql_table("view_rows") && !valid_sql_table("a.b.c") && !valid_sql_table("1a")
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The ferry engine shared by every function: config, the state store, sources,
-//! destinations, retries, secrets and telemetry. Function crates stay thin and call in here.
+//! destinations, view sync and sinks, retries, secrets and telemetry. Function crates stay thin and call in here.
 
 pub mod config;
 pub mod dest;
@@ -12,10 +12,12 @@ pub mod retry;
 pub mod s3;
 pub mod secret;
 pub mod services;
+pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
 pub mod verify;
+pub mod view_sync;
 pub mod webhook;
 
 /// A boxed byte stream: how bytes move from a source to a destination without being buffered whole.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Config, DestinationConfig, SourceConfig};
+use crate::config::{Config, DestinationConfig, SinkConfig, SourceConfig};
 use crate::dest::Destination;
 use crate::dest::http::HttpDestination;
 use crate::dest::local_dir::LocalDirDestination;
@@ -14,9 +14,14 @@ use crate::dest::s3::S3Destination;
 use crate::engine::TransferEngine;
 use crate::retry::RetryPolicy;
 use crate::secret::{SecretError, SecretResolver};
+use crate::sink::Sink;
+use crate::sink::http::HttpSink;
+use crate::sink::postgres::PostgresSink;
+use crate::sink::s3_jsonl::S3JsonlSink;
 use crate::source::Source;
 use crate::source::azure_blob::AzureBlobSource;
 use crate::state::{S3StateStore, StateStore};
+use crate::view_sync::{ViewSource, ViewSync};
 use crate::webhook::WebhookService;
 
 /// Why the clients could not be built.
@@ -166,5 +171,89 @@ impl Services {
             self.retry,
         )
         .map_err(|e| SetupError::Config(format!("bad route glob: {e}")))
+    }
+
+    /// The view-sync engine over these clients: builds every sink and view of the config and
+    /// resolves their secrets (PostgreSQL connects on first use).
+    pub async fn view_sync(&self) -> Result<ViewSync, SetupError> {
+        let sinks = self.sinks().await?;
+        let instance = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        let mut sync = ViewSync::new(self.state.clone(), self.retry, &instance);
+        for (name, view) in &self.config.views {
+            let sink = sinks.get(&view.sink).cloned().ok_or_else(|| {
+                SetupError::Config(format!("view {name:?} names unknown sink {:?}", view.sink))
+            })?;
+            sync.add_view(
+                name,
+                ViewSource {
+                    config: view.clone(),
+                    password: self.secrets.resolve(&view.password).await?,
+                    http: crate::http_client::build(Duration::from_secs(view.timeout_secs)),
+                    sink,
+                },
+            );
+        }
+        Ok(sync)
+    }
+
+    /// Every sink of the config, by name, with its secrets resolved.
+    pub async fn sinks(&self) -> Result<BTreeMap<String, Arc<dyn Sink>>, SetupError> {
+        let mut sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
+        for (name, sink) in &self.config.sinks {
+            let built: Arc<dyn Sink> = match sink {
+                SinkConfig::Http {
+                    url,
+                    headers,
+                    secret_headers,
+                    timeout_secs,
+                    concurrency,
+                } => {
+                    let mut resolved = Vec::new();
+                    for (k, r) in secret_headers {
+                        resolved.push((k.clone(), self.secrets.resolve(r).await?));
+                    }
+                    let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
+                    Arc::new(
+                        HttpSink::new(http, url, headers, resolved, *concurrency, self.retry)
+                            .map_err(|e| SetupError::Config(format!("sink {name:?}: {e}")))?,
+                    )
+                }
+                SinkConfig::S3Jsonl {
+                    bucket,
+                    prefix,
+                    endpoint,
+                } => Arc::new(S3JsonlSink::new(
+                    crate::s3::client(endpoint).await,
+                    bucket,
+                    prefix,
+                )),
+                SinkConfig::Postgres {
+                    host,
+                    port,
+                    user,
+                    password,
+                    dbname,
+                    table,
+                    connect_timeout_secs,
+                } => {
+                    let password = match password {
+                        Some(r) => Some(self.secrets.resolve(r).await?),
+                        None => None,
+                    };
+                    Arc::new(PostgresSink::new(
+                        host,
+                        *port,
+                        user,
+                        password,
+                        dbname,
+                        table,
+                        Duration::from_secs(*connect_timeout_secs),
+                    ))
+                }
+            };
+            sinks.insert(name.clone(), built);
+        }
+        Ok(sinks)
     }
 }

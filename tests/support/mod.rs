@@ -1,11 +1,14 @@
 //! Shared helpers for the integration tests: log capture (to scan for leaked secrets), generated
-//! data streams, a TCP fault proxy, and config builders over the harness's real components.
+//! data streams, a TCP fault proxy, config builders over the harness's real components, and the
+//! view-sync stand-ins (mock view, HTTP receiver) with probes for each sink.
 #![allow(dead_code)]
 
 pub mod data;
 pub mod fault_proxy;
 pub mod logs;
 pub mod pipeline;
+pub mod sinks;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

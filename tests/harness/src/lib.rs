@@ -1,9 +1,11 @@
 //! ferry's local component harness: starts the real local components (Azurite, moto,
-//! OpenSSH sshd) on free loopback ports and administers them, for the integration tests
+//! OpenSSH sshd, PostgreSQL) on free loopback ports and administers them, for the integration tests
 //! and the local demo.
 //!
 //! - [`shared()`] starts all three once per process (test binary) and reuses them.
-//! - [`Azurite::start`], [`Moto::start`], [`Sshd::start`] start private instances (e.g.
+//! - [`postgres_shared()`] starts one PostgreSQL per process, separately (only the tests
+//!   that need it pay for it).
+//! - [`Azurite::start`], [`Moto::start`], [`Sshd::start`], [`Postgres::start`] start private instances (e.g.
 //!   for fault tests that kill and restart a server).
 //! - Components are installed on first use by `scripts/install-components.sh` (into the
 //!   git-ignored `.local/` of the repository; sshd from Debian's `openssh-server`).
@@ -14,6 +16,7 @@
 mod azure_admin;
 mod azurite;
 mod moto;
+mod postgres;
 mod process;
 mod sshd;
 
@@ -26,6 +29,7 @@ use anyhow::{Context, bail};
 pub use azure_admin::{AccessPolicy, AzureAdmin, PutBlobResult, format_iso8601};
 pub use azurite::{ACCOUNT_KEY, ACCOUNT_NAME, Azurite};
 pub use moto::{Moto, REGION as MOTO_REGION};
+pub use postgres::{Postgres, bin_dir as postgres_bin_dir};
 pub use process::{free_port, log_tail, port_open};
 pub use sshd::Sshd;
 
@@ -113,5 +117,18 @@ pub fn shared() -> &'static Components {
     match SHARED.get_or_init(|| Components::start().map_err(|e| format!("{e:#}"))) {
         Ok(c) => c,
         Err(e) => panic!("ferry-harness: local components failed to start: {e}"),
+    }
+}
+
+/// The PostgreSQL server shared by every test of this process: started on first call, kept
+/// until the process exits. Tests use their own tables (or databases) so they do not disturb
+/// each other.
+///
+/// Panics (in every caller) when it cannot be started.
+pub fn postgres_shared() -> &'static Postgres {
+    static SHARED: OnceLock<Result<Postgres, String>> = OnceLock::new();
+    match SHARED.get_or_init(|| Postgres::start().map_err(|e| format!("{e:#}"))) {
+        Ok(p) => p,
+        Err(e) => panic!("ferry-harness: PostgreSQL failed to start: {e}"),
     }
 }

@@ -327,6 +327,20 @@ impl ServerProcess {
         log_path: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn_as(name, program, args, cwd, log_path, env, None)
+    }
+
+    /// Like `spawn`, but as another user (`(uid, gid)`, set before exec; PDEATHSIG is armed
+    /// after the switch, so it survives it): for servers that refuse to run as root.
+    pub fn spawn_as(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        cwd: &Path,
+        log_path: &Path,
+        env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+    ) -> anyhow::Result<Self> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -341,6 +355,9 @@ impl ServerProcess {
             .stderr(Stdio::from(log2));
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
         }
         let child = spawn_guarded(cmd)
             .with_context(|| format!("{name}: cannot start {}", program.display()))?;

@@ -462,3 +462,57 @@ fn nothing_survives_the_process() {
         assert!(!d.exists(), "run dir left behind: {}", d.display());
     }
 }
+
+#[test]
+fn postgres_starts_unprivileged_with_password_auth_and_dies_with_its_handle() {
+    let pg = ferry_harness::Postgres::start().unwrap();
+    let pid = pg.pid().unwrap();
+    let psql = |password: &str| {
+        Command::new(pg.bin_dir.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                &pg.user,
+            ])
+            .args([
+                "-d",
+                &pg.dbname,
+                "-At",
+                "-c",
+                "select current_user, version()",
+            ])
+            .env("PGPASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = psql(&pg.password);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ferry|PostgreSQL"));
+    let wrong = psql("not-the-password");
+    assert!(
+        !wrong.status.success(),
+        "password authentication is enforced"
+    );
+    // PostgreSQL refuses root; as root the harness runs it as an unprivileged user.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0);
+    let dir = pg.dir().to_path_buf();
+    drop(pg);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!dir.exists(), "run directory removed");
+}

@@ -1,0 +1,19 @@
+//! Lambda entry point: build clients once per cold start, then sync views on each scheduled event.
+
+use std::sync::Arc;
+
+use ferry_shared::config::Config;
+use ferry_shared::services::Services;
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ferry_shared::telemetry::init();
+    let services = Services::build(Config::from_env()?).await?;
+    let sync = Arc::new(services.view_sync().await?);
+    lambda_runtime::run(service_fn(move |event| {
+        let sync = sync.clone();
+        async move { view_sync::handle(&sync, event).await }
+    }))
+    .await
+}

@@ -1,0 +1,126 @@
+//! An HTTP endpoint: each record is one JSON `POST` with `Idempotency-Key: RecordID:lastSubmissionId`,
+//! so the receiver can skip versions it has applied when a rerun sends them again. The view's
+//! name goes in `X-Ferry-View`: a receiver fed by several views scopes its keys by it.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Chunk, Sink, SinkError, SinkReceipt};
+use crate::redact::redact_url;
+use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
+use crate::view_sync::record::Record;
+
+/// Posts records to one URL, `concurrency` requests at a time.
+pub struct HttpSink {
+    http: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+    concurrency: usize,
+    retry: RetryPolicy,
+}
+
+impl HttpSink {
+    /// `secret_headers` are resolved values, marked sensitive so no debug output shows them.
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        secret_headers: Vec<(String, secrecy::SecretString)>,
+        concurrency: usize,
+        retry: RetryPolicy,
+    ) -> Result<Self, SinkError> {
+        let bad = |m: String| SinkError::Rejected(m);
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| bad(format!("bad header name {k}")))?;
+            map.insert(
+                name,
+                HeaderValue::from_str(v).map_err(|_| bad(format!("bad value for header {k}")))?,
+            );
+        }
+        for (k, v) in secret_headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| bad(format!("bad header name {k}")))?;
+            let mut value = HeaderValue::from_str(crate::secret::expose(&v))
+                .map_err(|_| bad(format!("bad value for secret header {k}")))?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        Ok(Self {
+            http,
+            url: url.to_string(),
+            headers: map,
+            concurrency: concurrency.max(1),
+            retry,
+        })
+    }
+
+    async fn post(&self, view: &str, record: &Record) -> Result<(), SinkError> {
+        let location = redact_url(&self.url);
+        let body = serde_json::to_vec(&record.body)
+            .map_err(|e| SinkError::Rejected(format!("record {}: {e}", record.record_id)))?;
+        let resp = self
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header("Idempotency-Key", record.version_key())
+            .header("X-Ferry-View", view)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SinkError::transient(format!("POST {location}: {}", e.without_url())))?;
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(()),
+            401 | 403 => Err(SinkError::Unauthorized(format!(
+                "HTTP {status} from {location}"
+            ))),
+            s if status_is_retryable(s) => Err(SinkError::Transient {
+                reason: format!("HTTP {s} from {location}"),
+                retry_after: retry_after_header(resp.headers()),
+            }),
+            s => Err(SinkError::Rejected(format!(
+                "HTTP {s} from {location} for record {}",
+                record.version_key()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    async fn deliver(&self, view: &str, chunk: &Chunk) -> Result<SinkReceipt, SinkError> {
+        // One lane per concurrent request; a RecordID always maps to the same lane, so two
+        // versions of a record arrive in cursor order.
+        let mut lanes: Vec<Vec<&Record>> = vec![Vec::new(); self.concurrency];
+        for record in &chunk.records {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            record.record_id.hash(&mut h);
+            lanes[(h.finish() % self.concurrency as u64) as usize].push(record);
+        }
+        try_join_all(lanes.into_iter().map(|lane| async move {
+            for record in lane {
+                self.retry
+                    .run("post record", || self.post(view, record))
+                    .await?;
+            }
+            Ok::<_, SinkError>(())
+        }))
+        .await?;
+        Ok(SinkReceipt {
+            location: redact_url(&self.url),
+            records: chunk.records.len(),
+            applied: chunk.records.len(),
+        })
+    }
+}

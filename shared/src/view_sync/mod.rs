@@ -1,0 +1,468 @@
+//! Scheduled incremental view sync (Flowfinity-style REST views).
+//!
+//! One run of one view:
+//! 1. take the view's lease (`leases/view-sync-<view>.json`); if another run holds it, stop and
+//!    say who (`SyncOutcome::LeaseHeld`);
+//! 2. read the watermark (`watermarks/<view>.json`: value + ETag; absent = read everything);
+//! 3. `GET <url>?onbehalfof=<user>&previouslastsubmissionid=<watermark or empty>` with HTTP Basic
+//!    auth, and split the JSON array as it streams in (never the whole response in memory);
+//! 4. deliver the records to the sink in chunks of `chunk_size`, and after each delivered chunk
+//!    advance the watermark to the chunk's last cursor by compare-and-swap (never backwards); a
+//!    chunk that fails stops the run with the watermark at the previous chunk;
+//! 5. release the lease.
+//!
+//! Ordering rule: the view promises ascending `lastSubmissionId`. The watermark is only correct
+//! if it is: a record below an already-saved watermark would be skipped by every later request.
+//! So a record whose cursor is *lower* than the one before it stops the run loudly
+//! (`SyncFailure::OutOfOrder`) before the chunk holding it is delivered; sorting within a chunk
+//! would hide a view that is not sorted and lose records across chunk boundaries. Equal cursors are
+//! fine, and a chunk never ends between two records with the same cursor (it grows past
+//! `chunk_size` instead), because the next request asks only for cursors *greater* than the
+//! watermark. Records at or below the watermark the run asked with are skipped (counted), in
+//! case a view ignores the parameter.
+
+pub mod lease;
+pub mod record;
+pub mod splitter;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use secrecy::SecretString;
+use serde::Serialize;
+use thiserror::Error;
+use tracing::Instrument;
+
+use crate::config::ViewConfig;
+use crate::redact::redact_url;
+use crate::retry::{RetryPolicy, Retryable, retry_after_header, status_is_retryable};
+use crate::sink::{Chunk, Sink, SinkError};
+use crate::state::{StateError, StateStore};
+use lease::{Acquired, Lease, WatermarkState, advance_watermark, lease_key, read_watermark};
+use record::{Cursor, Record, RecordError};
+use splitter::{ArraySplitter, SplitError};
+
+/// How a run of one view ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SyncOutcome {
+    /// The run read the view to its end and delivered everything new.
+    Synced(SyncReport),
+    /// Another run holds the view's lease; this one did nothing.
+    LeaseHeld {
+        view: String,
+        holder: String,
+        /// RFC 3339 time the lease expires unless renewed.
+        expires_at: String,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// The view.
+    pub view: String,
+    /// Records delivered to the sink.
+    pub records: u64,
+    /// Chunks delivered (one watermark update each).
+    pub chunks: u64,
+    /// Records at or below the watermark the view returned anyway (not delivered again).
+    pub skipped: u64,
+    /// Watermark before the run.
+    pub watermark_before: Option<Cursor>,
+    /// Watermark after the run (the last delivered chunk's last cursor).
+    pub watermark_after: Option<Cursor>,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+}
+
+/// Why a run stopped early. Whatever was delivered before is covered by the saved watermark.
+#[derive(Debug, Error)]
+#[error("view {view}: {failure} (this run delivered {delivered} records; watermark {})", watermark.as_ref().map_or("none".to_string(), |w| w.to_string()))]
+pub struct SyncError {
+    /// The view.
+    pub view: String,
+    /// What went wrong.
+    pub failure: SyncFailure,
+    /// Records this run delivered before stopping.
+    pub delivered: u64,
+    /// The watermark when it stopped.
+    pub watermark: Option<Cursor>,
+}
+
+/// What went wrong in a run.
+#[derive(Debug, Error)]
+pub enum SyncFailure {
+    #[error("no such view in the config")]
+    UnknownView,
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+    #[error("the view refused the credentials (HTTP {status}): check the username and password")]
+    Unauthorized { status: u16 },
+    #[error("the view answered HTTP {status} ({url})")]
+    ViewHttp {
+        status: u16,
+        url: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("the view did not answer within {secs} s")]
+    Timeout { secs: u64 },
+    #[error("cannot read the view: {0}")]
+    Transport(String),
+    #[error("the view's response is not a JSON array of records: {0}")]
+    Malformed(#[from] SplitError),
+    #[error("record {index} of the response refused: {reason}")]
+    InvalidRecord { index: u64, reason: RecordError },
+    #[error(
+        "records out of order: record {index} (RecordID {record_id}) has lastSubmissionId {found} after {previous}; \
+         the view must be sorted ascending by lastSubmissionId, so nothing from this chunk on was delivered"
+    )]
+    OutOfOrder {
+        index: u64,
+        record_id: String,
+        found: Cursor,
+        previous: Cursor,
+    },
+    #[error("sink {sink} failed: {error}")]
+    Sink { sink: String, error: SinkError },
+    #[error("lost the lease to another run; stopped before the next chunk")]
+    LeaseLost,
+}
+
+impl Retryable for SyncFailure {
+    fn is_retryable(&self) -> bool {
+        match self {
+            SyncFailure::State(e) => e.is_retryable(),
+            SyncFailure::ViewHttp { status, .. } => status_is_retryable(*status),
+            SyncFailure::Timeout { .. } | SyncFailure::Transport(_) => true,
+            SyncFailure::Sink { error, .. } => error.is_retryable(),
+            _ => false,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SyncFailure::ViewHttp { retry_after, .. } => *retry_after,
+            SyncFailure::Sink { error, .. } => error.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl Retryable for SyncError {
+    fn is_retryable(&self) -> bool {
+        self.failure.is_retryable()
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        self.failure.retry_after()
+    }
+}
+
+/// One configured view with its resolved credentials, client and sink.
+pub struct ViewSource {
+    /// The view's config.
+    pub config: ViewConfig,
+    /// HTTP Basic auth password.
+    pub password: SecretString,
+    /// Client with the view's timeouts.
+    pub http: reqwest::Client,
+    /// The sink the records go to.
+    pub sink: Arc<dyn Sink>,
+}
+
+/// Syncs views. Built once per cold start (`Services::view_sync`).
+pub struct ViewSync {
+    state: Arc<dyn StateStore>,
+    views: BTreeMap<String, ViewSource>,
+    retry: RetryPolicy,
+    instance: String,
+}
+
+/// Where a run is.
+struct Progress {
+    watermark: WatermarkState,
+    /// Cursor the next chunk starts after (the last delivered chunk's last cursor).
+    position: Option<Cursor>,
+    report: SyncReport,
+}
+
+impl ViewSync {
+    /// An engine over the state store; `instance` names this process in lease holders.
+    pub fn new(state: Arc<dyn StateStore>, retry: RetryPolicy, instance: &str) -> Self {
+        Self {
+            state,
+            views: BTreeMap::new(),
+            retry,
+            instance: instance.to_string(),
+        }
+    }
+
+    /// Adds a view under `name`.
+    pub fn add_view(&mut self, name: &str, view: ViewSource) {
+        self.views.insert(name.to_string(), view);
+    }
+
+    /// The configured view names, in order.
+    pub fn view_names(&self) -> Vec<String> {
+        self.views.keys().cloned().collect()
+    }
+
+    /// Runs one sync of `name`.
+    pub async fn sync(&self, name: &str) -> Result<SyncOutcome, SyncError> {
+        let fail = |failure| SyncError {
+            view: name.to_string(),
+            failure,
+            delivered: 0,
+            watermark: None,
+        };
+        let view = self
+            .views
+            .get(name)
+            .ok_or_else(|| fail(SyncFailure::UnknownView))?;
+        let run_id = format!("{:016x}", rand::random::<u64>());
+        let holder = format!("{}/{run_id}", self.instance);
+        let span = tracing::info_span!("view_sync", view = name, run_id = %run_id);
+        async {
+            let ttl = Duration::from_secs(view.config.lease_secs);
+            let state = self.state.as_ref();
+            let mut lease =
+                match Lease::acquire(state, &self.retry, &lease_key(name), &holder, ttl).await {
+                    Ok(Acquired::Held(lease)) => lease,
+                    Ok(Acquired::Busy {
+                        holder,
+                        expires_at_ms,
+                    }) => {
+                        let expires_at = humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + Duration::from_millis(expires_at_ms),
+                        )
+                        .to_string();
+                        tracing::info!(%holder, %expires_at, "lease held by another run; nothing to do");
+                        return Ok(SyncOutcome::LeaseHeld {
+                            view: name.to_string(),
+                            holder,
+                            expires_at,
+                        });
+                    }
+                    Err(e) => return Err(fail(SyncFailure::State(e))),
+                };
+            let started = Instant::now();
+            let mut progress = Progress {
+                watermark: WatermarkState::default(),
+                position: None,
+                report: SyncReport {
+                    view: name.to_string(),
+                    ..SyncReport::default()
+                },
+            };
+            let result = self.run(name, view, &mut lease, &mut progress).await;
+            lease.release(state, &self.retry).await;
+            let mut report = progress.report;
+            report.watermark_after = progress.watermark.value.clone();
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        records = report.records,
+                        chunks = report.chunks,
+                        skipped = report.skipped,
+                        watermark_before = ?report.watermark_before.as_ref().map(Cursor::as_str),
+                        watermark_after = ?report.watermark_after.as_ref().map(Cursor::as_str),
+                        ms = report.duration_ms,
+                        "view synced"
+                    );
+                    Ok(SyncOutcome::Synced(report))
+                }
+                Err(failure) => {
+                    let e = SyncError {
+                        view: name.to_string(),
+                        failure,
+                        delivered: report.records,
+                        watermark: report.watermark_after,
+                    };
+                    tracing::error!(error = %e, retryable = e.is_retryable(), "view sync failed");
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        view: &ViewSource,
+        lease: &mut Lease,
+        progress: &mut Progress,
+    ) -> Result<(), SyncFailure> {
+        let state = self.state.as_ref();
+        progress.watermark = read_watermark(state, &self.retry, name).await?;
+        let asked = progress.watermark.value.clone();
+        progress.position = asked.clone();
+        progress.report.watermark_before = asked.clone();
+
+        let response = self.fetch(view, asked.as_ref()).await?;
+        let secs = view.config.timeout_secs;
+        let mut body = response.bytes_stream();
+        let mut splitter = ArraySplitter::new(view.config.max_record_bytes);
+        let chunk_size = view.config.chunk_size;
+        let mut pending: Vec<Record> = Vec::with_capacity(chunk_size.min(10_000));
+        let mut ready: Vec<(u64, Record)> = Vec::new();
+        let mut last: Option<Cursor> = None;
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| transport(&e, secs))?;
+            let mut index = splitter.elements();
+            splitter.feed(&piece, |bytes| {
+                index += 1;
+                let record = Record::from_json(bytes)
+                    .map_err(|reason| SyncFailure::InvalidRecord { index, reason })?;
+                ready.push((index, record));
+                Ok::<_, SyncFailure>(())
+            })?;
+            for (index, record) in ready.drain(..) {
+                if asked.as_ref().is_some_and(|w| record.cursor <= *w) {
+                    progress.report.skipped += 1;
+                    continue;
+                }
+                if let Some(previous) = &last
+                    && record.cursor < *previous
+                {
+                    return Err(SyncFailure::OutOfOrder {
+                        index,
+                        record_id: record.record_id,
+                        found: record.cursor,
+                        previous: previous.clone(),
+                    });
+                }
+                if pending.len() >= chunk_size && last.as_ref() != Some(&record.cursor) {
+                    let records = std::mem::replace(&mut pending, Vec::with_capacity(chunk_size));
+                    self.deliver(name, view, lease, records, progress).await?;
+                }
+                last = Some(record.cursor.clone());
+                pending.push(record);
+            }
+        }
+        splitter.finish()?;
+        if !pending.is_empty() {
+            self.deliver(name, view, lease, pending, progress).await?;
+        }
+        if progress.report.skipped > 0 {
+            tracing::warn!(
+                skipped = progress.report.skipped,
+                "the view returned records at or below the watermark it was asked for; they were not delivered again"
+            );
+        }
+        Ok(())
+    }
+
+    /// Delivers one chunk, then moves the watermark to its last cursor.
+    async fn deliver(
+        &self,
+        name: &str,
+        view: &ViewSource,
+        lease: &mut Lease,
+        records: Vec<Record>,
+        progress: &mut Progress,
+    ) -> Result<(), SyncFailure> {
+        let state = self.state.as_ref();
+        lease.keep(state, &self.retry).await.map_err(|e| match e {
+            StateError::PreconditionFailed { .. } => SyncFailure::LeaseLost,
+            e => SyncFailure::State(e),
+        })?;
+        let chunk = Chunk {
+            after: progress.position.clone(),
+            records,
+        };
+        let last = chunk
+            .last_cursor()
+            .cloned()
+            .expect("chunks are never empty");
+        let receipt = self
+            .retry
+            .run("deliver chunk", || view.sink.deliver(name, &chunk))
+            .await
+            .map_err(|error| SyncFailure::Sink {
+                sink: view.config.sink.clone(),
+                error,
+            })?;
+        advance_watermark(
+            state,
+            &self.retry,
+            name,
+            &last,
+            lease.holder(),
+            &mut progress.watermark,
+        )
+        .await?;
+        progress.position = Some(last.clone());
+        progress.report.records += chunk.records.len() as u64;
+        progress.report.chunks += 1;
+        tracing::info!(
+            sink = %view.config.sink,
+            location = %receipt.location,
+            records = receipt.records,
+            applied = receipt.applied,
+            after = ?chunk.after.as_ref().map(Cursor::as_str),
+            watermark = %last,
+            "chunk delivered"
+        );
+        Ok(())
+    }
+
+    /// Sends the view request (retrying 5xx, 429, timeouts) and returns the response whose body
+    /// is the record array.
+    async fn fetch(
+        &self,
+        view: &ViewSource,
+        after: Option<&Cursor>,
+    ) -> Result<reqwest::Response, SyncFailure> {
+        let mut url = url::Url::parse(&view.config.url)
+            .map_err(|e| SyncFailure::Transport(format!("bad view url: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("onbehalfof", &view.config.on_behalf_of)
+            .append_pair("previouslastsubmissionid", after.map_or("", Cursor::as_str));
+        let shown = redact_url(url.as_str());
+        let secs = view.config.timeout_secs;
+        tracing::info!(url = %shown, "reading view");
+        self.retry
+            .run("read view", || async {
+                let response = view
+                    .http
+                    .get(url.clone())
+                    .basic_auth(
+                        &view.config.username,
+                        Some(crate::secret::expose(&view.password)),
+                    )
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| transport(&e, secs))?;
+                let status = response.status().as_u16();
+                match status {
+                    200..=299 => Ok(response),
+                    401 | 403 => Err(SyncFailure::Unauthorized { status }),
+                    _ => Err(SyncFailure::ViewHttp {
+                        status,
+                        url: shown.clone(),
+                        retry_after: retry_after_header(response.headers()),
+                    }),
+                }
+            })
+            .await
+    }
+}
+
+fn transport(e: &reqwest::Error, secs: u64) -> SyncFailure {
+    if e.is_timeout() {
+        return SyncFailure::Timeout { secs };
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    SyncFailure::Transport(crate::redact::redact_embedded_urls(&text))
+}
