@@ -315,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
             &get,
         )?;
         let mut raw_put = None;
-        if mib >= 1024 && mib <= 1024 {
+        if mib == 1024 {
             let out = Command::new(env.root.join(".local/venv/bin/python"))
                 .arg(env.root.join("tests/bench/moto_multipart.py"))
                 .args([&env.c.moto.endpoint, "raw"])
