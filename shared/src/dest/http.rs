@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use tokio_util::io::ReaderStream;
 
 use super::{Delivery, Destination, DestinationError, Written};
@@ -42,23 +42,7 @@ impl HttpDestination {
         let bad = |m: String| DestinationError::Rejected(m);
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| bad(format!("bad method {method}")))?;
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| bad(format!("bad header name {k}")))?;
-            map.insert(
-                name,
-                HeaderValue::from_str(v).map_err(|_| bad(format!("bad value for header {k}")))?,
-            );
-        }
-        for (k, v) in secret_headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| bad(format!("bad header name {k}")))?;
-            let mut value = HeaderValue::from_str(crate::secret::expose(&v))
-                .map_err(|_| bad(format!("bad value for secret header {k}")))?;
-            value.set_sensitive(true);
-            map.insert(name, value);
-        }
+        let map = crate::http_client::header_map(headers, secret_headers).map_err(bad)?;
         Ok(Self {
             http,
             url: url.to_string(),

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 
 use super::{Chunk, Sink, SinkError, SinkReceipt};
 use crate::redact::redact_url;
@@ -34,23 +34,7 @@ impl HttpSink {
         retry: RetryPolicy,
     ) -> Result<Self, SinkError> {
         let bad = |m: String| SinkError::Rejected(m);
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| bad(format!("bad header name {k}")))?;
-            map.insert(
-                name,
-                HeaderValue::from_str(v).map_err(|_| bad(format!("bad value for header {k}")))?,
-            );
-        }
-        for (k, v) in secret_headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| bad(format!("bad header name {k}")))?;
-            let mut value = HeaderValue::from_str(crate::secret::expose(&v))
-                .map_err(|_| bad(format!("bad value for secret header {k}")))?;
-            value.set_sensitive(true);
-            map.insert(name, value);
-        }
+        let map = crate::http_client::header_map(headers, secret_headers).map_err(bad)?;
         Ok(Self {
             http,
             url: url.to_string(),
