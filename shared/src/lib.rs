@@ -7,6 +7,7 @@ pub mod engine;
 pub mod http_client;
 pub mod job;
 pub mod names;
+pub mod pubsub;
 pub mod redact;
 pub mod retry;
 pub mod s3;
@@ -15,6 +16,8 @@ pub mod services;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod token;
+pub mod transform;
 pub mod verify;
 pub mod webhook;
 
