@@ -5,6 +5,7 @@
 pub mod data;
 pub mod fault_proxy;
 pub mod logs;
+pub mod pubsub;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,4 +88,50 @@ pub fn aws_test_env() {
             std::env::remove_var("AWS_PROFILE");
         }
     });
+}
+
+/// A state store that makes the first `count` writes under `prefix` slow: `delay` before the
+/// write reaches the store (`before`), or after it landed (the caller hears late).
+pub struct SlowPuts {
+    pub inner: Arc<dyn ferry_shared::state::StateStore>,
+    pub prefix: String,
+    pub delay: std::time::Duration,
+    pub before: bool,
+    pub count: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ferry_shared::state::StateStore for SlowPuts {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<ferry_shared::state::Versioned>, ferry_shared::state::StateError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        mode: ferry_shared::state::PutMode,
+    ) -> Result<String, ferry_shared::state::StateError> {
+        let slow = key.starts_with(&self.prefix)
+            && self
+                .count
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if slow && self.before {
+            tokio::time::sleep(self.delay).await;
+        }
+        let result = self.inner.put(key, body, mode).await;
+        if slow && !self.before {
+            tokio::time::sleep(self.delay).await;
+        }
+        result
+    }
+    async fn delete(&self, key: &str) -> Result<(), ferry_shared::state::StateError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ferry_shared::state::StateError> {
+        self.inner.list(prefix).await
+    }
 }
