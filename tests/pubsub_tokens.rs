@@ -430,10 +430,16 @@ async fn refused_reads_refresh_once_and_refresh_storms_are_limited() {
     let resolved = source.resolve(&object).await.unwrap();
     assert_eq!((resolved.size, resolved.etag.is_empty()), (4, false));
     assert_eq!(t.service.calls(), 1);
-    // The policy is revoked and the token service keeps handing out the same (refused) SAS.
-    ferry_harness::shared()
-        .azurite
-        .admin()
+    let admin = ferry_harness::shared().azurite.admin();
+    let expiry = SystemTime::now() + Duration::from_secs(3600);
+    // Rotation: gen-1 revoked, the token service hands out gen-2. 20 reads refused at once
+    // cause one refresh, and all 20 go through with the new tokens.
+    admin
+        .set_access_policy(&t.container, "gen-2", "rl", expiry)
+        .await
+        .unwrap();
+    t.answer_policy("gen-2");
+    admin
         .remove_access_policy(&t.container, "gen-1")
         .await
         .unwrap();
@@ -441,15 +447,32 @@ async fn refused_reads_refresh_once_and_refresh_storms_are_limited() {
     t.service.delay(Duration::from_millis(300));
     let wave = || futures_util::future::join_all((0..20).map(|_| source.resolve(&object)));
     for r in wave().await {
-        assert!(matches!(r, Err(SourceError::AccessDenied { .. })), "{r:?}");
+        assert_eq!(r.unwrap().size, 4);
     }
     assert_eq!(t.service.calls(), 2, "20 refused reads, one refresh");
-    // The fresh tokens are refused too: no refresh again within the minimum interval.
+    // gen-2 is revoked too and the token service keeps handing it out: the fresh tokens are
+    // refused, and they are not refreshed again within the minimum interval.
+    admin
+        .remove_access_policy(&t.container, "gen-2")
+        .await
+        .unwrap();
     for r in wave().await {
         let e = r.unwrap_err();
+        assert!(matches!(e, SourceError::AccessDenied { .. }), "{e}");
         assert!(e.to_string().contains("expired, revoked"), "{e}");
     }
     assert_eq!(t.service.calls(), 2, "storm limited");
+    // Once the interval has passed, a refusal refreshes again (and gen-3 works).
+    admin
+        .set_access_policy(&t.container, "gen-3", "rl", expiry)
+        .await
+        .unwrap();
+    t.answer_policy("gen-3");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for r in wave().await {
+        assert_eq!(r.unwrap().size, 4);
+    }
+    assert_eq!(t.service.calls(), 3);
     assert!(support::logs::text().contains("not refreshing again"));
     t.assert_logs_clean(&[]);
 }
