@@ -1,14 +1,14 @@
 //! The local runner: the Lambda handlers wired together in one process, so the whole pipeline
 //! runs on a laptop against local components. The webhook server stands in for the function
-//! URL, an in-process queue for S3 notifications -> SQS, and redelivery with a delay for SQS's
-//! visibility timeout.
+//! URL, an in-process queue for S3 notifications -> SQS, redelivery with a delay for SQS's
+//! visibility timeout, and a timer for EventBridge Scheduler (token-refresh, export-pull).
 
 pub mod demo;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_shared::engine::TransferEngine;
@@ -36,8 +36,8 @@ pub struct Queued {
 
 /// The running local pipeline.
 pub struct LocalRunner {
-    /// Address the webhook server listens on.
-    pub webhook_addr: SocketAddr,
+    /// Address the webhook server listens on (when the config has a `webhook` section).
+    pub webhook_addr: Option<SocketAddr>,
     queue: mpsc::UnboundedSender<Queued>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -51,33 +51,79 @@ impl Drop for LocalRunner {
 }
 
 impl LocalRunner {
-    /// Starts the webhook server on `listen` and the job worker. Jobs that exist without
-    /// receipts (e.g. from a previous run) are queued on start.
+    /// Starts the webhook server on `listen` (when the config has a `webhook` section) and the
+    /// job worker. Jobs that exist without receipts (e.g. from a previous run) are queued on start.
     pub async fn start(
         services: &Services,
         listen: SocketAddr,
         redelivery_delay: Duration,
     ) -> anyhow::Result<Self> {
-        let webhook = Arc::new(services.webhook().await?);
         let engine = Arc::new(services.engine());
         let (tx, rx) = mpsc::unbounded_channel();
-        let listener = TcpListener::bind(listen).await?;
-        let webhook_addr = listener.local_addr()?;
         let bucket = services.config.state.bucket.clone();
-        let server = tokio::spawn(serve(listener, webhook, tx.clone()));
-        let worker = tokio::spawn(work(engine, bucket, rx, tx.clone(), redelivery_delay));
+        let mut tasks = vec![tokio::spawn(work(
+            engine,
+            bucket,
+            rx,
+            tx.clone(),
+            redelivery_delay,
+        ))];
+        let mut webhook_addr = None;
+        if services.config.webhook.is_some() {
+            let webhook = Arc::new(services.webhook().await?);
+            let listener = TcpListener::bind(listen).await?;
+            webhook_addr = Some(listener.local_addr()?);
+            tasks.push(tokio::spawn(serve(listener, webhook, tx.clone())));
+            tracing::info!(webhook_addr = %listen, "local runner listening");
+        }
         for key in pending_jobs(services.state.as_ref()).await? {
             let _ = tx.send(Queued {
                 job_key: key,
                 attempt: 1,
             });
         }
-        tracing::info!(%webhook_addr, "local runner listening");
         Ok(Self {
             webhook_addr,
             queue: tx,
-            tasks: vec![server, worker],
+            tasks,
         })
+    }
+
+    /// Runs the pub/sub export functions on a timer, as EventBridge Scheduler would: every
+    /// `every`, token-refresh, then export-pull for at most `every`; its new jobs are queued.
+    /// Does nothing when the config has no pub/sub export source.
+    pub fn start_export_schedule(&mut self, services: &Services, every: Duration) {
+        let caches: Vec<_> = services.tokens.values().cloned().collect();
+        if caches.is_empty() {
+            return;
+        }
+        let pullers = services.export_pullers();
+        let queue = self.queue.clone();
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                let started = Instant::now();
+                let event = LambdaEvent::new(serde_json::json!({}), Context::default());
+                if let Err(e) = token_refresh::handle(&caches, event).await {
+                    tracing::error!(error = %e, "token-refresh failed");
+                }
+                match export_pull::run(&pullers, every).await {
+                    Ok(summaries) => {
+                        for key in summaries.into_iter().flat_map(|s| s.job_keys) {
+                            let _ = queue.send(Queued {
+                                job_key: key,
+                                attempt: 1,
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "export-pull failed"),
+                }
+                tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+            }
+        }));
+        tracing::info!(
+            every_secs = every.as_secs(),
+            "pub/sub export schedule running"
+        );
     }
 
     /// Queues a job key, as an S3 notification would.

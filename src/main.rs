@@ -1,9 +1,14 @@
 //! `ferry`: run the pipeline locally.
 //!
 //! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
-//! - `ferry serve --config FILE [--listen ADDR]`: webhook server + job worker on your config.
+//! - `ferry serve --config FILE [--listen ADDR] [--pull-every SECS]`: webhook server + job worker
+//!   on your config, plus token-refresh and export-pull every SECS (default 60) when the config
+//!   has pub/sub export sources.
 //! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
 //! - `ferry replay --config FILE JOB_ID JOB_KEY`: clear a dead letter and run the job again.
+//! - `ferry token-refresh --config FILE`: refresh the pub/sub export tokens that are due.
+//! - `ferry export-pull --config FILE [--seconds N]`: pull notifications into jobs for up to N
+//!   seconds (default 60) and print the new job keys.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +17,7 @@ use anyhow::{Context as _, bail};
 use ferry::LocalRunner;
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
+use lambda_runtime::{Context, LambdaEvent};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -65,7 +71,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | serve --config FILE [--listen ADDR] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
+            "usage: ferry demo | serve --config FILE [--listen ADDR] [--pull-every SECS] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N]"
         );
     };
     let rest = &args[1..];
@@ -76,12 +82,45 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             let listen: SocketAddr = flag(rest, "--listen")
                 .unwrap_or_else(|| "127.0.0.1:8080".into())
                 .parse()?;
-            let runner = LocalRunner::start(&services, listen, Duration::from_secs(10)).await?;
-            println!(
-                "webhook listening on http://{}/ ; Ctrl-C to stop",
-                runner.webhook_addr
-            );
+            let every: u64 = flag(rest, "--pull-every")
+                .unwrap_or_else(|| "60".into())
+                .parse()
+                .context("--pull-every takes seconds")?;
+            let mut runner = LocalRunner::start(&services, listen, Duration::from_secs(10)).await?;
+            runner.start_export_schedule(&services, Duration::from_secs(every.max(1)));
+            match runner.webhook_addr {
+                Some(addr) => println!("webhook listening on http://{addr}/ ; Ctrl-C to stop"),
+                None => println!("running (no webhook section) ; Ctrl-C to stop"),
+            }
             tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        "token-refresh" => {
+            let services = services(rest).await?;
+            let caches: Vec<_> = services.tokens.values().cloned().collect();
+            let event = LambdaEvent::new(serde_json::json!({}), Context::default());
+            let report = token_refresh::handle(&caches, event)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{report:#}");
+            Ok(())
+        }
+        "export-pull" => {
+            let services = services(rest).await?;
+            let seconds: u64 = flag(rest, "--seconds")
+                .unwrap_or_else(|| "60".into())
+                .parse()
+                .context("--seconds takes a number")?;
+            let pullers = services.export_pullers();
+            let summaries = export_pull::run(&pullers, Duration::from_secs(seconds))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for s in &summaries {
+                println!("{}", serde_json::to_string_pretty(s)?);
+                for key in &s.job_keys {
+                    println!("job {key}");
+                }
+            }
             Ok(())
         }
         "run-job" => {
