@@ -90,7 +90,8 @@ impl LocalRunner {
     }
 
     /// Runs the pub/sub export functions on a timer, as EventBridge Scheduler would: every
-    /// `every`, token-refresh, then export-pull for at most `every`; its new jobs are queued.
+    /// `every`, token-refresh, then export-pull for `every` (at least the sources'
+    /// `deadline_margin_secs` + 5 s); its new jobs are queued.
     /// Does nothing when the config has no pub/sub export source.
     pub fn start_export_schedule(&mut self, services: &Services, every: Duration) {
         let caches: Vec<_> = services.tokens.values().cloned().collect();
@@ -98,6 +99,13 @@ impl LocalRunner {
             return;
         }
         let pullers = services.export_pullers();
+        // Each run needs more than its margin before the "deadline" to receive anything.
+        let budget = pullers
+            .iter()
+            .map(|p| p.deadline_margin() + Duration::from_secs(5))
+            .max()
+            .unwrap_or_default()
+            .max(every);
         let queue = self.queue.clone();
         self.tasks.push(tokio::spawn(async move {
             loop {
@@ -106,7 +114,7 @@ impl LocalRunner {
                 if let Err(e) = token_refresh::handle(&caches, event).await {
                     tracing::error!(error = %e, "token-refresh failed");
                 }
-                match export_pull::run(&pullers, every).await {
+                match export_pull::run(&pullers, budget).await {
                     Ok(summaries) => {
                         for key in summaries.into_iter().flat_map(|s| s.job_keys) {
                             let _ = queue.send(Queued {

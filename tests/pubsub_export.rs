@@ -1002,3 +1002,46 @@ async fn token_service_403_is_an_error_naming_permissions_not_granted() {
     assert!(support::logs::text().contains("permissions not granted yet"));
     e.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn local_runner_schedule_refreshes_pulls_and_copies() {
+    let e = Export::new(Options::default()).await;
+    let plain = jsonl(77, 10_000);
+    e.upload("runner/items.jsonl.gz", &gz(&plain, 1)).await;
+    e.bus.send(notice(
+        ITEMS,
+        "corr-runner",
+        "application/x-jsonlines",
+        true,
+        &e.blob_url("runner/items.jsonl.gz"),
+        false,
+    ));
+    let mut runner = ferry::LocalRunner::start(
+        &e.copy,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    assert!(
+        runner.webhook_addr.is_none(),
+        "no webhook section, no server"
+    );
+    runner.start_export_schedule(&e.pull, Duration::from_secs(2));
+    let (out, raw) = (
+        e.out.join("items/runner/items.jsonl"),
+        e.raw.join("runner/items.jsonl.gz"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(out.exists() && raw.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled pull's jobs were not copied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(std::fs::read(&out).unwrap() == plain);
+    assert_eq!(e.bus.outstanding(), 0);
+    assert_eq!(e.tokens.calls(), 1);
+    e.assert_logs_clean();
+}
