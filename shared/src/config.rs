@@ -614,4 +614,65 @@ mod tests {
         let e = Config::from_json(&bad).unwrap_err().to_string();
         assert!(e.contains("unknown destination \"nope\""), "{e}");
     }
+
+    const PUBSUB: &str = r#"{
+      "state": {"bucket": "ferry-state"},
+      "sources": {"eg": {"type": "pubsub_export", "tenant_service_url": "https://tenant.example",
+        "integration_name": "files", "aad": {"tenant_id": "t", "client_id": "c",
+        "scope": "api://eg/.default", "client_secret": {"env": "AAD_SECRET"}}}},
+      "destinations": {"disk": {"type": "local_dir", "path": "/tmp/out"}},
+      "routes": [{"name": "items", "source": "eg", "blob_types": ["Gateway.ItemChanges"], "decompress": true, "destinations": ["disk"]}]
+    }"#;
+
+    #[test]
+    fn pubsub_sources_and_routes_are_checked() {
+        let c = Config::from_json(PUBSUB).unwrap();
+        let SourceConfig::PubsubExport(p) = &c.sources["eg"] else {
+            panic!("pubsub source")
+        };
+        assert_eq!(p.aad.authority_url, "https://login.microsoftonline.com");
+        assert_eq!(
+            (p.max_decompressed_bytes, p.receive_timeout_secs),
+            (1 << 30, 20)
+        );
+        for (from, to, want) in [
+            (
+                "\"decompress\": true",
+                "\"container\": \"x-y-z\"",
+                "select files by blob_types",
+            ),
+            (
+                "\"blob_types\": [\"Gateway.ItemChanges\"], ",
+                "",
+                "needs blob_types",
+            ),
+            (
+                "\"client_secret\"",
+                "\"certificate\": {\"env\": \"C\"}, \"client_secret\"",
+                "exactly one of",
+            ),
+            ("\"client_secret\"", "\"private_key\"", "exactly one of"),
+            (
+                "https://tenant.example",
+                "ftp://tenant.example",
+                "http(s) URL",
+            ),
+            ("\"integration_name\"", "\"integration\"", "unknown field"),
+        ] {
+            let e = Config::from_json(&PUBSUB.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{to}: {e}");
+        }
+        // Webhook routes keep needing a container and take no pub/sub settings.
+        let webhook = SAMPLE.replace("\"container\": \"exports\", ", "");
+        let e = Config::from_json(&webhook).unwrap_err().to_string();
+        assert!(e.contains("needs a container"), "{e}");
+        let webhook = SAMPLE.replace(
+            "\"container\": \"exports\",",
+            "\"container\": \"exports\", \"decompress\": true,",
+        );
+        let e = Config::from_json(&webhook).unwrap_err().to_string();
+        assert!(e.contains("pub/sub export routes only"), "{e}");
+    }
 }

@@ -65,19 +65,6 @@ pub enum PullError {
     Bus { source_name: String, error: SbError },
 }
 
-impl PullError {
-    /// The token error underneath, if that is what stopped the run.
-    pub fn token_error(&self) -> Option<&TokenError> {
-        match self {
-            PullError::Bus {
-                error: SbError::Tokens(e),
-                ..
-            } => Some(e),
-            _ => None,
-        }
-    }
-}
-
 /// Drains one pub/sub export source into jobs.
 pub struct ExportPuller {
     source: String,
@@ -342,11 +329,12 @@ impl ExportPuller {
         kind: &str,
         reason: &str,
     ) -> Result<(), StateError> {
-        let id = rejected_message_id(
-            &self.source,
-            &message.broker.message_id,
-            message.broker.sequence_number,
-        );
+        // Without BrokerProperties the Location (unique per message and lock) identifies it.
+        let identity = match message.broker.message_id.as_str() {
+            "" => message.location.as_str(),
+            id => id,
+        };
+        let id = rejected_message_id(&self.source, identity, message.broker.sequence_number);
         let kept = &message.body[..message.body.len().min(MAX_KEPT_BODY)];
         let record = RejectedMessage {
             id: id.clone(),
