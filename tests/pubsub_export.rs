@@ -729,6 +729,7 @@ async fn lock_lost_during_a_slow_save_redelivers_without_a_duplicate_job_or_deli
         prefix: "jobs/".into(),
         delay: Duration::from_millis(2500),
         before: false,
+        fail: false,
         count: 1.into(),
     });
     let slow = e.pull.export_pullers();
@@ -788,6 +789,49 @@ async fn lock_lost_during_a_slow_save_redelivers_without_a_duplicate_job_or_deli
         .await
         .unwrap();
     assert_eq!(archived.key_count(), Some(1));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_failed_job_save_unlocks_the_message_and_its_redelivery_is_saved() {
+    let mut e = Export::new(Options::default()).await;
+    let plain = xml(11, 50);
+    e.upload("unlock/prices.xml", &plain).await;
+    e.bus.send(notice(
+        PRICES,
+        "corr-unlock",
+        "text/xml",
+        false,
+        &e.blob_url("unlock/prices.xml"),
+        true,
+    ));
+    e.pull.state = Arc::new(support::SlowPuts {
+        inner: e.pull.state.clone(),
+        prefix: "jobs/".into(),
+        delay: Duration::ZERO,
+        before: false,
+        fail: true,
+        count: 1.into(),
+    });
+    let pullers = e.pull.export_pullers();
+    let summary = Export::pull_with(&pullers, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        ["received", "unlocked", "jobs_created", "completed"].map(|k| summary[k].as_u64().unwrap()),
+        [2, 1, 1, 1],
+        "{summary}"
+    );
+    let m = &e.bus.messages()[0];
+    assert_eq!((m.deliveries, m.unlocks, m.completes), (2, 1, 1));
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert!(e.copy_all(&jobs).await.is_empty());
+    assert_eq!(
+        std::fs::read(e.out.join("items/unlock/prices.xml")).unwrap(),
+        plain
+    );
+    assert!(support::logs::text().contains("unlocking it for redelivery"));
     e.assert_logs_clean();
 }
 

@@ -343,6 +343,7 @@ async fn concurrent_refreshers_never_replace_newer_tokens_with_older_ones() {
         prefix: "tokens/".into(),
         delay: Duration::from_millis(1500),
         before: true,
+        fail: false,
         count: 1.into(),
     });
     let retry = RetryPolicy {

@@ -91,12 +91,14 @@ pub fn aws_test_env() {
 }
 
 /// A state store that makes the first `count` writes under `prefix` slow: `delay` before the
-/// write reaches the store (`before`), or after it landed (the caller hears late).
+/// write reaches the store (`before`), or after it landed (the caller hears late); with `fail`,
+/// those writes fail instead (after the delay, without reaching the store).
 pub struct SlowPuts {
     pub inner: Arc<dyn ferry_shared::state::StateStore>,
     pub prefix: String,
     pub delay: std::time::Duration,
     pub before: bool,
+    pub fail: bool,
     pub count: std::sync::atomic::AtomicUsize,
 }
 
@@ -119,8 +121,13 @@ impl ferry_shared::state::StateStore for SlowPuts {
                 .count
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-        if slow && self.before {
+        if slow && (self.before || self.fail) {
             tokio::time::sleep(self.delay).await;
+        }
+        if slow && self.fail {
+            return Err(ferry_shared::state::StateError::Permanent(
+                "injected write failure".into(),
+            ));
         }
         let result = self.inner.put(key, body, mode).await;
         if slow && !self.before {
