@@ -172,7 +172,10 @@ pub async fn run() -> anyhow::Result<()> {
         Duration::from_secs(2),
     )
     .await?;
-    let url = format!("http://{}/webhook", runner.webhook_addr);
+    let addr = runner
+        .webhook_addr
+        .context("the demo config has a webhook section")?;
+    let url = format!("http://{addr}/webhook");
     let http = reqwest::Client::new();
     let body = serde_json::json!({"container": CONTAINER, "file": blob});
     let first = http

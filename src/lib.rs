@@ -1,7 +1,7 @@
 //! The local runner: the Lambda handlers wired together in one process, so the whole pipeline
 //! runs on a laptop against local components. The webhook server stands in for the function
 //! URL, an in-process queue for S3 notifications -> SQS, redelivery with a delay for SQS's
-//! visibility timeout, and an interval timer for EventBridge Scheduler (view sync).
+//! visibility timeout, and timers for EventBridge Scheduler (view sync, token-refresh, export-pull).
 
 pub mod demo;
 pub mod demo_views;
@@ -9,7 +9,7 @@ pub mod demo_views;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_shared::engine::TransferEngine;
@@ -38,8 +38,8 @@ pub struct Queued {
 
 /// The running local pipeline.
 pub struct LocalRunner {
-    /// Address the webhook server listens on.
-    pub webhook_addr: SocketAddr,
+    /// Address the webhook server listens on (when the config has a `webhook` section).
+    pub webhook_addr: Option<SocketAddr>,
     queue: mpsc::UnboundedSender<Queued>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -53,8 +53,8 @@ impl Drop for LocalRunner {
 }
 
 impl LocalRunner {
-    /// Starts the webhook server on `listen` and the job worker. Jobs that exist without
-    /// receipts (e.g. from a previous run) are queued on start.
+    /// Starts the webhook server on `listen` (when the config has a `webhook` section) and the
+    /// job worker. Jobs that exist without receipts (e.g. from a previous run) are queued on start.
     pub async fn start(
         services: &Services,
         listen: SocketAddr,
@@ -77,13 +77,10 @@ impl LocalRunner {
         listen: SocketAddr,
         worker: Option<Duration>,
     ) -> anyhow::Result<Self> {
-        let webhook = Arc::new(services.webhook().await?);
         let engine = Arc::new(services.engine());
         let (tx, rx) = mpsc::unbounded_channel();
-        let listener = TcpListener::bind(listen).await?;
-        let webhook_addr = listener.local_addr()?;
         let bucket = services.config.state.bucket.clone();
-        let mut tasks = vec![tokio::spawn(serve(listener, webhook, tx.clone()))];
+        let mut tasks = Vec::new();
         if let Some(redelivery_delay) = worker {
             tasks.push(tokio::spawn(work(
                 engine,
@@ -99,12 +96,64 @@ impl LocalRunner {
                 });
             }
         }
-        tracing::info!(%webhook_addr, worker = worker.is_some(), "local runner listening");
+        let mut webhook_addr = None;
+        if services.config.webhook.is_some() {
+            let webhook = Arc::new(services.webhook().await?);
+            let listener = TcpListener::bind(listen).await?;
+            webhook_addr = Some(listener.local_addr()?);
+            tasks.push(tokio::spawn(serve(listener, webhook, tx.clone())));
+            tracing::info!(webhook_addr = %listen, worker = worker.is_some(), "local runner listening");
+        }
         Ok(Self {
             webhook_addr,
             queue: tx,
             tasks,
         })
+    }
+
+    /// Runs the pub/sub export functions on a timer, as EventBridge Scheduler would: every
+    /// `every`, token-refresh, then export-pull for `every` (at least the sources'
+    /// `deadline_margin_secs` + 5 s); its new jobs are queued.
+    /// Does nothing when the config has no pub/sub export source.
+    pub fn start_export_schedule(&mut self, services: &Services, every: Duration) {
+        let caches: Vec<_> = services.tokens.values().cloned().collect();
+        if caches.is_empty() {
+            return;
+        }
+        let pullers = services.export_pullers();
+        // Each run needs more than its margin before the "deadline" to receive anything.
+        let budget = pullers
+            .iter()
+            .map(|p| p.deadline_margin() + Duration::from_secs(5))
+            .max()
+            .unwrap_or_default()
+            .max(every);
+        let queue = self.queue.clone();
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                let started = Instant::now();
+                let event = LambdaEvent::new(serde_json::json!({}), Context::default());
+                if let Err(e) = token_refresh::handle(&caches, event).await {
+                    tracing::error!(error = %e, "token-refresh failed");
+                }
+                match export_pull::run(&pullers, budget).await {
+                    Ok(summaries) => {
+                        for key in summaries.into_iter().flat_map(|s| s.job_keys) {
+                            let _ = queue.send(Queued {
+                                job_key: key,
+                                attempt: 1,
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "export-pull failed"),
+                }
+                tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+            }
+        }));
+        tracing::info!(
+            every_secs = every.as_secs(),
+            "pub/sub export schedule running"
+        );
     }
 
     /// Queues a job key, as an S3 notification would.

@@ -3,13 +3,18 @@
 //! - `ferry demo`: end-to-end demo on local components (Azurite, moto, sshd).
 //! - `ferry demo-views`: a view synced into PostgreSQL and S3 by the local scheduler (moto,
 //!   PostgreSQL, a stand-in view).
-//! - `ferry serve --config FILE [--listen ADDR] [--sync-every DURATION] [--ingest-only]`: webhook server + job
-//!   worker (when the config has a `webhook` section) and the view-sync scheduler (when it has
-//!   `views`; every 5 minutes unless `--sync-every 30s` etc.) on your config (`--ingest-only`: webhook server without the job worker).
+//! - `ferry serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS]
+//!   [--ingest-only]`: the webhook server (when the config has a `webhook` section) and the job
+//!   worker (not with `--ingest-only`); the view-sync scheduler when it has `views` (every 5
+//!   minutes unless `--sync-every 30s` etc.); token-refresh and export-pull every SECS (default
+//!   60) when it has pub/sub export sources.
 //! - `ferry sync-views --config FILE [VIEW...]`: sync views once now (all when none named);
 //!   prints the summary, fails when a view failed.
 //! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
 //! - `ferry replay --config FILE JOB_ID JOB_KEY`: clear a dead letter and run the job again.
+//! - `ferry token-refresh --config FILE`: refresh the pub/sub export tokens that are due.
+//! - `ferry export-pull --config FILE [--seconds N]`: pull notifications into jobs for up to N
+//!   seconds (default 60) and print the new job keys.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use anyhow::{Context as _, bail};
 use ferry::{LocalRunner, ViewScheduler};
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
+use lambda_runtime::{Context, LambdaEvent};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -72,7 +78,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY"
+            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N]"
         );
     };
     let rest = &args[1..];
@@ -103,18 +109,18 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 &flag(rest, "--sync-every").unwrap_or_else(|| "5m".into()),
             )
             .context("--sync-every takes a duration such as 30s or 5m")?;
-            if services.config.webhook.is_none() && services.config.views.is_empty() {
-                bail!("nothing to serve: the config has neither a webhook section nor views");
-            }
-            let mut runner = None;
-            if services.config.webhook.is_some() {
-                let r = if rest.iter().any(|a| a == "--ingest-only") {
-                    LocalRunner::start_ingest_only(&services, listen).await?
-                } else {
-                    LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
-                };
-                println!("webhook listening on http://{}/", r.webhook_addr);
-                runner = Some(r);
+            let pull_every: u64 = flag(rest, "--pull-every")
+                .unwrap_or_else(|| "60".into())
+                .parse()
+                .context("--pull-every takes seconds")?;
+            let mut runner = if rest.iter().any(|a| a == "--ingest-only") {
+                LocalRunner::start_ingest_only(&services, listen).await?
+            } else {
+                LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
+            };
+            runner.start_export_schedule(&services, Duration::from_secs(pull_every.max(1)));
+            if let Some(addr) = runner.webhook_addr {
+                println!("webhook listening on http://{addr}/");
             }
             let mut scheduler = None;
             if !services.config.views.is_empty() {
@@ -142,6 +148,34 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{summary}");
+            Ok(())
+        }
+        "token-refresh" => {
+            let services = services(rest).await?;
+            let caches: Vec<_> = services.tokens.values().cloned().collect();
+            let event = LambdaEvent::new(serde_json::json!({}), Context::default());
+            let report = token_refresh::handle(&caches, event)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{report:#}");
+            Ok(())
+        }
+        "export-pull" => {
+            let services = services(rest).await?;
+            let seconds: u64 = flag(rest, "--seconds")
+                .unwrap_or_else(|| "60".into())
+                .parse()
+                .context("--seconds takes a number")?;
+            let pullers = services.export_pullers();
+            let summaries = export_pull::run(&pullers, Duration::from_secs(seconds))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for s in &summaries {
+                println!("{}", serde_json::to_string_pretty(s)?);
+                for key in &s.job_keys {
+                    println!("job {key}");
+                }
+            }
             Ok(())
         }
         "run-job" => {

@@ -321,7 +321,12 @@ async fn thousand_webhooks_for_hundred_files_deliver_each_file_once_per_destinat
     )
     .await
     .unwrap();
-    let url = format!("http://{}/", runner.webhook_addr);
+    let url = format!(
+        "http://{}/",
+        runner
+            .webhook_addr
+            .expect("the config has a webhook section")
+    );
     let http = reqwest::Client::new();
     // Ten of each, interleaved: file 0..99, then again, ten rounds, 50 in flight.
     let calls = (0..1000).map(|n| {

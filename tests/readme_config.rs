@@ -1,4 +1,4 @@
-//! The README's configuration example is the user's starting point: it must stay valid.
+//! The README's configuration examples are the user's starting point: they must stay valid.
 
 use ferry_shared::config::{Config, DestinationConfig};
 
@@ -18,4 +18,19 @@ fn readme_config_example_parses_and_validates() {
         config.destinations["partner-sftp"],
         DestinationConfig::Sftp { port: 22, .. }
     ));
+}
+
+#[test]
+fn every_readme_config_example_validates() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```json\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 2, "webhook and pub/sub examples");
+    for block in blocks {
+        Config::from_json(block).unwrap_or_else(|e| panic!("README example: {e}\n{block}"));
+    }
 }

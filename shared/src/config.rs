@@ -119,10 +119,122 @@ pub enum SourceConfig {
         #[serde(default = "default_read_timeout_secs")]
         read_timeout_secs: u64,
     },
+    /// A pub/sub file export with rotating tokens (EG Retail / Lindbak "File export"): the
+    /// vendor's token service hands out a Service Bus subscription (file notifications) and
+    /// SAS-signed blob base URLs (the files). `export-pull` turns notifications into jobs for the
+    /// routes that name this source; `blob-copy` downloads the files with the same tokens.
+    PubsubExport(Box<PubsubExportConfig>),
 }
 
 fn default_read_timeout_secs() -> u64 {
     30
+}
+
+/// A pub/sub file export source (see `SourceConfig::PubsubExport`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PubsubExportConfig {
+    /// The tenant's service URL; tokens come from
+    /// `POST {tenant_service_url}/api/external/integration/export/temporaryendpoints`.
+    pub tenant_service_url: String,
+    /// The integration name registered with the vendor (`integrationName` of the token request).
+    pub integration_name: String,
+    /// How ferry signs in to Azure AD (Entra ID) to call the token service.
+    pub aad: AadConfig,
+    /// Service Bus topic, used only when the connection string has no `EntityPath` and the
+    /// subscription name is not a full `topic/subscriptions/name` path.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Refresh the stored tokens when they expire within this many seconds (token-refresh runs
+    /// on a schedule shorter than this).
+    #[serde(default = "default_refresh_ahead_secs")]
+    pub refresh_ahead_secs: u64,
+    /// At most one token refresh per this many seconds in one function instance, however many
+    /// requests are refused at once (the vendor's own client limits refreshes the same way).
+    #[serde(default = "default_min_refresh_interval_secs")]
+    pub min_refresh_interval_secs: u64,
+    /// Lifetime assumed for tokens when no SAS carries an `se` expiry (stored access policies).
+    #[serde(default = "default_token_ttl_secs")]
+    pub default_token_ttl_secs: u64,
+    /// Seconds a single read from the token service, Service Bus or Blob may stall.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
+    /// Seconds one Service Bus receive waits for a message (`timeout=` of the long poll).
+    #[serde(default = "default_receive_timeout_secs")]
+    pub receive_timeout_secs: u64,
+    /// export-pull stops receiving this many seconds before the Lambda deadline, so the message
+    /// in hand is saved and completed in time.
+    #[serde(default = "default_deadline_margin_secs")]
+    pub deadline_margin_secs: u64,
+    /// export-pull ends its run at the first empty receive instead of polling until the deadline
+    /// (for frequent schedules and local runs).
+    #[serde(default)]
+    pub stop_when_idle: bool,
+    /// Largest message body accepted, in bytes; a larger one is recorded as poison.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Largest decompressed size of one gzip'd file, in bytes; more is refused as a gzip bomb.
+    /// Decompressed deliveries are staged in the temp directory, which must have this much room.
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: u64,
+    /// Longest line, in bytes, of a decompressed line-oriented file (`application/x-jsonlines`,
+    /// `application/x-xmllines`); a longer one is refused.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_refresh_ahead_secs() -> u64 {
+    600
+}
+fn default_min_refresh_interval_secs() -> u64 {
+    30
+}
+fn default_token_ttl_secs() -> u64 {
+    3600
+}
+fn default_receive_timeout_secs() -> u64 {
+    20
+}
+fn default_deadline_margin_secs() -> u64 {
+    15
+}
+fn default_max_message_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_decompressed_bytes() -> u64 {
+    1 << 30
+}
+fn default_max_line_bytes() -> usize {
+    16 << 20
+}
+
+/// Azure AD (Entra ID) client credentials for the token service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AadConfig {
+    /// Authority host; tokens come from `{authority_url}/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default = "default_authority_url")]
+    pub authority_url: String,
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Scope requested, e.g. `api://<token service app id>/.default`.
+    pub scope: String,
+    /// Client secret; set this or `certificate`.
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// PEM holding the client certificate (its SHA-1 thumbprint becomes the `x5t` of the signed
+    /// `client_assertion`) and, unless `private_key` is set, its RSA private key.
+    #[serde(default)]
+    pub certificate: Option<SecretRef>,
+    /// PEM RSA private key (PKCS#8 or PKCS#1) of the certificate, when not in `certificate`.
+    #[serde(default)]
+    pub private_key: Option<SecretRef>,
+}
+
+fn default_authority_url() -> String {
+    "https://login.microsoftonline.com".into()
 }
 
 /// A place files are delivered to.
@@ -218,8 +330,17 @@ pub struct RouteConfig {
     pub name: String,
     /// Name of the source (in `sources`) the file is read from.
     pub source: String,
-    /// Container the notification must name.
-    pub container: String,
+    /// Container the notification must name (webhook routes, `azure_blob` sources; required).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Blob types whose files this route takes (pub/sub export routes; required there), e.g.
+    /// `Gateway.ItemChanges`; compared case-insensitively. Other types are skipped.
+    #[serde(default)]
+    pub blob_types: Vec<String>,
+    /// Deliver gzip-encoded files (`contentEncoding: gzip`) decompressed, named without `.gz`
+    /// (pub/sub export routes). Default: delivered as received.
+    #[serde(default)]
+    pub decompress: bool,
     /// Glob the file name must match (`*.zip`, `exports/**/*.csv`); `*` matches within one
     /// folder level, `**` across levels. Default: every file.
     #[serde(default)]
@@ -466,8 +587,39 @@ impl Config {
                     ));
                 }
             }
-            if let Err(e) = names::validate_container("container", &route.container) {
-                return invalid(format!("route {:?}: {e}", route.name));
+            let pubsub = matches!(
+                self.sources.get(&route.source),
+                Some(SourceConfig::PubsubExport(_))
+            );
+            if pubsub {
+                if route.blob_types.is_empty() || route.blob_types.iter().any(|t| t.is_empty()) {
+                    return invalid(format!(
+                        "route {:?}: a pub/sub export route needs blob_types (non-empty names)",
+                        route.name
+                    ));
+                }
+                if route.container.is_some()
+                    || route.file_glob.is_some()
+                    || route.name_contains.is_some()
+                {
+                    return invalid(format!(
+                        "route {:?}: container, file_glob and name_contains are for webhook routes; pub/sub export routes select files by blob_types",
+                        route.name
+                    ));
+                }
+            } else {
+                let Some(container) = &route.container else {
+                    return invalid(format!("route {:?} needs a container", route.name));
+                };
+                if let Err(e) = names::validate_container("container", container) {
+                    return invalid(format!("route {:?}: {e}", route.name));
+                }
+                if !route.blob_types.is_empty() || route.decompress {
+                    return invalid(format!(
+                        "route {:?}: blob_types and decompress apply to pub/sub export routes only",
+                        route.name
+                    ));
+                }
             }
             if let Some(glob) = &route.file_glob
                 && let Err(e) = crate::webhook::compile_glob(glob)
@@ -481,6 +633,41 @@ impl Config {
                 && let Err(e) = names::validate_object_name("target_folder", folder, 512)
             {
                 return invalid(format!("route {:?}: {e}", route.name));
+            }
+        }
+        for (name, source) in &self.sources {
+            if let SourceConfig::PubsubExport(p) = source {
+                let aad = &p.aad;
+                let credentials = usize::from(aad.client_secret.is_some())
+                    + usize::from(aad.certificate.is_some());
+                if credentials != 1 {
+                    return invalid(format!(
+                        "source {name:?}: set exactly one of aad.client_secret and aad.certificate"
+                    ));
+                }
+                if aad.private_key.is_some() && aad.certificate.is_none() {
+                    return invalid(format!(
+                        "source {name:?}: aad.private_key needs aad.certificate"
+                    ));
+                }
+                for (field, url) in [
+                    ("tenant_service_url", &p.tenant_service_url),
+                    ("aad.authority_url", &aad.authority_url),
+                ] {
+                    if !url.starts_with("https://") && !url.starts_with("http://") {
+                        return invalid(format!("source {name:?}: {field} must be an http(s) URL"));
+                    }
+                }
+                if p.integration_name.is_empty() || aad.tenant_id.is_empty() {
+                    return invalid(format!(
+                        "source {name:?}: integration_name and aad.tenant_id must not be empty"
+                    ));
+                }
+                if p.max_decompressed_bytes == 0 || p.max_line_bytes == 0 {
+                    return invalid(format!(
+                        "source {name:?}: max_decompressed_bytes and max_line_bytes must be > 0"
+                    ));
+                }
             }
         }
         for (name, dest) in &self.destinations {
@@ -671,5 +858,66 @@ mod tests {
         );
         let e = Config::from_json(&bad).unwrap_err().to_string();
         assert!(e.contains("unknown destination \"nope\""), "{e}");
+    }
+
+    const PUBSUB: &str = r#"{
+      "state": {"bucket": "ferry-state"},
+      "sources": {"eg": {"type": "pubsub_export", "tenant_service_url": "https://tenant.example",
+        "integration_name": "files", "aad": {"tenant_id": "t", "client_id": "c",
+        "scope": "api://eg/.default", "client_secret": {"env": "AAD_SECRET"}}}},
+      "destinations": {"disk": {"type": "local_dir", "path": "/tmp/out"}},
+      "routes": [{"name": "items", "source": "eg", "blob_types": ["Gateway.ItemChanges"], "decompress": true, "destinations": ["disk"]}]
+    }"#;
+
+    #[test]
+    fn pubsub_sources_and_routes_are_checked() {
+        let c = Config::from_json(PUBSUB).unwrap();
+        let SourceConfig::PubsubExport(p) = &c.sources["eg"] else {
+            panic!("pubsub source")
+        };
+        assert_eq!(p.aad.authority_url, "https://login.microsoftonline.com");
+        assert_eq!(
+            (p.max_decompressed_bytes, p.receive_timeout_secs),
+            (1 << 30, 20)
+        );
+        for (from, to, want) in [
+            (
+                "\"decompress\": true",
+                "\"container\": \"x-y-z\"",
+                "select files by blob_types",
+            ),
+            (
+                "\"blob_types\": [\"Gateway.ItemChanges\"], ",
+                "",
+                "needs blob_types",
+            ),
+            (
+                "\"client_secret\"",
+                "\"certificate\": {\"env\": \"C\"}, \"client_secret\"",
+                "exactly one of",
+            ),
+            ("\"client_secret\"", "\"private_key\"", "exactly one of"),
+            (
+                "https://tenant.example",
+                "ftp://tenant.example",
+                "http(s) URL",
+            ),
+            ("\"integration_name\"", "\"integration\"", "unknown field"),
+        ] {
+            let e = Config::from_json(&PUBSUB.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{to}: {e}");
+        }
+        // Webhook routes keep needing a container and take no pub/sub settings.
+        let webhook = SAMPLE.replace("\"container\": \"exports\", ", "");
+        let e = Config::from_json(&webhook).unwrap_err().to_string();
+        assert!(e.contains("needs a container"), "{e}");
+        let webhook = SAMPLE.replace(
+            "\"container\": \"exports\",",
+            "\"container\": \"exports\", \"decompress\": true,",
+        );
+        let e = Config::from_json(&webhook).unwrap_err().to_string();
+        assert!(e.contains("pub/sub export routes only"), "{e}");
     }
 }

@@ -13,9 +13,31 @@ use tracing::Instrument;
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
 use crate::job::{FailureRecord, Receipt, TransferJob, failure_key, now_rfc3339, receipt_key};
 use crate::retry::{RetryPolicy, Retryable};
-use crate::source::Source;
+use crate::source::{Source, SourceObject};
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
+use crate::transform::{Limits, Spooled, gunzip};
 use crate::verify::verifying;
+
+/// The file as it will be delivered: the resolved object, and the staged decompressed copy
+/// when the route wants one.
+struct Prepared {
+    object: SourceObject,
+    source: Arc<dyn Source>,
+    name: String,
+    content_type: Option<String>,
+    staged: Option<Spooled>,
+}
+
+/// `a/b.jsonl.gz` -> `a/b.jsonl` (names without the suffix are kept).
+fn strip_gz(name: &str) -> String {
+    let cut = name.len().saturating_sub(3);
+    match name.get(cut..) {
+        Some(ext) if ext.eq_ignore_ascii_case(".gz") && cut > 0 && !name[..cut].ends_with('/') => {
+            name[..cut].to_string()
+        }
+        _ => name.to_string(),
+    }
+}
 
 /// How a job run ended when it did not need another attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,11 +160,23 @@ impl TransferEngine {
                 already_done,
             });
         }
-        let results = join_all(pending.iter().map(|d| self.deliver(job, d))).await;
+        let prepared = match self.prepare(job).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing can be delivered without the file: every pending destination fails alike.
+                tracing::warn!(error = %e, "cannot prepare the file");
+                let errors = pending
+                    .iter()
+                    .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
+                    .collect();
+                return self.settle(job_key, job, attempt, errors).await;
+            }
+        };
+        let results = join_all(pending.iter().map(|d| self.deliver(job, &prepared, d))).await;
         let mut errors = BTreeMap::new();
         for (dest, result) in pending.iter().zip(results) {
             if let Err(e) = result {
-                errors.insert(dest.to_string(), e);
+                errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
             }
         }
         if errors.is_empty() {
@@ -151,10 +185,24 @@ impl TransferEngine {
                 already_done,
             });
         }
-        let retryable = errors.values().all(|e| e.is_retryable());
+        self.settle(job_key, job, attempt, errors).await
+    }
+
+    /// Decides between another attempt and a dead letter for failed destinations
+    /// (`destination -> (error, retryable)`).
+    async fn settle(
+        &self,
+        job_key: &str,
+        job: &TransferJob,
+        attempt: u32,
+        errors: BTreeMap<String, (String, bool)>,
+    ) -> Result<JobOutcome, JobError> {
+        let state = self.state.as_ref();
+        let fkey = failure_key(&job.id);
+        let retryable = errors.values().all(|(_, r)| *r);
         let reason = errors
             .iter()
-            .map(|(d, e)| format!("{d}: {e}"))
+            .map(|(d, (e, _))| format!("{d}: {e}"))
             .collect::<Vec<_>>()
             .join("; ");
         if retryable && attempt < self.max_attempts {
@@ -173,10 +221,7 @@ impl TransferEngine {
             } else {
                 format!("cannot succeed without intervention: {reason}")
             },
-            destinations: errors
-                .iter()
-                .map(|(d, e)| (d.clone(), e.to_string()))
-                .collect(),
+            destinations: errors.into_iter().map(|(d, (e, _))| (d, e)).collect(),
             retryable,
             attempts: attempt,
             failed_at: now_rfc3339(),
@@ -192,47 +237,113 @@ impl TransferEngine {
         })
     }
 
+    /// The transform step: reads the object's current properties (pub/sub export jobs are saved
+    /// without them) and, for a gzip file the route wants decompressed, decompresses it once
+    /// under the job's caps into a staged file that every destination then reads.
+    async fn prepare(&self, job: &TransferJob) -> Result<Prepared, DestinationError> {
+        let source = self.sources.get(&job.source).ok_or_else(|| {
+            DestinationError::Rejected(format!("source {:?} is not configured", job.source))
+        })?;
+        let object = source
+            .resolve(&job.object)
+            .await
+            .map_err(DestinationError::Source)?;
+        let Some(export) = job.export.as_ref().filter(|e| e.decompresses()) else {
+            return Ok(Prepared {
+                name: object.name.clone(),
+                content_type: object.content_type.clone(),
+                object,
+                source: source.clone(),
+                staged: None,
+            });
+        };
+        let limits = Limits {
+            max_bytes: export.max_decompressed_bytes,
+            max_line_bytes: export.is_line_oriented().then_some(export.max_line_bytes),
+        };
+        let staged = self
+            .retry
+            .run("decompress", || async {
+                let reader = source
+                    .open(&object)
+                    .await
+                    .map_err(DestinationError::Source)?;
+                let (reader, digests) = verifying(reader, object.size, object.content_md5.clone());
+                let staged = Spooled::write(gunzip(reader, limits), &std::env::temp_dir())
+                    .await
+                    .map_err(|e| DestinationError::from_io("decompressing", &e))?;
+                if digests.get().is_none() {
+                    return Err(DestinationError::Verification(
+                        "the gzip data ended before the file did".into(),
+                    ));
+                }
+                Ok(staged)
+            })
+            .await?;
+        tracing::info!(
+            compressed_bytes = object.size,
+            bytes = staged.size,
+            "decompressed"
+        );
+        let name = strip_gz(&object.name);
+        Ok(Prepared {
+            name,
+            content_type: export.content_type.clone(),
+            object,
+            source: source.clone(),
+            staged: Some(staged),
+        })
+    }
+
     /// Delivers the job's object to one destination (with retries) and writes its receipt.
     async fn deliver(
         &self,
         job: &TransferJob,
+        prepared: &Prepared,
         dest_name: &str,
     ) -> Result<Receipt, DestinationError> {
         let dest = self.destinations.get(dest_name).ok_or_else(|| {
             DestinationError::Rejected(format!("destination {dest_name:?} is not configured"))
         })?;
-        let source = self.sources.get(&job.source).ok_or_else(|| {
-            DestinationError::Rejected(format!("source {:?} is not configured", job.source))
-        })?;
-        let object = &job.object;
+        let object = &prepared.object;
+        let (size, md5) = match &prepared.staged {
+            Some(s) => (s.size, Some(s.md5_base64.clone())),
+            None => (object.size, object.content_md5.clone()),
+        };
         let delivery = Delivery {
-            name: join_path(job.target_folder.as_deref().unwrap_or(""), &object.name),
-            size: object.size,
-            content_type: object.content_type.clone(),
-            content_md5: object.content_md5.clone(),
+            name: join_path(job.target_folder.as_deref().unwrap_or(""), &prepared.name),
+            size,
+            content_type: prepared.content_type.clone(),
+            content_md5: md5.clone(),
             idempotency_key: format!("{}:{dest_name}", job.id),
         };
         let started = Instant::now();
-        let (written, digests) = self
-            .retry
-            .run(dest_name, || async {
-                let reader = source
-                    .open(object)
-                    .await
-                    .map_err(DestinationError::Source)?;
-                let (reader, digests) = verifying(reader, object.size, object.content_md5.clone());
-                let written = dest.write(&delivery, reader).await?;
-                let digests = digests.get().ok_or_else(|| {
-                    DestinationError::Verification(
-                        "destination finished without reading the whole stream".into(),
-                    )
-                })?;
-                Ok((written, digests))
-            })
-            .await
-            .inspect_err(
-                |e| tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
-            )?;
+        let (written, digests) =
+            self.retry
+                .run(dest_name, || async {
+                    let reader = match &prepared.staged {
+                        Some(staged) => staged.open().await.map_err(|e| {
+                            DestinationError::from_io("reading the staged file", &e)
+                        })?,
+                        None => prepared
+                            .source
+                            .open(object)
+                            .await
+                            .map_err(DestinationError::Source)?,
+                    };
+                    let (reader, digests) = verifying(reader, size, md5.clone());
+                    let written = dest.write(&delivery, reader).await?;
+                    let digests = digests.get().ok_or_else(|| {
+                        DestinationError::Verification(
+                            "destination finished without reading the whole stream".into(),
+                        )
+                    })?;
+                    Ok((written, digests))
+                })
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
+                )?;
         let elapsed = started.elapsed();
         let receipt = Receipt {
             job_id: job.id.clone(),
@@ -241,10 +352,11 @@ impl TransferEngine {
             location: written.location,
             bytes: written.bytes,
             md5: digests.md5_hex,
-            md5_verified_against_source: object.content_md5.is_some(),
+            md5_verified_against_source: prepared.staged.is_none() && object.content_md5.is_some(),
             sha256: digests.sha256_hex,
             delivered_at: now_rfc3339(),
             duration_ms: elapsed.as_millis() as u64,
+            transform: prepared.staged.as_ref().map(|_| "gunzip".to_string()),
         };
         let state = self.state.as_ref();
         let key = receipt_key(&job.id, dest_name);

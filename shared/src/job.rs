@@ -1,7 +1,8 @@
 //! Transfer jobs and where their state lives in the bucket.
 //!
 //! Layout: `jobs/<route>/<job-id>.json` (the job), `done/<job-id>/<destination>.json`
-//! (a receipt per delivered destination), `failed/<job-id>.json` (dead letter with the reason).
+//! (a receipt per delivered destination), `failed/<job-id>.json` (dead letter with the reason;
+//! also `failed/msg-<hash>.json` for a pub/sub message refused before it became a job).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,6 +30,99 @@ pub struct TransferJob {
     pub correlation_id: String,
     /// RFC 3339 creation time.
     pub created_at: String,
+    /// For jobs from a pub/sub export notification: the file's metadata and how to process it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportFile>,
+}
+
+/// A pub/sub export file: what its notification said and how the route wants it, fixed when
+/// the job is created so a replay does the same work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportFile {
+    /// `blobType` of the notification.
+    pub blob_type: String,
+    /// `contentType` of the notification.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// `contentEncoding`: `gzip` or none.
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    /// `properties` of the notification, as given.
+    #[serde(default)]
+    pub properties: serde_json::Value,
+    /// Service Bus message id.
+    pub message_id: String,
+    /// Service Bus sequence number.
+    pub sequence_number: i64,
+    /// Deliver decompressed (route setting; applies to gzip files).
+    pub decompress: bool,
+    /// Cap on the decompressed size.
+    pub max_decompressed_bytes: u64,
+    /// Cap on one line of a decompressed line-oriented file.
+    pub max_line_bytes: usize,
+}
+
+impl ExportFile {
+    /// `contentEncoding: gzip`.
+    pub fn is_gzip(&self) -> bool {
+        self.content_encoding
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+    }
+
+    /// One record per line: `application/x-jsonlines` (or `jsonl`, `ndjson`), `application/x-xmllines`.
+    pub fn is_line_oriented(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|t| {
+            let t = t
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            t.ends_with("jsonlines")
+                || t.ends_with("xmllines")
+                || t.ends_with("/jsonl")
+                || t.ends_with("ndjson")
+        })
+    }
+
+    /// The file is delivered decompressed.
+    pub fn decompresses(&self) -> bool {
+        self.decompress && self.is_gzip()
+    }
+}
+
+/// A pub/sub message refused before it became a job (poison body, refused uri), kept in
+/// `failed/` with its body so it can be looked at; the message itself is completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedMessage {
+    /// Record id (`msg-<hash>`), also its key `failed/<id>.json`.
+    pub id: String,
+    /// Source name.
+    pub source: String,
+    /// `poison` (unparseable) or `refused_uri` (outside the token's blob bases).
+    pub kind: String,
+    /// Why (secret-free).
+    pub reason: String,
+    /// Service Bus message id.
+    pub message_id: String,
+    /// Service Bus sequence number.
+    pub sequence_number: i64,
+    /// Deliveries of the message so far.
+    pub delivery_count: u32,
+    /// `correlationId`, when the body had one.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// `blobType`, when the body had one.
+    #[serde(default)]
+    pub blob_type: Option<String>,
+    /// The body (lossy UTF-8, credential-looking URL parameters redacted).
+    pub body: String,
+    /// True when the body was cut at the size cap.
+    pub body_truncated: bool,
+    /// RFC 3339 time of the rejection.
+    pub rejected_at: String,
 }
 
 /// Where a destination's copy landed; written to `done/` after a verified delivery.
@@ -54,6 +148,10 @@ pub struct Receipt {
     pub delivered_at: String,
     /// Milliseconds the delivery took.
     pub duration_ms: u64,
+    /// Processing between source and destination (`gunzip`), when there was any; the byte
+    /// count and digests are then those of the delivered (decompressed) bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<String>,
 }
 
 /// A job that gave up: what failed and why, enough to decide on a replay.
@@ -83,6 +181,27 @@ pub fn job_id(route: &str, source: &str, object: &SourceObject) -> String {
         h.update([0u8]);
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// Job id of a pub/sub export file: a hash of the route, source and the file's correlationId, so
+/// a redelivered notification names the same job.
+pub fn export_job_id(route: &str, source: &str, correlation_id: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [route, source, "correlationId", correlation_id] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Id of a rejected message record: a hash of the source and the message's identity.
+pub fn rejected_message_id(source: &str, message_id: &str, sequence_number: i64) -> String {
+    let mut h = Sha256::new();
+    for part in [source, message_id, &sequence_number.to_string()] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    format!("msg-{}", hex::encode(&h.finalize()[..16]))
 }
 
 /// `jobs/<route>/<job-id>.json`
@@ -117,6 +236,7 @@ mod tests {
             etag: etag.into(),
             content_md5: None,
             content_type: None,
+            url: None,
         }
     }
 

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Config, DestinationConfig, SinkConfig, SourceConfig};
+use crate::config::{Config, DestinationConfig, PubsubExportConfig, SinkConfig, SourceConfig};
 use crate::dest::Destination;
 use crate::dest::http::HttpDestination;
 use crate::dest::local_dir::LocalDirDestination;
 use crate::dest::s3::S3Destination;
 use crate::engine::TransferEngine;
+use crate::pubsub::pull::ExportPuller;
+use crate::pubsub::servicebus::ServiceBusClient;
 use crate::retry::RetryPolicy;
 use crate::secret::{SecretError, SecretResolver};
 use crate::sink::Sink;
@@ -21,6 +23,9 @@ use crate::sink::s3_jsonl::S3JsonlSink;
 use crate::source::Source;
 use crate::source::azure_blob::AzureBlobSource;
 use crate::state::{S3StateStore, StateStore};
+use crate::token::aad::{AadClient, AadCredential, CertificateSigner};
+use crate::token::cache::{CacheSettings, TokenCache};
+use crate::token::service::TokenService;
 use crate::view_sync::{ViewSource, ViewSync};
 use crate::webhook::WebhookService;
 
@@ -47,6 +52,8 @@ pub struct Services {
     pub destinations: BTreeMap<String, Arc<dyn Destination>>,
     /// Retry policy for requests.
     pub retry: RetryPolicy,
+    /// The shared token caches of the pub/sub export sources, by source name.
+    pub tokens: BTreeMap<String, Arc<TokenCache>>,
 }
 
 impl Services {
@@ -67,6 +74,7 @@ impl Services {
         let retry = RetryPolicy::from_config(&config.transfer);
 
         let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+        let mut tokens = BTreeMap::new();
         for (name, source) in &config.sources {
             let built: Arc<dyn Source> = match source {
                 SourceConfig::AzureBlob {
@@ -80,6 +88,18 @@ impl Services {
                         http,
                         account_url,
                         sas,
+                        retry,
+                        config.transfer.max_resumes,
+                    ))
+                }
+                SourceConfig::PubsubExport(p) => {
+                    let cache = token_cache(name, p, &secrets, state.clone(), retry).await?;
+                    tokens.insert(name.clone(), cache.clone());
+                    let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
+                    Arc::new(AzureBlobSource::with_credentials(
+                        http,
+                        None,
+                        cache,
                         retry,
                         config.transfer.max_resumes,
                     ))
@@ -140,7 +160,37 @@ impl Services {
             sources,
             destinations,
             retry,
+            tokens,
         })
+    }
+
+    /// One export puller per pub/sub export source (for export-pull).
+    pub fn export_pullers(&self) -> Vec<ExportPuller> {
+        let mut pullers = Vec::new();
+        for (name, source) in &self.config.sources {
+            let (SourceConfig::PubsubExport(p), Some(cache)) = (source, self.tokens.get(name))
+            else {
+                continue;
+            };
+            // A receive long-polls for up to receive_timeout_secs before the first byte.
+            let read_timeout = p.read_timeout_secs.max(p.receive_timeout_secs + 10);
+            let bus = ServiceBusClient::new(
+                crate::http_client::build(Duration::from_secs(read_timeout)),
+                cache.clone(),
+                p.topic.clone(),
+                self.retry,
+            );
+            pullers.push(ExportPuller::new(
+                name,
+                (**p).clone(),
+                &self.config.routes,
+                bus,
+                cache.clone(),
+                self.state.clone(),
+                self.retry,
+            ));
+        }
+        pullers
     }
 
     /// The transfer engine over these clients.
@@ -256,4 +306,64 @@ impl Services {
         }
         Ok(sinks)
     }
+}
+
+/// The token cache of one pub/sub export source: Azure AD client -> token service -> cache.
+async fn token_cache(
+    name: &str,
+    p: &PubsubExportConfig,
+    secrets: &SecretResolver,
+    state: Arc<dyn StateStore>,
+    retry: RetryPolicy,
+) -> Result<Arc<TokenCache>, SetupError> {
+    let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
+    let aad = &p.aad;
+    let credential = match (&aad.client_secret, &aad.certificate) {
+        (Some(secret), _) => AadCredential::Secret(secrets.resolve(secret).await?),
+        (None, Some(cert)) => {
+            let cert = secrets.resolve(cert).await?;
+            let key = match &aad.private_key {
+                Some(k) => Some(secrets.resolve(k).await?),
+                None => None,
+            };
+            let signer = CertificateSigner::from_pem(
+                crate::secret::expose(&cert),
+                key.as_ref().map(crate::secret::expose),
+            )
+            .map_err(|e| SetupError::Config(format!("source {name:?}: {e}")))?;
+            AadCredential::Certificate(signer)
+        }
+        (None, None) => {
+            return Err(SetupError::Config(format!(
+                "source {name:?}: set aad.client_secret or aad.certificate"
+            )));
+        }
+    };
+    let aad_client = AadClient::new(
+        http.clone(),
+        &aad.authority_url,
+        &aad.tenant_id,
+        &aad.client_id,
+        &aad.scope,
+        credential,
+        retry,
+    );
+    let service = TokenService::new(
+        http,
+        &p.tenant_service_url,
+        &p.integration_name,
+        aad_client,
+        Duration::from_secs(p.default_token_ttl_secs),
+        retry,
+    );
+    Ok(Arc::new(TokenCache::new(
+        name,
+        state,
+        Arc::new(service),
+        retry,
+        CacheSettings {
+            refresh_ahead: Duration::from_secs(p.refresh_ahead_secs),
+            min_refresh_interval: Duration::from_secs(p.min_refresh_interval_secs),
+        },
+    )))
 }

@@ -62,7 +62,7 @@ struct CompiledRoute {
 
 impl CompiledRoute {
     fn matches(&self, container: &str, file: &str) -> bool {
-        self.config.container == container
+        self.config.container.as_deref() == Some(container)
             && self.glob.as_ref().is_none_or(|g| g.is_match(file))
             && self
                 .config
@@ -270,6 +270,7 @@ impl WebhookService {
                 target_folder: route.target_folder.clone(),
                 correlation_id: cid.to_string(),
                 created_at: now_rfc3339(),
+                export: None,
             };
             let state = self.state.as_ref();
             let status = match self

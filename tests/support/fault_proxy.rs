@@ -3,8 +3,10 @@
 //! planned fault; when the plan is empty connections pass through.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +28,20 @@ pub enum Fault {
     Throttle(u64),
     /// Throttle, and cut the connection after this many bytes from the server.
     ThrottleThenCut { bytes_per_sec: u64, cut_after: u64 },
+    /// Forward, but once this many bytes went from the server to the client, signal
+    /// `gate.reached`, hold until `gate.release`, then cut the connection. Only the first
+    /// connection to get there pauses; later ones with the same gate pass through.
+    PauseResponseThenCut(u64, Arc<Gate>),
+}
+
+/// Lets a test act while a response is held part-way (see `Fault::PauseResponseThenCut`).
+#[derive(Debug, Default)]
+pub struct Gate {
+    /// Notified when the response is held.
+    pub reached: Notify,
+    /// Notify to cut the held connection.
+    pub release: Notify,
+    fired: AtomicBool,
 }
 
 /// The running proxy; dropped = stopped.
@@ -120,6 +136,44 @@ async fn handle(mut client: TcpStream, upstream_port: u16, fault: Fault) {
             bytes_per_sec,
             cut_after,
         } => throttled(client, upstream_port, bytes_per_sec, cut_after).await,
+        Fault::PauseResponseThenCut(n, gate) => {
+            pause_then_cut(client, upstream_port, n, gate).await
+        }
+    }
+}
+
+async fn pause_then_cut(client: TcpStream, upstream_port: u16, limit: u64, gate: Arc<Gate>) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async move { copy_limited(&mut cr, &mut sw, None).await };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if sent + n as u64 >= limit && !gate.fired.swap(true, Ordering::SeqCst) {
+                let take = (limit.saturating_sub(sent)) as usize;
+                let _ = cw.write_all(&buf[..take]).await;
+                let _ = cw.flush().await;
+                gate.reached.notify_one();
+                gate.release.notified().await;
+                return;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            sent += n as u64;
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 

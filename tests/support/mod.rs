@@ -7,6 +7,7 @@ pub mod data;
 pub mod fault_proxy;
 pub mod logs;
 pub mod pipeline;
+pub mod pubsub;
 pub mod sinks;
 pub mod view;
 
@@ -91,4 +92,57 @@ pub fn aws_test_env() {
             std::env::remove_var("AWS_PROFILE");
         }
     });
+}
+
+/// A state store that makes the first `count` writes under `prefix` slow: `delay` before the
+/// write reaches the store (`before`), or after it landed (the caller hears late); with `fail`,
+/// those writes fail instead (after the delay, without reaching the store).
+pub struct SlowPuts {
+    pub inner: Arc<dyn ferry_shared::state::StateStore>,
+    pub prefix: String,
+    pub delay: std::time::Duration,
+    pub before: bool,
+    pub fail: bool,
+    pub count: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ferry_shared::state::StateStore for SlowPuts {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<ferry_shared::state::Versioned>, ferry_shared::state::StateError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        mode: ferry_shared::state::PutMode,
+    ) -> Result<String, ferry_shared::state::StateError> {
+        let slow = key.starts_with(&self.prefix)
+            && self
+                .count
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if slow && (self.before || self.fail) {
+            tokio::time::sleep(self.delay).await;
+        }
+        if slow && self.fail {
+            return Err(ferry_shared::state::StateError::Permanent(
+                "injected write failure".into(),
+            ));
+        }
+        let result = self.inner.put(key, body, mode).await;
+        if slow && !self.before {
+            tokio::time::sleep(self.delay).await;
+        }
+        result
+    }
+    async fn delete(&self, key: &str) -> Result<(), ferry_shared::state::StateError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ferry_shared::state::StateError> {
+        self.inner.list(prefix).await
+    }
 }

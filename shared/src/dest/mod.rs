@@ -63,6 +63,9 @@ pub enum DestinationError {
     /// What arrived is not what was sent (size or checksum); nothing was committed.
     #[error("verification failed: {0}")]
     Verification(String),
+    /// The file's content was refused by the transform step (gzip bomb, overlong line, bad gzip).
+    #[error(transparent)]
+    Transform(crate::transform::TransformError),
 }
 
 impl Retryable for DestinationError {
@@ -93,6 +96,9 @@ impl DestinationError {
             if let Some(v) = inner.downcast_ref::<crate::verify::VerifyError>() {
                 return DestinationError::Verification(v.to_string());
             }
+            if let Some(t) = inner.downcast_ref::<crate::transform::TransformError>() {
+                return DestinationError::Transform(t.clone());
+            }
         }
         DestinationError::Transient {
             reason: format!("{context}: {e}"),
@@ -114,6 +120,7 @@ fn clone_source_error(e: &SourceError) -> SourceError {
             retry_after: *retry_after,
         },
         SourceError::Permanent(s) => SourceError::Permanent(s.clone()),
+        SourceError::Refused(s) => SourceError::Refused(s.clone()),
     }
 }
 

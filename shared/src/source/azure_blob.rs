@@ -1,6 +1,9 @@
 //! Azure Blob Storage read with a SAS token (container, account or blob SAS; stored access
 //! policies included). Get Blob Properties for the metadata, one long Get Blob for the bytes,
 //! resumed with `Range` + `If-Match` after a broken connection.
+//!
+//! Requests are signed by a `BlobCredentials`: a fixed SAS from the config, or rotating tokens
+//! (pub/sub exports), where a 401/403 triggers one refresh and the request is sent once more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +12,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::SecretString;
 use tokio_util::io::StreamReader;
 
 use super::{Source, SourceError, SourceObject};
 use crate::ByteReader;
+use crate::redact::redact_url;
 use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
 use crate::secret::expose;
 
@@ -29,6 +33,30 @@ const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
+/// Signs blob requests.
+#[async_trait]
+pub trait BlobCredentials: Send + Sync {
+    /// The URL to request for `url` (a blob URL without query), with its credential, and the
+    /// generation of that credential. Never logged.
+    async fn sign(&self, url: &str) -> Result<(String, u64), SourceError>;
+    /// A request signed with `generation` was refused (401/403): true when newer credentials
+    /// are now available and the request is worth sending once more.
+    async fn refused(&self, _generation: u64) -> Result<bool, SourceError> {
+        Ok(false)
+    }
+}
+
+/// A fixed SAS from the config.
+struct StaticSas(SecretString);
+
+#[async_trait]
+impl BlobCredentials for StaticSas {
+    async fn sign(&self, url: &str) -> Result<(String, u64), SourceError> {
+        let sas = expose(&self.0).trim_start_matches('?');
+        Ok((format!("{url}?{sas}"), 0))
+    }
+}
+
 /// An Azure Blob source. Cheap to clone; build once per cold start.
 #[derive(Clone)]
 pub struct AzureBlobSource {
@@ -37,8 +65,10 @@ pub struct AzureBlobSource {
 
 struct Inner {
     http: reqwest::Client,
-    account_url: String,
-    sas: SecretString,
+    /// Account URL for objects addressed by container and name; `None` when every object
+    /// carries its own URL.
+    account_url: Option<String>,
+    credentials: Arc<dyn BlobCredentials>,
     retry: RetryPolicy,
     max_resumes: u32,
 }
@@ -53,11 +83,28 @@ impl AzureBlobSource {
         retry: RetryPolicy,
         max_resumes: u32,
     ) -> Self {
+        Self::with_credentials(
+            http,
+            Some(account_url),
+            Arc::new(StaticSas(sas)),
+            retry,
+            max_resumes,
+        )
+    }
+
+    /// A source signed by `credentials`; without `account_url`, objects must carry their URL.
+    pub fn with_credentials(
+        http: reqwest::Client,
+        account_url: Option<&str>,
+        credentials: Arc<dyn BlobCredentials>,
+        retry: RetryPolicy,
+        max_resumes: u32,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 http,
-                account_url: account_url.trim_end_matches('/').to_string(),
-                sas,
+                account_url: account_url.map(|u| u.trim_end_matches('/').to_string()),
+                credentials,
                 retry,
                 max_resumes,
             }),
@@ -66,30 +113,66 @@ impl AzureBlobSource {
 }
 
 impl Inner {
-    /// The blob URL with its SAS; never logged (see `display_url`).
-    fn signed_url(&self, container: &str, name: &str) -> String {
-        let sas = expose(&self.sas).trim_start_matches('?');
-        format!("{}?{sas}", self.display_url(container, name))
-    }
-
-    fn display_url(&self, container: &str, name: &str) -> String {
-        format!(
-            "{}/{}/{}",
-            self.account_url,
-            container,
+    /// The object's URL without credentials (safe to log).
+    fn url_of(
+        &self,
+        container: &str,
+        name: &str,
+        url: Option<&str>,
+    ) -> Result<String, SourceError> {
+        if let Some(url) = url {
+            return Ok(url.to_string());
+        }
+        let account = self.account_url.as_deref().ok_or_else(|| {
+            SourceError::Permanent("this source addresses blobs by URL only".into())
+        })?;
+        Ok(format!(
+            "{account}/{container}/{}",
             utf8_percent_encode(name, PATH_KEEP)
-        )
+        ))
     }
 
-    async fn properties(&self, container: &str, name: &str) -> Result<SourceObject, SourceError> {
-        let resp = self
-            .http
-            .head(self.signed_url(container, name))
-            .header("x-ms-version", API_VERSION)
+    fn object_url(&self, object: &SourceObject) -> Result<String, SourceError> {
+        self.url_of(&object.container, &object.name, object.url.as_deref())
+    }
+
+    /// Sends a signed request; a 401/403 gets one more try when the credentials were renewed.
+    async fn send(
+        &self,
+        url: &str,
+        build: impl Fn(&reqwest::Client, String) -> RequestBuilder,
+    ) -> Result<Response, SourceError> {
+        let (signed, generation) = self.credentials.sign(url).await?;
+        let resp = build(&self.http, signed)
             .send()
             .await
             .map_err(transport_error)?;
-        let resp = check_status(resp, &self.display_url(container, name))?;
+        if matches!(resp.status().as_u16(), 401 | 403)
+            && self.credentials.refused(generation).await?
+        {
+            tracing::info!(blob = %redact_url(url), "blob access refused; retrying once with refreshed tokens");
+            let (signed, _) = self.credentials.sign(url).await?;
+            return build(&self.http, signed)
+                .send()
+                .await
+                .map_err(transport_error);
+        }
+        Ok(resp)
+    }
+
+    async fn properties(
+        &self,
+        container: &str,
+        name: &str,
+        url: Option<&str>,
+    ) -> Result<SourceObject, SourceError> {
+        let plain = self.url_of(container, name, url)?;
+        let resp = self
+            .send(&plain, |http, signed| {
+                http.head(signed).header("x-ms-version", API_VERSION)
+            })
+            .await?;
+        let resp = check_status(resp, &redact_url(&plain))?;
         let h = resp.headers();
         let text = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         let size = text("content-length")
@@ -106,26 +189,32 @@ impl Inner {
             })?,
             content_md5: text("content-md5").filter(|v| !v.is_empty()),
             content_type: text("content-type"),
+            url: url.map(str::to_string),
         })
     }
 
     /// Starts a Get Blob at `offset`, pinned to the object's ETag.
     async fn get_from(&self, object: &SourceObject, offset: u64) -> Result<Response, SourceError> {
-        let mut req = self
-            .http
-            .get(self.signed_url(&object.container, &object.name))
-            .header("x-ms-version", API_VERSION)
-            .header("If-Match", &object.etag);
-        if offset > 0 {
-            req = req.header("x-ms-range", format!("bytes={offset}-"));
-        }
-        let resp = req.send().await.map_err(transport_error)?;
+        let plain = self.object_url(object)?;
+        let resp = self
+            .send(&plain, |http, signed| {
+                let req = http
+                    .get(signed)
+                    .header("x-ms-version", API_VERSION)
+                    .header("If-Match", &object.etag);
+                if offset > 0 {
+                    req.header("x-ms-range", format!("bytes={offset}-"))
+                } else {
+                    req
+                }
+            })
+            .await?;
         if resp.status() == StatusCode::PRECONDITION_FAILED {
             return Err(SourceError::Changed {
                 etag: object.etag.clone(),
             });
         }
-        check_status(resp, &self.display_url(&object.container, &object.name))
+        check_status(resp, &redact_url(&plain))
     }
 }
 
@@ -219,7 +308,7 @@ impl ReadState {
                 .into());
             }
             tracing::warn!(
-                blob = %self.inner.display_url(&self.object.container, &self.object.name),
+                blob = %self.inner.object_url(&self.object).unwrap_or_default(),
                 offset = self.offset,
                 reason = %failure,
                 "source read interrupted; resuming with a range read"
@@ -236,9 +325,31 @@ impl Source for AzureBlobSource {
         inner
             .retry
             .run("azure get blob properties", || {
-                inner.properties(container, name)
+                inner.properties(container, name, None)
             })
             .await
+    }
+
+    async fn resolve(&self, object: &SourceObject) -> Result<SourceObject, SourceError> {
+        let Some(url) = object.url.as_deref() else {
+            return Ok(object.clone());
+        };
+        let inner = &self.inner;
+        let mut resolved = inner
+            .retry
+            .run("azure get blob properties", || {
+                inner.properties(&object.container, &object.name, Some(url))
+            })
+            .await?;
+        // Keep what the notification said the content is when the blob has no better type.
+        if resolved
+            .content_type
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || t == "application/octet-stream")
+        {
+            resolved.content_type = object.content_type.clone();
+        }
+        Ok(resolved)
     }
 
     async fn open(&self, object: &SourceObject) -> Result<ByteReader, SourceError> {

@@ -29,6 +29,18 @@ pub struct SourceObject {
     /// MIME type, when known.
     #[serde(default)]
     pub content_type: Option<String>,
+    /// Absolute URL (without credentials) for objects addressed by URL rather than by container
+    /// and name (pub/sub export files); `None` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl SourceObject {
+    /// True until the object's properties were read (`Source::resolve`): pub/sub export jobs are
+    /// saved from the notification alone, without touching the blob.
+    pub fn is_unresolved(&self) -> bool {
+        self.etag.is_empty()
+    }
 }
 
 /// What went wrong reading a source.
@@ -52,6 +64,9 @@ pub enum SourceError {
     /// Anything else the source refused.
     #[error("source refused the request: {0}")]
     Permanent(String),
+    /// We refused to send credentials for this object (its URL is outside the allowed bases).
+    #[error("refused to fetch: {0}")]
+    Refused(String),
 }
 
 impl Retryable for SourceError {
@@ -83,6 +98,12 @@ pub fn source_error_in(e: &std::io::Error) -> Option<&SourceError> {
 pub trait Source: Send + Sync {
     /// Reads an object's properties.
     async fn stat(&self, container: &str, name: &str) -> Result<SourceObject, SourceError>;
+    /// Brings an object up to date before it is read: sources whose jobs are saved without
+    /// reading the object (pub/sub exports) read its size, ETag and MD5 here. Others return it
+    /// unchanged.
+    async fn resolve(&self, object: &SourceObject) -> Result<SourceObject, SourceError> {
+        Ok(object.clone())
+    }
     /// Opens the object's bytes, pinned to `object.etag`. Broken connections are resumed with
     /// range reads inside the stream; errors that survive that surface as `io::Error`s wrapping
     /// a `SourceError` (see `source_error_in`).

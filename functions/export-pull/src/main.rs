@@ -1,0 +1,19 @@
+//! Lambda entry point: build clients once per cold start, then pull messages on each schedule.
+
+use std::sync::Arc;
+
+use ferry_shared::config::Config;
+use ferry_shared::services::Services;
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ferry_shared::telemetry::init();
+    let services = Services::build(Config::from_env()?).await?;
+    let pullers = Arc::new(services.export_pullers());
+    lambda_runtime::run(service_fn(move |event| {
+        let pullers = pullers.clone();
+        async move { export_pull::handle(&pullers, event).await }
+    }))
+    .await
+}

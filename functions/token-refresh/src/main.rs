@@ -1,0 +1,19 @@
+//! Lambda entry point: build clients once per cold start, then refresh tokens on each schedule.
+
+use std::sync::Arc;
+
+use ferry_shared::config::Config;
+use ferry_shared::services::Services;
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ferry_shared::telemetry::init();
+    let services = Services::build(Config::from_env()?).await?;
+    let caches: Arc<Vec<_>> = Arc::new(services.tokens.values().cloned().collect());
+    lambda_runtime::run(service_fn(move |event| {
+        let caches = caches.clone();
+        async move { token_refresh::handle(&caches, event).await }
+    }))
+    .await
+}

@@ -1,0 +1,363 @@
+//! export-pull's work: drain one source's Service Bus subscription into transfer jobs until the
+//! time is up. Per message: parse (poison: record in `failed/`, complete), keep only blob types a
+//! route takes (others: complete), check the uri against the token's blob bases (refused: record
+//! in `failed/`, complete), save one job per route with create-once, then complete. When a save
+//! fails the message is unlocked, so nothing accepted is lost; a lost lock (404 on complete) is
+//! fine because the redelivered message finds its jobs already there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+use tracing::Instrument;
+
+use super::message::{self, FileNotice};
+use super::servicebus::{Received, SbError, ServiceBusClient, Settled};
+use crate::config::{PubsubExportConfig, RouteConfig};
+use crate::job::{
+    ExportFile, RejectedMessage, TransferJob, export_job_id, failure_key, job_key, now_rfc3339,
+    rejected_message_id,
+};
+use crate::redact::redact_embedded_urls;
+use crate::retry::{RetryPolicy, Retryable};
+use crate::source::SourceObject;
+use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
+use crate::token::TokenError;
+use crate::token::cache::TokenCache;
+
+/// Longest body kept in a rejection record.
+const MAX_KEPT_BODY: usize = 64 * 1024;
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PullSummary {
+    /// Source name.
+    pub source: String,
+    /// Messages received (redeliveries included).
+    pub received: u64,
+    /// Jobs created.
+    pub jobs_created: u64,
+    /// Jobs that already existed (redelivered or duplicate notifications).
+    pub jobs_existing: u64,
+    /// Messages whose blob type no route takes.
+    pub skipped: u64,
+    /// Unparseable messages recorded under `failed/`.
+    pub poison: u64,
+    /// Messages whose uri was refused, recorded under `failed/`.
+    pub refused: u64,
+    /// Messages completed.
+    pub completed: u64,
+    /// Completes answered 404/410: the lock was lost and the message comes back.
+    pub lock_lost: u64,
+    /// Messages unlocked because their job could not be saved.
+    pub unlocked: u64,
+    /// Job keys created in this run (the local runner queues them).
+    #[serde(skip)]
+    pub job_keys: Vec<String>,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, Error)]
+pub enum PullError {
+    /// Service Bus (or the tokens it needs) failed for good.
+    #[error("source {source_name:?}: {error}")]
+    Bus { source_name: String, error: SbError },
+}
+
+/// Drains one pub/sub export source into jobs.
+pub struct ExportPuller {
+    source: String,
+    config: PubsubExportConfig,
+    routes: Vec<RouteConfig>,
+    bus: ServiceBusClient,
+    tokens: Arc<TokenCache>,
+    state: Arc<dyn StateStore>,
+    retry: RetryPolicy,
+}
+
+/// Why a message could not be saved (it is unlocked and comes back).
+#[derive(Debug, Error)]
+enum Unsaved {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+}
+
+enum Outcome {
+    Jobs { created: Vec<String>, existing: u64 },
+    Skipped,
+    Rejected { refused: bool },
+}
+
+impl ExportPuller {
+    /// A puller for `source`; `routes` are the config's routes (those naming this source are used).
+    pub fn new(
+        source: &str,
+        config: PubsubExportConfig,
+        routes: &[RouteConfig],
+        bus: ServiceBusClient,
+        tokens: Arc<TokenCache>,
+        state: Arc<dyn StateStore>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            source: source.to_string(),
+            config,
+            routes: routes
+                .iter()
+                .filter(|r| r.source == source)
+                .cloned()
+                .collect(),
+            bus,
+            tokens,
+            state,
+            retry,
+        }
+    }
+
+    /// Source name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// How long before a deadline this source wants to stop.
+    pub fn deadline_margin(&self) -> Duration {
+        Duration::from_secs(self.config.deadline_margin_secs)
+    }
+
+    /// Receives and handles messages until `until` (or the first empty receive with
+    /// `stop_when_idle`).
+    pub async fn run(&self, until: Instant) -> Result<PullSummary, PullError> {
+        let mut summary = PullSummary {
+            source: self.source.clone(),
+            ..Default::default()
+        };
+        let bus_error = |error| PullError::Bus {
+            source_name: self.source.clone(),
+            error,
+        };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left < Duration::from_secs(1) {
+                break;
+            }
+            let wait = left.min(Duration::from_secs(self.config.receive_timeout_secs.max(1)));
+            let message = match self.bus.receive(wait, self.config.max_message_bytes).await {
+                Ok(Some(m)) => m,
+                Ok(None) if self.config.stop_when_idle => break,
+                Ok(None) => continue,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(source = %self.source, error = %e, "receive failed; trying again");
+                    tokio::time::sleep(self.retry.max.min(left / 2)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(source = %self.source, error = %e, "export pull stopped");
+                    return Err(bus_error(e));
+                }
+            };
+            summary.received += 1;
+            let span = tracing::info_span!(
+                "message",
+                source = %self.source,
+                message_id = %message.broker.message_id,
+                sequence_number = message.broker.sequence_number,
+                delivery_count = message.broker.delivery_count,
+            );
+            self.handle(message, &mut summary).instrument(span).await;
+        }
+        tracing::info!(source = %self.source, received = summary.received, jobs_created = summary.jobs_created, jobs_existing = summary.jobs_existing, skipped = summary.skipped, poison = summary.poison, refused = summary.refused, completed = summary.completed, lock_lost = summary.lock_lost, unlocked = summary.unlocked, "export pull finished");
+        Ok(summary)
+    }
+
+    async fn handle(&self, message: Received, summary: &mut PullSummary) {
+        match self.process(&message).await {
+            Ok(Outcome::Jobs { created, existing }) => {
+                summary.jobs_created += created.len() as u64;
+                summary.jobs_existing += existing;
+                summary.job_keys.extend(created);
+            }
+            Ok(Outcome::Skipped) => summary.skipped += 1,
+            Ok(Outcome::Rejected { refused: true }) => summary.refused += 1,
+            Ok(Outcome::Rejected { refused: false }) => summary.poison += 1,
+            Err(e) => {
+                // Nothing durable yet (or only part): let the message come back.
+                tracing::warn!(error = %e, "message not saved; unlocking it for redelivery");
+                match self.bus.unlock(&message).await {
+                    Ok(_) => summary.unlocked += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unlock failed; the lock will expire instead")
+                    }
+                }
+                return;
+            }
+        }
+        match self.bus.complete(&message).await {
+            Ok(Settled::Ok) => summary.completed += 1,
+            Ok(Settled::LockLost) => {
+                summary.lock_lost += 1;
+                tracing::warn!(
+                    "lock lost before complete; the message will come back and find its job saved"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "complete failed; the message will come back and find its job saved")
+            }
+        }
+    }
+
+    async fn process(&self, message: &Received) -> Result<Outcome, Unsaved> {
+        let notice = if message.truncated {
+            Err(format!(
+                "body is larger than max_message_bytes ({})",
+                self.config.max_message_bytes
+            ))
+        } else {
+            message::parse(&message.body)
+        };
+        let notice = match notice {
+            Ok(n) => n,
+            Err(reason) => {
+                self.reject(message, None, "poison", &reason).await?;
+                return Ok(Outcome::Rejected { refused: false });
+            }
+        };
+        let routes: Vec<&RouteConfig> = self
+            .routes
+            .iter()
+            .filter(|r| {
+                r.blob_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&notice.blob_type))
+            })
+            .collect();
+        if routes.is_empty() {
+            tracing::info!(blob_type = %notice.blob_type, correlation_id = %notice.correlation_id, "no route takes this blob type; skipped");
+            return Ok(Outcome::Skipped);
+        }
+        let located = match self.locate(&notice.uri).await? {
+            Ok(l) => l,
+            Err(reason) => {
+                self.reject(message, Some(&notice), "refused_uri", &reason)
+                    .await?;
+                return Ok(Outcome::Rejected { refused: true });
+            }
+        };
+        let mut created = Vec::new();
+        let mut existing = 0;
+        for route in routes {
+            let job = self.job(route, message, &notice, &located);
+            let key = job_key(&route.name, &job.id);
+            let state = self.state.as_ref();
+            match self
+                .retry
+                .run("write job", || state.put_json(&key, &job, PutMode::Create))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(job_id = %job.id, route = %route.name, correlation_id = %notice.correlation_id, blob_type = %notice.blob_type, blob = %located.url, "job created");
+                    created.push(key);
+                }
+                Err(StateError::AlreadyExists { .. }) => {
+                    tracing::info!(job_id = %job.id, route = %route.name, correlation_id = %notice.correlation_id, "job already exists (redelivered notification)");
+                    existing += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Outcome::Jobs { created, existing })
+    }
+
+    /// Places the uri under the current token's bases; re-reads the stored tokens once when it
+    /// does not fit (the bases may have rotated), never refreshes because of a message.
+    async fn locate(&self, uri: &str) -> Result<Result<super::uri::Located, String>, TokenError> {
+        let tokens = self.tokens.get().await?;
+        Ok(match tokens.locate(uri) {
+            Ok(l) => Ok(l),
+            Err(super::uri::UriRefusal::OutsideBases { .. }) => {
+                let newer = self.tokens.reload().await?;
+                newer.locate(uri).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    fn job(
+        &self,
+        route: &RouteConfig,
+        message: &Received,
+        notice: &FileNotice,
+        located: &super::uri::Located,
+    ) -> TransferJob {
+        TransferJob {
+            id: export_job_id(&route.name, &self.source, &notice.correlation_id),
+            route: route.name.clone(),
+            source: self.source.clone(),
+            object: SourceObject {
+                container: located.container.clone(),
+                name: located.name.clone(),
+                size: 0,
+                etag: String::new(),
+                content_md5: None,
+                content_type: notice.content_type.clone(),
+                url: Some(located.url.clone()),
+            },
+            destinations: route.destinations.clone(),
+            target_folder: route.target_folder.clone(),
+            correlation_id: notice.correlation_id.clone(),
+            created_at: now_rfc3339(),
+            export: Some(ExportFile {
+                blob_type: notice.blob_type.clone(),
+                content_type: notice.content_type.clone(),
+                content_encoding: notice.content_encoding.clone(),
+                properties: notice.properties.clone(),
+                message_id: message.broker.message_id.clone(),
+                sequence_number: message.broker.sequence_number,
+                decompress: route.decompress,
+                max_decompressed_bytes: self.config.max_decompressed_bytes,
+                max_line_bytes: self.config.max_line_bytes,
+            }),
+        }
+    }
+
+    async fn reject(
+        &self,
+        message: &Received,
+        notice: Option<&FileNotice>,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        // Without BrokerProperties the Location (unique per message and lock) identifies it.
+        let identity = match message.broker.message_id.as_str() {
+            "" => message.location.as_str(),
+            id => id,
+        };
+        let id = rejected_message_id(&self.source, identity, message.broker.sequence_number);
+        let kept = &message.body[..message.body.len().min(MAX_KEPT_BODY)];
+        let record = RejectedMessage {
+            id: id.clone(),
+            source: self.source.clone(),
+            kind: kind.to_string(),
+            reason: reason.to_string(),
+            message_id: message.broker.message_id.clone(),
+            sequence_number: message.broker.sequence_number,
+            delivery_count: message.broker.delivery_count,
+            correlation_id: notice.map(|n| n.correlation_id.clone()),
+            blob_type: notice.map(|n| n.blob_type.clone()),
+            body: redact_embedded_urls(&String::from_utf8_lossy(kept)),
+            body_truncated: message.truncated || kept.len() < message.body.len(),
+            rejected_at: now_rfc3339(),
+        };
+        let key = failure_key(&id);
+        let state = self.state.as_ref();
+        self.retry
+            .run("write rejected message", || {
+                state.put_json(&key, &record, PutMode::Overwrite)
+            })
+            .await?;
+        tracing::error!(kind, %reason, failed_key = %key, "message refused; recorded and completed");
+        Ok(())
+    }
+}

@@ -1,0 +1,588 @@
+//! Azure Service Bus over the REST runtime API, peek-lock only: receive
+//! (`POST {entity}/messages/head?timeout=N`: 201 with the body, a `BrokerProperties` JSON header and
+//! the message's `Location`; 204 when none arrived in time), complete (`DELETE <Location>`) and
+//! unlock (`PUT <Location>`). A 404/410 on either means the lock was lost: the message comes back
+//! and is handled again (job creation is create-once, so nothing is duplicated).
+//!
+//! The connection string comes from the token set: `SharedAccessKeyName` + `SharedAccessKey`
+//! (we sign `SharedAccessSignature sr=..&sig=..&se=..&skn=..` per request, HMAC-SHA256 over
+//! `urlencode(uri) + "\n" + expiry`) or a ready `SharedAccessSignature`. A 401/403 triggers one
+//! token refresh and one more try.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use hmac::{Hmac, KeyInit, Mac};
+use http::HeaderValue;
+use reqwest::{RequestBuilder, Response};
+use secrecy::SecretString;
+use serde::Deserialize;
+use sha2::Sha256;
+use thiserror::Error;
+use url::Url;
+
+use crate::retry::{RetryPolicy, Retryable, retry_after_header, status_is_retryable};
+use crate::secret::expose;
+use crate::token::cache::TokenCache;
+use crate::token::{ExportTokens, TokenError, now_ms};
+
+/// Lifetime of the SAS tokens we sign for each request.
+const SAS_LIFETIME_SECS: u64 = 600;
+
+/// What went wrong talking to Service Bus. Never contains a key or signature.
+#[derive(Debug, Error)]
+pub enum SbError {
+    /// Credentials refused even after a token refresh.
+    #[error("service bus refused the credentials (HTTP {status}) even after a token refresh")]
+    Unauthorized { status: u16 },
+    /// The subscription does not exist (any more).
+    #[error("service bus subscription {path} does not exist (HTTP {status})")]
+    EntityGone { path: String, status: u16 },
+    /// 5xx, 429, 408, resets, timeouts.
+    #[error("service bus temporarily unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: bad connection string, a protocol violation, other 4xx.
+    #[error("service bus: {0}")]
+    Permanent(String),
+    /// Tokens could not be had.
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+}
+
+impl Retryable for SbError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            SbError::Transient { .. } => true,
+            SbError::Tokens(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SbError::Transient { retry_after, .. } => *retry_after,
+            SbError::Tokens(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// How requests are authorised.
+enum SbAuth {
+    Key { name: String, key: SecretString },
+    Signature(SecretString),
+}
+
+/// A parsed connection string.
+pub struct Connection {
+    /// `https://ns.servicebus.windows.net/` (always ends in `/`).
+    pub endpoint: Url,
+    /// `EntityPath`, when present.
+    pub entity_path: Option<String>,
+    auth: SbAuth,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("entity_path", &self.entity_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=..`
+/// (keys case-insensitive). `sb://` becomes `https://`; `UseDevelopmentEmulator=true` selects
+/// plain `http://`, for loopback hosts only (local emulators and tests).
+pub fn parse_connection_string(text: &str) -> Result<Connection, SbError> {
+    let mut endpoint = None;
+    let (mut key_name, mut key, mut signature, mut entity, mut emulator) =
+        (None, None, None, None, false);
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "endpoint" => endpoint = Some(v.to_string()),
+            "sharedaccesskeyname" => key_name = Some(v.to_string()),
+            "sharedaccesskey" => key = Some(SecretString::from(v.to_string())),
+            "sharedaccesssignature" => signature = Some(SecretString::from(v.to_string())),
+            "entitypath" => {
+                entity = Some(v.trim_matches('/').to_string()).filter(|e| !e.is_empty())
+            }
+            "usedevelopmentemulator" => emulator = v.eq_ignore_ascii_case("true"),
+            _ => {}
+        }
+    }
+    let bad = |m: &str| SbError::Permanent(format!("connection string: {m}"));
+    let endpoint = endpoint.ok_or_else(|| bad("no Endpoint"))?;
+    let mut url = Url::parse(&endpoint).map_err(|_| bad("Endpoint is not a URL"))?;
+    let host = url.host_str().unwrap_or("").to_string();
+    if host.is_empty() {
+        return Err(bad("Endpoint has no host"));
+    }
+    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    let scheme = match url.scheme() {
+        "sb" | "https" if emulator && loopback => "http",
+        "sb" | "https" => "https",
+        "http" if loopback => "http",
+        other => {
+            return Err(bad(&format!(
+                "Endpoint scheme {other:?} is not sb or https"
+            )));
+        }
+    };
+    // `Url::set_scheme` refuses sb -> http(s); rebuild instead.
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    url = Url::parse(&format!("{scheme}://{host}{port}/")).map_err(|_| bad("bad Endpoint"))?;
+    let auth = match (key_name, key, signature) {
+        (_, _, Some(sig)) => SbAuth::Signature(sig),
+        (Some(name), Some(key), None) => SbAuth::Key { name, key },
+        _ => {
+            return Err(bad(
+                "needs SharedAccessKeyName and SharedAccessKey, or SharedAccessSignature",
+            ));
+        }
+    };
+    Ok(Connection {
+        endpoint: url,
+        entity_path: entity,
+        auth,
+    })
+}
+
+/// The expiry (ms since the epoch) of a ready-made `SharedAccessSignature` in a connection string.
+pub fn signature_expiry(connection_string: &str) -> Option<u64> {
+    let conn = parse_connection_string(connection_string).ok()?;
+    let SbAuth::Signature(sig) = &conn.auth else {
+        return None;
+    };
+    let se = expose(sig)
+        .split(['&', ' '])
+        .find_map(|p| p.strip_prefix("se="))?;
+    se.parse::<u64>().ok().map(|s| s * 1000)
+}
+
+/// A SAS token for `resource`: `SharedAccessSignature sr=<enc uri>&sig=<enc b64 hmac>&se=<exp>&skn=<name>`.
+/// The HMAC-SHA256 key is the key text as given (not base64-decoded).
+pub fn sas_token(resource: &str, key_name: &str, key: &SecretString, expiry: u64) -> SecretString {
+    let encoded: String = url::form_urlencoded::byte_serialize(resource.as_bytes()).collect();
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(expose(key).as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("{encoded}\n{expiry}").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let sig: String = url::form_urlencoded::byte_serialize(sig.as_bytes()).collect();
+    SecretString::from(format!(
+        "SharedAccessSignature sr={encoded}&sig={sig}&se={expiry}&skn={key_name}"
+    ))
+}
+
+/// The subscription addressed by one token set.
+struct Subscription {
+    conn: Connection,
+    /// `topic/subscriptions/name`
+    path: String,
+    generation: u64,
+}
+
+impl Subscription {
+    fn from_tokens(tokens: &ExportTokens, topic: Option<&str>) -> Result<Self, SbError> {
+        let conn = parse_connection_string(crate::secret::expose(&tokens.connection_string))?;
+        let sub = tokens.subscription_name.trim_matches('/');
+        let has_subs = |p: &str| p.to_ascii_lowercase().contains("/subscriptions/");
+        let path = if has_subs(sub) {
+            sub.to_string()
+        } else if let Some(e) = conn.entity_path.as_deref().filter(|e| has_subs(e)) {
+            e.to_string()
+        } else {
+            let topic = conn.entity_path.as_deref().or(topic).ok_or_else(|| {
+                SbError::Permanent(
+                    "the connection string has no EntityPath: set `topic` in the source config"
+                        .into(),
+                )
+            })?;
+            format!("{topic}/subscriptions/{sub}")
+        };
+        Ok(Self {
+            conn,
+            path,
+            generation: tokens.generation,
+        })
+    }
+
+    fn entity_url(&self) -> String {
+        format!("{}{}", self.conn.endpoint, self.path)
+    }
+
+    fn authorization(&self) -> Result<HeaderValue, SbError> {
+        let token = match &self.conn.auth {
+            SbAuth::Signature(sig) => sig.clone(),
+            SbAuth::Key { name, key } => sas_token(
+                &self.entity_url(),
+                name,
+                key,
+                now_ms() / 1000 + SAS_LIFETIME_SECS,
+            ),
+        };
+        let mut value = HeaderValue::from_str(expose(&token))
+            .map_err(|_| SbError::Permanent("connection string key is not header-safe".into()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// A message's `Location` must point into this subscription before credentials go there.
+    fn check_location(&self, location: &str) -> Result<String, SbError> {
+        let url = Url::parse(location).map_err(|_| {
+            SbError::Permanent("the Location of a received message is not a URL".into())
+        })?;
+        let ours = &self.conn.endpoint;
+        let prefix = format!("/{}/messages/", self.path).to_ascii_lowercase();
+        let same_host = url.scheme() == ours.scheme()
+            && url.host_str() == ours.host_str()
+            && url.port_or_known_default() == ours.port_or_known_default();
+        if !same_host || !url.path().to_ascii_lowercase().starts_with(&prefix) {
+            return Err(SbError::Permanent(format!(
+                "the Location of a received message ({}://{}{}) is outside the subscription; not sending credentials there",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.path()
+            )));
+        }
+        Ok(url.to_string())
+    }
+}
+
+/// `BrokerProperties` of a received message (fields we use; others ignored).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BrokerProperties {
+    /// Deliveries so far, this one included.
+    pub delivery_count: u32,
+    /// Lock token.
+    pub lock_token: String,
+    /// Message id.
+    pub message_id: String,
+    /// Sequence number.
+    pub sequence_number: i64,
+    /// Lock expiry (HTTP date).
+    pub locked_until_utc: String,
+}
+
+/// A locked message.
+#[derive(Debug)]
+pub struct Received {
+    /// The body (up to the size cap).
+    pub body: Bytes,
+    /// True when the body was larger than the cap and was cut.
+    pub truncated: bool,
+    /// Broker properties.
+    pub broker: BrokerProperties,
+    /// The message's URL for complete/unlock (checked to be inside the subscription).
+    pub location: String,
+}
+
+/// How a settle request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Done.
+    Ok,
+    /// 404/410: the lock expired or was taken by another receiver.
+    LockLost,
+}
+
+/// A Service Bus subscription client over the shared token cache.
+pub struct ServiceBusClient {
+    http: reqwest::Client,
+    tokens: Arc<TokenCache>,
+    topic: Option<String>,
+    retry: RetryPolicy,
+}
+
+fn transport(e: reqwest::Error) -> SbError {
+    SbError::Transient {
+        reason: e.without_url().to_string(),
+        retry_after: None,
+    }
+}
+
+impl ServiceBusClient {
+    /// A client; `topic` is used when neither the connection string nor the subscription name
+    /// says which topic.
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Arc<TokenCache>,
+        topic: Option<String>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            http,
+            tokens,
+            topic,
+            retry,
+        }
+    }
+
+    async fn subscription(&self) -> Result<Subscription, SbError> {
+        let tokens = self.tokens.get().await?;
+        Subscription::from_tokens(&tokens, self.topic.as_deref())
+    }
+
+    /// Sends a request built for the current subscription; a 401/403 gets one token refresh
+    /// and one more try.
+    async fn send(
+        &self,
+        build: impl Fn(&Subscription) -> Result<RequestBuilder, SbError>,
+    ) -> Result<(Response, Subscription), SbError> {
+        let sub = self.subscription().await?;
+        let resp = build(&sub)?
+            .header(http::header::AUTHORIZATION, sub.authorization()?)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        if !matches!(status, 401 | 403) {
+            return Ok((resp, sub));
+        }
+        drop(resp);
+        let Some(fresh) = self.tokens.refresh_after_denied(sub.generation).await? else {
+            return Err(SbError::Unauthorized { status });
+        };
+        tracing::info!(
+            generation = fresh.generation,
+            "service bus refused the credentials; retrying once with refreshed tokens"
+        );
+        let sub = Subscription::from_tokens(&fresh, self.topic.as_deref())?;
+        let resp = build(&sub)?
+            .header(http::header::AUTHORIZATION, sub.authorization()?)
+            .send()
+            .await
+            .map_err(transport)?;
+        match resp.status().as_u16() {
+            s @ (401 | 403) => Err(SbError::Unauthorized { status: s }),
+            _ => Ok((resp, sub)),
+        }
+    }
+
+    fn failure(resp: &Response, sub: &Subscription, what: &str) -> SbError {
+        let status = resp.status().as_u16();
+        match status {
+            404 | 410 if what == "receive" => SbError::EntityGone {
+                path: sub.path.clone(),
+                status,
+            },
+            s if status_is_retryable(s) => SbError::Transient {
+                reason: format!("{what}: HTTP {s}"),
+                retry_after: retry_after_header(resp.headers()),
+            },
+            s => SbError::Permanent(format!("{what}: HTTP {s}")),
+        }
+    }
+
+    /// Receives and locks the next message, waiting up to `wait` (whole seconds, at least 1).
+    pub async fn receive(
+        &self,
+        wait: Duration,
+        max_body: usize,
+    ) -> Result<Option<Received>, SbError> {
+        self.retry
+            .run("service bus receive", || self.receive_once(wait, max_body))
+            .await
+    }
+
+    async fn receive_once(
+        &self,
+        wait: Duration,
+        max_body: usize,
+    ) -> Result<Option<Received>, SbError> {
+        let secs = wait.as_secs().max(1);
+        let http = &self.http;
+        let (mut resp, sub) = self
+            .send(|sub| {
+                Ok(http
+                    .post(format!("{}/messages/head", sub.entity_url()))
+                    .query(&[("timeout", secs.to_string())])
+                    .header(http::header::CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        match resp.status().as_u16() {
+            204 => return Ok(None),
+            200 | 201 => {}
+            _ => return Err(Self::failure(&resp, &sub, "receive")),
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let location = header("location").ok_or_else(|| {
+            SbError::Permanent("a received message has no Location header".into())
+        })?;
+        let location = sub.check_location(&location)?;
+        let broker = header("brokerproperties")
+            .and_then(|b| serde_json::from_str::<BrokerProperties>(&b).ok())
+            .unwrap_or_default();
+        let mut body = BytesMut::new();
+        let mut truncated = false;
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > max_body {
+                body.extend_from_slice(&chunk[..max_body - body.len()]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(Received {
+            body: body.freeze(),
+            truncated,
+            broker,
+            location,
+        }))
+    }
+
+    async fn settle(&self, message: &Received, delete: bool) -> Result<Settled, SbError> {
+        let what = if delete { "complete" } else { "unlock" };
+        let http = &self.http;
+        let (resp, sub) = self
+            .send(|sub| {
+                let url = sub.check_location(&message.location)?;
+                Ok(if delete {
+                    http.delete(url)
+                } else {
+                    http.put(url)
+                }
+                .header(http::header::CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(Settled::Ok),
+            404 | 410 => Ok(Settled::LockLost),
+            _ => Err(Self::failure(&resp, &sub, what)),
+        }
+    }
+
+    /// Completes (deletes) a locked message.
+    pub async fn complete(&self, message: &Received) -> Result<Settled, SbError> {
+        self.retry
+            .run("service bus complete", || self.settle(message, true))
+            .await
+    }
+
+    /// Unlocks a message so it is delivered again.
+    pub async fn unlock(&self, message: &Received) -> Result<Settled, SbError> {
+        self.retry
+            .run("service bus unlock", || self.settle(message, false))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_of_both_forms() {
+        let c = parse_connection_string(
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=abc=;EntityPath=export",
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.as_str(), "https://ns.servicebus.windows.net/");
+        assert_eq!(c.entity_path.as_deref(), Some("export"));
+        assert!(
+            matches!(&c.auth, SbAuth::Key { name, key } if name == "listen" && expose(key) == "abc=")
+        );
+        assert!(!format!("{c:?}").contains("abc="));
+        let sig = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=x&sig=y&se=1700000000&skn=listen";
+        assert_eq!(signature_expiry(sig), Some(1_700_000_000_000));
+        // Plain http only for a loopback emulator.
+        let local = parse_connection_string("Endpoint=sb://127.0.0.1:9000;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true").unwrap();
+        assert_eq!(local.endpoint.as_str(), "http://127.0.0.1:9000/");
+        let remote = parse_connection_string("Endpoint=sb://ns.example;SharedAccessKeyName=a;SharedAccessKey=b;UseDevelopmentEmulator=true").unwrap();
+        assert_eq!(remote.endpoint.scheme(), "https");
+        assert!(parse_connection_string("Endpoint=sb://ns/;SharedAccessKeyName=a").is_err());
+    }
+
+    #[test]
+    fn sas_token_matches_the_documented_construction() {
+        let t = sas_token(
+            "https://ns.servicebus.windows.net/t/subscriptions/s",
+            "listen",
+            &SecretString::from("key".to_string()),
+            1_700_000_000,
+        );
+        let t = expose(&t);
+        let sr = "https%3A%2F%2Fns.servicebus.windows.net%2Ft%2Fsubscriptions%2Fs";
+        assert!(
+            t.starts_with(&format!("SharedAccessSignature sr={sr}&sig=")),
+            "{t}"
+        );
+        assert!(t.ends_with("&se=1700000000&skn=listen"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
+        mac.update(format!("{sr}\n1700000000").as_bytes());
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let sig = t.split("&sig=").nth(1).unwrap().split('&').next().unwrap();
+        let sig = percent_encoding::percent_decode_str(sig)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(sig, want);
+    }
+
+    #[test]
+    fn subscription_path_from_entity_path_name_or_config() {
+        let tokens = |conn: &str, sub: &str| ExportTokens {
+            integration: "i".into(),
+            generation: 1,
+            fetched_at_ms: 0,
+            expires_at_ms: 0,
+            subscription_name: sub.into(),
+            connection_string: SecretString::from(conn.to_string()),
+            blob_bases: vec![],
+        };
+        let key =
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b";
+        let path = |conn: String, sub: &str, topic: Option<&str>| {
+            Subscription::from_tokens(&tokens(&conn, sub), topic).map(|s| s.entity_url())
+        };
+        assert_eq!(
+            path(format!("{key};EntityPath=export"), "tenant", None).unwrap(),
+            "https://ns.servicebus.windows.net/export/subscriptions/tenant"
+        );
+        assert_eq!(
+            path(
+                format!("{key};EntityPath=export/Subscriptions/tenant"),
+                "tenant",
+                None
+            )
+            .unwrap(),
+            "https://ns.servicebus.windows.net/export/Subscriptions/tenant"
+        );
+        assert_eq!(
+            path(key.to_string(), "tenant", Some("files")).unwrap(),
+            "https://ns.servicebus.windows.net/files/subscriptions/tenant"
+        );
+        assert!(path(key.to_string(), "tenant", None).is_err());
+        let sub =
+            Subscription::from_tokens(&tokens(&format!("{key};EntityPath=t"), "s"), None).unwrap();
+        assert!(
+            sub.check_location(
+                "https://ns.servicebus.windows.net/t/subscriptions/s/messages/7/abc"
+            )
+            .is_ok()
+        );
+        assert!(
+            sub.check_location("https://evil.example/t/subscriptions/s/messages/7/abc")
+                .is_err()
+        );
+        assert!(
+            sub.check_location(
+                "https://ns.servicebus.windows.net/other/subscriptions/s/messages/7/abc"
+            )
+            .is_err()
+        );
+    }
+}

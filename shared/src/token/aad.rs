@@ -1,0 +1,247 @@
+//! Azure AD (Entra ID) client-credentials flow: a client secret, or a certificate proving itself
+//! with a signed `client_assertion` (RS256 JWT, `x5t` = base64url SHA-1 thumbprint of the
+//! certificate). The access token is cached until shortly before its `expires_in`.
+//!
+//! Signing uses aws-lc-rs, the crypto library rustls already compiles into every function, so
+//! the RSA code is the audited, constant-time AWS-LC implementation at no extra build cost.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::{TokenError, now_ms};
+use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
+use crate::secret::expose;
+
+/// How the client proves who it is.
+pub enum AadCredential {
+    /// `client_secret`.
+    Secret(SecretString),
+    /// A certificate and its key: a fresh signed `client_assertion` per token request.
+    Certificate(CertificateSigner),
+}
+
+/// Signs client assertions with a certificate's RSA key.
+pub struct CertificateSigner {
+    key: RsaKeyPair,
+    x5t: String,
+}
+
+impl std::fmt::Debug for CertificateSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateSigner")
+            .field("x5t", &self.x5t)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateSigner {
+    /// From PEM text holding the certificate and, unless `key_pem` is given, its private key
+    /// (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+    pub fn from_pem(cert_pem: &str, key_pem: Option<&str>) -> Result<Self, TokenError> {
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+            TokenError::Config(format!("no PEM certificate found in aad.certificate: {e}"))
+        })?;
+        let key_text = key_pem.unwrap_or(cert_pem);
+        let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes())
+            .map_err(|e| TokenError::Config(format!("no PEM private key found: {e}")))?;
+        let key = match &key {
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            _ => {
+                return Err(TokenError::Config(
+                    "the private key is not an RSA key (PKCS#8 or PKCS#1)".into(),
+                ));
+            }
+        }
+        .map_err(|e| TokenError::Config(format!("the RSA private key was rejected: {e}")))?;
+        let thumbprint = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, cert.as_ref());
+        Ok(Self {
+            key,
+            x5t: URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+        })
+    }
+
+    /// The certificate's `x5t` (base64url SHA-1 thumbprint).
+    pub fn x5t(&self) -> &str {
+        &self.x5t
+    }
+
+    /// A client assertion for `client_id` at `audience` (the token endpoint), valid 10 minutes.
+    pub fn assertion(&self, client_id: &str, audience: &str) -> Result<SecretString, TokenError> {
+        let now = now_ms() / 1000;
+        let header = json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t});
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| TokenError::Config("no randomness".into()))?;
+        let claims = json!({
+            "aud": audience,
+            "iss": client_id,
+            "sub": client_id,
+            "jti": hex::encode(jti),
+            "nbf": now,
+            "iat": now,
+            "exp": now + 600,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| TokenError::Config("RSA signing failed".into()))?;
+        Ok(SecretString::from(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        )))
+    }
+}
+
+/// Gets and caches Azure AD access tokens for one client.
+pub struct AadClient {
+    http: reqwest::Client,
+    token_url: String,
+    client_id: String,
+    scope: String,
+    credential: AadCredential,
+    retry: RetryPolicy,
+    cached: Mutex<Option<(SecretString, Instant)>>,
+}
+
+impl AadClient {
+    /// A client for `{authority_url}/{tenant_id}/oauth2/v2.0/token`.
+    pub fn new(
+        http: reqwest::Client,
+        authority_url: &str,
+        tenant_id: &str,
+        client_id: &str,
+        scope: &str,
+        credential: AadCredential,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            http,
+            token_url: format!(
+                "{}/{tenant_id}/oauth2/v2.0/token",
+                authority_url.trim_end_matches('/')
+            ),
+            client_id: client_id.to_string(),
+            scope: scope.to_string(),
+            credential,
+            retry,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// An access token, from the cache while it has life left.
+    pub async fn token(&self) -> Result<SecretString, TokenError> {
+        if let Some((token, until)) = self.cached.lock().expect("aad cache").as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(token.clone());
+        }
+        let (token, expires_in) = self.retry.run("azure ad token", || self.request()).await?;
+        // Keep it until shortly before it expires: 5 minutes early, or halfway for short ones.
+        let early = Duration::from_secs(300).min(expires_in / 2);
+        *self.cached.lock().expect("aad cache") =
+            Some((token.clone(), Instant::now() + (expires_in - early)));
+        tracing::info!(
+            expires_in_secs = expires_in.as_secs(),
+            "azure ad token acquired"
+        );
+        Ok(token)
+    }
+
+    /// Forgets the cached token (it was refused).
+    pub fn invalidate(&self) {
+        *self.cached.lock().expect("aad cache") = None;
+    }
+
+    async fn request(&self) -> Result<(SecretString, Duration), TokenError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_id", self.client_id.clone()),
+            ("scope", self.scope.clone()),
+        ];
+        let assertion;
+        match &self.credential {
+            AadCredential::Secret(secret) => {
+                form.push(("client_secret", expose(secret).to_string()));
+            }
+            AadCredential::Certificate(signer) => {
+                assertion = signer.assertion(&self.client_id, &self.token_url)?;
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", expose(&assertion).to_string()));
+            }
+        }
+        let resp = self
+            .http
+            .post(&self.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| TokenError::Transient {
+                reason: format!("azure ad: {}", e.without_url()),
+                retry_after: None,
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after_header(resp.headers());
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if status_is_retryable(status) {
+            return Err(TokenError::Transient {
+                reason: format!("azure ad answered HTTP {status}"),
+                retry_after,
+            });
+        }
+        if !(200..300).contains(&status) {
+            let field = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            // The first line of AAD's description names the cause (AADSTS code); the rest is
+            // trace ids and timestamps.
+            let description: String = field("error_description")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect();
+            return Err(TokenError::AadRejected {
+                code: format!("HTTP {status} {}", field("error")),
+                description,
+            });
+        }
+        let token = body
+            .get("access_token")
+            .and_then(|v| v.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| TokenError::BadResponse("azure ad sent no access_token".into()))?;
+        // v2 sends a number, v1 a string.
+        let expires_in = match body.get("expires_in") {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(3600);
+        Ok((
+            SecretString::from(token.to_string()),
+            Duration::from_secs(expires_in.max(1)),
+        ))
+    }
+}

@@ -1,0 +1,1091 @@
+//! Pub/sub file export (EG Retail-style), end to end: notifications on a Service Bus subscription
+//! (REST fake with real peek-lock state), tokens from the vendor's token service (fake) bought with
+//! an Azure AD client-credentials token (fake), files in Azurite behind stored access policies
+//! (revoked for real on rotation), state and an S3 destination on moto. Messages go through the
+//! export-pull Lambda handler, jobs through blob-copy's SQS handler, as in production; the two
+//! get separate clients and token caches, as separate Lambdas would, and share the stored tokens.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_shared::engine::TransferEngine;
+use ferry_shared::job::{Receipt, TransferJob, export_job_id, failure_key, receipt_key};
+use ferry_shared::pubsub::pull::ExportPuller;
+use ferry_shared::services::Services;
+use ferry_shared::state::StateStoreExt;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use support::fault_proxy::{Fault, FaultProxy, Gate};
+use support::pubsub::{Aad, ServiceBus, TokenService};
+
+const MIB: usize = 1024 * 1024;
+const CLIENT_ID: &str = "5d0c7f38-ferry-export-client";
+const CLIENT_SECRET: &str = "aad-client-secret-Qx7~f2Lk9pZ0v";
+const INTEGRATION: &str = "ferry-file-export";
+const SB_KEY_1: &str = "sbkey1-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA=";
+const SB_KEY_2: &str = "sbkey2-YmF6cXV4Zm9vYmFyOTg3NjU0MzIxMA=";
+const SOURCE: &str = "egretail";
+const ITEMS: &str = "Gateway.ItemChanges";
+const PRICES: &str = "Gateway.PriceChanges";
+const STOCK: &str = "Gateway.StockChanges";
+const CUSTOMERS: &str = "Gateway.CustomerChanges";
+
+#[derive(Clone, Copy)]
+struct Options {
+    /// Serve blobs through a fault proxy.
+    proxy: bool,
+    /// Service Bus lock duration.
+    lock: Duration,
+    /// export-pull ends at the first empty receive.
+    stop_when_idle: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            proxy: false,
+            lock: Duration::from_secs(30),
+            stop_when_idle: true,
+        }
+    }
+}
+
+/// One isolated export: its own container, buckets, folders and fakes.
+struct Export {
+    container: String,
+    blob_base: String,
+    state_bucket: String,
+    archive_bucket: String,
+    out: PathBuf,
+    raw: PathBuf,
+    aad: Aad,
+    tokens: TokenService,
+    bus: ServiceBus,
+    config: Value,
+    pull: Services,
+    pullers: Vec<ExportPuller>,
+    copy: Services,
+    engine: TransferEngine,
+    proxy: Option<FaultProxy>,
+    sas_issued: std::sync::Mutex<Vec<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Export {
+    async fn new(opts: Options) -> Self {
+        support::aws_test_env();
+        support::logs::init();
+        let c = ferry_harness::shared();
+        let container = support::unique("export");
+        let admin = c.azurite.admin();
+        admin.create_container(&container).await.unwrap();
+        admin
+            .set_access_policy(
+                &container,
+                "gen-1",
+                "rl",
+                SystemTime::now() + Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        let proxy = if opts.proxy {
+            Some(FaultProxy::start(c.azurite.port).await)
+        } else {
+            None
+        };
+        let port = proxy.as_ref().map_or(c.azurite.port, |p| p.port);
+        let blob_base = format!("http://127.0.0.1:{port}/devstoreaccount1/{container}");
+        let aad = Aad::start(CLIENT_ID, Some(CLIENT_SECRET)).await;
+        let tokens = TokenService::start(&aad, INTEGRATION).await;
+        let bus = ServiceBus::start("listen", SB_KEY_1, opts.lock).await;
+        let state_bucket = support::unique("state");
+        let archive_bucket = support::unique("archive");
+        c.moto.create_bucket(&state_bucket).await.unwrap();
+        c.moto.create_bucket(&archive_bucket).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (out, raw) = (dir.path().join("out"), dir.path().join("raw"));
+        let config = json!({
+            "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+            "sources": {SOURCE: {
+                "type": "pubsub_export",
+                "tenant_service_url": tokens.server.uri(),
+                "integration_name": INTEGRATION,
+                "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
+                        "scope": "api://eg-tenant-service/.default", "client_secret": support::file_secret(CLIENT_SECRET)},
+                "read_timeout_secs": 5, "receive_timeout_secs": 2, "deadline_margin_secs": 1,
+                "stop_when_idle": opts.stop_when_idle, "min_refresh_interval_secs": 1,
+                "max_decompressed_bytes": 16 * MIB, "max_line_bytes": 64 * 1024
+            }},
+            "destinations": {
+                "out": {"type": "local_dir", "path": out},
+                "raw": {"type": "local_dir", "path": raw},
+                "archive": {"type": "s3", "bucket": archive_bucket, "prefix": "eg/",
+                            "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}}
+            },
+            "routes": [
+                {"name": "items", "source": SOURCE, "blob_types": [ITEMS, PRICES], "decompress": true,
+                 "destinations": ["out", "archive"], "target_folder": "items"},
+                {"name": "raw-items", "source": SOURCE, "blob_types": ["gateway.itemchanges"], "destinations": ["raw"]}
+            ],
+            "transfer": {"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}
+        });
+        let pull = support::services(&config).await;
+        let pullers = pull.export_pullers();
+        let copy = support::services(&config).await;
+        let engine = copy.engine();
+        let export = Self {
+            container,
+            blob_base,
+            state_bucket,
+            archive_bucket,
+            out,
+            raw,
+            aad,
+            tokens,
+            bus,
+            config,
+            pull,
+            pullers,
+            copy,
+            engine,
+            proxy,
+            sas_issued: Default::default(),
+            _dir: dir,
+        };
+        export.issue("gen-1", SB_KEY_1);
+        export
+    }
+
+    /// Makes the token service hand out the SAS of `policy` and the Service Bus `key`.
+    fn issue(&self, policy: &str, key: &str) {
+        let sas = ferry_harness::shared()
+            .azurite
+            .admin()
+            .container_sas_for_policy(&self.container, policy);
+        self.sas_issued.lock().unwrap().push(sas.clone());
+        self.tokens.answer(
+            &self.bus.connection_string(key),
+            &self.bus.subscription,
+            &[format!("{}?{sas}", self.blob_base)],
+        );
+    }
+
+    /// Rotates everything: new policy and Service Bus key handed out, old ones revoked.
+    async fn rotate(&self, old_policy: &str, new_policy: &str, new_key: &str) {
+        let admin = ferry_harness::shared().azurite.admin();
+        admin
+            .set_access_policy(
+                &self.container,
+                new_policy,
+                "rl",
+                SystemTime::now() + Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+        self.issue(new_policy, new_key);
+        self.bus.set_keys(&[new_key]);
+        admin
+            .remove_access_policy(&self.container, old_policy)
+            .await
+            .unwrap();
+    }
+
+    async fn upload(&self, name: &str, bytes: &[u8]) {
+        ferry_harness::shared()
+            .azurite
+            .admin()
+            .put_blob(&self.container, name, bytes)
+            .await
+            .unwrap();
+    }
+
+    fn blob_url(&self, name: &str) -> String {
+        let encoded = percent_encoding::utf8_percent_encode(name, PATH).to_string();
+        format!("{}/{encoded}", self.blob_base)
+    }
+
+    /// Runs export-pull's Lambda handler with `budget` until the deadline.
+    async fn pull_with(pullers: &[ExportPuller], budget: Duration) -> Result<Value, String> {
+        let mut context = Context::default();
+        context.deadline = ferry_shared::token::now_ms() + budget.as_millis() as u64;
+        export_pull::handle(
+            pullers,
+            LambdaEvent::new(json!({"source": "aws.scheduler"}), context),
+        )
+        .await
+        .map(|v| v["sources"][0].clone())
+        .map_err(|e| e.to_string())
+    }
+
+    async fn pull(&self) -> Value {
+        Self::pull_with(&self.pullers, Duration::from_secs(60))
+            .await
+            .unwrap()
+    }
+
+    async fn jobs(&self) -> Vec<String> {
+        self.copy.state.list("jobs/").await.unwrap()
+    }
+
+    async fn job(&self, key: &str) -> TransferJob {
+        self.copy
+            .state
+            .get_json::<TransferJob>(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    /// Runs blob-copy for a job key as an SQS delivery; true if it asked for redelivery.
+    async fn copy(&self, job_key: &str) -> bool {
+        let event = blob_copy::sqs_event_for_job(&self.state_bucket, job_key, "m-1", 1);
+        let r = blob_copy::handle(&self.engine, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap();
+        !r.batch_item_failures.is_empty()
+    }
+
+    /// Runs every key, eight at a time; returns the keys that asked for redelivery.
+    async fn copy_all(&self, keys: &[String]) -> Vec<String> {
+        let mut again = Vec::new();
+        for chunk in keys.chunks(8) {
+            let results = futures_util::future::join_all(chunk.iter().map(|k| self.copy(k))).await;
+            again.extend(
+                chunk
+                    .iter()
+                    .zip(results)
+                    .filter(|(_, r)| *r)
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        again
+    }
+
+    async fn receipt(&self, job_id: &str, dest: &str) -> Option<Receipt> {
+        self.copy
+            .state
+            .get_json::<Receipt>(&receipt_key(job_id, dest))
+            .await
+            .unwrap()
+            .map(|(r, _)| r)
+    }
+
+    async fn failed(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for key in self.copy.state.list("failed/").await.unwrap() {
+            out.push(
+                self.copy
+                    .state
+                    .get_json::<Value>(&key)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .0,
+            );
+        }
+        out
+    }
+
+    /// Every secret this export used: client secret, AAD tokens, SAS signatures, bus keys and
+    /// the bus signatures we sent.
+    fn secrets(&self) -> Vec<String> {
+        let mut s = vec![
+            CLIENT_SECRET.to_string(),
+            SB_KEY_1.to_string(),
+            SB_KEY_2.to_string(),
+        ];
+        s.extend(self.aad.tokens());
+        for sas in self.sas_issued.lock().unwrap().iter() {
+            let sig = sas
+                .split('&')
+                .find_map(|p| p.strip_prefix("sig="))
+                .unwrap()
+                .to_string();
+            s.push(
+                percent_encoding::percent_decode_str(&sig)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
+            s.push(sig);
+        }
+        s.extend(self.bus.signatures());
+        s
+    }
+
+    fn assert_logs_clean(&self) {
+        let secrets = self.secrets();
+        assert!(
+            secrets.len() >= 6,
+            "the scan covers real secrets: {}",
+            secrets.len()
+        );
+        support::logs::assert_no_secrets(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'/');
+
+/// A notification body; `pascal` uses the vendor sample's casing.
+fn notice(
+    blob_type: &str,
+    correlation_id: &str,
+    content_type: &str,
+    gzip: bool,
+    uri: &str,
+    pascal: bool,
+) -> Vec<u8> {
+    let encoding = if gzip { "gzip" } else { "" };
+    let v = if pascal {
+        json!({"BlobType": blob_type, "CorrelationId": correlation_id, "ContentType": content_type,
+               "ContentEncoding": encoding, "Uri": uri, "Properties": {"TenantId": "42", "Store": "0815"}})
+    } else {
+        json!({"blobType": blob_type, "correlationId": correlation_id, "contentType": content_type,
+               "contentEncoding": encoding, "uri": uri, "properties": {"tenantId": "42"}})
+    };
+    v.to_string().into_bytes()
+}
+
+/// jsonl records of about `bytes` bytes, with enough entropy that gzip cannot squash them.
+fn jsonl(seed: u64, bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes + 128);
+    let mut g = support::data::Generator::new(seed);
+    let mut n = 0u64;
+    while out.len() < bytes {
+        let mut r = [0u8; 12];
+        g.fill(&mut r);
+        writeln!(
+            out,
+            r#"{{"itemId":{n},"sku":"{}","qty":{},"name":"Vare ✓ {seed}"}}"#,
+            hex::encode(r),
+            r[0]
+        )
+        .unwrap();
+        n += 1;
+    }
+    out
+}
+
+fn xml(seed: u64, items: usize) -> Vec<u8> {
+    let mut out = String::from(r#"<?xml version="1.0" encoding="utf-8"?><PriceChanges>"#);
+    for i in 0..items {
+        out.push_str(&format!(
+            r#"<Price item="{seed}-{i}" amount="{}.{:02}" currency="NOK"/>"#,
+            i * 7 % 1000,
+            i % 100
+        ));
+    }
+    out.push_str("</PriceChanges>");
+    out.into_bytes()
+}
+
+/// gzip, as one member or two back to back (concatenated gzip files are one valid stream).
+fn gz(data: &[u8], members: usize) -> Vec<u8> {
+    let parts = if members > 1 {
+        let cut = data.len() / 2;
+        vec![&data[..cut], &data[cut..]]
+    } else {
+        vec![data]
+    };
+    let mut out = Vec::new();
+    for part in parts {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(part).unwrap();
+        out.extend(e.finish().unwrap());
+    }
+    out
+}
+
+fn strip_gz(name: &str) -> &str {
+    name.strip_suffix(".gz").unwrap_or(name)
+}
+
+fn files_under(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn fifty_mixed_messages_deliver_the_wanted_types_once_each() {
+    let e = Export::new(Options::default()).await;
+    let mut bodies = Vec::new();
+    // Delivered decompressed to `out` (items route) and as stored to `raw` (raw-items route).
+    let mut want_out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut want_raw: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..48u64 {
+        let (blob_type, ext, content_type, plain) = match i % 4 {
+            0 => (
+                ITEMS,
+                "jsonl",
+                "application/x-jsonlines",
+                jsonl(
+                    i,
+                    if i == 4 {
+                        5 * MIB / 2
+                    } else {
+                        2000 + 500 * i as usize
+                    },
+                ),
+            ),
+            1 => (PRICES, "xml", "text/xml", xml(i, 40 + i as usize)),
+            2 => (STOCK, "xmll", "application/x-xmllines", xml(i, 10)),
+            _ => (
+                CUSTOMERS,
+                "jsonl",
+                "application/x-jsonlines",
+                jsonl(i, 3000),
+            ),
+        };
+        let gzip = i % 3 != 1;
+        let correlation_id = format!("corr-{i:03}-{:08x}", rand::random::<u32>());
+        let name = format!(
+            "2026/11/22/{blob_type}/{i:03} {correlation_id}.{ext}{}",
+            if gzip { ".gz" } else { "" }
+        );
+        let stored = if gzip {
+            gz(&plain, 1 + (i % 2) as usize)
+        } else {
+            plain.clone()
+        };
+        e.upload(&name, &stored).await;
+        let body = notice(
+            blob_type,
+            &correlation_id,
+            content_type,
+            gzip,
+            &e.blob_url(&name),
+            i % 2 == 1,
+        );
+        e.bus.send(body.clone());
+        bodies.push(body);
+        if blob_type == ITEMS || blob_type == PRICES {
+            want_out.insert(format!("items/{}", strip_gz(&name)), plain);
+        }
+        if blob_type == ITEMS {
+            want_raw.insert(name, stored);
+        }
+    }
+    // The vendor sends two notifications again (same correlationId): 50 messages in all.
+    e.bus.send(bodies[0].clone());
+    e.bus.send(bodies[1].clone());
+
+    let summary = e.pull().await;
+    let count = |k: &str| summary[k].as_u64().unwrap();
+    assert_eq!(
+        [
+            "received",
+            "jobs_created",
+            "jobs_existing",
+            "skipped",
+            "completed",
+            "poison",
+            "refused",
+            "lock_lost",
+            "unlocked"
+        ]
+        .map(count),
+        [50, 36, 3, 24, 50, 0, 0, 0, 0],
+        "{summary}"
+    );
+    for m in e.bus.messages() {
+        assert_eq!(
+            (m.completes, m.deliveries, m.unlocks),
+            (1, 1, 0),
+            "message {} completed exactly once on first delivery",
+            m.sequence
+        );
+    }
+    assert_eq!(e.bus.lost_locks(), 0);
+    let jobs = e.jobs().await;
+    assert_eq!(
+        jobs.len(),
+        36,
+        "one job per wanted file and route, no duplicates"
+    );
+    let again = e.copy_all(&jobs).await;
+    assert!(again.is_empty(), "redelivery asked for {again:?}");
+
+    assert_eq!(
+        files_under(&e.out),
+        want_out.keys().cloned().collect(),
+        "exactly the configured types, decompressed names"
+    );
+    for (name, plain) in &want_out {
+        assert!(
+            std::fs::read(e.out.join(name)).unwrap() == *plain,
+            "{name} decompressed identical"
+        );
+    }
+    assert_eq!(files_under(&e.raw), want_raw.keys().cloned().collect());
+    for (name, stored) in &want_raw {
+        assert!(
+            std::fs::read(e.raw.join(name)).unwrap() == *stored,
+            "{name} byte-identical as stored"
+        );
+    }
+    let archived = support::moto_s3()
+        .await
+        .list_objects_v2()
+        .bucket(&e.archive_bucket)
+        .prefix("eg/items/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archived.key_count(), Some(want_out.len() as i32));
+    // Receipts say what was delivered: decompressed bytes for gzip files, as stored otherwise.
+    for key in &jobs {
+        let job = e.job(key).await;
+        let export = job.export.as_ref().unwrap();
+        for dest in &job.destinations {
+            let r = e.receipt(&job.id, dest).await.expect("receipt");
+            let gunzipped = export.is_gzip() && job.route == "items";
+            assert_eq!(r.transform.is_some(), gunzipped, "{r:?}");
+            if !gunzipped {
+                assert!(r.md5_verified_against_source, "{r:?}");
+            }
+        }
+    }
+
+    // Nothing left to do: the queue is empty and every job is done.
+    assert_eq!(e.pull().await["received"], 0);
+    let before = e
+        .receipt(
+            &jobs[0].rsplit('/').next().unwrap().replace(".json", ""),
+            "out",
+        )
+        .await;
+    assert!(e.copy_all(&jobs).await.is_empty());
+    let after = e
+        .receipt(
+            &jobs[0].rsplit('/').next().unwrap().replace(".json", ""),
+            "out",
+        )
+        .await;
+    assert_eq!(before, after, "a second run delivers nothing again");
+    assert_eq!(
+        (e.tokens.calls(), e.aad.calls()),
+        (1, 1),
+        "one token for both functions"
+    );
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn rotation_mid_transfer_refreshes_once_and_loses_nothing() {
+    let e = Export::new(Options {
+        proxy: true,
+        ..Default::default()
+    })
+    .await;
+    // A big gzip'd file, held part-way through its download while the tokens rotate.
+    let big_plain = jsonl(900, 8 * MIB);
+    let big = gz(&big_plain, 1);
+    assert!(big.len() > 2 * MIB, "compressed size {}", big.len());
+    e.upload("big/items-0001.jsonl.gz", &big).await;
+    let mut want = vec![("items/big/items-0001.jsonl".to_string(), big_plain)];
+    e.bus.send(notice(
+        ITEMS,
+        "corr-big",
+        "application/x-jsonlines",
+        true,
+        &e.blob_url("big/items-0001.jsonl.gz"),
+        false,
+    ));
+    for i in 0..5u64 {
+        let plain = xml(i, 200);
+        let name = format!("small/prices-{i}.xml.gz");
+        e.upload(&name, &gz(&plain, 1)).await;
+        e.bus.send(notice(
+            PRICES,
+            &format!("corr-before-{i}"),
+            "text/xml",
+            true,
+            &e.blob_url(&name),
+            true,
+        ));
+        want.push((format!("items/small/prices-{i}.xml"), plain));
+    }
+    assert_eq!(e.pull().await["jobs_created"], 7);
+    assert_eq!(e.tokens.calls(), 1);
+    // Tokens younger than min_refresh_interval_secs are never refreshed because of a 403.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let gate = Arc::new(Gate::default());
+    let proxy = e.proxy.as_ref().unwrap();
+    proxy.plan([
+        Fault::PauseResponseThenCut(MIB as u64, gate.clone()),
+        Fault::PauseResponseThenCut(MIB as u64, gate.clone()),
+    ]);
+    let big_key = format!(
+        "jobs/items/{}.json",
+        export_job_id("items", SOURCE, "corr-big")
+    );
+    let copy = e.copy(&big_key);
+    let rotate = async {
+        tokio::time::timeout(Duration::from_secs(20), gate.reached.notified())
+            .await
+            .expect("the download reached the pause");
+        e.rotate("gen-1", "gen-2", SB_KEY_2).await;
+        gate.release.notify_one();
+    };
+    let (redeliver, ()) = tokio::join!(copy, rotate);
+    assert!(!redeliver, "the in-flight transfer survived the rotation");
+    assert_eq!(e.tokens.calls(), 2, "exactly one refresh");
+    let logs = support::logs::text();
+    assert!(logs.contains("resuming with a range read"));
+    assert!(logs.contains("retrying once with refreshed tokens"));
+
+    // More notifications after the rotation: export-pull's old Service Bus key is refused; it
+    // finds the refreshed tokens blob-copy stored and needs no token service call of its own.
+    for i in 0..4u64 {
+        let plain = jsonl(100 + i, 5000);
+        let name = format!("after/items-{i}.jsonl.gz");
+        e.upload(&name, &gz(&plain, 2)).await;
+        e.bus.send(notice(
+            ITEMS,
+            &format!("corr-after-{i}"),
+            "application/x-jsonlines",
+            true,
+            &e.blob_url(&name),
+            false,
+        ));
+        want.push((format!("items/after/items-{i}.jsonl"), plain));
+    }
+    let unauthorized = e.bus.unauthorized();
+    assert_eq!(e.pull().await["jobs_created"], 8);
+    assert_eq!(
+        e.bus.unauthorized(),
+        unauthorized + 1,
+        "one refused receive with the old key"
+    );
+    let rest: Vec<String> = e
+        .jobs()
+        .await
+        .into_iter()
+        .filter(|k| *k != big_key)
+        .collect();
+    assert_eq!(rest.len(), 14);
+    assert!(e.copy_all(&rest).await.is_empty());
+    assert_eq!(
+        e.tokens.calls(),
+        2,
+        "still exactly one refresh across both functions"
+    );
+    for (name, plain) in &want {
+        assert!(
+            std::fs::read(e.out.join(name)).unwrap() == *plain,
+            "{name} delivered identical"
+        );
+    }
+    assert_eq!(e.bus.outstanding(), 0);
+    assert!(e.bus.messages().iter().all(|m| m.completes == 1));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn lock_lost_during_a_slow_save_redelivers_without_a_duplicate_job_or_delivery() {
+    let mut e = Export::new(Options {
+        lock: Duration::from_secs(1),
+        stop_when_idle: false,
+        ..Default::default()
+    })
+    .await;
+    let plain = jsonl(7, 20_000);
+    e.upload("slow/items.jsonl.gz", &gz(&plain, 1)).await;
+    e.bus.send(notice(
+        ITEMS,
+        "corr-slow",
+        "application/x-jsonlines",
+        true,
+        &e.blob_url("slow/items.jsonl.gz"),
+        false,
+    ));
+    // Instance A: its first job write lands, but A hears about it only after the lock expired.
+    e.pull.state = Arc::new(support::SlowPuts {
+        inner: e.pull.state.clone(),
+        prefix: "jobs/".into(),
+        delay: Duration::from_millis(2500),
+        before: false,
+        fail: false,
+        count: 1.into(),
+    });
+    let slow = e.pull.export_pullers();
+    // Instance B: an overlapping run (next schedule) with its own clients.
+    let other = support::services(&e.config).await;
+    let fast = other.export_pullers();
+    let started = Instant::now();
+    let a = Export::pull_with(&slow, Duration::from_secs(5));
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        Export::pull_with(&fast, Duration::from_secs(4)).await
+    };
+    let (a, b) = tokio::join!(a, b);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+        "both runs poll until shortly before their deadlines (margin 1 s): {took:?}"
+    );
+    // A's first job write landed at once (B found it); B created the second job before A's
+    // own write of it, which then found it there. Neither run made a duplicate.
+    assert_eq!(
+        ["jobs_created", "jobs_existing", "lock_lost", "completed"].map(|k| a[k].as_u64().unwrap()),
+        [1, 1, 1, 0],
+        "A: {a}"
+    );
+    assert_eq!(
+        ["jobs_created", "jobs_existing", "lock_lost", "completed"].map(|k| b[k].as_u64().unwrap()),
+        [1, 1, 0, 1],
+        "B: {b}"
+    );
+    let m = &e.bus.messages()[0];
+    assert_eq!(
+        (m.deliveries, m.completes),
+        (2, 1),
+        "redelivered once, completed once"
+    );
+    assert_eq!(e.bus.lost_locks(), 1, "A's complete found the lock gone");
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 2, "one job per route: {jobs:?}");
+    // blob-copy may hear of a job more than once; it delivers once.
+    let runs: Vec<String> = jobs.iter().chain(jobs.iter()).cloned().collect();
+    assert!(e.copy_all(&runs).await.is_empty());
+    assert!(e.copy_all(&jobs).await.is_empty());
+    let id = export_job_id("items", SOURCE, "corr-slow");
+    let receipt = e.receipt(&id, "out").await.unwrap();
+    assert_eq!(receipt.bytes, plain.len() as u64);
+    assert_eq!(
+        std::fs::read(e.out.join("items/slow/items.jsonl")).unwrap(),
+        plain
+    );
+    let archived = support::moto_s3()
+        .await
+        .list_objects_v2()
+        .bucket(&e.archive_bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archived.key_count(), Some(1));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_failed_job_save_unlocks_the_message_and_its_redelivery_is_saved() {
+    let mut e = Export::new(Options::default()).await;
+    let plain = xml(11, 50);
+    e.upload("unlock/prices.xml", &plain).await;
+    e.bus.send(notice(
+        PRICES,
+        "corr-unlock",
+        "text/xml",
+        false,
+        &e.blob_url("unlock/prices.xml"),
+        true,
+    ));
+    e.pull.state = Arc::new(support::SlowPuts {
+        inner: e.pull.state.clone(),
+        prefix: "jobs/".into(),
+        delay: Duration::ZERO,
+        before: false,
+        fail: true,
+        count: 1.into(),
+    });
+    let pullers = e.pull.export_pullers();
+    let summary = Export::pull_with(&pullers, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        ["received", "unlocked", "jobs_created", "completed"].map(|k| summary[k].as_u64().unwrap()),
+        [2, 1, 1, 1],
+        "{summary}"
+    );
+    let m = &e.bus.messages()[0];
+    assert_eq!((m.deliveries, m.unlocks, m.completes), (2, 1, 1));
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert!(e.copy_all(&jobs).await.is_empty());
+    assert_eq!(
+        std::fs::read(e.out.join("items/unlock/prices.xml")).unwrap(),
+        plain
+    );
+    assert!(support::logs::text().contains("unlocking it for redelivery"));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn poison_foreign_uris_and_gzip_bombs_are_refused_with_reasons_while_the_queue_flows() {
+    let e = Export::new(Options::default()).await;
+    let c = ferry_harness::shared();
+    // A host that must never see a request (it would receive the token).
+    let elsewhere = wiremock::MockServer::start().await;
+    let admin = c.azurite.admin();
+    let other_container = support::unique("other");
+    admin.create_container(&other_container).await.unwrap();
+    admin
+        .put_blob(&other_container, "secret.jsonl", b"{\"x\":1}\n")
+        .await
+        .unwrap();
+    let good = |i: u64| (format!("good/{i}.jsonl.gz"), jsonl(500 + i, 4000));
+    let mut want = Vec::new();
+    let mut send_good = async |i: u64| {
+        let (name, plain) = good(i);
+        e.upload(&name, &gz(&plain, 1)).await;
+        e.bus.send(notice(
+            ITEMS,
+            &format!("corr-good-{i}"),
+            "application/x-jsonlines",
+            true,
+            &e.blob_url(&name),
+            i.is_multiple_of(2),
+        ));
+        want.push((format!("items/{}", strip_gz(&name)), plain));
+    };
+    send_good(0).await;
+    // Poison: not JSON, and JSON without a uri.
+    e.bus.send(b"\x00\x01 this is not a notification".to_vec());
+    e.bus.send(
+        json!({"blobType": ITEMS, "correlationId": "corr-no-uri"})
+            .to_string()
+            .into_bytes(),
+    );
+    send_good(1).await;
+    // Foreign uris: another host (same IP, other port), another host name, another container,
+    // and traversal out of the container, plain and percent-encoded.
+    let base_path = format!("/devstoreaccount1/{}", e.container);
+    let foreign = [
+        format!("{}{base_path}/x.jsonl", elsewhere.uri()),
+        format!("http://localhost:{}{base_path}/x.jsonl", c.azurite.port),
+        format!(
+            "http://127.0.0.1:{}/devstoreaccount1/{other_container}/secret.jsonl",
+            c.azurite.port
+        ),
+        format!("{}/../{other_container}/secret.jsonl", e.blob_base),
+        format!("{}/%2e%2e/{other_container}/secret.jsonl", e.blob_base),
+    ];
+    for (i, uri) in foreign.iter().enumerate() {
+        e.bus.send(notice(
+            ITEMS,
+            &format!("corr-foreign-{i}"),
+            "application/x-jsonlines",
+            false,
+            uri,
+            false,
+        ));
+    }
+    send_good(2).await;
+    // Content refused when decompressed: a gzip bomb (64 MiB of newlines in ~64 KiB), an
+    // overlong jsonl line, and data that is not gzip at all.
+    let bomb = gz(&vec![b'\n'; 64 * MIB], 1);
+    assert!(bomb.len() < 128 * 1024);
+    e.upload("bad/bomb.jsonl.gz", &bomb).await;
+    let long_line = [jsonl(1, 1000), vec![b'x'; 100 * 1024], b"\n".to_vec()].concat();
+    e.upload("bad/long.jsonl.gz", &gz(&long_line, 1)).await;
+    e.upload("bad/plain.xml.gz", &xml(3, 10)).await;
+    for (corr, name, ctype) in [
+        ("corr-bomb", "bad/bomb.jsonl.gz", "application/x-jsonlines"),
+        ("corr-long", "bad/long.jsonl.gz", "application/x-jsonlines"),
+        ("corr-notgz", "bad/plain.xml.gz", "text/xml"),
+    ] {
+        e.bus
+            .send(notice(PRICES, corr, ctype, true, &e.blob_url(name), true));
+    }
+    send_good(3).await;
+
+    let summary = e.pull().await;
+    assert_eq!(
+        ["received", "poison", "refused", "jobs_created", "completed"]
+            .map(|k| summary[k].as_u64().unwrap()),
+        [14, 2, 5, 4 * 2 + 3, 14],
+        "{summary}"
+    );
+    assert_eq!(e.bus.outstanding(), 0, "nothing blocks the queue");
+    let rejected = e.failed().await;
+    let reasons: Vec<(String, String)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let has = |kind: &str, text: &str| reasons.iter().any(|(k, r)| k == kind && r.contains(text));
+    assert!(has("poison", "body is not JSON"), "{reasons:?}");
+    assert!(has("poison", "uri is missing"), "{reasons:?}");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|(k, r)| k == "refused_uri"
+                && r.contains("not under any of the token's blob base URLs"))
+            .count(),
+        3,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|(k, r)| k == "refused_uri" && r.contains("'..'"))
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+    let poison_body = rejected
+        .iter()
+        .find(|r| r["reason"].as_str().unwrap().contains("not JSON"))
+        .unwrap();
+    assert!(
+        poison_body["body"]
+            .as_str()
+            .unwrap()
+            .contains("this is not a notification"),
+        "the body is kept"
+    );
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "no request (and no token) went to a foreign host"
+    );
+
+    let jobs = e.jobs().await;
+    assert!(
+        e.copy_all(&jobs).await.is_empty(),
+        "refused content is not retried"
+    );
+    for (name, plain) in &want {
+        assert!(
+            std::fs::read(e.out.join(name)).unwrap() == *plain,
+            "{name} delivered"
+        );
+    }
+    for (corr, text) in [
+        ("corr-bomb", "gzip bomb refused"),
+        ("corr-long", "max_line_bytes"),
+        ("corr-notgz", "not valid gzip"),
+    ] {
+        let id = export_job_id("items", SOURCE, corr);
+        let record = e
+            .copy
+            .state
+            .get_json::<Value>(&failure_key(&id))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no dead letter for {corr}"))
+            .0;
+        let reason = record["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(text) && reason.contains("cannot succeed without intervention"),
+            "{corr}: {reason}"
+        );
+        assert_eq!(record["retryable"], false);
+        assert!(e.receipt(&id, "out").await.is_none());
+    }
+    assert!(
+        files_under(&e.out)
+            .iter()
+            .all(|f| f.starts_with("items/good/")),
+        "nothing of the refused files was delivered: {:?}",
+        files_under(&e.out)
+    );
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn token_service_403_is_an_error_naming_permissions_not_granted() {
+    let e = Export::new(Options::default()).await;
+    e.tokens.forbid();
+    e.bus.send(notice(
+        ITEMS,
+        "corr-1",
+        "application/x-jsonlines",
+        false,
+        &e.blob_url("a.jsonl"),
+        false,
+    ));
+    let caches: Vec<_> = e.pull.tokens.values().cloned().collect();
+    let err = token_refresh::handle(&caches, LambdaEvent::new(json!({}), Context::default()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("403") && err.contains("permissions not granted yet"),
+        "{err}"
+    );
+    assert!(err.contains(INTEGRATION), "names the integration: {err}");
+    let err = Export::pull_with(&e.pullers, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(err.contains("permissions not granted yet"), "{err}");
+    assert_eq!(
+        e.bus.outstanding(),
+        1,
+        "the message waits for the permissions"
+    );
+    assert!(e.copy.state.list("tokens/").await.unwrap().is_empty());
+    assert!(support::logs::text().contains("permissions not granted yet"));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn local_runner_schedule_refreshes_pulls_and_copies() {
+    let e = Export::new(Options::default()).await;
+    let plain = jsonl(77, 10_000);
+    e.upload("runner/items.jsonl.gz", &gz(&plain, 1)).await;
+    e.bus.send(notice(
+        ITEMS,
+        "corr-runner",
+        "application/x-jsonlines",
+        true,
+        &e.blob_url("runner/items.jsonl.gz"),
+        false,
+    ));
+    let mut runner = ferry::LocalRunner::start(
+        &e.copy,
+        "127.0.0.1:0".parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    assert!(
+        runner.webhook_addr.is_none(),
+        "no webhook section, no server"
+    );
+    runner.start_export_schedule(&e.pull, Duration::from_secs(2));
+    let (out, raw) = (
+        e.out.join("items/runner/items.jsonl"),
+        e.raw.join("runner/items.jsonl.gz"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(out.exists() && raw.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled pull's jobs were not copied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(std::fs::read(&out).unwrap() == plain);
+    assert_eq!(e.bus.outstanding(), 0);
+    assert_eq!(e.tokens.calls(), 1);
+    e.assert_logs_clean();
+}
