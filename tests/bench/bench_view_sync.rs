@@ -118,6 +118,47 @@ async fn main() -> anyhow::Result<()> {
         }
         eprintln!("checked: PostgreSQL holds all {rows} rows");
     }
+    if sink == "s3" {
+        // The same view through a plain requests + boto3 script (tests/bench/view_sync_reference.py).
+        let mock = view::MockView::start(PASSWORD).await;
+        mock.push(view::records(0, n));
+        moto.create_bucket("reference").await?;
+        let t = Instant::now();
+        let out = Command::new("/usr/bin/time")
+            .arg("-v")
+            .arg(root.join(".local/venv/bin/python"))
+            .arg(root.join("tests/bench/view_sync_reference.py"))
+            .args([
+                &mock.url(),
+                &mock.user,
+                PASSWORD,
+                view::ON_BEHALF_OF,
+                &moto.endpoint,
+                "reference",
+                &chunk.to_string(),
+            ])
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("reference script failed: {stderr}");
+        }
+        let rss_kib: u64 = stderr
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Maximum resident set size (kbytes): ")
+            })
+            .context("no RSS line")?
+            .parse()?;
+        let ferry = &results[1].1;
+        println!(
+            "reference (python requests + boto3) {n} records -> s3: {secs:.2} s, {:.0} records/s, peak RSS {:.1} MiB; ferry/reference speed {:.2}x",
+            n as f64 / secs,
+            rss_kib as f64 / 1024.0,
+            secs / ferry.secs
+        );
+    }
     let (small, big) = (&results[0].1, &results[1].1);
     println!(
         "peak RSS {:.1} MiB at {} records vs {:.1} MiB at {} records",
