@@ -384,39 +384,8 @@ fn servers_outlive_the_thread_that_started_them_and_die_on_drop() {
 
 /// Not a test on its own: run in a child process by `nothing_survives_the_process`.
 #[test]
-#[ignore = "helper, run in a child process by nothing_survives_the_process"]
-fn child_starts_components_and_exits() {
-    let c = shared();
-    println!(
-        "PIDS {} {} {}",
-        c.azurite.pid().unwrap(),
-        c.moto.pid().unwrap(),
-        c.sshd.pid().unwrap()
-    );
-    println!(
-        "DIRS {} {} {}",
-        c.azurite.dir().display(),
-        c.moto.dir().display(),
-        c.sshd.root.parent().unwrap().display()
-    );
-    std::io::stdout().flush().unwrap();
-    // Also a private instance that this test thread "owns": it must survive the end of
-    // this thread (the spawner thread is the parent thread) and die with the process.
-    let moto = Box::leak(Box::new(Moto::start().unwrap()));
-    println!("PRIVATE {}", moto.pid().unwrap());
-}
-
-#[test]
 fn nothing_survives_the_process() {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_starts_components_and_exits",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness-child"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -425,13 +394,7 @@ fn nothing_survives_the_process() {
     let mut dirs = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        // libtest may print "test NAME ... " in front of the first line.
-        let start = ["PIDS ", "DIRS ", "PRIVATE "]
-            .iter()
-            .filter_map(|m| line.find(m))
-            .min()
-            .unwrap_or(0);
-        let mut words = line[start..].split_whitespace();
+        let mut words = line.split_whitespace();
         match words.next() {
             Some("PIDS") | Some("PRIVATE") => pids.extend(words.map(|w| w.parse::<i32>().unwrap())),
             Some("DIRS") => dirs.extend(words.map(std::path::PathBuf::from)),
