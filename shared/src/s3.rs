@@ -30,8 +30,12 @@ pub async fn load_aws_config(endpoint: &S3Endpoint) -> aws_config::SdkConfig {
 
 /// An S3 client for `endpoint`. The SDK retries throttling and 5xx itself (standard mode).
 pub async fn client(endpoint: &S3Endpoint) -> aws_sdk_s3::Client {
-    let shared = load_aws_config(endpoint).await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
+    client_from(&load_aws_config(endpoint).await, endpoint)
+}
+
+/// An S3 client from an already loaded AWS config (shared with other clients of the same endpoint).
+pub fn client_from(shared: &aws_config::SdkConfig, endpoint: &S3Endpoint) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(shared)
         .force_path_style(endpoint.force_path_style)
         .build();
     aws_sdk_s3::Client::from_conf(conf)

@@ -59,16 +59,12 @@ pub struct Services {
 impl Services {
     /// Builds the state store, sources and destinations; resolves the secrets they need.
     pub async fn build(config: Config) -> Result<Self, SetupError> {
-        let uses_secrets_manager =
-            serde_json::to_string(&config).is_ok_and(|s| s.contains("\"secrets_manager\""));
-        let sm = if uses_secrets_manager {
-            let shared = crate::s3::load_aws_config(&config.state.endpoint).await;
-            Some(aws_sdk_secretsmanager::Client::new(&shared))
-        } else {
-            None
-        };
-        let secrets = Arc::new(SecretResolver::new(sm, Duration::from_secs(300)));
-        let state_client = crate::s3::client(&config.state.endpoint).await;
+        // One AWS config (credentials chain, region, endpoint) for the state store and Secrets
+        // Manager; building a client makes no request, credentials load on first use.
+        let aws = crate::s3::load_aws_config(&config.state.endpoint).await;
+        let sm = aws_sdk_secretsmanager::Client::new(&aws);
+        let secrets = Arc::new(SecretResolver::new(Some(sm), Duration::from_secs(300)));
+        let state_client = crate::s3::client_from(&aws, &config.state.endpoint);
         let state: Arc<dyn StateStore> =
             Arc::new(S3StateStore::new(state_client, &config.state.bucket));
         let retry = RetryPolicy::from_config(&config.transfer);
