@@ -349,3 +349,120 @@ async fn http_destination_conforms() {
     .await;
     run_suite("http", dest, &HttpProbe(server)).await;
 }
+
+// ---------- S3 crash-resume checkpoints never hold up the upload
+
+/// A state store whose progress writes (after the first, which records the upload id) wait
+/// until `open` turns true.
+struct GatedStore {
+    inner: ferry_shared::state::S3StateStore,
+    open: tokio::sync::watch::Receiver<bool>,
+    progress_writes: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl ferry_shared::state::StateStore for GatedStore {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<ferry_shared::state::Versioned>, ferry_shared::state::StateError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        mode: ferry_shared::state::PutMode,
+    ) -> Result<String, ferry_shared::state::StateError> {
+        use std::sync::atomic::Ordering;
+        if key.starts_with("progress/") && self.progress_writes.fetch_add(1, Ordering::SeqCst) > 0 {
+            let _ = self.open.clone().wait_for(|open| *open).await;
+        }
+        self.inner.put(key, body, mode).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), ferry_shared::state::StateError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ferry_shared::state::StateError> {
+        self.inner.list(prefix).await
+    }
+}
+
+/// Sets `at_end` when the inner stream reaches its end.
+struct SignalAtEnd {
+    inner: ferry_shared::ByteReader,
+    at_end: tokio::sync::watch::Sender<bool>,
+}
+
+impl tokio::io::AsyncRead for SignalAtEnd {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() == before {
+            self.at_end.send_replace(true);
+        }
+        polled
+    }
+}
+
+#[tokio::test]
+async fn s3_part_uploads_never_wait_for_progress_checkpoints() {
+    support::aws_test_env();
+    let moto = &ferry_harness::shared().moto;
+    let bucket = support::unique("ckpt");
+    moto.create_bucket(&bucket).await.unwrap();
+    let client = support::moto_s3().await;
+    let (at_end, open) = tokio::sync::watch::channel(false);
+    let store = Arc::new(GatedStore {
+        inner: ferry_shared::state::S3StateStore::new(client.clone(), bucket.clone()),
+        open,
+        progress_writes: 0.into(),
+    });
+    let dest = ferry_shared::dest::s3::S3Destination::new(
+        client,
+        &bucket,
+        "in/",
+        5 * MIB as usize,
+        2,
+        Some(store.clone()),
+    );
+    // Checkpoints are held until the whole source was read: an upload that waited for its
+    // checkpoint writes would never get there.
+    let len = 40 * MIB;
+    let body: ferry_shared::ByteReader = Box::pin(SignalAtEnd {
+        inner: data::reader(7, len, None),
+        at_end,
+    });
+    let (body, _) = verifying(body, len, None);
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        dest.write(&delivery("gated.bin", len), body),
+    )
+    .await
+    .expect("the upload waited for a held checkpoint write")
+    .unwrap();
+    assert_eq!(written.bytes, len);
+    let probe = S3Probe {
+        client: support::moto_s3().await,
+        bucket: bucket.clone(),
+    };
+    assert_eq!(
+        probe.stored("gated.bin").await,
+        Some((len, data::sha256(7, len)))
+    );
+    assert!(
+        store
+            .progress_writes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2,
+        "progress was checkpointed as parts finished"
+    );
+    let left = ferry_shared::state::StateStore::list(store.as_ref(), "progress/")
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "checkpoint left behind: {left:?}");
+}

@@ -13,6 +13,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use std::sync::Arc;
@@ -183,9 +184,16 @@ impl S3Destination {
         };
         let upload_id = progress.upload_id.clone();
         let resumed = !progress.parts.is_empty();
+        let saver = self
+            .checkpoints
+            .clone()
+            .map(|store| ProgressSaver::start(store, checkpoint.clone(), progress.clone()));
         let result = self
-            .upload_parts(key, progress, &checkpoint, &mut body)
+            .upload_parts(key, &progress, saver.as_ref(), &mut body)
             .await;
+        if let Some(saver) = saver {
+            saver.finish().await;
+        }
         let done = match result {
             Ok(parts) => self
                 .client
@@ -252,19 +260,10 @@ impl S3Destination {
             size: delivery.size,
             parts: Vec::new(),
         };
-        self.save_progress(checkpoint, &progress).await;
-        Ok(progress)
-    }
-
-    /// Without a checkpoint a crash only costs a restart, so a failed save is not fatal.
-    async fn save_progress(&self, checkpoint: &str, progress: &UploadProgress) {
-        if let Some(store) = &self.checkpoints
-            && let Err(e) = store
-                .put_json(checkpoint, progress, PutMode::Overwrite)
-                .await
-        {
-            tracing::warn!(checkpoint, error = %e, "could not save upload progress; a crash will restart this upload");
+        if let Some(store) = &self.checkpoints {
+            save_progress(store.as_ref(), checkpoint, &progress).await;
         }
+        Ok(progress)
     }
 
     /// A previous run's upload for the same delivery, with the leading parts it finished.
@@ -299,8 +298,8 @@ impl S3Destination {
     async fn upload_parts(
         &self,
         key: &str,
-        mut progress: UploadProgress,
-        checkpoint: &str,
+        progress: &UploadProgress,
+        saver: Option<&ProgressSaver>,
         body: &mut ByteReader,
     ) -> Result<Vec<CompletedPart>, DestinationError> {
         let upload_id = progress.upload_id.clone();
@@ -361,8 +360,9 @@ impl S3Destination {
             });
             while in_flight.len() >= self.concurrency {
                 parts.push(join_part(&mut in_flight).await?);
-                self.checkpoint_parts(checkpoint, &mut progress, &parts)
-                    .await;
+                if let Some(saver) = &saver {
+                    saver.record(&parts);
+                }
             }
             if n < self.part_size {
                 // A short part is the last one; one more read confirms end-of-stream (and runs the verifier).
@@ -382,16 +382,54 @@ impl S3Destination {
         Ok(parts)
     }
 
-    /// Records the gap-free run of finished parts if it grew.
-    async fn checkpoint_parts(
-        &self,
-        checkpoint: &str,
-        progress: &mut UploadProgress,
-        parts: &[CompletedPart],
-    ) {
-        if self.checkpoints.is_none() {
-            return;
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let r = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(bucket = %self.bucket, key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort multipart upload; a bucket lifecycle rule should clean it");
         }
+    }
+}
+
+/// Without a checkpoint a crash only costs a restart, so a failed save is not fatal.
+async fn save_progress(store: &dyn StateStore, checkpoint: &str, progress: &UploadProgress) {
+    if let Err(e) = store
+        .put_json(checkpoint, progress, PutMode::Overwrite)
+        .await
+    {
+        tracing::warn!(checkpoint, error = %e, "could not save upload progress; a crash will restart this upload");
+    }
+}
+
+/// Saves upload progress from a background task, always the newest and one save at a time, so
+/// part uploads never wait on the state store (with a slow store they used to stall the source
+/// read once per part).
+struct ProgressSaver {
+    latest: watch::Sender<UploadProgress>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressSaver {
+    /// `progress` is already stored.
+    fn start(store: Arc<dyn StateStore>, checkpoint: String, progress: UploadProgress) -> Self {
+        let (latest, mut newest) = watch::channel(progress);
+        let task = tokio::spawn(async move {
+            while newest.changed().await.is_ok() {
+                let progress = newest.borrow_and_update().clone();
+                save_progress(store.as_ref(), &checkpoint, &progress).await;
+            }
+        });
+        Self { latest, task }
+    }
+
+    /// Records the gap-free run of finished parts if it grew.
+    fn record(&self, parts: &[CompletedPart]) {
         let mut numbers: Vec<(i32, &str)> = parts
             .iter()
             .filter_map(|p| Some((p.part_number()?, p.e_tag()?)))
@@ -406,24 +444,19 @@ impl S3Destination {
                 etag: etag.to_string(),
             })
             .collect();
-        if run.len() > progress.parts.len() {
-            progress.parts = run;
-            self.save_progress(checkpoint, progress).await;
-        }
+        self.latest.send_if_modified(|progress| {
+            let grew = run.len() > progress.parts.len();
+            if grew {
+                progress.parts = run;
+            }
+            grew
+        });
     }
 
-    async fn abort(&self, key: &str, upload_id: &str) {
-        let r = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(bucket = %self.bucket, key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "could not abort multipart upload; a bucket lifecycle rule should clean it");
-        }
+    /// Waits for the save in flight, so no checkpoint write lands after the caller deletes it.
+    async fn finish(self) {
+        drop(self.latest);
+        let _ = self.task.await;
     }
 }
 
