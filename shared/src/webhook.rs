@@ -3,6 +3,8 @@
 //! their requests to `WebhookRequest` and call `WebhookService::handle`.
 
 use std::collections::BTreeMap;
+
+use futures_util::future::join_all;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -223,72 +225,53 @@ impl WebhookService {
         routes: &[&RouteConfig],
         cid: &str,
     ) -> WebhookResponse {
+        // Each source's object is read once, however many routes share it.
         let mut objects: BTreeMap<&str, SourceObject> = BTreeMap::new();
+        for route in routes {
+            if objects.contains_key(route.source.as_str()) {
+                continue;
+            }
+            let Some(source) = self.sources.get(&route.source) else {
+                return reject(
+                    500,
+                    "misconfigured",
+                    format!("route {:?} names a missing source", route.name),
+                    cid,
+                );
+            };
+            match source.stat(container, file).await {
+                Ok(o) => {
+                    objects.insert(route.source.as_str(), o);
+                }
+                Err(SourceError::NotFound(_)) => {
+                    return reject(
+                        422,
+                        "file_not_found",
+                        format!("{file:?} does not exist in container {container:?}"),
+                        cid,
+                    );
+                }
+                Err(e @ SourceError::AccessDenied { .. }) => {
+                    tracing::error!(correlation_id = cid, source = %route.source, error = %e, "source credentials refused");
+                    return reject(502, "source_access_denied", e.to_string(), cid);
+                }
+                Err(e) => return reject(503, "source_unavailable", e.to_string(), cid),
+            }
+        }
+        // The routes' jobs are independent: write them at once, so latency does not grow with
+        // the number of matching routes.
+        let writes = routes.iter().map(|route| {
+            let object = objects[route.source.as_str()].clone();
+            self.write_job(route, object, file, cid)
+        });
         let mut jobs = Vec::new();
         let mut any_new = false;
-        for route in routes {
-            let object = match objects.get(route.source.as_str()) {
-                Some(o) => o.clone(),
-                None => {
-                    let Some(source) = self.sources.get(&route.source) else {
-                        return reject(
-                            500,
-                            "misconfigured",
-                            format!("route {:?} names a missing source", route.name),
-                            cid,
-                        );
-                    };
-                    match source.stat(container, file).await {
-                        Ok(o) => {
-                            objects.insert(route.source.as_str(), o.clone());
-                            o
-                        }
-                        Err(SourceError::NotFound(_)) => {
-                            return reject(
-                                422,
-                                "file_not_found",
-                                format!("{file:?} does not exist in container {container:?}"),
-                                cid,
-                            );
-                        }
-                        Err(e @ SourceError::AccessDenied { .. }) => {
-                            tracing::error!(correlation_id = cid, source = %route.source, error = %e, "source credentials refused");
-                            return reject(502, "source_access_denied", e.to_string(), cid);
-                        }
-                        Err(e) => return reject(503, "source_unavailable", e.to_string(), cid),
-                    }
-                }
-            };
-            let id = job_id(&route.name, &route.source, &object);
-            let key = job_key(&route.name, &id);
-            let job = TransferJob {
-                id: id.clone(),
-                route: route.name.clone(),
-                source: route.source.clone(),
-                object,
-                destinations: route.destinations.clone(),
-                target_folder: route.target_folder.clone(),
-                correlation_id: cid.to_string(),
-                created_at: now_rfc3339(),
-                export: None,
-            };
-            let state = self.state.as_ref();
-            let status = match self
-                .retry
-                .run("write job", || state.put_json(&key, &job, PutMode::Create))
-                .await
-            {
-                Ok(_) => {
-                    any_new = true;
-                    tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "job created");
-                    "accepted"
-                }
-                Err(StateError::AlreadyExists { .. }) => {
-                    tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "duplicate webhook; job exists");
-                    "duplicate"
-                }
+        for (route, written) in routes.iter().zip(join_all(writes).await) {
+            let (id, key, status) = match written {
+                Ok(job) => job,
                 Err(e) => return reject(503, "state_unavailable", e.to_string(), cid),
             };
+            any_new |= status == "accepted";
             jobs.push(json!({"route": route.name, "job_id": id, "job_key": key, "status": status}));
         }
         WebhookResponse {
@@ -296,6 +279,46 @@ impl WebhookService {
             body: json!({"status": if any_new { "accepted" } else { "duplicate" }, "jobs": jobs, "correlation_id": cid}),
             retry_after_secs: None,
         }
+    }
+
+    /// Writes one route's job create-once; returns (job id, job key, "accepted" | "duplicate").
+    async fn write_job(
+        &self,
+        route: &RouteConfig,
+        object: SourceObject,
+        file: &str,
+        cid: &str,
+    ) -> Result<(String, String, &'static str), StateError> {
+        let id = job_id(&route.name, &route.source, &object);
+        let key = job_key(&route.name, &id);
+        let job = TransferJob {
+            id: id.clone(),
+            route: route.name.clone(),
+            source: route.source.clone(),
+            object,
+            destinations: route.destinations.clone(),
+            target_folder: route.target_folder.clone(),
+            correlation_id: cid.to_string(),
+            created_at: now_rfc3339(),
+            export: None,
+        };
+        let state = self.state.as_ref();
+        let status = match self
+            .retry
+            .run("write job", || state.put_json(&key, &job, PutMode::Create))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "job created");
+                "accepted"
+            }
+            Err(StateError::AlreadyExists { .. }) => {
+                tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "duplicate webhook; job exists");
+                "duplicate"
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((id, key, status))
     }
 }
 
