@@ -303,50 +303,41 @@ impl ViewSync {
         progress.report.watermark_before = asked.clone();
 
         let response = self.fetch(view, asked.as_ref()).await?;
-        let secs = view.config.timeout_secs;
-        let mut body = response.bytes_stream();
-        let mut splitter = ArraySplitter::new(view.config.max_record_bytes);
-        let chunk_size = view.config.chunk_size;
-        let mut pending: Vec<Record> = Vec::with_capacity(chunk_size.min(10_000));
-        let mut ready: Vec<(u64, Record)> = Vec::new();
-        let mut last: Option<Cursor> = None;
-        while let Some(piece) = body.next().await {
-            let piece = piece.map_err(|e| transport(&e, secs))?;
-            let mut index = splitter.elements();
-            splitter.feed(&piece, |bytes| {
-                index += 1;
-                let record = Record::from_json(bytes)
-                    .map_err(|reason| SyncFailure::InvalidRecord { index, reason })?;
-                ready.push((index, record));
-                Ok::<_, SyncFailure>(())
-            })?;
-            for (index, record) in ready.drain(..) {
-                if asked.as_ref().is_some_and(|w| record.cursor <= *w) {
-                    progress.report.skipped += 1;
-                    continue;
-                }
-                if let Some(previous) = &last
-                    && record.cursor < *previous
-                {
-                    return Err(SyncFailure::OutOfOrder {
-                        index,
-                        record_id: record.record_id,
-                        found: record.cursor,
-                        previous: previous.clone(),
-                    });
-                }
-                if pending.len() >= chunk_size && last.as_ref() != Some(&record.cursor) {
-                    let records = std::mem::replace(&mut pending, Vec::with_capacity(chunk_size));
-                    self.deliver(name, view, lease, records, progress).await?;
-                }
-                last = Some(record.cursor.clone());
-                pending.push(record);
+        // The next chunk is read and parsed while the previous one is being delivered: a
+        // one-slot channel keeps at most three chunks in memory (building, queued, delivering)
+        // and chunks are delivered strictly in order, each before the watermark moves past it.
+        let (chunks, mut queued) = tokio::sync::mpsc::channel::<Vec<Record>>(1);
+        let reading = read_chunks(view, response, asked.as_ref(), chunks);
+        let delivered_progress = &mut *progress;
+        let delivering = async move {
+            // On a failure `queued` is dropped here, which stops the reader at its next chunk.
+            while let Some(records) = queued.recv().await {
+                self.deliver(name, view, lease, records, delivered_progress)
+                    .await?;
             }
-        }
-        splitter.finish()?;
-        if !pending.is_empty() {
-            self.deliver(name, view, lease, pending, progress).await?;
-        }
+            Ok::<_, SyncFailure>(())
+        };
+        // A delivery failure ends the run at once (the reader is dropped mid-response); a read
+        // failure (bad record, out of order, cut connection) first lets the chunks handed over
+        // before it be delivered.
+        let read = {
+            tokio::pin!(reading, delivering);
+            tokio::select! {
+                delivered = &mut delivering => {
+                    delivered?;
+                    reading.await
+                }
+                read = &mut reading => {
+                    delivering.await?;
+                    read
+                }
+            }
+        };
+        let skipped = match read {
+            Ok(skipped) | Err(ReadStop::DeliveryStopped { skipped }) => skipped,
+            Err(ReadStop::Failed(failure)) => return Err(failure),
+        };
+        progress.report.skipped += skipped;
         if progress.report.skipped > 0 {
             tracing::warn!(
                 skipped = progress.report.skipped,
@@ -451,6 +442,86 @@ impl ViewSync {
             })
             .await
     }
+}
+
+/// Why reading the view stopped early.
+enum ReadStop {
+    /// Delivery failed and dropped its end of the channel; `skipped` records were counted so far.
+    DeliveryStopped { skipped: u64 },
+    /// The response could not be read or broke the rules.
+    Failed(SyncFailure),
+}
+
+impl From<SyncFailure> for ReadStop {
+    fn from(failure: SyncFailure) -> Self {
+        ReadStop::Failed(failure)
+    }
+}
+
+impl From<SplitError> for ReadStop {
+    fn from(e: SplitError) -> Self {
+        ReadStop::Failed(e.into())
+    }
+}
+
+/// Splits the view's response into chunks of `chunk_size` records (never between two equal
+/// cursors) and hands them to `chunks` in order; returns the number of records skipped as at or
+/// below `asked`.
+async fn read_chunks(
+    view: &ViewSource,
+    response: reqwest::Response,
+    asked: Option<&Cursor>,
+    chunks: tokio::sync::mpsc::Sender<Vec<Record>>,
+) -> Result<u64, ReadStop> {
+    let secs = view.config.timeout_secs;
+    let mut body = response.bytes_stream();
+    let mut splitter = ArraySplitter::new(view.config.max_record_bytes);
+    let chunk_size = view.config.chunk_size;
+    let mut pending: Vec<Record> = Vec::with_capacity(chunk_size.min(10_000));
+    let mut ready: Vec<(u64, Record)> = Vec::new();
+    let mut last: Option<Cursor> = None;
+    let mut skipped = 0;
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| transport(&e, secs))?;
+        let mut index = splitter.elements();
+        splitter.feed(&piece, |bytes| {
+            index += 1;
+            let record = Record::from_json(bytes)
+                .map_err(|reason| SyncFailure::InvalidRecord { index, reason })?;
+            ready.push((index, record));
+            Ok::<_, SyncFailure>(())
+        })?;
+        for (index, record) in ready.drain(..) {
+            if asked.is_some_and(|w| record.cursor <= *w) {
+                skipped += 1;
+                continue;
+            }
+            if let Some(previous) = &last
+                && record.cursor < *previous
+            {
+                return Err(SyncFailure::OutOfOrder {
+                    index,
+                    record_id: record.record_id,
+                    found: record.cursor,
+                    previous: previous.clone(),
+                }
+                .into());
+            }
+            if pending.len() >= chunk_size && last.as_ref() != Some(&record.cursor) {
+                let records = std::mem::replace(&mut pending, Vec::with_capacity(chunk_size));
+                if chunks.send(records).await.is_err() {
+                    return Err(ReadStop::DeliveryStopped { skipped });
+                }
+            }
+            last = Some(record.cursor.clone());
+            pending.push(record);
+        }
+    }
+    splitter.finish()?;
+    if !pending.is_empty() && chunks.send(pending).await.is_err() {
+        return Err(ReadStop::DeliveryStopped { skipped });
+    }
+    Ok(skipped)
 }
 
 fn transport(e: &reqwest::Error, secs: u64) -> SyncFailure {
