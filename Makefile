@@ -31,11 +31,15 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: ferry vs rclone and the raw limits on the local components; writes docs/benchmarks.md.
-## FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run (needs ~10 GB free disk).
+## bench: ferry vs rclone and the raw limits on the local components, then view sync vs a plain
+## Python script; writes docs/benchmarks.md. FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run
+## (needs ~10 GB free disk); tests/bench/bench.rs lists the other knobs.
 bench: setup
 	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
+	.local/venv/bin/python -m pip install --quiet --disable-pip-version-check 'psycopg[binary]==3.2.*'
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) run --quiet --example bench
+	$(CARGO) run --quiet --example bench_view_sync -- 100000 s3 1000 --append docs/benchmarks.md
+	$(CARGO) run --quiet --example bench_view_sync -- 100000 postgres 1000 --append docs/benchmarks.md
 
 -include infra/infra.mk

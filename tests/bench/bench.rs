@@ -5,7 +5,13 @@
 //! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir) for ferry, rclone, a
 //! plain ranged GET and a plain boto3 multipart PUT; memory across file sizes; cold start of each
 //! Lambda bootstrap under an in-repo Runtime API; webhook ingest latency vs a raw conditional
-//! PutObject. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB).
+//! PutObject. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
+//! FERRY_BENCH_ONLY (sections, default "copy,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
+//! routes, default "s3,sftp,local_dir") narrow a run while profiling; a narrowed run writes
+//! .local/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
+//! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
+//! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
+//! into .local/bench/perf-<route>-<MiB>.data.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -109,7 +115,12 @@ struct Env {
 
 impl Env {
     fn ferry(&self) -> PathBuf {
-        self.root.join("target/release/ferry")
+        self.bin("ferry")
+    }
+
+    /// A binary of the measured build profile.
+    fn bin(&self, name: &str) -> PathBuf {
+        bin_dir(&self.root).join(name)
     }
 
     async fn webhook(&self, file: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -185,8 +196,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let root = ferry_harness::repo_root();
     for bin in ["ferry", "webhook-ingest", "blob-copy"] {
-        if !root.join("target/release").join(bin).exists() {
-            bail!("build the release binaries first: cargo build --release --workspace --bins");
+        if !bin_dir(&root).join(bin).exists() {
+            bail!(
+                "build the binaries first: cargo build --profile {} --workspace --bins",
+                profile()
+            );
         }
     }
     ferry_harness::ensure_installed()?;
@@ -195,6 +209,16 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
+    let only = |var: &str, default: &str| -> Vec<String> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()
+    };
+    let sections = only("FERRY_BENCH_ONLY", ALL_SECTIONS);
+    let routes = only("FERRY_BENCH_ROUTES", ALL_ROUTES);
+    let narrowed = sections.join(",") != ALL_SECTIONS || routes.join(",") != ALL_ROUTES;
     let c = ferry_harness::Components::start()?;
     let work = root.join(".local/bench");
     let _ = std::fs::remove_dir_all(&work);
@@ -277,9 +301,10 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd. Reference tool: {rclone_version}. ferry: release build.\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd. Reference tool: {rclone_version}. ferry: {} build.\n",
         ferry_shared::job::now_rfc3339(),
-        std::thread::available_parallelism()?.get()
+        std::thread::available_parallelism()?.get(),
+        profile()
     )?;
 
     // ---- copy throughput and memory
@@ -289,7 +314,12 @@ async fn main() -> anyhow::Result<()> {
         "| size | path | tool | seconds | MB/s | peak RSS MiB |\n|---|---|---|---|---|---|"
     )?;
     let mut summary = Vec::new();
-    for &mib in &sizes {
+    let copy_sizes: &[u64] = if sections.iter().any(|s| s == "copy") {
+        &sizes
+    } else {
+        &[]
+    };
+    for &mib in copy_sizes {
         let bytes = mib * MIB;
         let name = format!("export-{mib}.bin");
         let local = work.join(&name);
@@ -341,10 +371,20 @@ async fn main() -> anyhow::Result<()> {
         }
         std::fs::remove_file(&local)?;
         let jobs = env.webhook(&name).await?;
-        for (route, job_key) in &jobs {
+        for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
+            let mut cmd = match std::env::var_os("FERRY_BENCH_PERF") {
+                // Flat CPU profile of ferry's side, for `perf report -i <file>`.
+                Some(_) => {
+                    let mut perf = Command::new("perf");
+                    perf.args(["record", "-q", "-F", "1999", "-o"])
+                        .arg(env.work.join(format!("perf-{route}-{mib}.data")))
+                        .arg(env.ferry());
+                    perf
+                }
+                None => Command::new(env.ferry()),
+            };
             let r = timed(
-                Command::new(env.ferry())
-                    .args(["run-job", "--config"])
+                cmd.args(["run-job", "--config"])
                     .arg(&env.config_path)
                     .arg(job_key),
             )?;
@@ -402,7 +442,34 @@ async fn main() -> anyhow::Result<()> {
         println!("{s}");
     }
 
-    // ---- cold start
+    if sections.iter().any(|s| s == "coldstart") {
+        cold_start(&env, &mut report).await?;
+    }
+    if sections.iter().any(|s| s == "ingest") {
+        ingest(&env, &mut report).await?;
+    }
+    let out = if narrowed {
+        env.work.join("partial.md")
+    } else {
+        root.join("docs/benchmarks.md")
+    };
+    std::fs::write(&out, &report)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn profile() -> String {
+    std::env::var("FERRY_BENCH_PROFILE").unwrap_or_else(|_| "release".into())
+}
+
+fn bin_dir(root: &Path) -> PathBuf {
+    root.join("target").join(profile())
+}
+
+const ALL_SECTIONS: &str = "copy,coldstart,ingest";
+const ALL_ROUTES: &str = "s3,sftp,local_dir";
+
+async fn cold_start(env: &Env, report: &mut String) -> anyhow::Result<()> {
     writeln!(
         report,
         "\n## Cold start (release bootstrap under an in-repo Lambda Runtime API)\n"
@@ -412,7 +479,7 @@ async fn main() -> anyhow::Result<()> {
         "| function | binary size MiB | exec -> first GET /next (median of 5) ms | exec -> first response ms |\n|---|---|---|---|"
     )?;
     for function in ["webhook-ingest", "blob-copy"] {
-        let bin = root.join("target/release").join(function);
+        let bin = env.bin(function);
         let size = std::fs::metadata(&bin)?.len() as f64 / MIB as f64;
         let mut ready = Vec::new();
         let mut first = Vec::new();
@@ -440,20 +507,22 @@ async fn main() -> anyhow::Result<()> {
             ready[2], first[2]
         );
     }
+    Ok(())
+}
 
-    // ---- ingest latency
+async fn ingest(env: &Env, report: &mut String) -> anyhow::Result<()> {
     writeln!(
         report,
-        "\n## Webhook ingest latency (16 concurrent clients, 2,000 requests: 200 files x 10)\n"
+        "\n## Webhook ingest latency (16 concurrent clients; 3 alternating rounds of 2,000 requests per path: 200 files x 10)\n"
     )?;
-    let (ingest, raw, head) = ingest_latency(&env).await?;
+    let (ingest, raw, head) = ingest_latency(env).await?;
     writeln!(
         report,
         "| path | p50 ms | p99 ms | requests/s |\n|---|---|---|---|"
     )?;
     writeln!(
         report,
-        "| ferry webhook (HEAD blob + conditional PutObject) | {:.2} | {:.2} | {:.0} |",
+        "| ferry webhook (one route, three destinations: HEAD blob + conditional PutObject) | {:.2} | {:.2} | {:.0} |",
         ingest.0, ingest.1, ingest.2
     )?;
     writeln!(
@@ -482,11 +551,41 @@ async fn main() -> anyhow::Result<()> {
         raw.2,
         ingest.1 / raw.1
     );
-
-    let out = root.join("docs/benchmarks.md");
-    std::fs::write(&out, &report)?;
-    println!("wrote {}", out.display());
     Ok(())
+}
+
+const INGEST_ROUNDS: usize = 3;
+const INGEST_REQUESTS: usize = 2000;
+
+/// Sends `INGEST_REQUESTS` requests, 16 at a time; returns each latency in ms and the wall time.
+/// Fails if any request did not get the expected answer.
+async fn timed_load<F, Fut>(request: F) -> anyhow::Result<(Vec<f64>, f64)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use futures_util::StreamExt as _;
+    let started = Instant::now();
+    let results: Vec<(bool, f64)> = futures_util::stream::iter(0..INGEST_REQUESTS)
+        .map(|n| {
+            let sent = request(n);
+            async move {
+                let t = Instant::now();
+                let ok = sent.await;
+                (ok, t.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|(ok, _)| !ok).count();
+    if failed > 0 {
+        bail!("{failed} of {INGEST_REQUESTS} requests failed during the ingest benchmark");
+    }
+    Ok((
+        results.into_iter().map(|(_, ms)| ms).collect(),
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 fn percentiles(mut ms: Vec<f64>, wall: f64) -> (f64, f64, f64) {
@@ -499,7 +598,6 @@ type Latency = (f64, f64, f64);
 
 /// (ferry webhook, raw conditional PutObject, raw Get Blob Properties), each (p50, p99, req/s).
 async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)> {
-    use futures_util::StreamExt as _;
     let admin = env.c.azurite.admin();
     for i in 0..200 {
         admin
@@ -510,6 +608,13 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
             )
             .await?;
     }
+    // The usual shape: one route delivering to every destination, so one job per webhook (the
+    // copy benchmark's one-route-per-destination config would write three).
+    let mut config = env.config.clone();
+    config["routes"] = json!([{"name": "all", "source": "azurite", "container": "bench",
+                               "destinations": ["s3", "sftp", "local_dir"]}]);
+    let config_path = env.work.join("ferry-ingest.json");
+    std::fs::write(&config_path, config.to_string())?;
     let port = ferry_harness::free_port();
     let mut server = tokio::process::Command::new(env.ferry())
         .args([
@@ -519,8 +624,9 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
             &format!("127.0.0.1:{port}"),
             "--config",
         ])
-        .arg(&env.config_path)
-        .stdout(std::process::Stdio::null())
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(env.work.join("ingest-server.log"))?)
         .kill_on_drop(true)
         .spawn()?;
     let started = Instant::now();
@@ -532,43 +638,35 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
     }
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/");
-    let t = Instant::now();
-    let ferry_ms: Vec<f64> = futures_util::stream::iter(0..2000)
-        .map(|n| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let body =
-                    json!({"container": "bench", "file": format!("ingest/{:03}.csv", n % 200)});
-                let t = Instant::now();
-                let r = http
-                    .post(url)
-                    .header("x-ferry-token", "bench-token")
-                    .json(&body)
-                    .send()
-                    .await;
-                let ok = r.is_ok_and(|r| r.status().is_success());
-                assert!(ok, "webhook failed during the benchmark");
-                t.elapsed().as_secs_f64() * 1000.0
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let ferry = percentiles(ferry_ms, t.elapsed().as_secs_f64());
-    server.kill().await?;
     let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
         region: None,
         endpoint_url: Some(env.c.moto.endpoint.clone()),
         force_path_style: true,
     })
     .await;
-    let t = Instant::now();
-    let raw_ms: Vec<f64> = futures_util::stream::iter(0..2000)
-        .map(|n| {
+    // Rounds alternate the three paths so that drift on a shared machine (another tenant, moto's
+    // growing heap) hits all of them alike; percentiles are over every round's samples.
+    let mut samples: [(Vec<f64>, f64); 3] = Default::default();
+    for _round in 0..INGEST_ROUNDS {
+        let ferry = timed_load(|n| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body =
+                    json!({"container": "bench", "file": format!("ingest/{:03}.csv", n % 200)});
+                let r = http
+                    .post(url)
+                    .header("x-ferry-token", "bench-token")
+                    .json(&body)
+                    .send()
+                    .await;
+                r.is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await?;
+        let raw = timed_load(|n| {
             let s3 = s3.clone();
             async move {
-                let t = Instant::now();
-                let _ = s3
+                let r = s3
                     .put_object()
                     .bucket("raw")
                     .key(format!("jobs/raw/{:03}.json", n % 200))
@@ -576,16 +674,16 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
                     .body(aws_sdk_s3::primitives::ByteStream::from_static(b"{}"))
                     .send()
                     .await;
-                t.elapsed().as_secs_f64() * 1000.0
+                // A duplicate's 412 is the answer we want, as for ferry's duplicates.
+                r.is_ok()
+                    || r.is_err_and(|e| {
+                        e.raw_response()
+                            .is_some_and(|resp| resp.status().as_u16() == 412)
+                    })
             }
         })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let raw = percentiles(raw_ms, t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    let head_ms: Vec<f64> = futures_util::stream::iter(0..2000)
-        .map(|n| {
+        .await?;
+        let head = timed_load(|n| {
             let http = http.clone();
             let url = format!(
                 "{}/bench/ingest/{:03}.csv?{}",
@@ -594,18 +692,21 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
                 env.sas
             );
             async move {
-                let t = Instant::now();
-                let _ = http
+                let r = http
                     .head(url)
                     .header("x-ms-version", "2021-08-06")
                     .send()
                     .await;
-                t.elapsed().as_secs_f64() * 1000.0
+                r.is_ok_and(|r| r.status().is_success())
             }
         })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let head = percentiles(head_ms, t.elapsed().as_secs_f64());
+        .await?;
+        for (acc, (ms, secs)) in samples.iter_mut().zip([ferry, raw, head]) {
+            acc.0.extend(ms);
+            acc.1 += secs;
+        }
+    }
+    server.kill().await?;
+    let [ferry, raw, head] = samples.map(|(ms, secs)| percentiles(ms, secs));
     Ok((ferry, raw, head))
 }

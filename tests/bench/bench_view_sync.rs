@@ -3,7 +3,11 @@
 //! RSS. Runs N/10 first, so the two peaks show whether memory stays flat as the view grows.
 //! Prints records/s and peak RSS; not a test (machines are shared and noisy).
 //!
-//! cargo build --release --bin ferry && cargo run --release --example bench_view_sync -- [N] [SINK] [CHUNK]
+//! Both the s3 and the postgres sink are also run through a plain Python script doing the same
+//! (tests/bench/view_sync_reference.py); `--append FILE` adds the rows to a report (`make bench`
+//! appends to docs/benchmarks.md).
+//!
+//! cargo build --release --bin ferry && cargo run --example bench_view_sync -- [N] [SINK] [CHUNK] [--append FILE]
 
 #[path = "../support/view.rs"]
 #[allow(dead_code)]
@@ -19,11 +23,21 @@ const PASSWORD: &str = "bench-view-password";
 struct Measured {
     secs: f64,
     rss_kib: u64,
+    /// User + system CPU seconds: how much of the wall time the tool itself was busy.
+    cpu_secs: f64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let report = match args.iter().position(|a| a == "--append") {
+        Some(i) => {
+            let path = args.get(i + 1).context("--append needs a file")?.into();
+            args.drain(i..i + 2);
+            Some::<std::path::PathBuf>(path)
+        }
+        None => None,
+    };
     let n: u64 = args
         .get(1)
         .map(|s| s.parse())
@@ -38,9 +52,10 @@ async fn main() -> anyhow::Result<()> {
         std::env::set_var("AWS_REGION", "us-east-1");
     }
     let root = ferry_harness::repo_root();
-    let bin = root.join("target/release/ferry");
+    let profile = std::env::var("FERRY_BENCH_PROFILE").unwrap_or_else(|_| "release".into());
+    let bin = root.join("target").join(&profile).join("ferry");
     if !bin.exists() {
-        bail!("build the release binary first: cargo build --release --bin ferry");
+        bail!("build the binary first: cargo build --profile {profile} --bin ferry");
     }
     ferry_harness::ensure_installed()?;
     let moto = ferry_harness::Moto::start()?;
@@ -88,9 +103,10 @@ async fn main() -> anyhow::Result<()> {
         );
         let m = run(&bin, &config_path)?;
         println!(
-            "view sync {size} records ({:.1} MB) -> {sink}, chunk {chunk}: {:.2} s, {:.0} records/s, peak RSS {:.1} MiB",
+            "view sync {size} records ({:.1} MB) -> {sink}, chunk {chunk}: {:.2} s ({:.2} s CPU), {:.0} records/s, peak RSS {:.1} MiB",
             bytes as f64 / 1e6,
             m.secs,
+            m.cpu_secs,
             size as f64 / m.secs,
             m.rss_kib as f64 / 1024.0
         );
@@ -118,16 +134,14 @@ async fn main() -> anyhow::Result<()> {
         }
         eprintln!("checked: PostgreSQL holds all {rows} rows");
     }
-    if sink == "s3" {
-        // The same view through a plain requests + boto3 script (tests/bench/view_sync_reference.py).
+    let mut reference = None;
+    if sink == "s3" || sink == "postgres" {
+        // The same view through a plain requests + boto3 (+ psycopg) script, same chunk size.
         let mock = view::MockView::start(PASSWORD).await;
         mock.push(view::records(0, n));
         moto.create_bucket("reference").await?;
-        let t = Instant::now();
-        let out = Command::new("/usr/bin/time")
-            .arg("-v")
-            .arg(root.join(".local/venv/bin/python"))
-            .arg(root.join("tests/bench/view_sync_reference.py"))
+        let mut cmd = Command::new(root.join(".local/venv/bin/python"));
+        cmd.arg(root.join("tests/bench/view_sync_reference.py"))
             .args([
                 &mock.url(),
                 &mock.user,
@@ -136,28 +150,76 @@ async fn main() -> anyhow::Result<()> {
                 &moto.endpoint,
                 "reference",
                 &chunk.to_string(),
-            ])
-            .output()?;
-        let secs = t.elapsed().as_secs_f64();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            bail!("reference script failed: {stderr}");
+            ]);
+        if sink == "postgres" {
+            cmd.arg(format!(
+                "host=127.0.0.1 port={} user={} password={} dbname={}",
+                pg.port, pg.user, pg.password, pg.dbname
+            ));
         }
-        let rss_kib: u64 = stderr
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("Maximum resident set size (kbytes): ")
-            })
-            .context("no RSS line")?
-            .parse()?;
+        let m = measure(&mut cmd).context("reference script")?;
         let ferry = &results[1].1;
         println!(
-            "reference (python requests + boto3) {n} records -> s3: {secs:.2} s, {:.0} records/s, peak RSS {:.1} MiB; ferry/reference speed {:.2}x",
-            n as f64 / secs,
-            rss_kib as f64 / 1024.0,
-            secs / ferry.secs
+            "reference (python requests + boto3{}) {n} records -> {sink}: {:.2} s ({:.2} s CPU), {:.0} records/s, peak RSS {:.1} MiB; ferry/reference speed {:.2}x",
+            if sink == "postgres" { " + psycopg" } else { "" },
+            m.secs,
+            m.cpu_secs,
+            n as f64 / m.secs,
+            m.rss_kib as f64 / 1024.0,
+            m.secs / ferry.secs
         );
+        reference = Some(m);
+    }
+    let mut floor = None;
+    if sink == "s3" {
+        // The floor both tools share: the same PutObjects (one JSONL object of CHUNK records and
+        // one watermark object per chunk), sent one after another straight from the SDK.
+        let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
+            region: None,
+            endpoint_url: Some(moto.endpoint.clone()),
+            force_path_style: true,
+        })
+        .await;
+        let records = view::records(0, chunk as u64);
+        let body: String = records.iter().map(|r| format!("{r}\n")).collect();
+        let chunks = n.div_ceil(chunk as u64);
+        let t = Instant::now();
+        for i in 0..chunks {
+            for (key, bytes) in [
+                (format!("floor/{i}.jsonl"), body.clone().into_bytes()),
+                (
+                    "floor/watermark.json".to_string(),
+                    format!("{{\"value\":{i}}}").into_bytes(),
+                ),
+            ] {
+                s3.put_object()
+                    .bucket("lake")
+                    .key(key)
+                    .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+                    .send()
+                    .await?;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "floor: {} sequential PutObjects to moto ({chunks} chunks x 2): {secs:.2} s; ferry/floor {:.2}x the time",
+            chunks * 2,
+            results[1].1.secs / secs
+        );
+        floor = Some((chunks * 2, secs));
+    }
+    if let Some(report) = &report {
+        append_report(report, &sink, chunk, &results, reference.as_ref())?;
+        if let Some((puts, secs)) = floor {
+            use std::fmt::Write as _;
+            let mut text = std::fs::read_to_string(report)?;
+            writeln!(
+                text,
+                "| {n} | {sink} | floor: the same {puts} PutObjects sent one after another from the Rust SDK (no view, no parsing) | {secs:.2} | | {:.0} | | |",
+                n as f64 / secs
+            )?;
+            std::fs::write(report, text)?;
+        }
     }
     let (small, big) = (&results[0].1, &results[1].1);
     println!(
@@ -171,18 +233,43 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn run(bin: &std::path::Path, config: &std::path::Path) -> anyhow::Result<Measured> {
-    let t = Instant::now();
-    let out = Command::new("/usr/bin/time")
+    let mut cmd = match std::env::var_os("FERRY_BENCH_PERF") {
+        // Flat CPU profile for `perf report -i`, as in bench.rs.
+        Some(_) => {
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-q", "-F", "1999", "-o"])
+                .arg(ferry_harness::repo_root().join(".local/perf-view-sync.data"))
+                .arg(bin);
+            perf
+        }
+        None => Command::new(bin),
+    };
+    measure(
+        cmd.args(["sync-views", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn"),
+    )
+    .context("sync-views")
+}
+
+/// Runs `cmd` under /usr/bin/time -v: wall time and peak RSS.
+fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped
         .arg("-v")
-        .arg(bin)
-        .args(["sync-views", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .output()?;
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            wrapped.env(k, v);
+        }
+    }
+    let t = Instant::now();
+    let out = wrapped.output()?;
     let secs = t.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!("sync-views failed: {stderr}");
+        bail!("failed: {stderr}");
     }
     let rss_kib: u64 = stderr
         .lines()
@@ -192,5 +279,63 @@ fn run(bin: &std::path::Path, config: &std::path::Path) -> anyhow::Result<Measur
         })
         .context("no RSS line")?
         .parse()?;
-    Ok(Measured { secs, rss_kib })
+    let cpu_secs = ["User time (seconds): ", "System time (seconds): "]
+        .iter()
+        .filter_map(|label| {
+            stderr
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label)?.parse::<f64>().ok())
+        })
+        .sum();
+    Ok(Measured {
+        secs,
+        rss_kib,
+        cpu_secs,
+    })
+}
+
+/// Appends this sink's rows to the `make bench` report (docs/benchmarks.md), writing the
+/// section heading before the first sink.
+fn append_report(
+    path: &std::path::Path,
+    sink: &str,
+    chunk: usize,
+    results: &[(u64, Measured)],
+    reference: Option<&Measured>,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    if !text.contains("## View sync") {
+        writeln!(
+            text,
+            "\n## View sync (mock view in-process, moto for state and S3; chunk {chunk}; `cargo run --example bench_view_sync -- N SINK`)\n"
+        )?;
+        writeln!(
+            text,
+            "| records | sink | tool | seconds | CPU seconds | records/s | peak RSS MiB | ferry/reference |\n|---|---|---|---|---|---|---|---|"
+        )?;
+    }
+    for (records, m) in results {
+        writeln!(
+            text,
+            "| {records} | {sink} | ferry `sync-views` (streamed, lease, CAS watermark per chunk) | {:.2} | {:.2} | {:.0} | {:.1} | |",
+            m.secs,
+            m.cpu_secs,
+            *records as f64 / m.secs,
+            m.rss_kib as f64 / 1024.0
+        )?;
+    }
+    if let (Some(r), Some((records, ferry))) = (reference, results.last()) {
+        writeln!(
+            text,
+            "| {records} | {sink} | plain Python (tests/bench/view_sync_reference.py: whole view in memory, no lease, no CAS) | {:.2} | {:.2} | {:.0} | {:.1} | {:.2}x |",
+            r.secs,
+            r.cpu_secs,
+            *records as f64 / r.secs,
+            r.rss_kib as f64 / 1024.0,
+            r.secs / ferry.secs
+        )?;
+    }
+    std::fs::write(path, text)?;
+    Ok(())
 }
