@@ -301,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd. Reference tool: {rclone_version}. ferry: {} build.\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd. Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
         ferry_shared::job::now_rfc3339(),
         std::thread::available_parallelism()?.get(),
         profile()
@@ -314,6 +314,12 @@ async fn main() -> anyhow::Result<()> {
         "| size | path | tool | seconds | MB/s | peak RSS MiB |\n|---|---|---|---|---|---|"
     )?;
     let mut summary = Vec::new();
+    let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
+        region: None,
+        endpoint_url: Some(env.c.moto.endpoint.clone()),
+        force_path_style: true,
+    })
+    .await;
     let copy_sizes: &[u64] = if sections.iter().any(|s| s == "copy") {
         &sizes
     } else {
@@ -370,6 +376,12 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         std::fs::remove_file(&local)?;
+        let _ = s3
+            .delete_object()
+            .bucket("raw")
+            .key(format!("raw/{name}"))
+            .send()
+            .await;
         let jobs = env.webhook(&name).await?;
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
             let mut cmd = match std::env::var_os("FERRY_BENCH_PERF") {
@@ -431,6 +443,20 @@ async fn main() -> anyhow::Result<()> {
                     ));
                 }
             }
+            // Free the disk (and moto's memory) before the next copy: a 4 GiB run keeps ~8 copies.
+            let _ = std::fs::remove_file(env.work.join("ferry-out").join(&name));
+            let _ = std::fs::remove_file(env.work.join("rclone-out").join(&name));
+            let _ = std::fs::remove_file(sftp_dir.join(&name));
+            let _ = std::fs::remove_file(sftp_dir.join(format!("rclone-{name}")));
+            if route == "s3" {
+                for bucket in ["archive", "rclone"] {
+                    let _ = s3.delete_object().bucket(bucket).key(&name).send().await;
+                }
+            }
+        }
+        if mib > 64 {
+            // The 64 MiB blob stays: the cold-start event names it.
+            admin.delete_blob("bench", &name).await?;
         }
     }
     writeln!(
