@@ -125,6 +125,16 @@ locals {
   )
 
   alarm_actions = [aws_sns_topic.alarms.arn]
+
+  # What every function module takes; each adds its package and secrets.
+  function_settings = {
+    ferry_config_json     = local.config_json
+    state_bucket_arn      = module.state_bucket.bucket_arn
+    architecture          = var.architecture
+    rust_log              = var.rust_log
+    log_retention_in_days = var.log_retention_in_days
+    alarm_actions         = local.alarm_actions
+  }
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -177,16 +187,12 @@ module "wiring" {
 module "webhook_ingest" {
   source = "../../modules/webhook-ingest"
 
-  function_name         = "${var.name}-webhook-ingest"
-  package_path          = local.packages["webhook-ingest"]
-  architecture          = var.architecture
-  timeout               = var.webhook_ingest_timeout
-  ferry_config_json     = local.config_json
-  rust_log              = var.rust_log
-  state_bucket_arn      = module.state_bucket.bucket_arn
-  secret_arns           = [aws_secretsmanager_secret.webhook_token.arn]
-  log_retention_in_days = var.log_retention_in_days
-  alarm_actions         = local.alarm_actions
+  function_name = "${var.name}-webhook-ingest"
+  function_settings = merge(local.function_settings, {
+    package_path = local.packages["webhook-ingest"]
+    secret_arns  = [aws_secretsmanager_secret.webhook_token.arn]
+  })
+  timeout = var.webhook_ingest_timeout
 
   depends_on = [terraform_data.config_checks]
 }
@@ -194,69 +200,54 @@ module "webhook_ingest" {
 module "blob_copy" {
   source = "../../modules/blob-copy"
 
-  function_name                    = "${var.name}-blob-copy"
-  package_path                     = local.packages["blob-copy"]
-  architecture                     = var.architecture
+  function_name = "${var.name}-blob-copy"
+  function_settings = merge(local.function_settings, {
+    package_path = local.packages["blob-copy"]
+    secret_arns  = local.blob_copy_secret_arns
+  })
   memory_size                      = var.blob_copy_memory_size
   timeout                          = var.blob_copy_timeout
   maximum_concurrency              = var.blob_copy_maximum_concurrency
-  ferry_config_json                = local.config_json
-  rust_log                         = var.rust_log
-  state_bucket_arn                 = module.state_bucket.bucket_arn
   queue_arn                        = module.wiring.jobs_queue_arn
   queue_visibility_timeout_seconds = module.wiring.jobs_queue_visibility_timeout_seconds
   s3_destinations                  = values(var.s3_destinations)
-  secret_arns                      = local.blob_copy_secret_arns
-  log_retention_in_days            = var.log_retention_in_days
-  alarm_actions                    = local.alarm_actions
 
   depends_on = [terraform_data.config_checks]
 }
 
-# Scheduled functions: off by default until their crates exist. Each one's config section and
-# secrets are added here when it lands; until then they get the shared config and no secrets.
+# Scheduled functions, off by default: this example's config has no view or pub/sub source yet
+# (see docs/deploy.md), so they would run with nothing to do. They get the shared config and no
+# secrets.
 
 module "view_sync" {
   source = "../../modules/view-sync"
   count  = var.enable_view_sync ? 1 : 0
 
-  function_name         = "${var.name}-view-sync"
-  package_path          = local.packages["view-sync"]
-  architecture          = var.architecture
-  schedule_expression   = var.view_sync_schedule
-  ferry_config_json     = local.config_json
-  rust_log              = var.rust_log
-  state_bucket_arn      = module.state_bucket.bucket_arn
-  log_retention_in_days = var.log_retention_in_days
-  alarm_actions         = local.alarm_actions
+  function_name = "${var.name}-view-sync"
+  function_settings = merge(local.function_settings, {
+    package_path = local.packages["view-sync"]
+  })
+  schedule_expression = var.view_sync_schedule
 }
 
 module "token_refresh" {
   source = "../../modules/token-refresh"
   count  = var.enable_token_refresh ? 1 : 0
 
-  function_name         = "${var.name}-token-refresh"
-  package_path          = local.packages["token-refresh"]
-  architecture          = var.architecture
-  schedule_expression   = var.token_refresh_schedule
-  ferry_config_json     = local.config_json
-  rust_log              = var.rust_log
-  state_bucket_arn      = module.state_bucket.bucket_arn
-  log_retention_in_days = var.log_retention_in_days
-  alarm_actions         = local.alarm_actions
+  function_name = "${var.name}-token-refresh"
+  function_settings = merge(local.function_settings, {
+    package_path = local.packages["token-refresh"]
+  })
+  schedule_expression = var.token_refresh_schedule
 }
 
 module "export_pull" {
   source = "../../modules/export-pull"
   count  = var.enable_export_pull ? 1 : 0
 
-  function_name         = "${var.name}-export-pull"
-  package_path          = local.packages["export-pull"]
-  architecture          = var.architecture
-  schedule_expression   = var.export_pull_schedule
-  ferry_config_json     = local.config_json
-  rust_log              = var.rust_log
-  state_bucket_arn      = module.state_bucket.bucket_arn
-  log_retention_in_days = var.log_retention_in_days
-  alarm_actions         = local.alarm_actions
+  function_name = "${var.name}-export-pull"
+  function_settings = merge(local.function_settings, {
+    package_path = local.packages["export-pull"]
+  })
+  schedule_expression = var.export_pull_schedule
 }

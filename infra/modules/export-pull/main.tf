@@ -3,27 +3,27 @@
 # blob-copy), reads the rotating tokens from tokens/ and holds a lease under leases/.
 
 data "aws_iam_policy_document" "access" {
-  source_policy_documents = var.additional_policy_json == null ? [] : [var.additional_policy_json]
+  source_policy_documents = var.function_settings.additional_policy_json == null ? [] : [var.function_settings.additional_policy_json]
 
   statement {
     sid       = "InboxAndLeases"
     effect    = "Allow"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = ["${var.state_bucket_arn}/inbox/*", "${var.state_bucket_arn}/leases/*"]
+    resources = ["${var.function_settings.state_bucket_arn}/inbox/*", "${var.function_settings.state_bucket_arn}/leases/*"]
   }
 
   statement {
     sid       = "WriteJobs"
     effect    = "Allow"
     actions   = ["s3:PutObject"]
-    resources = ["${var.state_bucket_arn}/jobs/*"]
+    resources = ["${var.function_settings.state_bucket_arn}/jobs/*"]
   }
 
   statement {
     sid       = "ReadTokens"
     effect    = "Allow"
     actions   = ["s3:GetObject"]
-    resources = ["${var.state_bucket_arn}/tokens/*"]
+    resources = ["${var.function_settings.state_bucket_arn}/tokens/*"]
   }
 
   # Without s3:ListBucket, S3 answers 403 instead of 404 for a missing key (message not seen yet).
@@ -31,7 +31,7 @@ data "aws_iam_policy_document" "access" {
     sid       = "TellMissingStateFromDenied"
     effect    = "Allow"
     actions   = ["s3:ListBucket"]
-    resources = [var.state_bucket_arn]
+    resources = [var.function_settings.state_bucket_arn]
   }
 }
 
@@ -40,24 +40,24 @@ module "function" {
 
   function_name                  = var.function_name
   description                    = "ferry export-pull: drains the export subscription into inbox records and transfer jobs"
-  package_path                   = var.package_path
-  architecture                   = var.architecture
+  package_path                   = var.function_settings.package_path
+  architecture                   = var.function_settings.architecture
   memory_size                    = var.memory_size
   timeout                        = var.timeout
-  reserved_concurrent_executions = var.reserved_concurrent_executions
-  ferry_config_json              = var.ferry_config_json
-  rust_log                       = var.rust_log
-  environment_variables          = var.environment_variables
-  secret_arns                    = var.secret_arns
-  secret_kms_key_arns            = var.secret_kms_key_arns
+  reserved_concurrent_executions = var.function_settings.reserved_concurrent_executions
+  ferry_config_json              = var.function_settings.ferry_config_json
+  rust_log                       = var.function_settings.rust_log
+  environment_variables          = var.function_settings.environment_variables
+  secret_arns                    = var.function_settings.secret_arns
+  secret_kms_key_arns            = var.function_settings.secret_kms_key_arns
   policy_json                    = data.aws_iam_policy_document.access.json
-  permissions_boundary_arn       = var.permissions_boundary_arn
-  log_retention_in_days          = var.log_retention_in_days
-  log_kms_key_arn                = var.log_kms_key_arn
-  application_log_level          = var.application_log_level
-  system_log_level               = var.system_log_level
-  alarm_actions                  = var.alarm_actions
-  tags                           = var.tags
+  permissions_boundary_arn       = var.function_settings.permissions_boundary_arn
+  log_retention_in_days          = var.function_settings.log_retention_in_days
+  log_kms_key_arn                = var.function_settings.log_kms_key_arn
+  application_log_level          = var.function_settings.application_log_level
+  system_log_level               = var.function_settings.system_log_level
+  alarm_actions                  = var.function_settings.alarm_actions
+  tags                           = var.function_settings.tags
 }
 
 module "schedule" {
@@ -71,6 +71,6 @@ module "schedule" {
   group_name                   = var.schedule_group_name
   enabled                      = var.schedule_enabled
   input                        = var.schedule_input
-  permissions_boundary_arn     = var.permissions_boundary_arn
-  tags                         = var.tags
+  permissions_boundary_arn     = var.function_settings.permissions_boundary_arn
+  tags                         = var.function_settings.tags
 }

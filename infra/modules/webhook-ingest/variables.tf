@@ -33,101 +33,44 @@ variable "grant_invoke_function_permission" {
   default     = true
 }
 
-variable "package_path" {
-  description = "Path of the deployment zip for this function (`target/lambda/webhook-ingest/bootstrap.zip` after `make build`)."
-  type        = string
-}
-
-variable "architecture" {
-  description = "Instruction set the package was built for: `x86_64` or `arm64`."
-  type        = string
-  default     = "x86_64"
-}
-
-variable "reserved_concurrent_executions" {
-  description = "Reserved concurrency: -1 for none, 0 to stop the function, a positive number to cap parallel executions."
-  type        = number
-  default     = -1
-}
-
-variable "ferry_config_json" {
-  description = "ferry's configuration as JSON text (`FERRY_CONFIG`). It references secrets by Secrets Manager ARN and never contains a secret value."
-  type        = string
-}
-
-variable "rust_log" {
-  description = "Log filter passed as `RUST_LOG`."
-  type        = string
-  default     = "info"
-}
-
-variable "environment_variables" {
-  description = "Extra environment variables (no secret values)."
-  type        = map(string)
-  default     = {}
-}
-
-variable "state_bucket_arn" {
-  description = "ARN of ferry's state bucket; the function's S3 permissions are scoped to the prefixes it uses under it."
-  type        = string
-}
-
-variable "secret_arns" {
-  description = "ARNs of the Secrets Manager secrets this function may read: exactly the ones its part of the config references."
-  type        = list(string)
-  default     = []
-}
-
-variable "secret_kms_key_arns" {
-  description = "Customer-managed KMS keys of those secrets (kms:Decrypt via Secrets Manager only). Empty for the AWS-managed key."
-  type        = list(string)
-  default     = []
-}
-
-variable "additional_policy_json" {
-  description = "Optional extra IAM policy document (JSON) merged into the function's policy, e.g. kms:GenerateDataKey for an SSE-KMS destination bucket. Null adds nothing."
-  type        = string
-  default     = null
-}
-
-variable "permissions_boundary_arn" {
-  description = "ARN of a permissions boundary for the IAM roles the module creates."
-  type        = string
-  default     = null
-}
-
-variable "log_retention_in_days" {
-  description = "Retention of the function's CloudWatch log group, in days."
-  type        = number
-  default     = 30
-}
-
-variable "log_kms_key_arn" {
-  description = "ARN of a KMS key for the log group. Null uses the default encryption."
-  type        = string
-  default     = null
-}
-
-variable "application_log_level" {
-  description = "Lambda's filter on the function's JSON log lines; TRACE lets `RUST_LOG` decide alone."
-  type        = string
-  default     = "TRACE"
-}
-
-variable "system_log_level" {
-  description = "Level of the platform's START/END/REPORT lines: DEBUG, INFO or WARN."
-  type        = string
-  default     = "INFO"
-}
-
-variable "alarm_actions" {
-  description = "ARNs (e.g. an SNS topic) notified by the module's alarms."
-  type        = list(string)
-  default     = []
-}
-
-variable "tags" {
-  description = "Tags added to every resource of the module that takes tags."
-  type        = map(string)
-  default     = {}
+variable "function_settings" {
+  description = <<-EOT
+    What every ferry function takes, passed on to the lambda-function module (which validates it):
+    - package_path: the deployment zip (`target/lambda/<function>/bootstrap.zip` after `make build`);
+    - ferry_config_json: ferry's configuration as JSON text (`FERRY_CONFIG`); it references secrets by
+      Secrets Manager ARN and never contains a secret value;
+    - state_bucket_arn: ferry's state bucket; S3 permissions are scoped to the prefixes the function uses;
+    - architecture: `x86_64` or `arm64`, as the package was built;
+    - reserved_concurrent_executions: -1 for none, 0 to stop the function, a positive number to cap it;
+    - rust_log: log filter passed as `RUST_LOG`; environment_variables: extra variables (no secrets);
+    - secret_arns: the Secrets Manager secrets this function may read (exactly those its part of the
+      config references); secret_kms_key_arns: their customer-managed KMS keys (decrypt via Secrets
+      Manager only), empty for the AWS-managed key;
+    - additional_policy_json: an extra IAM policy document merged into the function's policy (e.g.
+      kms:GenerateDataKey for an SSE-KMS destination bucket);
+    - permissions_boundary_arn: a permissions boundary for the IAM roles the module creates;
+    - log_retention_in_days, log_kms_key_arn: the function's CloudWatch log group;
+    - application_log_level: Lambda's filter on the JSON log lines (TRACE lets `RUST_LOG` decide);
+      system_log_level: level of the START/END/REPORT lines (DEBUG, INFO or WARN);
+    - alarm_actions: ARNs (e.g. an SNS topic) notified by the alarms; tags: added to every resource.
+  EOT
+  type = object({
+    package_path                   = string
+    ferry_config_json              = string
+    state_bucket_arn               = string
+    architecture                   = optional(string, "x86_64")
+    reserved_concurrent_executions = optional(number, -1)
+    rust_log                       = optional(string, "info")
+    environment_variables          = optional(map(string), {})
+    secret_arns                    = optional(list(string), [])
+    secret_kms_key_arns            = optional(list(string), [])
+    additional_policy_json         = optional(string)
+    permissions_boundary_arn       = optional(string)
+    log_retention_in_days          = optional(number, 30)
+    log_kms_key_arn                = optional(string)
+    application_log_level          = optional(string, "TRACE")
+    system_log_level               = optional(string, "INFO")
+    alarm_actions                  = optional(list(string), [])
+    tags                           = optional(map(string), {})
+  })
 }
