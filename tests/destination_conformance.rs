@@ -352,42 +352,6 @@ async fn http_destination_conforms() {
 
 // ---------- S3 crash-resume checkpoints never hold up the upload
 
-/// A state store whose progress writes (after the first, which records the upload id) wait
-/// until `open` turns true.
-struct GatedStore {
-    inner: ferry_shared::state::S3StateStore,
-    open: tokio::sync::watch::Receiver<bool>,
-    progress_writes: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait]
-impl ferry_shared::state::StateStore for GatedStore {
-    async fn get(
-        &self,
-        key: &str,
-    ) -> Result<Option<ferry_shared::state::Versioned>, ferry_shared::state::StateError> {
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: bytes::Bytes,
-        mode: ferry_shared::state::PutMode,
-    ) -> Result<String, ferry_shared::state::StateError> {
-        use std::sync::atomic::Ordering;
-        if key.starts_with("progress/") && self.progress_writes.fetch_add(1, Ordering::SeqCst) > 0 {
-            let _ = self.open.clone().wait_for(|open| *open).await;
-        }
-        self.inner.put(key, body, mode).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), ferry_shared::state::StateError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, ferry_shared::state::StateError> {
-        self.inner.list(prefix).await
-    }
-}
-
 /// Sets `at_end` when the inner stream reaches its end.
 struct SignalAtEnd {
     inner: ferry_shared::ByteReader,
@@ -417,11 +381,16 @@ async fn s3_part_uploads_never_wait_for_progress_checkpoints() {
     moto.create_bucket(&bucket).await.unwrap();
     let client = support::moto_s3().await;
     let (at_end, open) = tokio::sync::watch::channel(false);
-    let store = Arc::new(GatedStore {
-        inner: ferry_shared::state::S3StateStore::new(client.clone(), bucket.clone()),
+    // The first progress write records the upload id; the later ones wait at the gate.
+    let store = Arc::new(support::GatedPuts::new(
+        Arc::new(ferry_shared::state::S3StateStore::new(
+            client.clone(),
+            bucket.clone(),
+        )),
+        "progress/",
+        1,
         open,
-        progress_writes: 0.into(),
-    });
+    ));
     let dest = ferry_shared::dest::s3::S3Destination::new(
         client,
         &bucket,
@@ -455,10 +424,7 @@ async fn s3_part_uploads_never_wait_for_progress_checkpoints() {
         Some((len, data::sha256(7, len)))
     );
     assert!(
-        store
-            .progress_writes
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 2,
+        store.seen() >= 2,
         "progress was checkpointed as parts finished"
     );
     let left = ferry_shared::state::StateStore::list(store.as_ref(), "progress/")

@@ -88,6 +88,41 @@ async fn route_filter_sends_hmis_zips_to_their_folder() {
 }
 
 #[tokio::test]
+async fn matching_routes_write_their_jobs_at_the_same_time() {
+    let mut p = Pipeline::new(Options::default()).await;
+    p.upload("HMIS_2027.zip", 23, 100).await;
+    // Job writes wait at a gate that opens only once both routes' writes are waiting at it: a
+    // webhook that wrote one job after the other would never get there.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let gated = std::sync::Arc::new(support::GatedPuts::new(
+        p.ingest.state.clone(),
+        "jobs/",
+        0,
+        gate,
+    ));
+    p.ingest.state = gated.clone();
+    p.webhook = p.ingest.webhook().await.unwrap();
+    let opener = async {
+        let started = std::time::Instant::now();
+        while gated.held() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the two matching routes' jobs were not written at the same time (held: {})",
+                gated.held()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        open.send_replace(true);
+    };
+    let ((status, answer), ()) = tokio::join!(p.notify("HMIS_2027.zip"), opener);
+    assert_eq!(status, 202, "{answer}");
+    let jobs = answer["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{answer}");
+    assert!(jobs.iter().all(|j| j["status"] == "accepted"), "{answer}");
+    assert_eq!(gated.seen(), 2);
+}
+
+#[tokio::test]
 async fn same_webhook_ten_times_delivers_once_per_destination() {
     let p = Pipeline::new(Options::default()).await;
     let sha = p.upload("repeat.csv", 31, 2 * MIB).await;

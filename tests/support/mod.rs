@@ -94,6 +94,77 @@ pub fn aws_test_env() {
     });
 }
 
+/// A state store that holds writes under `prefix` (after the first `pass_first` of them) until
+/// `open` turns true, counting how many are held at a time: a test opens the gate from outside
+/// to prove that the caller went on without waiting, or that it wrote several keys at once.
+pub struct GatedPuts {
+    pub inner: Arc<dyn ferry_shared::state::StateStore>,
+    pub prefix: String,
+    pub pass_first: usize,
+    pub open: tokio::sync::watch::Receiver<bool>,
+    seen: std::sync::atomic::AtomicUsize,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedPuts {
+    pub fn new(
+        inner: Arc<dyn ferry_shared::state::StateStore>,
+        prefix: &str,
+        pass_first: usize,
+        open: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            inner,
+            prefix: prefix.to_string(),
+            pass_first,
+            open,
+            seen: 0.into(),
+            held: 0.into(),
+        }
+    }
+
+    /// Writes under the prefix so far (held or not).
+    pub fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Writes waiting at the gate right now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl ferry_shared::state::StateStore for GatedPuts {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<ferry_shared::state::Versioned>, ferry_shared::state::StateError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        mode: ferry_shared::state::PutMode,
+    ) -> Result<String, ferry_shared::state::StateError> {
+        if key.starts_with(&self.prefix)
+            && self.seen.fetch_add(1, Ordering::SeqCst) >= self.pass_first
+        {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            let _ = self.open.clone().wait_for(|open| *open).await;
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.inner.put(key, body, mode).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), ferry_shared::state::StateError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ferry_shared::state::StateError> {
+        self.inner.list(prefix).await
+    }
+}
+
 /// A state store that makes the first `count` writes under `prefix` slow: `delay` before the
 /// write reaches the store (`before`), or after it landed (the caller hears late); with `fail`,
 /// those writes fail instead (after the delay, without reaching the store).
