@@ -21,64 +21,24 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+mod measure;
 mod runtime_api;
 
+use measure::{Run, profiled, timed};
+
 const MIB: u64 = 1 << 20;
-
-struct Run {
-    secs: f64,
-    rss_mib: f64,
-}
-
-/// Runs a command under /usr/bin/time -v; returns wall time and peak RSS.
-fn timed(cmd: &mut Command) -> anyhow::Result<Run> {
-    let program = cmd.get_program().to_os_string();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_os_string()).collect();
-    let mut wrapped = Command::new("/usr/bin/time");
-    wrapped.arg("-v").arg(&program).args(&args);
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => wrapped.env(k, v),
-            None => wrapped.env_remove(k),
-        };
-    }
-    let started = Instant::now();
-    let out = wrapped.output()?;
-    let secs = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}{}",
-            program,
-            String::from_utf8_lossy(&out.stdout),
-            stderr
-        );
-    }
-    let kib: f64 = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .context("no RSS line from /usr/bin/time")?
-        .parse()?;
-    Ok(Run {
-        secs,
-        rss_mib: kib / 1024.0,
-    })
-}
 
 /// Adds one copy result to the report and the console; returns MB/s.
 fn row(report: &mut String, mib: u64, path: &str, tool: &str, r: &Run) -> anyhow::Result<f64> {
     let speed = mbps(mib * MIB, r.secs);
     writeln!(
         report,
-        "| {mib} MiB | {path} | {tool} | {:.2} | {speed:.1} | {:.1} |",
-        r.secs, r.rss_mib
+        "| {mib} MiB | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {:.1} |",
+        r.secs, r.cpu_secs, r.rss_mib
     )?;
     println!(
-        "{mib:>5} MiB  {path:<22} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  RSS {:>7.1} MiB",
-        r.secs, r.rss_mib
+        "{mib:>5} MiB  {path:<22} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s  RSS {:>7.1} MiB",
+        r.secs, r.cpu_secs, r.rss_mib
     );
     Ok(speed)
 }
@@ -111,6 +71,8 @@ struct Env {
     sas: String,
     config_path: PathBuf,
     config: Value,
+    /// A client of the benchmark's moto, for the raw calls and clean-up.
+    s3: aws_sdk_s3::Client,
 }
 
 impl Env {
@@ -261,6 +223,12 @@ async fn main() -> anyhow::Result<()> {
         ]
     });
     let config_path = secret("ferry.json", &config.to_string())?;
+    let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
+        region: None,
+        endpoint_url: Some(c.moto.endpoint.clone()),
+        force_path_style: true,
+    })
+    .await;
     let env = Env {
         root: root.clone(),
         work: work.clone(),
@@ -268,7 +236,9 @@ async fn main() -> anyhow::Result<()> {
         sas,
         config_path,
         config,
+        s3,
     };
+    let s3 = &env.s3;
 
     let mut report = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
@@ -311,15 +281,9 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "## Copy throughput and peak RSS\n")?;
     writeln!(
         report,
-        "| size | path | tool | seconds | MB/s | peak RSS MiB |\n|---|---|---|---|---|---|"
+        "| size | path | tool | seconds | MB/s | CPU seconds | peak RSS MiB |\n|---|---|---|---|---|---|---|"
     )?;
     let mut summary = Vec::new();
-    let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
-        region: None,
-        endpoint_url: Some(env.c.moto.endpoint.clone()),
-        force_path_style: true,
-    })
-    .await;
     let copy_sizes: &[u64] = if sections.iter().any(|s| s == "copy") {
         &sizes
     } else {
@@ -363,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
             raw_put = Some(mbps(bytes, secs));
             writeln!(
                 report,
-                "| {mib} MiB | local file -> moto | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {:.1} | - |",
+                "| {mib} MiB | local file -> moto | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {:.1} | - | - |",
                 v["parts_s"].as_f64().unwrap_or(0.0),
                 v["complete_s"].as_f64().unwrap_or(0.0),
                 mbps(bytes, secs)
@@ -384,17 +348,10 @@ async fn main() -> anyhow::Result<()> {
             .await;
         let jobs = env.webhook(&name).await?;
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
-            let mut cmd = match std::env::var_os("FERRY_BENCH_PERF") {
-                // Flat CPU profile of ferry's side, for `perf report -i <file>`.
-                Some(_) => {
-                    let mut perf = Command::new("perf");
-                    perf.args(["record", "-q", "-F", "1999", "-o"])
-                        .arg(env.work.join(format!("perf-{route}-{mib}.data")))
-                        .arg(env.ferry());
-                    perf
-                }
-                None => Command::new(env.ferry()),
-            };
+            let mut cmd = profiled(
+                &env.ferry(),
+                &env.work.join(format!("perf-{route}-{mib}.data")),
+            );
             let r = timed(
                 cmd.args(["run-job", "--config"])
                     .arg(&env.config_path)
@@ -664,12 +621,6 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
     }
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/");
-    let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
-        region: None,
-        endpoint_url: Some(env.c.moto.endpoint.clone()),
-        force_path_style: true,
-    })
-    .await;
     // Rounds alternate the three paths so that drift on a shared machine (another tenant, moto's
     // growing heap) hits all of them alike; percentiles are over every round's samples.
     let mut samples: [(Vec<f64>, f64); 3] = Default::default();
@@ -690,7 +641,7 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<(Latency, Latency, Latency)
         })
         .await?;
         let raw = timed_load(|n| {
-            let s3 = s3.clone();
+            let s3 = env.s3.clone();
             async move {
                 let r = s3
                     .put_object()

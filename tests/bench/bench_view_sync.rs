@@ -9,6 +9,8 @@
 //!
 //! cargo build --release --bin ferry && cargo run --example bench_view_sync -- [N] [SINK] [CHUNK] [--append FILE]
 
+mod measure;
+
 #[path = "../support/view.rs"]
 #[allow(dead_code)]
 mod view;
@@ -17,15 +19,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use measure::{Run, profiled, timed};
 
 const PASSWORD: &str = "bench-view-password";
-
-struct Measured {
-    secs: f64,
-    rss_kib: u64,
-    /// User + system CPU seconds: how much of the wall time the tool itself was busy.
-    cpu_secs: f64,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -108,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
             m.secs,
             m.cpu_secs,
             size as f64 / m.secs,
-            m.rss_kib as f64 / 1024.0
+            m.rss_mib
         );
         results.push((size, m));
     }
@@ -157,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
                 pg.port, pg.user, pg.password, pg.dbname
             ));
         }
-        let m = measure(&mut cmd).context("reference script")?;
+        let m = timed(&mut cmd).context("reference script")?;
         let ferry = &results[1].1;
         println!(
             "reference (python requests + boto3{}) {n} records -> {sink}: {:.2} s ({:.2} s CPU), {:.0} records/s, peak RSS {:.1} MiB; ferry/reference speed {:.2}x",
@@ -165,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
             m.secs,
             m.cpu_secs,
             n as f64 / m.secs,
-            m.rss_kib as f64 / 1024.0,
+            m.rss_mib,
             m.secs / ferry.secs
         );
         reference = Some(m);
@@ -224,74 +220,22 @@ async fn main() -> anyhow::Result<()> {
     let (small, big) = (&results[0].1, &results[1].1);
     println!(
         "peak RSS {:.1} MiB at {} records vs {:.1} MiB at {} records",
-        small.rss_kib as f64 / 1024.0,
-        results[0].0,
-        big.rss_kib as f64 / 1024.0,
-        results[1].0
+        small.rss_mib, results[0].0, big.rss_mib, results[1].0
     );
     Ok(())
 }
 
-fn run(bin: &std::path::Path, config: &std::path::Path) -> anyhow::Result<Measured> {
-    let mut cmd = match std::env::var_os("FERRY_BENCH_PERF") {
-        // Flat CPU profile for `perf report -i`, as in bench.rs.
-        Some(_) => {
-            let mut perf = Command::new("perf");
-            perf.args(["record", "-q", "-F", "1999", "-o"])
-                .arg(ferry_harness::repo_root().join(".local/perf-view-sync.data"))
-                .arg(bin);
-            perf
-        }
-        None => Command::new(bin),
-    };
-    measure(
+fn run(bin: &std::path::Path, config: &std::path::Path) -> anyhow::Result<Run> {
+    let mut cmd = profiled(
+        bin,
+        &ferry_harness::repo_root().join(".local/perf-view-sync.data"),
+    );
+    timed(
         cmd.args(["sync-views", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn"),
     )
     .context("sync-views")
-}
-
-/// Runs `cmd` under /usr/bin/time -v: wall time and peak RSS.
-fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
-    let mut wrapped = Command::new("/usr/bin/time");
-    wrapped
-        .arg("-v")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            wrapped.env(k, v);
-        }
-    }
-    let t = Instant::now();
-    let out = wrapped.output()?;
-    let secs = t.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("failed: {stderr}");
-    }
-    let rss_kib: u64 = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .context("no RSS line")?
-        .parse()?;
-    let cpu_secs = ["User time (seconds): ", "System time (seconds): "]
-        .iter()
-        .filter_map(|label| {
-            stderr
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(label)?.parse::<f64>().ok())
-        })
-        .sum();
-    Ok(Measured {
-        secs,
-        rss_kib,
-        cpu_secs,
-    })
 }
 
 /// Appends this sink's rows to the `make bench` report (docs/benchmarks.md), writing the
@@ -300,8 +244,8 @@ fn append_report(
     path: &std::path::Path,
     sink: &str,
     chunk: usize,
-    results: &[(u64, Measured)],
-    reference: Option<&Measured>,
+    results: &[(u64, Run)],
+    reference: Option<&Run>,
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let mut text = std::fs::read_to_string(path).unwrap_or_default();
@@ -322,7 +266,7 @@ fn append_report(
             m.secs,
             m.cpu_secs,
             *records as f64 / m.secs,
-            m.rss_kib as f64 / 1024.0
+            m.rss_mib
         )?;
     }
     if let (Some(r), Some((records, ferry))) = (reference, results.last()) {
@@ -332,7 +276,7 @@ fn append_report(
             r.secs,
             r.cpu_secs,
             *records as f64 / r.secs,
-            r.rss_kib as f64 / 1024.0,
+            r.rss_mib,
             r.secs / ferry.secs
         )?;
     }
