@@ -6,6 +6,7 @@ pub mod dest;
 pub mod engine;
 pub mod http_client;
 pub mod job;
+pub mod layout;
 pub mod names;
 pub mod pubsub;
 pub mod redact;
