@@ -139,6 +139,43 @@ const fn always(prefix: Prefix, actions: &'static [Access]) -> Grant {
     }
 }
 
+// Each grant names the code that needs it.
+
+/// webhook::WebhookService writes jobs create-once; a duplicate is the 412.
+const WEBHOOK_INGEST: &[Grant] = &[always(Prefix::Jobs, &[Put])];
+
+const BLOB_COPY: &[Grant] = &[
+    // engine::TransferEngine: load the job, check and write receipts and dead letters.
+    always(Prefix::Jobs, &[Get]),
+    always(Prefix::Done, &[Get, Put]),
+    always(Prefix::Failed, &[Get, Put]),
+    // dest::s3 (and every resumable destination): checkpoints, deleted when done.
+    always(Prefix::Progress, &[Get, Put, Delete]),
+    // token::cache: pub/sub sources read the tokens and refresh them on a 401/403.
+    Grant {
+        prefix: Prefix::Tokens,
+        actions: &[Get, Put],
+        only_with: Some(OnlyWith::PubsubSources),
+    },
+];
+
+/// view_sync::lease: the lease and the watermark, both compare-and-swap.
+const VIEW_SYNC: &[Grant] = &[
+    always(Prefix::Watermarks, &[Get, Put]),
+    always(Prefix::Leases, &[Get, Put]),
+];
+
+/// token::cache::refresh_if_due.
+const TOKEN_REFRESH: &[Grant] = &[always(Prefix::Tokens, &[Get, Put])];
+
+const EXPORT_PULL: &[Grant] = &[
+    // pubsub::pull: a job per wanted file, a record per refused message.
+    always(Prefix::Jobs, &[Put]),
+    always(Prefix::Failed, &[Put]),
+    // The Service Bus connection string comes with the tokens.
+    always(Prefix::Tokens, &[Get, Put]),
+];
+
 impl Function {
     /// Every function, in deployment order.
     pub const ALL: [Function; 5] = [
@@ -165,39 +202,14 @@ impl Function {
         Function::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// What the function does in the state bucket. Each line names the code that needs it.
+    /// What the function does in the state bucket.
     pub fn grants(self) -> &'static [Grant] {
         match self {
-            // webhook::WebhookService writes jobs create-once; a duplicate is the 412.
-            Function::WebhookIngest => &[always(Prefix::Jobs, &[Put])],
-            Function::BlobCopy => &[
-                // engine::TransferEngine: load the job, check and write receipts and dead letters.
-                always(Prefix::Jobs, &[Get]),
-                always(Prefix::Done, &[Get, Put]),
-                always(Prefix::Failed, &[Get, Put]),
-                // dest::s3 (and every resumable destination): checkpoints, deleted when done.
-                always(Prefix::Progress, &[Get, Put, Delete]),
-                // token::cache: pub/sub sources read the tokens and refresh them on a 401/403.
-                Grant {
-                    prefix: Prefix::Tokens,
-                    actions: &[Get, Put],
-                    only_with: Some(OnlyWith::PubsubSources),
-                },
-            ],
-            // view_sync::lease: the lease and the watermark, both compare-and-swap.
-            Function::ViewSync => &[
-                always(Prefix::Watermarks, &[Get, Put]),
-                always(Prefix::Leases, &[Get, Put]),
-            ],
-            // token::cache::refresh_if_due.
-            Function::TokenRefresh => &[always(Prefix::Tokens, &[Get, Put])],
-            Function::ExportPull => &[
-                // pubsub::pull: a job per wanted file, a record per refused message.
-                always(Prefix::Jobs, &[Put]),
-                always(Prefix::Failed, &[Put]),
-                // The Service Bus connection string comes with the tokens.
-                always(Prefix::Tokens, &[Get, Put]),
-            ],
+            Function::WebhookIngest => WEBHOOK_INGEST,
+            Function::BlobCopy => BLOB_COPY,
+            Function::ViewSync => VIEW_SYNC,
+            Function::TokenRefresh => TOKEN_REFRESH,
+            Function::ExportPull => EXPORT_PULL,
         }
     }
 
