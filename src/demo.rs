@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use ferry_shared::config::Config;
-use ferry_shared::job::{Receipt, receipt_key};
+use ferry_shared::job::Receipt;
+use ferry_shared::layout::receipt_key;
 use ferry_shared::services::Services;
 use ferry_shared::state::StateStoreExt;
 use sha2::{Digest, Sha256};
@@ -165,7 +166,7 @@ pub async fn run() -> anyhow::Result<()> {
         config_path.display()
     );
 
-    let services = Services::build(Config::from_json(&config.to_string())?).await?;
+    let services = Services::new(Config::from_json(&config.to_string())?).await;
     let runner = LocalRunner::start(
         &services,
         SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -11,9 +11,10 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use bytes::Bytes;
 use ferry_shared::config::Config;
+use ferry_shared::layout::watermark_key;
 use ferry_shared::services::Services;
 use ferry_shared::state::StateStoreExt;
-use ferry_shared::view_sync::lease::{Watermark, watermark_key};
+use ferry_shared::view_sync::lease::Watermark;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -156,7 +157,7 @@ pub async fn run() -> anyhow::Result<()> {
         config_path.display()
     );
 
-    let services = Services::build(Config::from_json(&config.to_string())?).await?;
+    let services = Services::new(Config::from_json(&config.to_string())?).await;
     let sync = Arc::new(services.view_sync().await?);
     let scheduler = ViewScheduler::start(sync, Duration::from_secs(1));
     println!("3. the local scheduler syncs both views every second");

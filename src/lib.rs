@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_shared::engine::TransferEngine;
-use ferry_shared::job::receipt_key;
+use ferry_shared::layout::receipt_key;
 use ferry_shared::services::Services;
 use ferry_shared::state::StateStore;
 use ferry_shared::view_sync::ViewSync;
@@ -77,7 +77,7 @@ impl LocalRunner {
         listen: SocketAddr,
         worker: Option<Duration>,
     ) -> anyhow::Result<Self> {
-        let engine = Arc::new(services.engine());
+        let engine = Arc::new(services.engine().await?);
         let (tx, rx) = mpsc::unbounded_channel();
         let bucket = services.config.state.bucket.clone();
         let mut tasks = Vec::new();
@@ -115,12 +115,16 @@ impl LocalRunner {
     /// `every`, token-refresh, then export-pull for `every` (at least the sources'
     /// `deadline_margin_secs` + 5 s); its new jobs are queued.
     /// Does nothing when the config has no pub/sub export source.
-    pub fn start_export_schedule(&mut self, services: &Services, every: Duration) {
-        let caches: Vec<_> = services.tokens.values().cloned().collect();
+    pub async fn start_export_schedule(
+        &mut self,
+        services: &Services,
+        every: Duration,
+    ) -> anyhow::Result<()> {
+        let caches = services.token_caches().await?;
         if caches.is_empty() {
-            return;
+            return Ok(());
         }
-        let pullers = services.export_pullers();
+        let pullers = services.export_pullers().await?;
         // Each run needs more than its margin before the "deadline" to receive anything.
         let budget = pullers
             .iter()
@@ -154,6 +158,7 @@ impl LocalRunner {
             every_secs = every.as_secs(),
             "pub/sub export schedule running"
         );
+        Ok(())
     }
 
     /// Queues a job key, as an S3 notification would.
@@ -165,16 +170,29 @@ impl LocalRunner {
     }
 }
 
+/// Clears a job's dead letter so the next run (or a re-put of the job object) retries it. An
+/// operator's action (`ferry replay`), run with the operator's credentials: no function's role
+/// may delete under `failed/`.
+pub async fn clear_failure(state: &dyn StateStore, job_id: &str) -> anyhow::Result<()> {
+    state
+        .delete(&ferry_shared::layout::failure_key(job_id))
+        .await?;
+    Ok(())
+}
+
 /// Job keys under `jobs/` that lack a receipt for some destination and are not dead-lettered.
 pub async fn pending_jobs(state: &dyn StateStore) -> anyhow::Result<Vec<String>> {
     let mut pending = Vec::new();
-    for key in state.list("jobs/").await? {
+    for key in state
+        .list(ferry_shared::layout::Prefix::Jobs.as_str())
+        .await?
+    {
         let Some(found) = state.get(&key).await? else {
             continue;
         };
         let job: ferry_shared::job::TransferJob = serde_json::from_slice(&found.body)?;
         if state
-            .get(&ferry_shared::job::failure_key(&job.id))
+            .get(&ferry_shared::layout::failure_key(&job.id))
             .await?
             .is_some()
         {

@@ -15,6 +15,9 @@
 //! - `ferry token-refresh --config FILE`: refresh the pub/sub export tokens that are due.
 //! - `ferry export-pull --config FILE [--seconds N]`: pull notifications into jobs for up to N
 //!   seconds (default 60) and print the new job keys.
+//! - `ferry state-layout [--markdown]`: the state bucket layout and each function's access per
+//!   prefix, as the JSON that `infra/state-layout.json` holds (Terraform builds the grants from
+//!   it) or as the permissions table of docs/deploy.md.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,7 +54,7 @@ fn positional(args: &[String]) -> Vec<String> {
 async fn services(args: &[String]) -> anyhow::Result<Services> {
     let path = flag(args, "--config").context("--config FILE is required")?;
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    Ok(Services::build(Config::from_json(&text)?).await?)
+    Ok(Services::new(Config::from_json(&text)?).await)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,11 +81,19 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N]"
+            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N] | state-layout [--markdown]"
         );
     };
     let rest = &args[1..];
     match command.as_str() {
+        "state-layout" => {
+            if rest.iter().any(|a| a == "--markdown") {
+                print!("{}", ferry_shared::layout::permissions_table());
+            } else {
+                print!("{}", ferry_shared::layout::layout_file());
+            }
+            Ok(())
+        }
         "demo" | "demo-views" => {
             // The demos talk to moto, which takes any credentials; without any set, the AWS SDK
             // would look for real ones (IMDS) and fail.
@@ -118,7 +129,9 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
             } else {
                 LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
             };
-            runner.start_export_schedule(&services, Duration::from_secs(pull_every.max(1)));
+            runner
+                .start_export_schedule(&services, Duration::from_secs(pull_every.max(1)))
+                .await?;
             if let Some(addr) = runner.webhook_addr {
                 println!("webhook listening on http://{addr}/");
             }
@@ -152,7 +165,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         "token-refresh" => {
             let services = services(rest).await?;
-            let caches: Vec<_> = services.tokens.values().cloned().collect();
+            let caches = services.token_caches().await?;
             let event = LambdaEvent::new(serde_json::json!({}), Context::default());
             let report = token_refresh::handle(&caches, event)
                 .await
@@ -166,7 +179,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "60".into())
                 .parse()
                 .context("--seconds takes a number")?;
-            let pullers = services.export_pullers();
+            let pullers = services.export_pullers().await?;
             let summaries = export_pull::run(&pullers, Duration::from_secs(seconds))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -184,7 +197,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 .first()
                 .cloned()
                 .context("JOB_KEY missing")?;
-            let outcome = services.engine().run(&key, 1).await?;
+            let outcome = services.engine().await?.run(&key, 1).await?;
             println!("{outcome:?}");
             Ok(())
         }
@@ -195,8 +208,8 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 pos.first().context("JOB_ID missing")?,
                 pos.get(1).context("JOB_KEY missing")?,
             );
-            let engine = services.engine();
-            engine.clear_failure(id).await?;
+            ferry::clear_failure(services.state.as_ref(), id).await?;
+            let engine = services.engine().await?;
             println!("{:?}", engine.run(key, 1).await?);
             Ok(())
         }

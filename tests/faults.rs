@@ -159,7 +159,7 @@ async fn worker_killed_mid_copy_resumes_from_the_parts_already_stored() {
     p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(16 * MIB), 3));
     let mut child = run_job();
     let s3 = support::moto_s3().await;
-    let progress_key = format!("progress/{id}/s3.json");
+    let progress_key = ferry_shared::layout::progress_key(&id, "s3");
     let started = Instant::now();
     let parts_before_kill = loop {
         if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferry_shared::engine::TransferEngine;
-use ferry_shared::job::{Receipt, TransferJob, export_job_id, failure_key, receipt_key};
+use ferry_shared::job::{Receipt, TransferJob, export_job_id};
+use ferry_shared::layout::{failure_key, receipt_key};
 use ferry_shared::pubsub::pull::ExportPuller;
 use ferry_shared::services::Services;
 use ferry_shared::state::StateStoreExt;
@@ -135,9 +136,9 @@ impl Export {
             "transfer": {"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}
         });
         let pull = support::services(&config).await;
-        let pullers = pull.export_pullers();
+        let pullers = pull.export_pullers().await.unwrap();
         let copy = support::services(&config).await;
-        let engine = copy.engine();
+        let engine = copy.engine().await.unwrap();
         let export = Self {
             container,
             blob_base,
@@ -732,10 +733,10 @@ async fn lock_lost_during_a_slow_save_redelivers_without_a_duplicate_job_or_deli
         fail: false,
         count: 1.into(),
     });
-    let slow = e.pull.export_pullers();
+    let slow = e.pull.export_pullers().await.unwrap();
     // Instance B: an overlapping run (next schedule) with its own clients.
     let other = support::services(&e.config).await;
-    let fast = other.export_pullers();
+    let fast = other.export_pullers().await.unwrap();
     let started = Instant::now();
     let a = Export::pull_with(&slow, Duration::from_secs(5));
     let b = async {
@@ -813,7 +814,7 @@ async fn a_failed_job_save_unlocks_the_message_and_its_redelivery_is_saved() {
         fail: true,
         count: 1.into(),
     });
-    let pullers = e.pull.export_pullers();
+    let pullers = e.pull.export_pullers().await.unwrap();
     let summary = Export::pull_with(&pullers, Duration::from_secs(30))
         .await
         .unwrap();
@@ -1023,7 +1024,7 @@ async fn token_service_403_is_an_error_naming_permissions_not_granted() {
         &e.blob_url("a.jsonl"),
         false,
     ));
-    let caches: Vec<_> = e.pull.tokens.values().cloned().collect();
+    let caches = e.pull.token_caches().await.unwrap();
     let err = token_refresh::handle(&caches, LambdaEvent::new(json!({}), Context::default()))
         .await
         .unwrap_err()
@@ -1071,7 +1072,10 @@ async fn local_runner_schedule_refreshes_pulls_and_copies() {
         runner.webhook_addr.is_none(),
         "no webhook section, no server"
     );
-    runner.start_export_schedule(&e.pull, Duration::from_secs(2));
+    runner
+        .start_export_schedule(&e.pull, Duration::from_secs(2))
+        .await
+        .unwrap();
     let (out, raw) = (
         e.out.join("items/runner/items.jsonl"),
         e.raw.join("runner/items.jsonl.gz"),

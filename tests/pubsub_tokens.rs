@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_shared::layout::token_key;
 use ferry_shared::retry::RetryPolicy;
 use ferry_shared::secret::expose;
 use ferry_shared::services::Services;
@@ -20,7 +21,7 @@ use ferry_shared::source::{SourceError, SourceObject};
 use ferry_shared::state::StateStoreExt;
 use ferry_shared::token::ExportTokens;
 use ferry_shared::token::aad::{AadClient, AadCredential};
-use ferry_shared::token::cache::{CacheSettings, RefreshOutcome, TokenCache, token_key};
+use ferry_shared::token::cache::{CacheSettings, RefreshOutcome, TokenCache};
 use ferry_shared::token::service::TokenService as TokenServiceClient;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
@@ -159,9 +160,13 @@ impl Tokens {
     }
 }
 
-async fn refresh(services: &Services) -> Result<Value, String> {
-    let caches: Vec<_> = services.tokens.values().cloned().collect();
-    token_refresh::handle(&caches, LambdaEvent::new(json!({}), Context::default()))
+/// token-refresh's cold start: its caches, built once like `main` does.
+async fn cold_start(services: &Services) -> Vec<Arc<TokenCache>> {
+    services.token_caches().await.expect("token caches build")
+}
+
+async fn refresh(caches: &[Arc<TokenCache>]) -> Result<Value, String> {
+    token_refresh::handle(caches, LambdaEvent::new(json!({}), Context::default()))
         .await
         .map(|v| v["sources"][SOURCE].clone())
         .map_err(|e| e.to_string())
@@ -260,6 +265,7 @@ async fn certificate_client_assertion_is_rs256_with_x5t_and_verifies_with_openss
     for (i, aad) in forms.into_iter().enumerate() {
         let services =
             support::services(&t.config(aad, json!({"refresh_ahead_secs": 999_999}))).await;
+        let services = cold_start(&services).await;
         // Two refreshes (always due with this refresh_ahead), one AAD token (cached).
         for _ in 0..2 {
             assert_eq!(refresh(&services).await.unwrap()["status"], "refreshed");
@@ -337,6 +343,7 @@ async fn certificate_client_assertion_is_rs256_with_x5t_and_verifies_with_openss
 async fn concurrent_refreshers_never_replace_newer_tokens_with_older_ones() {
     let t = Tokens::new(Some(CLIENT_SECRET)).await;
     let b = t.services(json!({})).await;
+    let b_caches = cold_start(&b).await;
     // Refresher A: its write reaches the store 1.5 s after it got its (older) tokens.
     let slow = Arc::new(support::SlowPuts {
         inner: b.state.clone(),
@@ -385,7 +392,7 @@ async fn concurrent_refreshers_never_replace_newer_tokens_with_older_ones() {
     let run_b = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         t.answer_policy("gen-1");
-        refresh(&b).await.unwrap()
+        refresh(&b_caches).await.unwrap()
     };
     let (outcome_a, outcome_b) = tokio::join!(run_a, run_b);
     assert_eq!(outcome_b["status"], "refreshed");
@@ -409,7 +416,10 @@ async fn concurrent_refreshers_never_replace_newer_tokens_with_older_ones() {
     // A later refresh replaces them by compare-and-swap, bumping the generation.
     t.answer_policy("gen-1");
     let c = t.services(json!({"refresh_ahead_secs": 999_999})).await;
-    assert_eq!(refresh(&c).await.unwrap()["generation"], 2);
+    assert_eq!(
+        refresh(&cold_start(&c).await).await.unwrap()["generation"],
+        2
+    );
     assert_eq!(t.stored(&c).await.unwrap().generation, 2);
     t.assert_logs_clean(&[]);
 }
@@ -418,7 +428,8 @@ async fn concurrent_refreshers_never_replace_newer_tokens_with_older_ones() {
 async fn refused_reads_refresh_once_and_refresh_storms_are_limited() {
     let t = Tokens::new(Some(CLIENT_SECRET)).await;
     let services = t.services(json!({"min_refresh_interval_secs": 2})).await;
-    let source = services.sources[SOURCE].clone();
+    let state = services.state_for(ferry_shared::layout::Function::BlobCopy);
+    let source = services.source(SOURCE, &state).await.unwrap();
     let object = SourceObject {
         container: t.container.clone(),
         name: "a.xml".into(),
@@ -488,7 +499,7 @@ async fn token_refresh_refreshes_ahead_of_the_sas_expiry_only() {
         SystemTime::now() + Duration::from_secs(300),
     );
     t.answer_sas(soon);
-    let services = t.services(json!({"refresh_ahead_secs": 600})).await;
+    let services = cold_start(&t.services(json!({"refresh_ahead_secs": 600})).await).await;
     let first = refresh(&services).await.unwrap();
     assert_eq!(first["status"], "refreshed");
     let left = first["expires_in_secs"].as_u64().unwrap();
@@ -513,7 +524,7 @@ async fn token_refresh_refreshes_ahead_of_the_sas_expiry_only() {
     assert_eq!(idle["generation"], 3);
     assert_eq!(t.service.calls(), 3);
     // Another instance reads the stored tokens instead of calling the token service.
-    let other = t.services(json!({"refresh_ahead_secs": 600})).await;
+    let other = cold_start(&t.services(json!({"refresh_ahead_secs": 600})).await).await;
     assert_eq!(refresh(&other).await.unwrap()["status"], "not_due");
     assert_eq!(t.service.calls(), 3);
     t.assert_logs_clean(&[]);
@@ -523,7 +534,8 @@ async fn token_refresh_refreshes_ahead_of_the_sas_expiry_only() {
 async fn wrong_client_secret_is_a_clear_error_without_the_secret() {
     let t = Tokens::new(Some(CLIENT_SECRET)).await;
     let wrong = "aad-secret-WRONG-7hPq2Lx";
-    let services = support::services(&t.config(t.secret_aad(wrong), json!({}))).await;
+    let services =
+        cold_start(&support::services(&t.config(t.secret_aad(wrong), json!({}))).await).await;
     let e = refresh(&services).await.unwrap_err();
     assert!(
         e.contains("Azure AD refused the client credentials") && e.contains("AADSTS7000215"),

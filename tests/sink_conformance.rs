@@ -155,10 +155,8 @@ async fn postgres_failures_are_classified() {
             "transfer": {"retries": 0, "initial_backoff_ms": 5, "max_backoff_ms": 50},
         }))
         .await
-        .sinks()
+        .sink("s")
         .await
-        .unwrap()
-        .remove("s")
         .unwrap()
     };
     let one = chunk(None, &records(0, 1));

@@ -558,7 +558,9 @@ async fn transient_destination_failure_dead_letters_after_max_attempts_and_repla
         .respond_with(ResponseTemplate::new(200))
         .mount(&p.http)
         .await;
-    p.engine.clear_failure(&id).await.unwrap();
+    ferry::clear_failure(p.copy.state.as_ref(), &id)
+        .await
+        .unwrap();
     assert!(!p.copy(&key, 1).await);
     let receipts = p.receipts(&id).await;
     assert_eq!(receipts.len(), 3);

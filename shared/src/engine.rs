@@ -11,7 +11,8 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
-use crate::job::{FailureRecord, Receipt, TransferJob, failure_key, now_rfc3339, receipt_key};
+use crate::job::{FailureRecord, Receipt, TransferJob, now_rfc3339};
+use crate::layout::{failure_key, receipt_key};
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::{Source, SourceObject};
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
@@ -372,10 +373,5 @@ impl TransferEngine {
         let mb_per_s = receipt.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6);
         tracing::info!(destination = dest_name, location = %receipt.location, bytes = receipt.bytes, ms = receipt.duration_ms, mb_per_s = format!("{mb_per_s:.1}"), "delivered");
         Ok(receipt)
-    }
-
-    /// Clears a job's dead letter so the next run (or a re-put of the job object) retries it.
-    pub async fn clear_failure(&self, job_id: &str) -> Result<(), StateError> {
-        self.state.delete(&failure_key(job_id)).await
     }
 }

@@ -204,21 +204,6 @@ pub fn rejected_message_id(source: &str, message_id: &str, sequence_number: i64)
     format!("msg-{}", hex::encode(&h.finalize()[..16]))
 }
 
-/// `jobs/<route>/<job-id>.json`
-pub fn job_key(route: &str, id: &str) -> String {
-    format!("jobs/{route}/{id}.json")
-}
-
-/// `done/<job-id>/<destination>.json`
-pub fn receipt_key(id: &str, destination: &str) -> String {
-    format!("done/{id}/{destination}.json")
-}
-
-/// `failed/<job-id>.json`
-pub fn failure_key(id: &str) -> String {
-    format!("failed/{id}.json")
-}
-
 /// Current time in RFC 3339 (seconds precision, UTC).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()

@@ -55,6 +55,7 @@ pub struct SecretResolver {
     secrets_manager: Option<aws_sdk_secretsmanager::Client>,
     ttl: Duration,
     cache: Mutex<HashMap<SecretRef, (Instant, SecretString)>>,
+    fetched: Mutex<Vec<SecretRef>>,
 }
 
 impl SecretResolver {
@@ -64,6 +65,7 @@ impl SecretResolver {
             secrets_manager,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(Vec::new()),
         }
     }
 
@@ -80,11 +82,23 @@ impl SecretResolver {
             return Ok(value.clone());
         }
         let value = self.fetch(reference).await?;
+        // The reference (an ARN, a variable name or a path), never the value: operators and the
+        // deploy test compare what a function read with what its role grants.
+        tracing::info!(secret = %reference, "secret resolved");
+        self.fetched
+            .lock()
+            .expect("secret record")
+            .push(reference.clone());
         self.cache
             .lock()
             .expect("secret cache")
             .insert(reference.clone(), (Instant::now(), value.clone()));
         Ok(value)
+    }
+
+    /// Every reference fetched so far (cache misses), in order.
+    pub fn fetched(&self) -> Vec<SecretRef> {
+        self.fetched.lock().expect("secret record").clone()
     }
 
     async fn fetch(&self, reference: &SecretRef) -> Result<SecretString, SecretError> {

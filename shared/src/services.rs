@@ -1,6 +1,16 @@
-//! Builds every client a function needs from the config, once per cold start.
+//! Builds what one function needs from the config, once per cold start, and nothing else.
+//!
+//! [`Services::new`] makes no request and resolves no secret: it holds the config, the state
+//! store and a secret resolver. Each function then asks for its own part: webhook-ingest
+//! [`Services::webhook`], blob-copy [`Services::engine`], view-sync [`Services::view_sync`],
+//! token-refresh [`Services::token_caches`], export-pull [`Services::export_pullers`]. Each
+//! builds the sources, destinations and sinks its part of the config names, resolves only their
+//! secrets, and hands them a state store scoped to the function's grants in the state layout
+//! (`layout::Function::grants`), which is also what its IAM role allows. So a cold start never
+//! reads a secret or touches a prefix its role does not grant, and a config with an SFTP
+//! destination does not make view-sync fetch the SFTP key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +22,7 @@ use crate::dest::http::HttpDestination;
 use crate::dest::local_dir::LocalDirDestination;
 use crate::dest::s3::S3Destination;
 use crate::engine::TransferEngine;
+use crate::layout::Function;
 use crate::pubsub::pull::ExportPuller;
 use crate::pubsub::servicebus::ServiceBusClient;
 use crate::retry::RetryPolicy;
@@ -22,7 +33,7 @@ use crate::sink::postgres::PostgresSink;
 use crate::sink::s3_jsonl::S3JsonlSink;
 use crate::source::Source;
 use crate::source::azure_blob::AzureBlobSource;
-use crate::state::{S3StateStore, StateStore};
+use crate::state::{S3StateStore, Scoped, StateStore};
 use crate::token::aad::{AadClient, AadCredential, CertificateSigner};
 use crate::token::cache::{CacheSettings, TokenCache};
 use crate::token::service::TokenService;
@@ -38,136 +49,152 @@ pub enum SetupError {
     Config(String),
 }
 
-/// Everything a function needs, built from one config.
+/// The config, the state store and a secret resolver: what every function starts from. Building
+/// it makes no request; the function builders below resolve what each function uses.
 pub struct Services {
     /// The parsed config.
     pub config: Config,
     /// Secrets, cached.
     pub secrets: Arc<SecretResolver>,
-    /// The state store.
+    /// The state store, unscoped (local tools and tests); functions get [`Services::state_for`].
     pub state: Arc<dyn StateStore>,
-    /// Sources by name.
-    pub sources: BTreeMap<String, Arc<dyn Source>>,
-    /// Destinations by name.
-    pub destinations: BTreeMap<String, Arc<dyn Destination>>,
     /// Retry policy for requests.
     pub retry: RetryPolicy,
-    /// The shared token caches of the pub/sub export sources, by source name.
-    pub tokens: BTreeMap<String, Arc<TokenCache>>,
 }
 
 impl Services {
-    /// Builds the state store, sources and destinations; resolves the secrets they need.
-    pub async fn build(config: Config) -> Result<Self, SetupError> {
+    /// The state store (S3) and a Secrets Manager-backed resolver for `config`. No request is
+    /// made and no secret is read: credentials load on first use.
+    pub async fn new(config: Config) -> Self {
         // One AWS config (credentials chain, region, endpoint) for the state store and Secrets
-        // Manager; building a client makes no request, credentials load on first use.
+        // Manager.
         let aws = crate::s3::load_aws_config(&config.state.endpoint).await;
         let sm = aws_sdk_secretsmanager::Client::new(&aws);
         let secrets = Arc::new(SecretResolver::new(Some(sm), Duration::from_secs(300)));
         let state_client = crate::s3::client_from(&aws, &config.state.endpoint);
         let state: Arc<dyn StateStore> =
             Arc::new(S3StateStore::new(state_client, &config.state.bucket));
+        Self::with_state(config, state, secrets)
+    }
+
+    /// Over a given state store and resolver (tests: an in-memory store, a recording resolver).
+    pub fn with_state(
+        config: Config,
+        state: Arc<dyn StateStore>,
+        secrets: Arc<SecretResolver>,
+    ) -> Self {
         let retry = RetryPolicy::from_config(&config.transfer);
-
-        let mut sources: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
-        let mut tokens = BTreeMap::new();
-        for (name, source) in &config.sources {
-            let built: Arc<dyn Source> = match source {
-                SourceConfig::AzureBlob {
-                    account_url,
-                    sas,
-                    read_timeout_secs,
-                } => {
-                    let http = crate::http_client::build(Duration::from_secs(*read_timeout_secs));
-                    let sas = secrets.resolve(sas).await?;
-                    Arc::new(AzureBlobSource::new(
-                        http,
-                        account_url,
-                        sas,
-                        retry,
-                        config.transfer.max_resumes,
-                    ))
-                }
-                SourceConfig::PubsubExport(p) => {
-                    let cache = token_cache(name, p, &secrets, state.clone(), retry).await?;
-                    tokens.insert(name.clone(), cache.clone());
-                    let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
-                    Arc::new(AzureBlobSource::with_credentials(
-                        http,
-                        None,
-                        cache,
-                        retry,
-                        config.transfer.max_resumes,
-                    ))
-                }
-            };
-            sources.insert(name.clone(), built);
-        }
-
-        let mut destinations: BTreeMap<String, Arc<dyn Destination>> = BTreeMap::new();
-        for (name, dest) in &config.destinations {
-            let built: Arc<dyn Destination> = match dest {
-                DestinationConfig::S3 {
-                    bucket,
-                    prefix,
-                    endpoint,
-                    part_size_mib,
-                    upload_concurrency,
-                } => {
-                    let client = crate::s3::client(endpoint).await;
-                    Arc::new(S3Destination::new(
-                        client,
-                        bucket,
-                        prefix,
-                        (*part_size_mib as usize) << 20,
-                        *upload_concurrency,
-                        Some(state.clone()),
-                    ))
-                }
-                DestinationConfig::Http {
-                    url,
-                    method,
-                    headers,
-                    secret_headers,
-                    timeout_secs,
-                } => {
-                    let mut resolved = Vec::new();
-                    for (k, r) in secret_headers {
-                        resolved.push((k.clone(), secrets.resolve(r).await?));
-                    }
-                    let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
-                    Arc::new(
-                        HttpDestination::new(http, url, method, headers, resolved).map_err(
-                            |e| SetupError::Config(format!("destination {name:?}: {e}")),
-                        )?,
-                    )
-                }
-                DestinationConfig::LocalDir { path } => Arc::new(LocalDirDestination::new(path)),
-                DestinationConfig::Sftp { .. } => {
-                    crate::dest::sftp_from_config(dest, &secrets).await?
-                }
-            };
-            destinations.insert(name.clone(), built);
-        }
-        Ok(Self {
+        Self {
             config,
             secrets,
             state,
-            sources,
-            destinations,
             retry,
-            tokens,
-        })
+        }
     }
 
-    /// One export puller per pub/sub export source (for export-pull).
-    pub fn export_pullers(&self) -> Vec<ExportPuller> {
+    /// The state store as `function` may use it: limited to its grants in the state layout.
+    pub fn state_for(&self, function: Function) -> Arc<dyn StateStore> {
+        Arc::new(Scoped::new(self.state.clone(), function))
+    }
+
+    /// blob-copy: the transfer engine over the sources and destinations that routes name.
+    pub async fn engine(&self) -> Result<TransferEngine, SetupError> {
+        let state = self.state_for(Function::BlobCopy);
+        let routes = &self.config.routes;
+        let mut sources = BTreeMap::new();
+        for name in routes
+            .iter()
+            .map(|r| r.source.as_str())
+            .collect::<BTreeSet<_>>()
+        {
+            sources.insert(name.to_string(), self.source(name, &state).await?);
+        }
+        let mut destinations = BTreeMap::new();
+        for name in routes
+            .iter()
+            .flat_map(|r| r.destinations.iter().map(String::as_str))
+            .collect::<BTreeSet<_>>()
+        {
+            destinations.insert(name.to_string(), self.destination(name, &state).await?);
+        }
+        Ok(TransferEngine::new(
+            state,
+            sources,
+            destinations,
+            self.retry,
+            self.config.transfer.max_attempts,
+        ))
+    }
+
+    /// webhook-ingest: the webhook token and the sources of webhook routes (those with a
+    /// container), whose SAS it needs to read a notified blob's properties. Needs the `webhook`
+    /// config section.
+    pub async fn webhook(&self) -> Result<WebhookService, SetupError> {
+        let wh = self
+            .config
+            .webhook
+            .clone()
+            .ok_or_else(|| SetupError::Config("the webhook section is missing".into()))?;
+        let state = self.state_for(Function::WebhookIngest);
+        let token = self.secrets.resolve(&wh.token).await?;
+        let mut sources = BTreeMap::new();
+        for name in self
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.container.is_some())
+            .map(|r| r.source.as_str())
+            .collect::<BTreeSet<_>>()
+        {
+            sources.insert(name.to_string(), self.source(name, &state).await?);
+        }
+        WebhookService::new(wh, token, &self.config.routes, sources, state, self.retry)
+            .map_err(|e| SetupError::Config(format!("bad route glob: {e}")))
+    }
+
+    /// view-sync: every view with its password, and the sinks that views name (PostgreSQL
+    /// connects on first use).
+    pub async fn view_sync(&self) -> Result<ViewSync, SetupError> {
+        let state = self.state_for(Function::ViewSync);
+        let instance = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+        let mut sinks: BTreeMap<&str, Arc<dyn Sink>> = BTreeMap::new();
+        for view in self.config.views.values() {
+            if !sinks.contains_key(view.sink.as_str()) {
+                sinks.insert(view.sink.as_str(), self.sink(&view.sink).await?);
+            }
+        }
+        let mut sync = ViewSync::new(state, self.retry, &instance);
+        for (name, view) in &self.config.views {
+            sync.add_view(
+                name,
+                ViewSource {
+                    config: view.clone(),
+                    password: self.secrets.resolve(&view.password).await?,
+                    http: crate::http_client::build(Duration::from_secs(view.timeout_secs)),
+                    sink: sinks[view.sink.as_str()].clone(),
+                },
+            );
+        }
+        Ok(sync)
+    }
+
+    /// token-refresh: one token cache per pub/sub export source.
+    pub async fn token_caches(&self) -> Result<Vec<Arc<TokenCache>>, SetupError> {
+        let state = self.state_for(Function::TokenRefresh);
+        let mut caches = Vec::new();
+        for (name, p) in self.pubsub_sources() {
+            caches.push(self.token_cache(name, p, &state).await?);
+        }
+        Ok(caches)
+    }
+
+    /// export-pull: one puller per pub/sub export source, each with its token cache.
+    pub async fn export_pullers(&self) -> Result<Vec<ExportPuller>, SetupError> {
+        let state = self.state_for(Function::ExportPull);
         let mut pullers = Vec::new();
-        for (name, source) in &self.config.sources {
-            let (SourceConfig::PubsubExport(p), Some(cache)) = (source, self.tokens.get(name))
-            else {
-                continue;
-            };
+        for (name, p) in self.pubsub_sources() {
+            let cache = self.token_cache(name, p, &state).await?;
             // A receive long-polls for up to receive_timeout_secs before the first byte.
             let read_timeout = p.read_timeout_secs.max(p.receive_timeout_secs + 10);
             let bus = ServiceBusClient::new(
@@ -178,188 +205,414 @@ impl Services {
             );
             pullers.push(ExportPuller::new(
                 name,
-                (**p).clone(),
+                p.clone(),
                 &self.config.routes,
                 bus,
-                cache.clone(),
-                self.state.clone(),
+                cache,
+                state.clone(),
                 self.retry,
             ));
         }
-        pullers
+        Ok(pullers)
     }
 
-    /// The transfer engine over these clients.
-    pub fn engine(&self) -> TransferEngine {
-        TransferEngine::new(
-            self.state.clone(),
-            self.sources.clone(),
-            self.destinations.clone(),
-            self.retry,
-            self.config.transfer.max_attempts,
-        )
+    fn pubsub_sources(&self) -> impl Iterator<Item = (&str, &PubsubExportConfig)> {
+        self.config.sources.iter().filter_map(|(name, s)| match s {
+            SourceConfig::PubsubExport(p) => Some((name.as_str(), &**p)),
+            SourceConfig::AzureBlob { .. } => None,
+        })
     }
 
-    /// The webhook service over these clients (needs the `webhook` config section).
-    pub async fn webhook(&self) -> Result<WebhookService, SetupError> {
-        let wh = self
+    /// One source by name, with its secrets resolved; `state` is where a pub/sub source keeps
+    /// its tokens.
+    pub async fn source(
+        &self,
+        name: &str,
+        state: &Arc<dyn StateStore>,
+    ) -> Result<Arc<dyn Source>, SetupError> {
+        let source = self
             .config
-            .webhook
-            .clone()
-            .ok_or_else(|| SetupError::Config("the webhook section is missing".into()))?;
-        let token = self.secrets.resolve(&wh.token).await?;
-        WebhookService::new(
-            wh,
-            token,
-            &self.config.routes,
-            self.sources.clone(),
-            self.state.clone(),
-            self.retry,
-        )
-        .map_err(|e| SetupError::Config(format!("bad route glob: {e}")))
+            .sources
+            .get(name)
+            .ok_or_else(|| SetupError::Config(format!("unknown source {name:?}")))?;
+        let max_resumes = self.config.transfer.max_resumes;
+        Ok(match source {
+            SourceConfig::AzureBlob {
+                account_url,
+                sas,
+                read_timeout_secs,
+            } => {
+                let http = crate::http_client::build(Duration::from_secs(*read_timeout_secs));
+                let sas = self.secrets.resolve(sas).await?;
+                Arc::new(AzureBlobSource::new(
+                    http,
+                    account_url,
+                    sas,
+                    self.retry,
+                    max_resumes,
+                ))
+            }
+            SourceConfig::PubsubExport(p) => {
+                let cache = self.token_cache(name, p, state).await?;
+                let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
+                Arc::new(AzureBlobSource::with_credentials(
+                    http,
+                    None,
+                    cache,
+                    self.retry,
+                    max_resumes,
+                ))
+            }
+        })
     }
 
-    /// The view-sync engine over these clients: builds every sink and view of the config and
-    /// resolves their secrets (PostgreSQL connects on first use).
-    pub async fn view_sync(&self) -> Result<ViewSync, SetupError> {
-        let sinks = self.sinks().await?;
-        let instance = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
-            .unwrap_or_else(|_| format!("pid-{}", std::process::id()));
-        let mut sync = ViewSync::new(self.state.clone(), self.retry, &instance);
-        for (name, view) in &self.config.views {
-            let sink = sinks.get(&view.sink).cloned().ok_or_else(|| {
-                SetupError::Config(format!("view {name:?} names unknown sink {:?}", view.sink))
-            })?;
-            sync.add_view(
-                name,
-                ViewSource {
-                    config: view.clone(),
-                    password: self.secrets.resolve(&view.password).await?,
-                    http: crate::http_client::build(Duration::from_secs(view.timeout_secs)),
-                    sink,
-                },
-            );
-        }
-        Ok(sync)
-    }
-
-    /// Every sink of the config, by name, with its secrets resolved.
-    pub async fn sinks(&self) -> Result<BTreeMap<String, Arc<dyn Sink>>, SetupError> {
-        let mut sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
-        for (name, sink) in &self.config.sinks {
-            let built: Arc<dyn Sink> = match sink {
-                SinkConfig::Http {
-                    url,
-                    headers,
-                    secret_headers,
-                    timeout_secs,
-                    concurrency,
-                } => {
-                    let mut resolved = Vec::new();
-                    for (k, r) in secret_headers {
-                        resolved.push((k.clone(), self.secrets.resolve(r).await?));
-                    }
-                    let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
-                    Arc::new(
-                        HttpSink::new(http, url, headers, resolved, *concurrency, self.retry)
-                            .map_err(|e| SetupError::Config(format!("sink {name:?}: {e}")))?,
-                    )
+    /// One destination by name, with its secrets resolved; `state` keeps resume checkpoints.
+    pub async fn destination(
+        &self,
+        name: &str,
+        state: &Arc<dyn StateStore>,
+    ) -> Result<Arc<dyn Destination>, SetupError> {
+        let dest = self
+            .config
+            .destinations
+            .get(name)
+            .ok_or_else(|| SetupError::Config(format!("unknown destination {name:?}")))?;
+        Ok(match dest {
+            DestinationConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                part_size_mib,
+                upload_concurrency,
+            } => {
+                let client = crate::s3::client(endpoint).await;
+                Arc::new(S3Destination::new(
+                    client,
+                    bucket,
+                    prefix,
+                    (*part_size_mib as usize) << 20,
+                    *upload_concurrency,
+                    Some(state.clone()),
+                ))
+            }
+            DestinationConfig::Http {
+                url,
+                method,
+                headers,
+                secret_headers,
+                timeout_secs,
+            } => {
+                let mut resolved = Vec::new();
+                for (k, r) in secret_headers {
+                    resolved.push((k.clone(), self.secrets.resolve(r).await?));
                 }
-                SinkConfig::S3Jsonl {
-                    bucket,
-                    prefix,
-                    endpoint,
-                } => Arc::new(S3JsonlSink::new(
-                    crate::s3::client(endpoint).await,
-                    bucket,
-                    prefix,
-                )),
-                SinkConfig::Postgres {
+                let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
+                Arc::new(
+                    HttpDestination::new(http, url, method, headers, resolved)
+                        .map_err(|e| SetupError::Config(format!("destination {name:?}: {e}")))?,
+                )
+            }
+            DestinationConfig::LocalDir { path } => Arc::new(LocalDirDestination::new(path)),
+            DestinationConfig::Sftp { .. } => {
+                crate::dest::sftp_from_config(dest, &self.secrets).await?
+            }
+        })
+    }
+
+    /// One sink by name, with its secrets resolved.
+    pub async fn sink(&self, name: &str) -> Result<Arc<dyn Sink>, SetupError> {
+        let sink = self
+            .config
+            .sinks
+            .get(name)
+            .ok_or_else(|| SetupError::Config(format!("unknown sink {name:?}")))?;
+        Ok(match sink {
+            SinkConfig::Http {
+                url,
+                headers,
+                secret_headers,
+                timeout_secs,
+                concurrency,
+            } => {
+                let mut resolved = Vec::new();
+                for (k, r) in secret_headers {
+                    resolved.push((k.clone(), self.secrets.resolve(r).await?));
+                }
+                let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
+                Arc::new(
+                    HttpSink::new(http, url, headers, resolved, *concurrency, self.retry)
+                        .map_err(|e| SetupError::Config(format!("sink {name:?}: {e}")))?,
+                )
+            }
+            SinkConfig::S3Jsonl {
+                bucket,
+                prefix,
+                endpoint,
+            } => Arc::new(S3JsonlSink::new(
+                crate::s3::client(endpoint).await,
+                bucket,
+                prefix,
+            )),
+            SinkConfig::Postgres {
+                host,
+                port,
+                user,
+                password,
+                dbname,
+                table,
+                connect_timeout_secs,
+            } => {
+                let password = match password {
+                    Some(r) => Some(self.secrets.resolve(r).await?),
+                    None => None,
+                };
+                Arc::new(PostgresSink::new(
                     host,
-                    port,
+                    *port,
                     user,
                     password,
                     dbname,
                     table,
-                    connect_timeout_secs,
-                } => {
-                    let password = match password {
-                        Some(r) => Some(self.secrets.resolve(r).await?),
-                        None => None,
-                    };
-                    Arc::new(PostgresSink::new(
-                        host,
-                        *port,
-                        user,
-                        password,
-                        dbname,
-                        table,
-                        Duration::from_secs(*connect_timeout_secs),
-                    ))
-                }
-            };
-            sinks.insert(name.clone(), built);
-        }
-        Ok(sinks)
+                    Duration::from_secs(*connect_timeout_secs),
+                ))
+            }
+        })
+    }
+
+    /// The token cache of one pub/sub export source: Azure AD client -> token service -> cache,
+    /// keeping the tokens in `state`.
+    async fn token_cache(
+        &self,
+        name: &str,
+        p: &PubsubExportConfig,
+        state: &Arc<dyn StateStore>,
+    ) -> Result<Arc<TokenCache>, SetupError> {
+        let secrets = &self.secrets;
+        let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
+        let aad = &p.aad;
+        let credential = match (&aad.client_secret, &aad.certificate) {
+            (Some(secret), _) => AadCredential::Secret(secrets.resolve(secret).await?),
+            (None, Some(cert)) => {
+                let cert = secrets.resolve(cert).await?;
+                let key = match &aad.private_key {
+                    Some(k) => Some(secrets.resolve(k).await?),
+                    None => None,
+                };
+                let signer = CertificateSigner::from_pem(
+                    crate::secret::expose(&cert),
+                    key.as_ref().map(crate::secret::expose),
+                )
+                .map_err(|e| SetupError::Config(format!("source {name:?}: {e}")))?;
+                AadCredential::Certificate(signer)
+            }
+            (None, None) => {
+                return Err(SetupError::Config(format!(
+                    "source {name:?}: set aad.client_secret or aad.certificate"
+                )));
+            }
+        };
+        let aad_client = AadClient::new(
+            http.clone(),
+            &aad.authority_url,
+            &aad.tenant_id,
+            &aad.client_id,
+            &aad.scope,
+            credential,
+            self.retry,
+        );
+        let service = TokenService::new(
+            http,
+            &p.tenant_service_url,
+            &p.integration_name,
+            aad_client,
+            Duration::from_secs(p.default_token_ttl_secs),
+            self.retry,
+        );
+        Ok(Arc::new(TokenCache::new(
+            name,
+            state.clone(),
+            Arc::new(service),
+            self.retry,
+            CacheSettings {
+                refresh_ahead: Duration::from_secs(p.refresh_ahead_secs),
+                min_refresh_interval: Duration::from_secs(p.min_refresh_interval_secs),
+            },
+        )))
     }
 }
 
-/// The token cache of one pub/sub export source: Azure AD client -> token service -> cache.
-async fn token_cache(
-    name: &str,
-    p: &PubsubExportConfig,
-    secrets: &SecretResolver,
-    state: Arc<dyn StateStore>,
-    retry: RetryPolicy,
-) -> Result<Arc<TokenCache>, SetupError> {
-    let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
-    let aad = &p.aad;
-    let credential = match (&aad.client_secret, &aad.certificate) {
-        (Some(secret), _) => AadCredential::Secret(secrets.resolve(secret).await?),
-        (None, Some(cert)) => {
-            let cert = secrets.resolve(cert).await?;
-            let key = match &aad.private_key {
-                Some(k) => Some(secrets.resolve(k).await?),
-                None => None,
-            };
-            let signer = CertificateSigner::from_pem(
-                crate::secret::expose(&cert),
-                key.as_ref().map(crate::secret::expose),
+#[cfg(test)]
+mod tests {
+    //! Fast tier: each function's cold start, on a config with every kind of part, resolves
+    //! exactly the secrets of its own part and makes no state request at all.
+
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::state::{PutMode, StateError, Versioned};
+
+    /// Records every state request (none is expected while building).
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl StateStore for Recorder {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+            self.0.lock().unwrap().push(format!("get {key}"));
+            Ok(None)
+        }
+        async fn put(&self, key: &str, _: Bytes, _: PutMode) -> Result<String, StateError> {
+            self.0.lock().unwrap().push(format!("put {key}"));
+            Ok("e".into())
+        }
+        async fn delete(&self, key: &str) -> Result<(), StateError> {
+            self.0.lock().unwrap().push(format!("delete {key}"));
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+            self.0.lock().unwrap().push(format!("list {prefix}"));
+            Ok(Vec::new())
+        }
+    }
+
+    /// Secret names used below; each is a file holding a dummy value.
+    const SECRETS: [&str; 11] = [
+        "webhook-token",
+        "ct-sas",
+        "unrouted-sas",
+        "eg-aad",
+        "partner-password",
+        "hook-auth",
+        "spare-auth",
+        "cases-password",
+        "api-auth",
+        "db-password",
+        "unused-sink-auth",
+    ];
+
+    fn config(dir: &std::path::Path) -> Config {
+        for name in SECRETS {
+            std::fs::write(dir.join(name), format!("value-of-{name}")).unwrap();
+        }
+        let f = |name: &str| serde_json::json!({"file": dir.join(name)});
+        let json = serde_json::json!({
+            "state": {"bucket": "state", "endpoint": {"endpoint_url": "http://127.0.0.1:9", "force_path_style": true}},
+            "webhook": {"token": f("webhook-token")},
+            "sources": {
+                "ct": {"type": "azure_blob", "account_url": "http://127.0.0.1:9/devstoreaccount1", "sas": f("ct-sas")},
+                "unrouted": {"type": "azure_blob", "account_url": "http://127.0.0.1:9/devstoreaccount1", "sas": f("unrouted-sas")},
+                "eg": {"type": "pubsub_export", "tenant_service_url": "http://127.0.0.1:9", "integration_name": "files",
+                       "aad": {"authority_url": "http://127.0.0.1:9", "tenant_id": "t", "client_id": "c", "scope": "api://eg/.default", "client_secret": f("eg-aad")}}
+            },
+            "destinations": {
+                "partner": {"type": "sftp", "host": "127.0.0.1", "port": 9, "username": "u",
+                            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMvSq5Vs7S+l8qmGaerwTbnaUaQmx+5s59zbcLKC7Cl",
+                            "password": f("partner-password"), "directory": "/upload"},
+                "hook": {"type": "http", "url": "http://127.0.0.1:9/{name}", "secret_headers": {"Authorization": f("hook-auth")}},
+                "spare": {"type": "http", "url": "http://127.0.0.1:9/{name}", "secret_headers": {"Authorization": f("spare-auth")}}
+            },
+            "routes": [
+                {"name": "zips", "source": "ct", "container": "exports", "destinations": ["partner"]},
+                {"name": "items", "source": "eg", "blob_types": ["Gateway.ItemChanges"], "destinations": ["hook"]}
+            ],
+            "views": {"cases": {"url": "http://127.0.0.1:9/view", "on_behalf_of": "ops", "username": "svc", "password": f("cases-password"), "sink": "api"}},
+            "sinks": {
+                "api": {"type": "http", "url": "http://127.0.0.1:9/records", "secret_headers": {"Authorization": f("api-auth")}},
+                "db": {"type": "postgres", "host": "127.0.0.1", "user": "u", "dbname": "d", "table": "t", "password": f("db-password")},
+                "unused": {"type": "http", "url": "http://127.0.0.1:9/x", "secret_headers": {"Authorization": f("unused-sink-auth")}}
+            }
+        });
+        Config::from_json(&json.to_string()).unwrap()
+    }
+
+    /// Builds `function`'s part on a fresh resolver; returns the secret names it read and the
+    /// state requests it made.
+    async fn cold_start(function: Function) -> (BTreeSet<String>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let services = Services::with_state(
+            config(dir.path()),
+            recorder.clone(),
+            Arc::new(SecretResolver::local()),
+        );
+        match function {
+            Function::WebhookIngest => drop(services.webhook().await.unwrap()),
+            Function::BlobCopy => drop(services.engine().await.unwrap()),
+            Function::ViewSync => drop(services.view_sync().await.unwrap()),
+            Function::TokenRefresh => drop(services.token_caches().await.unwrap()),
+            Function::ExportPull => drop(services.export_pullers().await.unwrap()),
+        }
+        let read = services
+            .secrets
+            .fetched()
+            .into_iter()
+            .map(|r| match r {
+                crate::secret::SecretRef::File(p) => {
+                    p.file_name().unwrap().to_string_lossy().into_owned()
+                }
+                other => panic!("unexpected reference {other}"),
+            })
+            .collect();
+        let requests = recorder.0.lock().unwrap().clone();
+        (read, requests)
+    }
+
+    #[tokio::test]
+    async fn each_cold_start_reads_only_its_own_secrets_and_no_state() {
+        let expected: [(Function, &[&str]); 5] = [
+            (Function::WebhookIngest, &["webhook-token", "ct-sas"]),
+            (
+                Function::BlobCopy,
+                &["ct-sas", "eg-aad", "partner-password", "hook-auth"],
+            ),
+            (Function::ViewSync, &["cases-password", "api-auth"]),
+            (Function::TokenRefresh, &["eg-aad"]),
+            (Function::ExportPull, &["eg-aad"]),
+        ];
+        for (function, want) in expected {
+            let (read, requests) = cold_start(function).await;
+            let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(read, want, "{} read these secrets", function.name());
+            assert!(
+                requests.is_empty(),
+                "{} touched state at cold start: {requests:?}",
+                function.name()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_function_cannot_touch_state_outside_its_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let services = Services::with_state(
+            config(dir.path()),
+            recorder.clone(),
+            Arc::new(SecretResolver::local()),
+        );
+        let state = services.state_for(Function::ViewSync);
+        let e = state
+            .put(
+                "tokens/eg.json",
+                Bytes::from_static(b"{}"),
+                PutMode::Overwrite,
             )
-            .map_err(|e| SetupError::Config(format!("source {name:?}: {e}")))?;
-            AadCredential::Certificate(signer)
-        }
-        (None, None) => {
-            return Err(SetupError::Config(format!(
-                "source {name:?}: set aad.client_secret or aad.certificate"
-            )));
-        }
-    };
-    let aad_client = AadClient::new(
-        http.clone(),
-        &aad.authority_url,
-        &aad.tenant_id,
-        &aad.client_id,
-        &aad.scope,
-        credential,
-        retry,
-    );
-    let service = TokenService::new(
-        http,
-        &p.tenant_service_url,
-        &p.integration_name,
-        aad_client,
-        Duration::from_secs(p.default_token_ttl_secs),
-        retry,
-    );
-    Ok(Arc::new(TokenCache::new(
-        name,
-        state,
-        Arc::new(service),
-        retry,
-        CacheSettings {
-            refresh_ahead: Duration::from_secs(p.refresh_ahead_secs),
-            min_refresh_interval: Duration::from_secs(p.min_refresh_interval_secs),
-        },
-    )))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("put tokens/eg.json") && e.contains("view-sync may not put"),
+            "{e}"
+        );
+        assert!(state.get("watermarks/cases.json").await.unwrap().is_none());
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["get watermarks/cases.json"],
+            "only the granted request reached the store"
+        );
+    }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+use crate::layout::{Access, Function};
 use crate::retry::Retryable;
 use crate::s3::{S3Failure, classify};
 
@@ -118,15 +119,17 @@ impl S3StateStore {
     }
 }
 
-fn to_state_error(key: &str, failure: S3Failure, mode: Option<&PutMode>) -> StateError {
+/// Every error names the operation and the key, so an AccessDenied says which prefix a role
+/// lacks (`put done/<job>/<dest>.json: AccessDenied ...`).
+fn to_state_error(op: &str, key: &str, failure: S3Failure, mode: Option<&PutMode>) -> StateError {
     match (failure, mode) {
         (S3Failure::PreconditionFailed, Some(PutMode::Create)) => {
             StateError::AlreadyExists { key: key.into() }
         }
         (S3Failure::PreconditionFailed, _) => StateError::PreconditionFailed { key: key.into() },
-        (S3Failure::NotFound, _) => StateError::Permanent(format!("{key}: not found")),
-        (S3Failure::Transient(t), _) => StateError::Transient(t),
-        (S3Failure::Permanent(t), _) => StateError::Permanent(t),
+        (S3Failure::NotFound, _) => StateError::Permanent(format!("{op} {key}: not found")),
+        (S3Failure::Transient(t), _) => StateError::Transient(format!("{op} {key}: {t}")),
+        (S3Failure::Permanent(t), _) => StateError::Permanent(format!("{op} {key}: {t}")),
     }
 }
 
@@ -145,7 +148,7 @@ impl StateStore for S3StateStore {
             Err(e) => {
                 return match classify(&e) {
                     S3Failure::NotFound => Ok(None),
-                    f => Err(to_state_error(key, f, None)),
+                    f => Err(to_state_error("get", key, f, None)),
                 };
             }
         };
@@ -174,7 +177,7 @@ impl StateStore for S3StateStore {
         };
         match req.send().await {
             Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
-            Err(e) => Err(to_state_error(key, classify(&e), Some(&mode))),
+            Err(e) => Err(to_state_error("put", key, classify(&e), Some(&mode))),
         }
     }
 
@@ -190,7 +193,7 @@ impl StateStore for S3StateStore {
             Ok(_) => Ok(()),
             Err(e) => match classify(&e) {
                 S3Failure::NotFound => Ok(()),
-                f => Err(to_state_error(key, f, None)),
+                f => Err(to_state_error("delete", key, f, None)),
             },
         }
     }
@@ -205,7 +208,7 @@ impl StateStore for S3StateStore {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| to_state_error(prefix, classify(&e), None))?;
+            let page = page.map_err(|e| to_state_error("list", prefix, classify(&e), None))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -214,5 +217,56 @@ impl StateStore for S3StateStore {
         }
         keys.sort();
         Ok(keys)
+    }
+}
+
+/// A state store limited to what one function may do by the state layout
+/// ([`crate::layout::Function::grants`]), which is also what its IAM role allows in AWS. Every
+/// function's builder in `services` wraps its store in one, so any test or local run that drives a
+/// function fails at once, naming the function, the operation and the key, when the code touches
+/// state its role would not let it touch; in AWS the same access would be an AccessDenied.
+pub struct Scoped {
+    inner: std::sync::Arc<dyn StateStore>,
+    function: Function,
+}
+
+impl Scoped {
+    /// `inner`, limited to `function`'s grants.
+    pub fn new(inner: std::sync::Arc<dyn StateStore>, function: Function) -> Self {
+        Self { inner, function }
+    }
+
+    fn check(&self, access: Access, op: &str, key: &str) -> Result<(), StateError> {
+        if self.function.may(access, key) {
+            return Ok(());
+        }
+        Err(StateError::Permanent(format!(
+            "{op} {key}: {} may not {op} there: the state layout (shared/src/layout.rs) grants it no {op} below that prefix",
+            self.function.name()
+        )))
+    }
+}
+
+#[async_trait]
+impl StateStore for Scoped {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        self.check(Access::Get, "get", key)?;
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<String, StateError> {
+        self.check(Access::Put, "put", key)?;
+        self.inner.put(key, body, mode).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StateError> {
+        self.check(Access::Delete, "delete", key)?;
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+        // Listing reveals key names only; a function that may read below a prefix may list it.
+        self.check(Access::Get, "list", prefix)?;
+        self.inner.list(prefix).await
     }
 }

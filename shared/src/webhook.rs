@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{RouteConfig, WebhookConfig};
-use crate::job::{TransferJob, job_id, job_key, now_rfc3339};
+use crate::job::{TransferJob, job_id, now_rfc3339};
+use crate::layout::job_key;
 use crate::names;
 use crate::retry::RetryPolicy;
 use crate::secret::expose;

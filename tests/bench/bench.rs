@@ -86,10 +86,10 @@ impl Env {
     }
 
     async fn webhook(&self, file: &str) -> anyhow::Result<Vec<(String, String)>> {
-        let services = ferry_shared::services::Services::build(
+        let services = ferry_shared::services::Services::new(
             ferry_shared::config::Config::from_json(&self.config.to_string())?,
         )
-        .await?;
+        .await;
         let answer = services
             .webhook()
             .await?

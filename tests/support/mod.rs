@@ -11,7 +11,6 @@ pub mod pubsub;
 pub mod sinks;
 pub mod view;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,7 +47,7 @@ pub fn file_secret(value: &str) -> serde_json::Value {
 /// Builds services from a JSON config (panics with the config error: tests want to see it).
 pub async fn services(config: &serde_json::Value) -> Services {
     let config = Config::from_json(&config.to_string()).expect("test config is valid");
-    Services::build(config).await.expect("services build")
+    Services::new(config).await
 }
 
 /// One named destination built through the same config path production uses.
@@ -61,9 +60,11 @@ pub async fn destination(
         "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": moto.endpoint, "force_path_style": true}},
         "destinations": {"d": kind_config},
     });
-    let mut s = services(&config).await;
-    let d: BTreeMap<_, _> = std::mem::take(&mut s.destinations);
-    d["d"].clone()
+    let s = services(&config).await;
+    let state = s.state_for(ferry_shared::layout::Function::BlobCopy);
+    s.destination("d", &state)
+        .await
+        .expect("destination builds")
 }
 
 /// An S3 client for moto (for assertions).

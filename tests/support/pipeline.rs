@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use ferry_shared::engine::TransferEngine;
-use ferry_shared::job::{FailureRecord, Receipt, failure_key, receipt_key};
+use ferry_shared::job::{FailureRecord, Receipt};
+use ferry_shared::layout::{failure_key, receipt_key};
 use ferry_shared::services::Services;
 use ferry_shared::state::StateStoreExt;
 use ferry_shared::webhook::WebhookService;
@@ -172,7 +173,7 @@ impl Pipeline {
         };
         let copy_config = config(copy_url, sftp_port, &copy_sas, &state_url);
         let copy = super::services(&copy_config).await;
-        let engine = copy.engine();
+        let engine = copy.engine().await.unwrap();
         let proxies = [opts.source_proxy, opts.sftp_proxy, opts.state_proxy]
             .into_iter()
             .flatten()

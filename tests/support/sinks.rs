@@ -148,12 +148,7 @@ async fn build(kind: &'static str, config: serde_json::Value, probe: Probe) -> S
         "transfer": {"retries": 2, "initial_backoff_ms": 5, "max_backoff_ms": 50},
     });
     let services = super::services(&full).await;
-    let sink = services
-        .sinks()
-        .await
-        .expect("sinks build")
-        .remove("s")
-        .unwrap();
+    let sink = services.sink("s").await.expect("sink builds");
     SinkUnderTest {
         kind,
         sink,

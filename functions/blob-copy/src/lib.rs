@@ -4,6 +4,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use ferry_shared::engine::{JobError, JobOutcome, TransferEngine};
+use ferry_shared::layout::Prefix;
 use futures_util::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 
@@ -30,7 +31,7 @@ pub fn job_keys(body: &str) -> Result<Vec<String>, serde_json::Error> {
         })
         .filter_map(|r| r["s3"]["object"]["key"].as_str())
         .map(decode_key)
-        .filter(|k| k.starts_with("jobs/"))
+        .filter(|k| k.starts_with(Prefix::Jobs.as_str()))
         .collect())
 }
 

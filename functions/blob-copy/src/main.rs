@@ -9,8 +9,9 @@ use lambda_runtime::{Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::build(Config::from_env()?).await?;
-    let engine = Arc::new(services.engine());
+    let services = Services::new(Config::from_env()?).await;
+    // The sources and destinations that routes name, with their secrets: nothing else.
+    let engine = Arc::new(services.engine().await?);
     lambda_runtime::run(service_fn(move |event| {
         let engine = engine.clone();
         async move { blob_copy::handle(&engine, event).await }

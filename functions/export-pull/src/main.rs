@@ -9,8 +9,9 @@ use lambda_runtime::{Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::build(Config::from_env()?).await?;
-    let pullers = Arc::new(services.export_pullers());
+    let services = Services::new(Config::from_env()?).await;
+    // The pub/sub export sources' AAD credentials: nothing else.
+    let pullers = Arc::new(services.export_pullers().await?);
     lambda_runtime::run(service_fn(move |event| {
         let pullers = pullers.clone();
         async move { export_pull::handle(&pullers, event).await }

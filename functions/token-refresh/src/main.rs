@@ -9,8 +9,9 @@ use lambda_runtime::{Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::build(Config::from_env()?).await?;
-    let caches: Arc<Vec<_>> = Arc::new(services.tokens.values().cloned().collect());
+    let services = Services::new(Config::from_env()?).await;
+    // The pub/sub export sources' AAD credentials: nothing else.
+    let caches = Arc::new(services.token_caches().await?);
     lambda_runtime::run(service_fn(move |event| {
         let caches = caches.clone();
         async move { token_refresh::handle(&caches, event).await }

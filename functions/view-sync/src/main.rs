@@ -9,7 +9,8 @@ use lambda_runtime::{Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::build(Config::from_env()?).await?;
+    let services = Services::new(Config::from_env()?).await;
+    // The views' passwords and the sinks they name: nothing else.
     let sync = Arc::new(services.view_sync().await?);
     lambda_runtime::run(service_fn(move |event| {
         let sync = sync.clone();

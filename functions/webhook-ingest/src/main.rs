@@ -9,7 +9,8 @@ use lambda_http::{Error, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::build(Config::from_env()?).await?;
+    let services = Services::new(Config::from_env()?).await;
+    // The webhook token and the SAS of the sources webhook routes read: nothing else.
     let service = Arc::new(services.webhook().await?);
     lambda_http::run(service_fn(move |request| {
         let service = service.clone();

@@ -82,12 +82,13 @@ impl S3Destination {
     }
 }
 
-/// `progress/<job-id>/<destination>.json` from the delivery's `<job-id>:<destination>` key.
+/// The delivery's checkpoint key, from its `<job-id>:<destination>` idempotency key.
 fn progress_key(delivery: &Delivery) -> String {
-    format!(
-        "progress/{}.json",
-        delivery.idempotency_key.replacen(':', "/", 1)
-    )
+    let (job_id, destination) = delivery
+        .idempotency_key
+        .split_once(':')
+        .unwrap_or((delivery.idempotency_key.as_str(), ""));
+    crate::layout::progress_key(job_id, destination)
 }
 
 fn sdk_err<E>(

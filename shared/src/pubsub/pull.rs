@@ -16,9 +16,9 @@ use super::message::{self, FileNotice};
 use super::servicebus::{Received, SbError, ServiceBusClient, Settled};
 use crate::config::{PubsubExportConfig, RouteConfig};
 use crate::job::{
-    ExportFile, RejectedMessage, TransferJob, export_job_id, failure_key, job_key, now_rfc3339,
-    rejected_message_id,
+    ExportFile, RejectedMessage, TransferJob, export_job_id, now_rfc3339, rejected_message_id,
 };
+use crate::layout::{failure_key, job_key};
 use crate::redact::redact_embedded_urls;
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::SourceObject;

@@ -20,6 +20,7 @@ use bytes::Bytes;
 
 use super::service::TokenIssuer;
 use super::{ExportTokens, TokenError};
+use crate::layout::token_key;
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::SourceError;
 use crate::source::azure_blob::BlobCredentials;
@@ -64,11 +65,6 @@ pub struct TokenCache {
     /// Held while loading or refreshing; holds when this instance last called the issuer.
     flight: tokio::sync::Mutex<Option<Instant>>,
     issued: AtomicU64,
-}
-
-/// `tokens/<source>.json`
-pub fn token_key(source: &str) -> String {
-    format!("tokens/{source}.json")
 }
 
 impl TokenCache {

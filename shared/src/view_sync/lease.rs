@@ -10,18 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::record::Cursor;
 use crate::job::now_rfc3339;
+use crate::layout::watermark_key;
 use crate::retry::RetryPolicy;
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
-
-/// `leases/view-sync-<view>.json`
-pub fn lease_key(view: &str) -> String {
-    format!("leases/view-sync-{view}.json")
-}
-
-/// `watermarks/<view>.json`
-pub fn watermark_key(view: &str) -> String {
-    format!("watermarks/{view}.json")
-}
 
 /// The stored lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,11 +36,12 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use crate::config::ViewConfig;
+use crate::layout::lease_key;
 use crate::redact::redact_url;
 use crate::retry::{RetryPolicy, Retryable, retry_after_header, status_is_retryable};
 use crate::sink::{Chunk, Sink, SinkError};
 use crate::state::{StateError, StateStore};
-use lease::{Acquired, Lease, WatermarkState, advance_watermark, lease_key, read_watermark};
+use lease::{Acquired, Lease, WatermarkState, advance_watermark, read_watermark};
 use record::{Cursor, Record, RecordError};
 use splitter::{ArraySplitter, SplitError};
 
