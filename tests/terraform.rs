@@ -11,8 +11,14 @@
 //! Where `terraform` or the provider mirror is missing, `build.rs` leaves `cfg(ferry_terraform)`
 //! unset and these tests are reported as ignored with the reason, never as passed.
 //!
-//! Terraform runs in temporary copies of `infra/` (only `*.tf` files), so no `.terraform/`,
-//! lock file or state lands in the source tree, and a state left by `make deploy` is never used.
+//! The apply configures every feature (an Azure Blob and a pub/sub source, S3, SFTP and HTTP
+//! destinations, a webhook and a pub/sub route, a view with an S3 sink, an HTTP sink), so all
+//! five functions deploy; a drift check compares each role's state-bucket grants with
+//! `infra/state-layout.json`, which the code generates (issue 15).
+//!
+//! Terraform runs in temporary copies of `infra/` (only `*.tf` files and `state-layout.json`),
+//! so no `.terraform/`, lock file or state lands in the source tree, and a state left by
+//! `make deploy` is never used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -43,17 +49,20 @@ const SCHEDULED: [(&str, &str); 3] = [
     ("token-refresh", "rate(10 minutes)"),
     ("export-pull", "rate(1 minute)"),
 ];
-const MODULES: [&str; 9] = [
+const MODULES: [&str; 7] = [
     "blob-copy",
-    "export-pull",
     "lambda-function",
     "schedule",
+    "scheduled-function",
     "state-bucket",
-    "token-refresh",
-    "view-sync",
     "webhook-ingest",
     "wiring",
 ];
+/// The pub/sub source's `max_decompressed_bytes` in the apply's config (2 GiB): blob-copy's /tmp
+/// must hold one staged file of that size plus headroom.
+const MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
+/// blob-copy's ephemeral storage for that: 2048 MB + 256 MB headroom.
+const BLOB_COPY_EPHEMERAL_MB: u64 = 2304;
 
 // ------------------------------------------------------------------------------------------------
 // Tests
@@ -222,20 +231,21 @@ fn complete_example_applies_to_moto_without_drift_and_destroys() {
         };
         packages.insert(f.to_string(), path);
     }
-    let vars = json!({
+    let mut vars = full_config_vars();
+    let extra = json!({
         "aws_endpoint_url": moto.endpoint,
         "name": NAME,
         "region": REGION,
         "lambda_packages": packages,
         "state_bucket_force_destroy": true,
         "secret_recovery_window_in_days": 0,
-        "enable_view_sync": true,
-        "enable_token_refresh": true,
-        "enable_export_pull": true,
         // moto 5.2 does not implement the SQS RedriveAllowPolicy attribute (the provider would
         // wait for it forever); everything else is applied exactly as for AWS.
         "restrict_dlq_to_jobs_queue": false,
     });
+    vars.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     std::fs::write(example.join("test.auto.tfvars.json"), vars.to_string()).unwrap();
     let env = tf.with_moto_env();
 
@@ -295,7 +305,7 @@ fn complete_example_applies_to_moto_without_drift_and_destroys() {
     let outputs: Value =
         serde_json::from_str(&tf.ok_env(&example, &["output", "-json"], &env)).unwrap();
     let out = |k: &str| outputs[k]["value"].clone();
-    let deployed = Deployed::from_outputs(&out, &packages);
+    let deployed = Deployed::from_outputs(&out, &packages, &moto.endpoint);
 
     deployed.assert_state_bucket(&api);
     deployed.assert_queues_and_notification(&api);
@@ -304,6 +314,7 @@ fn complete_example_applies_to_moto_without_drift_and_destroys() {
     deployed.assert_event_source_mapping(&api);
     deployed.assert_schedules(&api, &out("schedule_names"));
     deployed.assert_iam(&api);
+    deployed.assert_state_grants_match_layout(&api);
     deployed.assert_logs_and_alarms(&api, out("alarm_topic_arn").as_str().unwrap());
     deployed.assert_secrets_hold_no_value(&api);
     assert_state_holds_no_secret_value(&tf, &example, &env);
@@ -355,6 +366,42 @@ fn complete_example_applies_to_moto_without_drift_and_destroys() {
     ));
 }
 
+/// The example's config variables with every feature configured, so all five functions deploy:
+/// an Azure Blob and a pub/sub source, S3 + SFTP + HTTP destinations, a webhook and a pub/sub
+/// route (decompressing), a view delivering to an S3 sink, and an HTTP sink no view names (its
+/// secret must reach no function).
+fn full_config_vars() -> Value {
+    json!({
+        "sources": {"clienttrack": {"account_url": "http://127.0.0.1:10000/devstoreaccount1"}},
+        "pubsub_sources": {"egretail": {
+            "tenant_service_url": "http://127.0.0.1:18080",
+            "integration_name": "ferry-files",
+            "aad": {"tenant_id": "tenant", "client_id": "ferry-client", "scope": "api://eg/.default",
+                    "authority_url": "http://127.0.0.1:18081"},
+            "stop_when_idle": true,
+            "receive_timeout_secs": 1,
+            "max_decompressed_bytes": MAX_DECOMPRESSED_BYTES,
+        }},
+        "s3_destinations": {"archive": {"bucket": "customer-archive", "prefix": "clienttrack/"}},
+        "sftp_destinations": {"partner": {"host": "127.0.0.1", "port": 2222, "username": "ferry",
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReplaceWithTheServersRealHostKey",
+            "directory": "/upload"}},
+        "http_destinations": {"intake": {"url": "http://127.0.0.1:18082/files/{name}", "method": "POST",
+            "headers": {"X-Source": "ferry"}, "secret_headers": ["Authorization"]}},
+        "routes": [
+            {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
+             "name_contains": "HMIS", "destinations": ["archive", "partner", "intake"]},
+            {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
+             "decompress": true, "destinations": ["archive"]},
+        ],
+        "views": {"cases": {"url": "http://127.0.0.1:18083/api/view/cases", "on_behalf_of": "ops",
+            "username": "svc", "sink": "lake", "chunk_size": 100}},
+        "s3_jsonl_sinks": {"lake": {"bucket": "customer-lake", "prefix": "views/"}},
+        "http_sinks": {"records": {"url": "http://127.0.0.1:18084/records",
+            "secret_headers": ["Authorization"]}},
+    })
+}
+
 // ------------------------------------------------------------------------------------------------
 // What the example deployed, and the assertions on it
 // ------------------------------------------------------------------------------------------------
@@ -368,7 +415,11 @@ struct Deployed {
     names: BTreeMap<String, String>,
     /// secret key (`webhook-token`, `sources/clienttrack/sas`, ...) -> ARN.
     secrets: BTreeMap<String, String>,
+    /// ferry function -> the secret ARNs its module was given (`function_secret_arns` output).
+    function_secrets: BTreeMap<String, BTreeSet<String>>,
     packages: BTreeMap<String, PathBuf>,
+    /// moto's endpoint, which FERRY_CONFIG's S3 endpoints must name.
+    endpoint: String,
 }
 
 fn function_arn(name: &str) -> String {
@@ -380,7 +431,11 @@ fn queue_arn(name: &str) -> String {
 }
 
 impl Deployed {
-    fn from_outputs(out: &dyn Fn(&str) -> Value, packages: &BTreeMap<String, PathBuf>) -> Self {
+    fn from_outputs(
+        out: &dyn Fn(&str) -> Value,
+        packages: &BTreeMap<String, PathBuf>,
+        endpoint: &str,
+    ) -> Self {
         let map = |v: Value| -> BTreeMap<String, String> {
             serde_json::from_value(v).expect("map output")
         };
@@ -398,6 +453,26 @@ impl Deployed {
                 "function name carries the prefix"
             );
         }
+        let roles = map(out("role_names"));
+        assert_eq!(
+            roles, names,
+            "role_names output: each role is named as its function"
+        );
+        let role_arns = map(out("role_arns"));
+        for (f, name) in &names {
+            assert_eq!(
+                role_arns[f],
+                format!("arn:aws:iam::{ACCOUNT}:role/{name}"),
+                "role_arns output"
+            );
+        }
+        let function_secrets: BTreeMap<String, BTreeSet<String>> =
+            serde_json::from_value(out("function_secret_arns")).expect("function_secret_arns");
+        assert_eq!(
+            function_secrets.keys().collect::<BTreeSet<_>>(),
+            names.keys().collect(),
+            "function_secret_arns output covers the deployed functions"
+        );
         Self {
             bucket_arn: format!("arn:aws:s3:::{bucket}"),
             bucket,
@@ -405,7 +480,9 @@ impl Deployed {
             dlq_url: out("dlq_url").as_str().unwrap().to_string(),
             names,
             secrets: map(out("secret_arns")),
+            function_secrets,
             packages: packages.clone(),
+            endpoint: endpoint.to_string(),
         }
     }
 
@@ -605,6 +682,35 @@ impl Deployed {
             );
             let vars = &c["Environment"]["Variables"];
             assert_eq!(vars["RUST_LOG"], json!("info"), "{name}");
+            // Lambda caps the environment (names and values) at 4 KiB; this config has every
+            // feature, with moto's ARNs (as long as AWS's but for the account and region).
+            let env_bytes: usize = vars
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| k.len() + v.as_str().unwrap_or_default().len())
+                .sum();
+            assert!(
+                env_bytes <= 4096,
+                "{name}: environment is {env_bytes} bytes"
+            );
+            if f == "blob-copy" {
+                note(&format!(
+                    "environment of {name} with every feature configured: {env_bytes} of 4096 bytes"
+                ));
+            }
+            // moto stores and returns EphemeralStorage: /tmp is sized for blob-copy's staged
+            // decompressed files only.
+            let ephemeral = if f == "blob-copy" {
+                BLOB_COPY_EPHEMERAL_MB
+            } else {
+                512
+            };
+            assert_eq!(
+                c["EphemeralStorage"]["Size"].as_u64(),
+                Some(ephemeral),
+                "{name}: ephemeral storage (MB)"
+            );
             let config_text = vars["FERRY_CONFIG"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{name}: no FERRY_CONFIG"));
@@ -628,37 +734,59 @@ impl Deployed {
     }
 
     fn assert_config(&self, name: &str, config: &Value) {
-        assert_eq!(
-            config["state"]["bucket"],
-            json!(self.bucket),
-            "{name}: state bucket"
-        );
-        let token = &self.secrets["webhook-token"];
-        assert_eq!(
-            config["webhook"]["token"],
-            json!({"secrets_manager": {"id": token}}),
-            "{name}"
-        );
-        assert_eq!(
-            config["sources"]["clienttrack"]["sas"],
-            json!({"secrets_manager": {"id": self.secrets["sources/clienttrack/sas"]}})
-        );
-        assert_eq!(
-            config["destinations"]["partner"]["private_key"],
-            json!({"secrets_manager": {"id": self.secrets["destinations/partner/private-key"]}})
-        );
-        assert_eq!(
-            config["routes"],
-            json!([{"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
-                    "name_contains": "HMIS", "destinations": ["archive", "partner"]}]),
-            "{name}: routes (null optional fields omitted)"
-        );
-        assert_eq!(config["transfer"]["max_attempts"], json!(5));
+        let secret = |key: &str| json!({"secrets_manager": {"id": self.secrets[key]}});
+        let endpoint = json!({"endpoint_url": self.endpoint, "force_path_style": true});
+        // The whole config: null optional fields and ferry's defaults (port 22, method PUT,
+        // empty prefix, no headers) are omitted; every S3 client of ferry's goes to moto.
+        let expected = json!({
+            "state": {"bucket": self.bucket, "endpoint": endpoint},
+            "webhook": {"token": secret("webhook-token")},
+            "sources": {
+                "clienttrack": {"type": "azure_blob", "account_url": "http://127.0.0.1:10000/devstoreaccount1",
+                                "sas": secret("sources/clienttrack/sas")},
+                "egretail": {"type": "pubsub_export", "tenant_service_url": "http://127.0.0.1:18080",
+                             "integration_name": "ferry-files",
+                             "aad": {"tenant_id": "tenant", "client_id": "ferry-client", "scope": "api://eg/.default",
+                                     "authority_url": "http://127.0.0.1:18081",
+                                     "client_secret": secret("sources/egretail/aad-client-secret")},
+                             "stop_when_idle": true, "receive_timeout_secs": 1,
+                             "max_decompressed_bytes": MAX_DECOMPRESSED_BYTES},
+            },
+            "destinations": {
+                "archive": {"type": "s3", "bucket": "customer-archive", "prefix": "clienttrack/", "endpoint": endpoint},
+                "partner": {"type": "sftp", "host": "127.0.0.1", "port": 2222, "username": "ferry",
+                            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReplaceWithTheServersRealHostKey",
+                            "directory": "/upload", "private_key": secret("destinations/partner/private-key")},
+                "intake": {"type": "http", "url": "http://127.0.0.1:18082/files/{name}", "method": "POST",
+                           "headers": {"X-Source": "ferry"},
+                           "secret_headers": {"Authorization": secret("destinations/intake/headers/authorization")}},
+            },
+            "routes": [
+                {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
+                 "name_contains": "HMIS", "destinations": ["archive", "partner", "intake"]},
+                {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
+                 "decompress": true, "destinations": ["archive"]},
+            ],
+            "transfer": {"max_attempts": 5},
+            "views": {"cases": {"url": "http://127.0.0.1:18083/api/view/cases", "on_behalf_of": "ops",
+                                "username": "svc", "password": secret("views/cases/password"),
+                                "sink": "lake", "chunk_size": 100}},
+            "sinks": {
+                "lake": {"type": "s3_jsonl", "bucket": "customer-lake", "prefix": "views/", "endpoint": endpoint},
+                "records": {"type": "http", "url": "http://127.0.0.1:18084/records",
+                            "secret_headers": {"Authorization": secret("sinks/records/headers/authorization")}},
+            },
+        });
+        assert_eq!(config, &expected, "{name}: FERRY_CONFIG");
         // Every secret reference is an ARN of a secret this deployment created.
         let mut refs = Vec::new();
         collect_secret_refs(config, &mut refs);
         let known: BTreeSet<&String> = self.secrets.values().collect();
-        assert_eq!(refs.len(), 3, "{name}: secret references {refs:?}");
+        assert_eq!(
+            refs.len(),
+            self.secrets.len(),
+            "{name}: secret references {refs:?}"
+        );
         for r in &refs {
             assert!(
                 known.contains(r),
@@ -777,27 +905,11 @@ impl Deployed {
 
     fn assert_iam(&self, api: &MotoApi) {
         let b = &self.bucket_arn;
-        let gpd = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"];
-        let grants = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, BTreeSet<String>> {
-            pairs
-                .iter()
-                .map(|(p, actions)| {
-                    (
-                        format!("{b}/{p}"),
-                        actions.iter().map(|a| a.to_string()).collect(),
-                    )
-                })
-                .collect()
-        };
-        let mut expected_s3 = BTreeMap::new();
-        expected_s3.insert("webhook-ingest", grants(&[("jobs/*", &["s3:PutObject"])]));
-        let mut blob = grants(&[
-            ("jobs/*", &["s3:GetObject"]),
-            ("done/*", &gpd),
-            ("failed/*", &gpd),
-            ("progress/*", &gpd),
-        ]);
-        blob.insert(
+        // S3 outside the state bucket (whose grants `assert_state_grants_match_layout` checks):
+        // blob-copy the S3 destination of its routes, view-sync the S3 sink of its view.
+        let mut expected_s3: BTreeMap<&str, BTreeMap<String, BTreeSet<String>>> =
+            FUNCTIONS.iter().map(|f| (*f, BTreeMap::new())).collect();
+        expected_s3.get_mut("blob-copy").unwrap().insert(
             "arn:aws:s3:::customer-archive/clienttrack/*".into(),
             [
                 "s3:AbortMultipartUpload",
@@ -808,36 +920,30 @@ impl Deployed {
             .map(String::from)
             .into(),
         );
-        expected_s3.insert("blob-copy", blob);
-        expected_s3.insert(
-            "view-sync",
-            grants(&[("watermarks/*", &gpd), ("leases/*", &gpd)]),
+        expected_s3.get_mut("view-sync").unwrap().insert(
+            "arn:aws:s3:::customer-lake/views/*".into(),
+            ["s3:PutObject".to_string()].into(),
         );
-        expected_s3.insert(
-            "token-refresh",
-            grants(&[("tokens/*", &gpd), ("leases/*", &gpd)]),
-        );
-        expected_s3.insert(
-            "export-pull",
-            grants(&[
-                ("inbox/*", &gpd),
-                ("leases/*", &gpd),
-                ("jobs/*", &["s3:PutObject"]),
-                ("tokens/*", &["s3:GetObject"]),
-            ]),
-        );
+        // Exactly the secrets each function's code resolves for this config (the HTTP sink
+        // `records` is named by no view: its header secret reaches no function).
+        let aad = "sources/egretail/aad-client-secret";
         let expected_secrets: BTreeMap<&str, BTreeSet<String>> = [
-            ("webhook-ingest", vec!["webhook-token"]),
+            (
+                "webhook-ingest",
+                vec!["webhook-token", "sources/clienttrack/sas"],
+            ),
             (
                 "blob-copy",
                 vec![
                     "sources/clienttrack/sas",
+                    aad,
                     "destinations/partner/private-key",
+                    "destinations/intake/headers/authorization",
                 ],
             ),
-            ("view-sync", vec![]),
-            ("token-refresh", vec![]),
-            ("export-pull", vec![]),
+            ("view-sync", vec!["views/cases/password"]),
+            ("token-refresh", vec![aad]),
+            ("export-pull", vec![aad]),
         ]
         .into_iter()
         .map(|(f, keys)| {
@@ -869,7 +975,6 @@ impl Deployed {
             let stmts = statements(&policy);
 
             let mut s3: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            let mut list_bucket = BTreeSet::new();
             let mut secrets = BTreeSet::new();
             let mut sqs = BTreeSet::new();
             let mut logs = BTreeSet::new();
@@ -886,9 +991,8 @@ impl Deployed {
                     let service = a.split(':').next().unwrap();
                     for r in &s.resources {
                         match (service, a.as_str()) {
-                            ("s3", "s3:ListBucket") => {
-                                list_bucket.insert(r.clone());
-                            }
+                            // The state bucket: checked against the layout below.
+                            ("s3", _) if r == b || r.starts_with(&format!("{b}/")) => {}
                             ("s3", _) => {
                                 s3.entry(r.clone()).or_default().insert(a.clone());
                             }
@@ -908,18 +1012,13 @@ impl Deployed {
             }
             assert_eq!(
                 s3, expected_s3[f],
-                "{role}: S3 object permissions, by prefix"
-            );
-            let expect_list: BTreeSet<String> = if f == "webhook-ingest" {
-                BTreeSet::new()
-            } else {
-                [b.clone()].into()
-            };
-            assert_eq!(
-                list_bucket, expect_list,
-                "{role}: s3:ListBucket (to tell a missing key from a denied one)"
+                "{role}: S3 permissions outside the state bucket, by prefix"
             );
             assert_eq!(secrets, expected_secrets[f], "{role}: readable secrets");
+            assert_eq!(
+                secrets, self.function_secrets[f],
+                "{role}: readable secrets = function_secret_arns output"
+            );
             let expect_sqs: BTreeSet<String> = if f == "blob-copy" {
                 [queue_arn(&format!("{NAME}-jobs"))].into()
             } else {
@@ -961,6 +1060,87 @@ impl Deployed {
                 "{role} may invoke its own function only"
             );
         }
+    }
+
+    /// The drift check of issue 15: for every deployed role, the (S3 action, state-bucket
+    /// prefix) pairs of its inline policy are exactly the grants `infra/state-layout.json`
+    /// (generated from shared/src/layout.rs) gives its function, after `only_with` filtering (this
+    /// config has a pub/sub source, so `only_with: "pubsub_sources"` grants apply); and the role
+    /// may list the bucket exactly when it reads from it.
+    fn assert_state_grants_match_layout(&self, api: &MotoApi) {
+        let layout: Value = serde_json::from_str(
+            &std::fs::read_to_string(repo_root().join("infra/state-layout.json")).unwrap(),
+        )
+        .unwrap();
+        let has_pubsub = true;
+        let b = &self.bucket_arn;
+        let mut problems = Vec::new();
+        for (f, name) in &self.names {
+            let grants = layout["functions"][f]
+                .as_array()
+                .unwrap_or_else(|| panic!("state-layout.json has no grants for {f}"));
+            let mut expected = BTreeSet::new();
+            for g in grants {
+                let applies = match g["only_with"].as_str() {
+                    None => true,
+                    Some("pubsub_sources") => has_pubsub,
+                    Some(other) => panic!("unknown only_with {other:?} in state-layout.json"),
+                };
+                if !applies {
+                    continue;
+                }
+                for a in g["actions"].as_array().unwrap() {
+                    let action = match a.as_str().unwrap() {
+                        "get" => "s3:GetObject",
+                        "put" => "s3:PutObject",
+                        "delete" => "s3:DeleteObject",
+                        other => panic!("unknown action {other:?} in state-layout.json"),
+                    };
+                    expected.insert((
+                        action.to_string(),
+                        g["prefix"].as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+            let reads = expected.iter().any(|(a, _)| a == "s3:GetObject");
+
+            let policy = api.role_policy(name, "ferry");
+            let mut granted = BTreeSet::new();
+            let mut lists = false;
+            for s in statements(&policy) {
+                for r in &s.resources {
+                    for a in s.actions.iter().filter(|a| a.starts_with("s3:")) {
+                        if r == b {
+                            lists |= a == "s3:ListBucket";
+                            if a != "s3:ListBucket" {
+                                problems.push(format!("{f}: {a} on the whole state bucket"));
+                            }
+                        } else if let Some(key) = r.strip_prefix(&format!("{b}/")) {
+                            let prefix = key.strip_suffix('*').unwrap_or(key);
+                            granted.insert((a.clone(), prefix.to_string()));
+                        }
+                    }
+                }
+            }
+            if granted != expected {
+                problems.push(format!(
+                    "{f}: role grants {:?} that the layout does not, and lacks {:?}",
+                    granted.difference(&expected).collect::<Vec<_>>(),
+                    expected.difference(&granted).collect::<Vec<_>>()
+                ));
+            }
+            if lists != reads {
+                problems.push(format!(
+                    "{f}: s3:ListBucket on the state bucket is {lists}, but the function {} (ListBucket turns a missing key's 403 into 404)",
+                    if reads { "reads" } else { "does not read" }
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "deployed IAM grants drifted from infra/state-layout.json:\n{}",
+            problems.join("\n")
+        );
     }
 
     fn assert_logs_and_alarms(&self, api: &MotoApi, topic_arn: &str) {
@@ -1046,7 +1226,11 @@ impl Deployed {
             [
                 "webhook-token",
                 "sources/clienttrack/sas",
-                "destinations/partner/private-key"
+                "sources/egretail/aad-client-secret",
+                "destinations/partner/private-key",
+                "destinations/intake/headers/authorization",
+                "views/cases/password",
+                "sinks/records/headers/authorization",
             ]
             .into()
         );
@@ -1643,8 +1827,9 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Copies the `*.tf` files of `infra/` (and nothing else: no state, lock file, tfvars or
-/// `.terraform/` a local deploy may have left) to `<dest>/infra`.
+/// Copies the `*.tf` files of `infra/` and the state layout the example reads (and nothing
+/// else: no state, lock file, tfvars or `.terraform/` a local deploy may have left) to
+/// `<dest>/infra`.
 fn copy_infra(dest: &Path) -> PathBuf {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
@@ -1657,7 +1842,7 @@ fn copy_infra(dest: &Path) -> PathBuf {
                 if !name.starts_with('.') {
                     copy(&path, &to.join(&*name));
                 }
-            } else if name.ends_with(".tf") {
+            } else if name.ends_with(".tf") || name == "state-layout.json" {
                 std::fs::copy(&path, to.join(&*name)).unwrap();
             }
         }

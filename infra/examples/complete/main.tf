@@ -1,6 +1,8 @@
 # A complete ferry deployment: state bucket, jobs queue wiring, webhook-ingest behind a function
-# URL, blob-copy behind the jobs queue, optional scheduled functions, secrets (created empty),
-# alarms to an SNS topic, and one FERRY_CONFIG built from the typed variables.
+# URL, blob-copy behind the jobs queue, the scheduled functions the config has work for, secrets
+# (created empty), alarms to an SNS topic, and one FERRY_CONFIG built from the typed variables.
+# Each function is granted what its code uses: its state bucket prefixes from
+# infra/state-layout.json (generated from the code), the secrets its part of the config names.
 
 data "aws_caller_identity" "current" {}
 
@@ -15,26 +17,59 @@ locals {
 
   state_bucket_name = coalesce(var.state_bucket_name, "${var.name}-state-${data.aws_caller_identity.current.account_id}-${var.region}")
 
+  # What each function does in the state bucket, as the code declares it (shared/src/layout.rs).
+  # A grant with `only_with = "pubsub_sources"` applies only when the config has a pub/sub source.
+  layout     = jsondecode(file("${path.module}/../../state-layout.json"))
+  has_pubsub = length(var.pubsub_sources) > 0
+  state_grants = {
+    for f, grants in local.layout.functions : f => [
+      for g in grants : { prefix = g.prefix, actions = g.actions }
+      if g.only_with == null || (g.only_with == "pubsub_sources" && local.has_pubsub)
+    ]
+  }
+  layout_conditions = distinct(flatten([for f, grants in local.layout.functions : [for g in grants : g.only_with if g.only_with != null]]))
+
+  source_names      = concat(keys(var.sources), keys(var.pubsub_sources))
+  destination_names = concat(keys(var.s3_destinations), keys(var.sftp_destinations), keys(var.http_destinations))
+  sink_names        = concat(keys(var.s3_jsonl_sinks), keys(var.http_sinks))
+
   route_sources      = toset([for r in var.routes : r.source])
   route_destinations = toset(flatten([for r in var.routes : r.destinations]))
-  destination_names  = concat(keys(var.s3_destinations), keys(var.sftp_destinations))
+  view_sinks         = toset([for v in var.views : v.sink])
+  webhook_routes     = [for r in var.routes : r if contains(keys(var.sources), r.source)]
+  pubsub_routes      = [for r in var.routes : r if contains(keys(var.pubsub_sources), r.source)]
+
+  # With aws_endpoint_url set, ferry's own S3 clients (state, s3 destinations, s3_jsonl sinks)
+  # go to that endpoint too, path-style.
+  s3_endpoint = var.aws_endpoint_url == null ? null : {
+    endpoint_url     = var.aws_endpoint_url
+    force_path_style = true
+  }
 }
 
-# Cross-checks of the route config that single-variable validations cannot express; a plan
-# fails with these messages before anything is created.
+# Cross-checks of the config that single-variable validations cannot express; a plan fails with
+# these messages before anything is created.
 resource "terraform_data" "config_checks" {
   lifecycle {
     precondition {
-      condition     = length(setsubtract(local.route_sources, keys(var.sources))) == 0
-      error_message = "Routes name sources that are not in var.sources: ${join(", ", setsubtract(local.route_sources, keys(var.sources)))}."
+      condition     = length(setsubtract(local.layout_conditions, ["pubsub_sources"])) == 0
+      error_message = "infra/state-layout.json has grant conditions this example does not know: ${join(", ", setsubtract(local.layout_conditions, ["pubsub_sources"]))}."
+    }
+    precondition {
+      condition     = length(local.source_names) == length(distinct(local.source_names))
+      error_message = "A source name is used in both var.sources and var.pubsub_sources."
+    }
+    precondition {
+      condition     = length(setsubtract(local.route_sources, local.source_names)) == 0
+      error_message = "Routes name sources that are in neither var.sources nor var.pubsub_sources: ${join(", ", setsubtract(local.route_sources, local.source_names))}."
     }
     precondition {
       condition     = length(setsubtract(local.route_destinations, local.destination_names)) == 0
-      error_message = "Routes name destinations that are in neither var.s3_destinations nor var.sftp_destinations: ${join(", ", setsubtract(local.route_destinations, local.destination_names))}."
+      error_message = "Routes name destinations that are in none of var.s3_destinations, var.sftp_destinations, var.http_destinations: ${join(", ", setsubtract(local.route_destinations, local.destination_names))}."
     }
     precondition {
       condition     = length(local.destination_names) == length(distinct(local.destination_names))
-      error_message = "A destination name is used in both var.s3_destinations and var.sftp_destinations."
+      error_message = "A destination name is used in more than one of var.s3_destinations, var.sftp_destinations, var.http_destinations."
     }
     precondition {
       condition     = length(var.routes) == length(distinct([for r in var.routes : r.name]))
@@ -44,6 +79,22 @@ resource "terraform_data" "config_checks" {
       condition     = alltrue([for r in var.routes : can(regex("^[A-Za-z0-9_.-]{1,64}$", r.name)) && length(r.destinations) > 0])
       error_message = "Route names may use letters, digits, '-', '_' and '.' only, and every route needs at least one destination."
     }
+    precondition {
+      condition     = alltrue([for r in local.webhook_routes : r.container != null && r.blob_types == null && r.decompress == null])
+      error_message = "Routes from an Azure Blob source (var.sources) need a container and take no blob_types or decompress."
+    }
+    precondition {
+      condition     = alltrue([for r in local.pubsub_routes : length(coalesce(r.blob_types, [])) > 0 && r.container == null && r.file_glob == null && r.name_contains == null])
+      error_message = "Routes from a pub/sub source (var.pubsub_sources) need blob_types and take no container, file_glob or name_contains."
+    }
+    precondition {
+      condition     = length(setsubtract(local.view_sinks, local.sink_names)) == 0
+      error_message = "Views name sinks that are in neither var.s3_jsonl_sinks nor var.http_sinks: ${join(", ", setsubtract(local.view_sinks, local.sink_names))}."
+    }
+    precondition {
+      condition     = length(local.sink_names) == length(distinct(local.sink_names))
+      error_message = "A sink name is used in both var.s3_jsonl_sinks and var.http_sinks."
+    }
   }
 }
 
@@ -51,6 +102,19 @@ resource "terraform_data" "config_checks" {
 # Secrets: created without a value. Terraform never sees one, so none ends up in a variable,
 # an output or the state; put the values in with the CLI or the console (see outputs).
 # ---------------------------------------------------------------------------------------------
+
+locals {
+  http_destination_headers = merge([
+    for d, dest in var.http_destinations : {
+      for h in dest.secret_headers : "${d}/headers/${lower(h)}" => { destination = d, header = h }
+    }
+  ]...)
+  http_sink_headers = merge([
+    for k, sink in var.http_sinks : {
+      for h in sink.secret_headers : "${k}/headers/${lower(h)}" => { sink = k, header = h }
+    }
+  ]...)
+}
 
 resource "aws_secretsmanager_secret" "webhook_token" {
   name                    = "${var.name}/webhook-token"
@@ -66,6 +130,14 @@ resource "aws_secretsmanager_secret" "source_sas" {
   recovery_window_in_days = var.secret_recovery_window_in_days
 }
 
+resource "aws_secretsmanager_secret" "aad_client_secret" {
+  for_each = var.pubsub_sources
+
+  name                    = "${var.name}/sources/${each.key}/aad-client-secret"
+  description             = "ferry: Azure AD client secret of the app ${each.value.aad.client_id} that calls the token service of the pub/sub source ${each.key}."
+  recovery_window_in_days = var.secret_recovery_window_in_days
+}
+
 resource "aws_secretsmanager_secret" "sftp_private_key" {
   for_each = var.sftp_destinations
 
@@ -74,55 +146,183 @@ resource "aws_secretsmanager_secret" "sftp_private_key" {
   recovery_window_in_days = var.secret_recovery_window_in_days
 }
 
+resource "aws_secretsmanager_secret" "http_destination_header" {
+  for_each = local.http_destination_headers
+
+  name                    = "${var.name}/destinations/${each.key}"
+  description             = "ferry: value of the ${each.value.header} header ferry sends to the HTTP destination ${each.value.destination}."
+  recovery_window_in_days = var.secret_recovery_window_in_days
+}
+
+resource "aws_secretsmanager_secret" "view_password" {
+  for_each = var.views
+
+  name                    = "${var.name}/views/${each.key}/password"
+  description             = "ferry: HTTP Basic password of ${each.value.username} for the view ${each.key}."
+  recovery_window_in_days = var.secret_recovery_window_in_days
+}
+
+resource "aws_secretsmanager_secret" "sink_header" {
+  for_each = local.http_sink_headers
+
+  name                    = "${var.name}/sinks/${each.key}"
+  description             = "ferry: value of the ${each.value.header} header ferry sends to the HTTP sink ${each.value.sink}."
+  recovery_window_in_days = var.secret_recovery_window_in_days
+}
+
 locals {
+  sas_ref    = { for k, s in aws_secretsmanager_secret.source_sas : k => { secrets_manager = { id = s.arn } } }
+  aad_ref    = { for k, s in aws_secretsmanager_secret.aad_client_secret : k => { secrets_manager = { id = s.arn } } }
+  dest_h_ref = { for k, s in aws_secretsmanager_secret.http_destination_header : k => { secrets_manager = { id = s.arn } } }
+  sink_h_ref = { for k, s in aws_secretsmanager_secret.sink_header : k => { secrets_manager = { id = s.arn } } }
+
+  # ferry's config (shared/src/config.rs). Optional fields left null, and fields equal to ferry's
+  # defaults (empty prefix, port 22, method PUT, no headers), are omitted: Lambda caps the whole
+  # environment at 4 KiB.
   config = {
-    state = {
-      bucket = module.state_bucket.bucket_id
-    }
-    webhook = {
-      token = { secrets_manager = { id = aws_secretsmanager_secret.webhook_token.arn } }
-    }
-    sources = {
-      for k, s in var.sources : k => {
-        type        = "azure_blob"
-        account_url = s.account_url
-        sas         = { secrets_manager = { id = aws_secretsmanager_secret.source_sas[k].arn } }
+    for key, value in {
+      state = { for k, v in {
+        bucket   = module.state_bucket.bucket_id
+        endpoint = local.s3_endpoint
+      } : k => v if v != null }
+      webhook = {
+        token = { secrets_manager = { id = aws_secretsmanager_secret.webhook_token.arn } }
       }
-    }
-    destinations = merge(
-      {
-        for k, d in var.s3_destinations : k => {
-          type   = "s3"
-          bucket = d.bucket
-          prefix = d.prefix
-        }
-      },
-      {
-        for k, d in var.sftp_destinations : k => {
-          type        = "sftp"
-          host        = d.host
-          port        = d.port
-          username    = d.username
-          host_key    = d.host_key
-          directory   = d.directory
-          private_key = { secrets_manager = { id = aws_secretsmanager_secret.sftp_private_key[k].arn } }
-        }
-      },
-    )
-    # Optional route fields left null are omitted rather than written as null.
-    routes = [for r in var.routes : { for k, v in r : k => v if v != null }]
-    transfer = {
-      max_attempts = var.transfer_max_attempts
-    }
+      sources = merge(
+        {
+          for k, s in var.sources : k => {
+            type        = "azure_blob"
+            account_url = s.account_url
+            sas         = local.sas_ref[k]
+          }
+        },
+        {
+          for k, s in var.pubsub_sources : k => { for f, v in {
+            type               = "pubsub_export"
+            tenant_service_url = s.tenant_service_url
+            integration_name   = s.integration_name
+            aad = { for f2, v2 in {
+              authority_url = s.aad.authority_url
+              tenant_id     = s.aad.tenant_id
+              client_id     = s.aad.client_id
+              scope         = s.aad.scope
+              client_secret = local.aad_ref[k]
+            } : f2 => v2 if v2 != null }
+            topic                  = s.topic
+            receive_timeout_secs   = s.receive_timeout_secs
+            deadline_margin_secs   = s.deadline_margin_secs
+            stop_when_idle         = s.stop_when_idle
+            read_timeout_secs      = s.read_timeout_secs
+            max_decompressed_bytes = s.max_decompressed_bytes
+          } : f => v if v != null }
+        },
+      )
+      destinations = merge(
+        {
+          for k, d in var.s3_destinations : k => { for f, v in {
+            type     = "s3"
+            bucket   = d.bucket
+            prefix   = d.prefix == "" ? null : d.prefix
+            endpoint = local.s3_endpoint
+          } : f => v if v != null }
+        },
+        {
+          for k, d in var.sftp_destinations : k => { for f, v in {
+            type        = "sftp"
+            host        = d.host
+            port        = d.port == 22 ? null : d.port
+            username    = d.username
+            host_key    = d.host_key
+            directory   = d.directory
+            private_key = { secrets_manager = { id = aws_secretsmanager_secret.sftp_private_key[k].arn } }
+          } : f => v if v != null }
+        },
+        {
+          for k, d in var.http_destinations : k => { for f, v in {
+            type           = "http"
+            url            = d.url
+            method         = d.method == "PUT" ? null : d.method
+            headers        = length(d.headers) == 0 ? null : d.headers
+            secret_headers = length(d.secret_headers) == 0 ? null : { for h in d.secret_headers : h => local.dest_h_ref["${k}/headers/${lower(h)}"] }
+          } : f => v if v != null }
+        },
+      )
+      # Optional route fields left null (and decompress = false) are omitted.
+      routes = [for r in var.routes : { for k, v in r : k => v if v != null && v != false }]
+      transfer = {
+        max_attempts = var.transfer_max_attempts
+      }
+      views = length(var.views) == 0 ? null : {
+        for k, v in var.views : k => { for f, x in {
+          url          = v.url
+          on_behalf_of = v.on_behalf_of
+          username     = v.username
+          password     = { secrets_manager = { id = aws_secretsmanager_secret.view_password[k].arn } }
+          sink         = v.sink
+          chunk_size   = v.chunk_size
+          lease_secs   = v.lease_secs
+          timeout_secs = v.timeout_secs
+        } : f => x if x != null }
+      }
+      sinks = length(local.sink_names) == 0 ? null : merge(
+        {
+          for k, s in var.s3_jsonl_sinks : k => { for f, v in {
+            type     = "s3_jsonl"
+            bucket   = s.bucket
+            prefix   = s.prefix == "" ? null : s.prefix
+            endpoint = local.s3_endpoint
+          } : f => v if v != null }
+        },
+        {
+          for k, s in var.http_sinks : k => { for f, v in {
+            type           = "http"
+            url            = s.url
+            headers        = length(s.headers) == 0 ? null : s.headers
+            secret_headers = length(s.secret_headers) == 0 ? null : { for h in s.secret_headers : h => local.sink_h_ref["${k}/headers/${lower(h)}"] }
+          } : f => v if v != null }
+        },
+      )
+    } : key => value if value != null
   }
 
   config_json = jsonencode(local.config)
 
-  # Secrets each function may read: exactly those its part of the config uses.
-  blob_copy_secret_arns = concat(
-    [for k, s in aws_secretsmanager_secret.source_sas : s.arn if contains(local.route_sources, k)],
-    [for k, s in aws_secretsmanager_secret.sftp_private_key : s.arn if contains(local.route_destinations, k)],
-  )
+  # Secrets each function may read: exactly those its code resolves for this config.
+  azure_route_sources = [for r in local.webhook_routes : r.source]
+  function_secret_arns = {
+    # The webhook token, and the SAS of the sources its routes read (to check a file exists).
+    "webhook-ingest" = concat(
+      [aws_secretsmanager_secret.webhook_token.arn],
+      [for k, s in aws_secretsmanager_secret.source_sas : s.arn if contains(local.azure_route_sources, k)],
+    )
+    # The sources and destinations of its routes.
+    "blob-copy" = concat(
+      [for k, s in aws_secretsmanager_secret.source_sas : s.arn if contains(local.route_sources, k)],
+      [for k, s in aws_secretsmanager_secret.aad_client_secret : s.arn if contains(local.route_sources, k)],
+      [for k, s in aws_secretsmanager_secret.sftp_private_key : s.arn if contains(local.route_destinations, k)],
+      [for k, s in aws_secretsmanager_secret.http_destination_header : s.arn if contains(local.route_destinations, local.http_destination_headers[k].destination)],
+    )
+    # Its views' passwords and the secret headers of the sinks they deliver to.
+    "view-sync" = concat(
+      [for s in aws_secretsmanager_secret.view_password : s.arn],
+      [for k, s in aws_secretsmanager_secret.sink_header : s.arn if contains(local.view_sinks, local.http_sink_headers[k].sink)],
+    )
+    # The Azure AD client secrets of the pub/sub sources (to call their token services).
+    "token-refresh" = [for s in aws_secretsmanager_secret.aad_client_secret : s.arn]
+    "export-pull"   = [for s in aws_secretsmanager_secret.aad_client_secret : s.arn]
+  }
+
+  # blob-copy stages a decompressed file in /tmp before delivering it: room for the largest one
+  # a decompressing route may produce (its source's max_decompressed_bytes, ferry's default
+  # 1 GiB), plus headroom, within Lambda's 512-10240 MB.
+  default_max_decompressed_bytes = 1073741824
+  ephemeral_headroom_mb          = 256
+  staged_bytes = [
+    for r in local.pubsub_routes : coalesce(var.pubsub_sources[r.source].max_decompressed_bytes, local.default_max_decompressed_bytes)
+    if coalesce(r.decompress, false)
+  ]
+  blob_copy_staging_mb             = length(local.staged_bytes) == 0 ? 0 : ceil(max(local.staged_bytes...) / 1048576) + local.ephemeral_headroom_mb
+  blob_copy_ephemeral_storage_size = min(10240, max(512, local.blob_copy_staging_mb))
 
   alarm_actions = [aws_sns_topic.alarms.arn]
 
@@ -134,6 +334,13 @@ locals {
     rust_log              = var.rust_log
     log_retention_in_days = var.log_retention_in_days
     alarm_actions         = local.alarm_actions
+  }
+}
+
+check "blob_copy_staging_fits" {
+  assert {
+    condition     = local.blob_copy_staging_mb <= 10240
+    error_message = "A decompressing route may stage ${local.blob_copy_staging_mb} MB (max_decompressed_bytes plus headroom), more than Lambda's largest /tmp (10240 MB): lower max_decompressed_bytes of its source."
   }
 }
 
@@ -190,9 +397,10 @@ module "webhook_ingest" {
   function_name = "${var.name}-webhook-ingest"
   function_settings = merge(local.function_settings, {
     package_path = local.packages["webhook-ingest"]
-    secret_arns  = [aws_secretsmanager_secret.webhook_token.arn]
+    secret_arns  = local.function_secret_arns["webhook-ingest"]
   })
-  timeout = var.webhook_ingest_timeout
+  state_grants = local.state_grants["webhook-ingest"]
+  timeout      = var.webhook_ingest_timeout
 
   depends_on = [terraform_data.config_checks]
 }
@@ -203,51 +411,68 @@ module "blob_copy" {
   function_name = "${var.name}-blob-copy"
   function_settings = merge(local.function_settings, {
     package_path = local.packages["blob-copy"]
-    secret_arns  = local.blob_copy_secret_arns
+    secret_arns  = local.function_secret_arns["blob-copy"]
   })
+  state_grants                     = local.state_grants["blob-copy"]
   memory_size                      = var.blob_copy_memory_size
   timeout                          = var.blob_copy_timeout
+  ephemeral_storage_size           = local.blob_copy_ephemeral_storage_size
   maximum_concurrency              = var.blob_copy_maximum_concurrency
   queue_arn                        = module.wiring.jobs_queue_arn
   queue_visibility_timeout_seconds = module.wiring.jobs_queue_visibility_timeout_seconds
-  s3_destinations                  = values(var.s3_destinations)
+  s3_destinations                  = [for k, d in var.s3_destinations : d if contains(local.route_destinations, k)]
 
   depends_on = [terraform_data.config_checks]
 }
 
-# Scheduled functions, off by default: this example's config has no view or pub/sub source yet
-# (see docs/deploy.md), so they would run with nothing to do. They get the shared config and no
-# secrets.
-
-module "view_sync" {
-  source = "../../modules/view-sync"
-  count  = var.enable_view_sync ? 1 : 0
-
-  function_name = "${var.name}-view-sync"
-  function_settings = merge(local.function_settings, {
-    package_path = local.packages["view-sync"]
-  })
-  schedule_expression = var.view_sync_schedule
+# Scheduled functions, deployed exactly when the config has work for them: view-sync with views,
+# token-refresh and export-pull with pub/sub sources.
+locals {
+  scheduled = {
+    "view-sync" = {
+      deploy      = length(var.views) > 0
+      description = "ferry view-sync: incremental sync of REST views with a compare-and-swap watermark"
+      memory_size = 256
+      timeout     = 300
+      schedule    = var.view_sync_schedule
+      s3_write_targets = [
+        for k, s in var.s3_jsonl_sinks : { bucket = s.bucket, prefix = s.prefix } if contains(local.view_sinks, k)
+      ]
+    }
+    "token-refresh" = {
+      deploy           = local.has_pubsub
+      description      = "ferry token-refresh: renews the pub/sub sources' rotating tokens before they expire"
+      memory_size      = 256
+      timeout          = 60
+      schedule         = var.token_refresh_schedule
+      s3_write_targets = []
+    }
+    "export-pull" = {
+      deploy           = local.has_pubsub
+      description      = "ferry export-pull: drains the pub/sub export subscriptions into transfer jobs"
+      memory_size      = 512
+      timeout          = 50
+      schedule         = var.export_pull_schedule
+      s3_write_targets = []
+    }
+  }
 }
 
-module "token_refresh" {
-  source = "../../modules/token-refresh"
-  count  = var.enable_token_refresh ? 1 : 0
+module "scheduled" {
+  source   = "../../modules/scheduled-function"
+  for_each = { for f, s in local.scheduled : f => s if s.deploy }
 
-  function_name = "${var.name}-token-refresh"
+  function_name = "${var.name}-${each.key}"
+  description   = each.value.description
   function_settings = merge(local.function_settings, {
-    package_path = local.packages["token-refresh"]
+    package_path = local.packages[each.key]
+    secret_arns  = local.function_secret_arns[each.key]
   })
-  schedule_expression = var.token_refresh_schedule
-}
+  state_grants     = local.state_grants[each.key]
+  s3_write_targets = each.value.s3_write_targets
+  memory_size      = each.value.memory_size
+  timeout          = each.value.timeout
+  schedule         = { expression = each.value.schedule }
 
-module "export_pull" {
-  source = "../../modules/export-pull"
-  count  = var.enable_export_pull ? 1 : 0
-
-  function_name = "${var.name}-export-pull"
-  function_settings = merge(local.function_settings, {
-    package_path = local.packages["export-pull"]
-  })
-  schedule_expression = var.export_pull_schedule
+  depends_on = [terraform_data.config_checks]
 }

@@ -1,3 +1,14 @@
+locals {
+  # Every deployed function module, by ferry function.
+  deployed = merge(
+    {
+      "webhook-ingest" = module.webhook_ingest
+      "blob-copy"      = module.blob_copy
+    },
+    module.scheduled,
+  )
+}
+
 output "webhook_url" {
   description = "Function URL of webhook-ingest: configure it in the SaaS as the webhook, adding the token (e.g. `?token=<value of the webhook-token secret>`)."
   value       = module.webhook_ingest.function_url
@@ -19,46 +30,45 @@ output "dlq_url" {
 }
 
 output "function_names" {
-  description = "Deployed Lambda functions, by ferry function."
-  value = merge(
-    {
-      "webhook-ingest" = module.webhook_ingest.function_name
-      "blob-copy"      = module.blob_copy.function_name
-    },
-    { for m in module.view_sync : "view-sync" => m.function_name },
-    { for m in module.token_refresh : "token-refresh" => m.function_name },
-    { for m in module.export_pull : "export-pull" => m.function_name },
-  )
+  description = "Deployed Lambda functions, by ferry function (the scheduled ones only when the config has work for them)."
+  value       = { for f, m in local.deployed : f => m.function_name }
+}
+
+output "role_names" {
+  description = "IAM execution role of each deployed function, by ferry function. Its one inline policy is named `ferry`."
+  value       = { for f, m in local.deployed : f => m.role_name }
+}
+
+output "role_arns" {
+  description = "ARN of each deployed function's IAM execution role, by ferry function."
+  value       = { for f, m in local.deployed : f => m.role_arn }
+}
+
+output "function_secret_arns" {
+  description = "Secrets each deployed function's role may read (secretsmanager:GetSecretValue), by ferry function: exactly those its part of the config references."
+  value       = { for f, m in local.deployed : f => local.function_secret_arns[f] }
 }
 
 output "log_group_names" {
   description = "CloudWatch log groups (JSON logs), by ferry function."
-  value = merge(
-    {
-      "webhook-ingest" = module.webhook_ingest.log_group_name
-      "blob-copy"      = module.blob_copy.log_group_name
-    },
-    { for m in module.view_sync : "view-sync" => m.log_group_name },
-    { for m in module.token_refresh : "token-refresh" => m.log_group_name },
-    { for m in module.export_pull : "export-pull" => m.log_group_name },
-  )
+  value       = { for f, m in local.deployed : f => m.log_group_name }
 }
 
 output "schedule_names" {
-  description = "EventBridge Scheduler schedules of the scheduled functions that are enabled."
-  value = merge(
-    { for m in module.view_sync : "view-sync" => m.schedule_name },
-    { for m in module.token_refresh : "token-refresh" => m.schedule_name },
-    { for m in module.export_pull : "export-pull" => m.schedule_name },
-  )
+  description = "EventBridge Scheduler schedules of the deployed scheduled functions."
+  value       = { for f, m in module.scheduled : f => m.schedule_name }
 }
 
 output "secret_arns" {
-  description = "Secrets created empty, to be filled by an operator: `aws secretsmanager put-secret-value --secret-id <arn> --secret-string <value>` (for the private key: `--secret-string file://key.pem`). ARNs only, never values."
+  description = "Secrets created empty, to be filled by an operator, by purpose (`webhook-token`, `sources/<s>/sas`, `sources/<s>/aad-client-secret`, `destinations/<d>/private-key`, `destinations/<d>/headers/<h>`, `views/<v>/password`, `sinks/<s>/headers/<h>`): `aws secretsmanager put-secret-value --secret-id <arn> --secret-string <value>` (for the private key: `--secret-string file://key.pem`). ARNs only, never values."
   value = merge(
     { "webhook-token" = aws_secretsmanager_secret.webhook_token.arn },
     { for k, s in aws_secretsmanager_secret.source_sas : "sources/${k}/sas" => s.arn },
+    { for k, s in aws_secretsmanager_secret.aad_client_secret : "sources/${k}/aad-client-secret" => s.arn },
     { for k, s in aws_secretsmanager_secret.sftp_private_key : "destinations/${k}/private-key" => s.arn },
+    { for k, s in aws_secretsmanager_secret.http_destination_header : "destinations/${k}" => s.arn },
+    { for k, s in aws_secretsmanager_secret.view_password : "views/${k}/password" => s.arn },
+    { for k, s in aws_secretsmanager_secret.sink_header : "sinks/${k}" => s.arn },
   )
 }
 

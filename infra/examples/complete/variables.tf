@@ -99,7 +99,7 @@ variable "failed_expiration_days" {
 }
 
 variable "sources" {
-  description = "Azure Blob sources, by name. Each gets a Secrets Manager secret `<name>/sources/<source>/sas` for its SAS token (created empty: put the value in yourself)."
+  description = "Azure Blob sources of webhook routes, by name. Each gets a Secrets Manager secret `<name>/sources/<source>/sas` for its SAS token (created empty: put the value in yourself)."
   type = map(object({
     account_url = string
   }))
@@ -110,13 +110,43 @@ variable "sources" {
   }
 
   validation {
-    condition     = alltrue([for k, s in var.sources : can(regex("^[A-Za-z0-9_.-]+$", k)) && startswith(s.account_url, "https://")])
-    error_message = "Source names may use letters, digits, '-', '_' and '.'; account_url must start with https://."
+    condition     = alltrue([for k, s in var.sources : can(regex("^[A-Za-z0-9_.-]+$", k)) && can(regex("^https?://", s.account_url))])
+    error_message = "Source names may use letters, digits, '-', '_' and '.'; account_url must be an http(s) URL (https:// for Azure, http:// for the Azurite emulator)."
+  }
+}
+
+variable "pubsub_sources" {
+  description = "Pub/sub file export sources (EG Retail / Lindbak \"File export\"), by name: the tenant's token service, the integration name and the Azure AD client that calls it. Each gets a secret `<name>/sources/<source>/aad-client-secret` (created empty). Null optional fields take ferry's defaults. With any pub/sub source, token-refresh and export-pull are deployed."
+  type = map(object({
+    tenant_service_url = string
+    integration_name   = string
+    aad = object({
+      tenant_id     = string
+      client_id     = string
+      scope         = string
+      authority_url = optional(string)
+    })
+    topic                  = optional(string)
+    receive_timeout_secs   = optional(number)
+    deadline_margin_secs   = optional(number)
+    stop_when_idle         = optional(bool)
+    read_timeout_secs      = optional(number)
+    max_decompressed_bytes = optional(number)
+  }))
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for k, s in var.pubsub_sources : can(regex("^[A-Za-z0-9_.-]+$", k)) && can(regex("^https?://", s.tenant_service_url))
+      && can(regex("^https?://", coalesce(s.aad.authority_url, "https://")))
+      && coalesce(s.max_decompressed_bytes, 1) > 0
+    ])
+    error_message = "Pub/sub source names may use letters, digits, '-', '_' and '.'; tenant_service_url and aad.authority_url must be http(s) URLs; max_decompressed_bytes must be > 0."
   }
 }
 
 variable "s3_destinations" {
-  description = "S3 destinations, by name: bucket and key prefix. blob-copy may write below exactly these prefixes."
+  description = "S3 destinations, by name: bucket and key prefix. blob-copy may write below the prefixes of the destinations its routes name."
   type = map(object({
     bucket = string
     prefix = optional(string, "")
@@ -148,16 +178,37 @@ variable "sftp_destinations" {
   }
 }
 
+variable "http_destinations" {
+  description = "HTTP destinations, by name: each file is streamed as the body of a PUT or POST to `url` (`{name}` is replaced by the file name). `headers` are plain; each name in `secret_headers` (e.g. `Authorization`) gets a secret `<name>/destinations/<destination>/headers/<lower-case header>` (created empty)."
+  type = map(object({
+    url            = string
+    method         = optional(string, "PUT")
+    headers        = optional(map(string), {})
+    secret_headers = optional(list(string), [])
+  }))
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for k, d in var.http_destinations : can(regex("^https?://", d.url)) && contains(["PUT", "POST"], d.method)
+      && alltrue([for h in d.secret_headers : can(regex("^[A-Za-z0-9-]+$", h))])
+    ])
+    error_message = "HTTP destinations need an http(s) url, method PUT or POST, and secret header names of letters, digits and '-'."
+  }
+}
+
 variable "routes" {
-  description = "Which notified files go where: a route names a source and container, optional filters on the file name, and the destinations that each receive a copy."
+  description = "Which files go where. A webhook route names an Azure Blob source (`sources`) and a container, with optional filters on the file name; a pub/sub route names a pub/sub source and the `blob_types` it takes (`decompress` delivers gzip'd files decompressed). Every route names the destinations that each receive a copy."
   type = list(object({
     name          = string
     source        = string
-    container     = string
+    destinations  = list(string)
+    container     = optional(string)
     file_glob     = optional(string)
     name_contains = optional(string)
-    destinations  = list(string)
     target_folder = optional(string)
+    blob_types    = optional(list(string))
+    decompress    = optional(bool)
   }))
   default = [
     {
@@ -169,6 +220,51 @@ variable "routes" {
       destinations  = ["archive", "partner"]
     },
   ]
+}
+
+variable "views" {
+  description = "REST views synced incrementally by view-sync (deployed when this is non-empty), by name: `GET <url>?onbehalfof=<on_behalf_of>&previouslastsubmissionid=<watermark>` with HTTP Basic auth as `username`; records go to `sink` (a key of `s3_jsonl_sinks` or `http_sinks`). Each view gets a secret `<name>/views/<view>/password` (created empty). Null optional fields take ferry's defaults."
+  type = map(object({
+    url          = string
+    on_behalf_of = string
+    username     = string
+    sink         = string
+    chunk_size   = optional(number)
+    lease_secs   = optional(number)
+    timeout_secs = optional(number)
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.views : can(regex("^[A-Za-z0-9_.-]+$", k)) && can(regex("^https?://", v.url))])
+    error_message = "View names may use letters, digits, '-', '_' and '.'; url must be an http(s) URL."
+  }
+}
+
+variable "s3_jsonl_sinks" {
+  description = "S3 sinks of views, by name: one JSON Lines object per chunk below `prefix`. view-sync may write below the prefixes of the sinks its views name."
+  type = map(object({
+    bucket = string
+    prefix = optional(string, "")
+  }))
+  default = {}
+}
+
+variable "http_sinks" {
+  description = "HTTP sinks of views, by name: each record is POSTed as JSON to `url`. `headers` are plain; each name in `secret_headers` gets a secret `<name>/sinks/<sink>/headers/<lower-case header>` (created empty)."
+  type = map(object({
+    url            = string
+    headers        = optional(map(string), {})
+    secret_headers = optional(list(string), [])
+  }))
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for k, s in var.http_sinks : can(regex("^https?://", s.url)) && alltrue([for h in s.secret_headers : can(regex("^[A-Za-z0-9-]+$", h))])
+    ])
+    error_message = "HTTP sinks need an http(s) url and secret header names of letters, digits and '-'."
+  }
 }
 
 variable "transfer_max_attempts" {
@@ -217,38 +313,20 @@ variable "restrict_dlq_to_jobs_queue" {
   default     = true
 }
 
-variable "enable_view_sync" {
-  description = "Deploy view-sync (scheduled incremental view sync). Needs its package `view-sync/bootstrap.zip`."
-  type        = bool
-  default     = false
-}
-
 variable "view_sync_schedule" {
-  description = "Schedule expression of view-sync."
+  description = "Schedule expression of view-sync (deployed when `views` is non-empty)."
   type        = string
   default     = "rate(5 minutes)"
 }
 
-variable "enable_token_refresh" {
-  description = "Deploy token-refresh (scheduled SAS/OAuth token renewal). Needs its package `token-refresh/bootstrap.zip`."
-  type        = bool
-  default     = false
-}
-
 variable "token_refresh_schedule" {
-  description = "Schedule expression of token-refresh."
+  description = "Schedule expression of token-refresh (deployed with any pub/sub source)."
   type        = string
   default     = "rate(10 minutes)"
 }
 
-variable "enable_export_pull" {
-  description = "Deploy export-pull (scheduled drain of an export subscription into jobs). Needs its package `export-pull/bootstrap.zip`."
-  type        = bool
-  default     = false
-}
-
 variable "export_pull_schedule" {
-  description = "Schedule expression of export-pull."
+  description = "Schedule expression of export-pull (deployed with any pub/sub source)."
   type        = string
   default     = "rate(1 minute)"
 }

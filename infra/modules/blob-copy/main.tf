@@ -1,14 +1,10 @@
 # blob-copy: consumes the jobs queue (S3 ObjectCreated notifications for jobs/), runs each
-# transfer job and reports failed messages individually (ReportBatchItemFailures). It reads
-# jobs/, writes receipts (done/), dead letters (failed/) and resume records (progress/), and
-# writes to the configured destination prefixes only.
+# transfer job and reports failed messages individually (ReportBatchItemFailures). Its state
+# bucket access comes in as data (`state_grants`, from infra/state-layout.json: jobs/, done/,
+# failed/, progress/, tokens/ with pub/sub sources); it writes to the S3 destination prefixes of
+# its routes only, and stages decompressed files in /tmp (`ephemeral_storage_size`).
 
 data "aws_partition" "current" {}
-
-locals {
-  # Prefixes of the state bucket blob-copy reads and writes (besides reading jobs/).
-  state_prefixes = ["done/", "failed/", "progress/"]
-}
 
 data "aws_iam_policy_document" "access" {
   source_policy_documents = var.function_settings.additional_policy_json == null ? [] : [var.function_settings.additional_policy_json]
@@ -23,29 +19,6 @@ data "aws_iam_policy_document" "access" {
       "sqs:GetQueueAttributes",
     ]
     resources = [var.queue_arn]
-  }
-
-  statement {
-    sid       = "ReadJobs"
-    effect    = "Allow"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.function_settings.state_bucket_arn}/jobs/*"]
-  }
-
-  statement {
-    sid       = "ReceiptsDeadLettersProgress"
-    effect    = "Allow"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = [for p in local.state_prefixes : "${var.function_settings.state_bucket_arn}/${p}*"]
-  }
-
-  # Without s3:ListBucket, S3 answers 403 instead of 404 for a key that does not exist, and
-  # "no receipt yet" is the normal case for a new job. Listing reveals key names only.
-  statement {
-    sid       = "TellMissingStateFromDenied"
-    effect    = "Allow"
-    actions   = ["s3:ListBucket"]
-    resources = [var.function_settings.state_bucket_arn]
   }
 
   dynamic "statement" {
@@ -82,7 +55,10 @@ module "function" {
   environment_variables          = var.function_settings.environment_variables
   secret_arns                    = var.function_settings.secret_arns
   secret_kms_key_arns            = var.function_settings.secret_kms_key_arns
+  state_bucket_arn               = var.function_settings.state_bucket_arn
+  state_grants                   = var.state_grants
   policy_json                    = data.aws_iam_policy_document.access.json
+  ephemeral_storage_size         = var.ephemeral_storage_size
   permissions_boundary_arn       = var.function_settings.permissions_boundary_arn
   log_retention_in_days          = var.function_settings.log_retention_in_days
   log_kms_key_arn                = var.function_settings.log_kms_key_arn

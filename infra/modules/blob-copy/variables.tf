@@ -48,6 +48,20 @@ variable "maximum_concurrency" {
   }
 }
 
+variable "ephemeral_storage_size" {
+  description = "Size of /tmp in MB (512-10240). A route with `decompress = true` stages each decompressed file there (up to its source's `max_decompressed_bytes`) before delivering it: give at least that plus some headroom. The example derives it from the config."
+  type        = number
+  default     = 512
+}
+
+variable "state_grants" {
+  description = "The function's access to the state bucket, as data: its entries of `infra/state-layout.json` (generated from the code), each a key prefix and actions among `get`, `put`, `delete`. See the lambda-function module."
+  type = list(object({
+    prefix  = string
+    actions = list(string)
+  }))
+}
+
 variable "s3_destinations" {
   description = "S3 destinations of the routes: per bucket the key prefix the function may write below (PutObject and multipart, HeadObject to verify the size). An empty prefix allows the whole bucket."
   type = list(object({

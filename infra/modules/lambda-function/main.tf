@@ -1,6 +1,7 @@
-# One ferry Lambda function: its IAM role (least privilege: logs, the named secrets and the
-# caller's statements), its log group with retention, the function with JSON logging, and an
-# alarm on its errors. Function modules (webhook-ingest, blob-copy, ...) add their triggers.
+# One ferry Lambda function: its IAM role (least privilege: logs, the named secrets, the state
+# bucket prefixes it is granted as data, and the caller's statements), its log group with
+# retention, the function with JSON logging, and an alarm on its errors. Function modules
+# (webhook-ingest, blob-copy, scheduled-function) add their triggers.
 
 locals {
   log_group_name = "/aws/lambda/${var.function_name}"
@@ -12,6 +13,20 @@ locals {
 
   # Lambda caps the environment at 4 KiB (names and values together).
   environment_bytes = sum([for k, v in local.environment : length(k) + length(v)])
+
+  # State bucket grants, as data (from infra/state-layout.json): one statement per S3 action,
+  # naming every prefix granted that action.
+  state_actions = {
+    get    = "s3:GetObject"
+    put    = "s3:PutObject"
+    delete = "s3:DeleteObject"
+  }
+  state_statements = {
+    for action, s3_action in local.state_actions : s3_action => distinct([
+      for g in var.state_grants : "${var.state_bucket_arn}/${g.prefix}*" if contains(g.actions, action)
+    ])
+  }
+  state_reads = anytrue([for g in var.state_grants : contains(g.actions, "get")])
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -72,8 +87,39 @@ data "aws_iam_policy_document" "base" {
   }
 }
 
+data "aws_iam_policy_document" "state" {
+  dynamic "statement" {
+    for_each = { for a, resources in local.state_statements : a => resources if length(resources) > 0 }
+
+    content {
+      sid       = "State${replace(trimprefix(statement.key, "s3:"), "Object", "")}"
+      effect    = "Allow"
+      actions   = [statement.key]
+      resources = statement.value
+    }
+  }
+
+  # Without s3:ListBucket, S3 answers 403 instead of 404 for a key that does not exist, and a
+  # missing key (no receipt yet, first watermark, free lease) is a normal case for a reader.
+  # Listing reveals key names only.
+  dynamic "statement" {
+    for_each = local.state_reads ? [1] : []
+
+    content {
+      sid       = "TellMissingStateFromDenied"
+      effect    = "Allow"
+      actions   = ["s3:ListBucket"]
+      resources = [var.state_bucket_arn]
+    }
+  }
+}
+
 data "aws_iam_policy_document" "this" {
-  source_policy_documents = [data.aws_iam_policy_document.base.json, var.policy_json]
+  source_policy_documents = [
+    data.aws_iam_policy_document.base.json,
+    data.aws_iam_policy_document.state.json,
+    var.policy_json,
+  ]
 }
 
 resource "aws_iam_role_policy" "this" {
@@ -102,6 +148,10 @@ resource "aws_lambda_function" "this" {
   timeout                        = var.timeout
   reserved_concurrent_executions = var.reserved_concurrent_executions
   tags                           = var.tags
+
+  ephemeral_storage {
+    size = var.ephemeral_storage_size
+  }
 
   environment {
     variables = local.environment

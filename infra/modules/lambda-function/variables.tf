@@ -92,13 +92,50 @@ variable "secret_kms_key_arns" {
   default     = []
 }
 
-variable "policy_json" {
-  description = "IAM policy document (JSON) with the function's own access: state-bucket prefixes, queues, destinations. Merged with the log and secret statements this module adds into one inline policy on the function's role."
-  type        = string
+variable "ephemeral_storage_size" {
+  description = "Size of the function's /tmp in MB (512-10240; Lambda's default is 512). blob-copy stages decompressed files there."
+  type        = number
+  default     = 512
 
   validation {
-    condition     = can(jsondecode(var.policy_json).Statement)
-    error_message = "policy_json must be an IAM policy document with a Statement list."
+    condition     = var.ephemeral_storage_size >= 512 && var.ephemeral_storage_size <= 10240 && floor(var.ephemeral_storage_size) == var.ephemeral_storage_size
+    error_message = "ephemeral_storage_size must be a whole number of MB between 512 and 10240."
+  }
+}
+
+variable "state_bucket_arn" {
+  description = "ARN of ferry's state bucket; `state_grants` are prefixes of it."
+  type        = string
+}
+
+variable "state_grants" {
+  description = "The function's access to the state bucket, as data (its entries of `infra/state-layout.json`, generated from the code): per key prefix the actions `get` (s3:GetObject), `put` (s3:PutObject) and `delete` (s3:DeleteObject) on `<prefix>*`. Any `get` also grants s3:ListBucket on the bucket, so a missing key reads as 404, not 403."
+  type = list(object({
+    prefix  = string
+    actions = list(string)
+  }))
+
+  validation {
+    condition = alltrue([
+      for g in var.state_grants : length(g.actions) > 0 && length(setsubtract(g.actions, ["get", "put", "delete"])) == 0
+    ])
+    error_message = "Every state grant needs actions, each one of get, put, delete."
+  }
+
+  validation {
+    condition     = alltrue([for g in var.state_grants : can(regex("^[a-z0-9_-]+/$", g.prefix))])
+    error_message = "State grant prefixes are one key segment ending in '/', e.g. `jobs/`."
+  }
+}
+
+variable "policy_json" {
+  description = "IAM policy document (JSON) with the function's access besides logs, secrets and the state bucket: queues, destinations. Merged with the statements this module adds into one inline policy on the function's role."
+  type        = string
+  default     = "{\"Version\":\"2012-10-17\",\"Statement\":[]}"
+
+  validation {
+    condition     = can(jsondecode(var.policy_json).Version)
+    error_message = "policy_json must be an IAM policy document (JSON with a Version; the Statement list may be empty or absent)."
   }
 }
 

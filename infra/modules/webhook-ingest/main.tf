@@ -1,17 +1,7 @@
 # webhook-ingest: a public Lambda function URL (auth NONE: the SaaS cannot sign requests, ferry
 # checks the webhook token itself in constant time) that turns notifications into job objects
-# under jobs/. Its only S3 right is PutObject below jobs/.
-
-data "aws_iam_policy_document" "access" {
-  source_policy_documents = var.function_settings.additional_policy_json == null ? [] : [var.function_settings.additional_policy_json]
-
-  statement {
-    sid       = "WriteJobs"
-    effect    = "Allow"
-    actions   = ["s3:PutObject"]
-    resources = ["${var.function_settings.state_bucket_arn}/${var.jobs_prefix}*"]
-  }
-}
+# under jobs/. Its state bucket access comes in as data (`state_grants`, from
+# infra/state-layout.json: PutObject below jobs/).
 
 module "function" {
   source = "../lambda-function"
@@ -28,7 +18,9 @@ module "function" {
   environment_variables          = var.function_settings.environment_variables
   secret_arns                    = var.function_settings.secret_arns
   secret_kms_key_arns            = var.function_settings.secret_kms_key_arns
-  policy_json                    = data.aws_iam_policy_document.access.json
+  state_bucket_arn               = var.function_settings.state_bucket_arn
+  state_grants                   = var.state_grants
+  policy_json                    = coalesce(var.function_settings.additional_policy_json, "{\"Version\":\"2012-10-17\",\"Statement\":[]}")
   permissions_boundary_arn       = var.function_settings.permissions_boundary_arn
   log_retention_in_days          = var.function_settings.log_retention_in_days
   log_kms_key_arn                = var.function_settings.log_kms_key_arn

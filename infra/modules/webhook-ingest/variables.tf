@@ -16,15 +16,12 @@ variable "timeout" {
   default     = 15
 }
 
-variable "jobs_prefix" {
-  description = "Key prefix under which the function writes job descriptions (`jobs/<route>/<job-id>.json`); its only S3 permission is PutObject below this prefix."
-  type        = string
-  default     = "jobs/"
-
-  validation {
-    condition     = endswith(var.jobs_prefix, "/") && !startswith(var.jobs_prefix, "/")
-    error_message = "jobs_prefix must end with '/' and must not start with '/'."
-  }
+variable "state_grants" {
+  description = "The function's access to the state bucket, as data: its entries of `infra/state-layout.json` (generated from the code; webhook-ingest writes jobs under `jobs/`). See the lambda-function module."
+  type = list(object({
+    prefix  = string
+    actions = list(string)
+  }))
 }
 
 variable "grant_invoke_function_permission" {

@@ -1,49 +1,58 @@
 variable "function_name" {
-  description = "Name of the Lambda function, its IAM role and its schedule."
+  description = "Name of the Lambda function, its IAM role and its schedule (e.g. `ferry-view-sync`)."
   type        = string
-  default     = "ferry-export-pull"
+}
+
+variable "description" {
+  description = "Description of the Lambda function: which ferry function it is and what it does."
+  type        = string
+  default     = ""
 }
 
 variable "memory_size" {
   description = "Memory in MB."
   type        = number
-  default     = 512
+  default     = 256
 }
 
 variable "timeout" {
-  description = "Function timeout in seconds. Keep it below the schedule interval: what is left is drained by the next run (a lease keeps runs from overlapping)."
+  description = "Function timeout in seconds. Keep it below the schedule interval; a run that is cut short leaves the rest to the next run (watermarks, leases and compare-and-swap keep overlapping runs safe)."
   type        = number
-  default     = 50
+  default     = 60
 }
 
-variable "schedule_expression" {
-  description = "When the function runs (EventBridge Scheduler `rate(...)` or `cron(...)`)."
-  type        = string
-  default     = "rate(1 minute)"
+variable "schedule" {
+  description = <<-EOT
+    When the function runs (EventBridge Scheduler):
+    - expression: `rate(...)`, `cron(...)` or `at(...)`;
+    - timezone: IANA time zone a cron expression is evaluated in;
+    - enabled: false pauses the function without removing anything;
+    - group_name: schedule group; input: JSON event passed on every run.
+  EOT
+  type = object({
+    expression = string
+    timezone   = optional(string, "UTC")
+    enabled    = optional(bool, true)
+    group_name = optional(string, "default")
+    input      = optional(string, "{}")
+  })
 }
 
-variable "schedule_expression_timezone" {
-  description = "IANA time zone a cron schedule is evaluated in."
-  type        = string
-  default     = "UTC"
+variable "state_grants" {
+  description = "The function's access to the state bucket, as data: its entries of `infra/state-layout.json` (generated from the code), each a key prefix and actions among `get`, `put`, `delete`. See the lambda-function module."
+  type = list(object({
+    prefix  = string
+    actions = list(string)
+  }))
 }
 
-variable "schedule_enabled" {
-  description = "Whether the schedule fires; false pauses the function without removing anything."
-  type        = bool
-  default     = true
-}
-
-variable "schedule_group_name" {
-  description = "EventBridge Scheduler schedule group."
-  type        = string
-  default     = "default"
-}
-
-variable "schedule_input" {
-  description = "JSON event passed to the function on every scheduled run."
-  type        = string
-  default     = "{}"
+variable "s3_write_targets" {
+  description = "S3 prefixes outside the state bucket the function writes to (s3:PutObject on `<bucket>/<prefix>*`), e.g. view-sync's s3_jsonl sinks. An empty prefix allows the whole bucket."
+  type = list(object({
+    bucket = string
+    prefix = optional(string, "")
+  }))
+  default = []
 }
 
 variable "function_settings" {
