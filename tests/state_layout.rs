@@ -29,7 +29,10 @@ fn between(file: &Path, marker: &str) -> String {
 }
 
 /// Files that show the permissions table, and the marker it stands between.
-const DOCS: &[(&str, &str)] = &[("README.md", "state-layout")];
+const DOCS: &[(&str, &str)] = &[
+    ("README.md", "state-layout"),
+    ("docs/deploy.md", "permissions"),
+];
 
 #[test]
 fn docs_show_the_layout_the_code_declares() {
