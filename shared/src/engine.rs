@@ -1,10 +1,16 @@
 //! The transfer engine: runs one job by streaming its source object to every destination that
 //! has no receipt yet, writing a receipt per verified delivery, and dead-lettering a job that
 //! cannot succeed. Every integration ends up here.
+//!
+//! With a deadline (the Lambda invocation's), a run keeps `deadline_margin` in hand: from
+//! `deadline - margin` on no job or delivery starts and deliveries in flight are told to stop
+//! (S3 multipart keeps its parts with a checkpoint); at `deadline - margin/2` a delivery still
+//! running is dropped, and at `deadline - margin/4` the whole run is. Such a run ends in
+//! [`JobError::Interrupted`]: never a dead letter, whatever the attempt count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use thiserror::Error;
@@ -69,6 +75,10 @@ pub enum JobError {
         attempt: u32,
         reason: String,
     },
+    /// The run stopped at the invocation deadline: not a failure (never dead-lettered), the next
+    /// invocation continues. `progress` says how far it got (per destination, secret-free).
+    #[error("job {job_id} stopped at the invocation deadline: {progress}")]
+    Interrupted { job_id: String, progress: String },
 }
 
 impl Retryable for JobError {
@@ -76,8 +86,51 @@ impl Retryable for JobError {
         match self {
             JobError::Missing(_) => false,
             JobError::State(e) => e.is_retryable(),
-            JobError::RetryLater { .. } => true,
+            JobError::RetryLater { .. } | JobError::Interrupted { .. } => true,
         }
+    }
+    fn retries_stopped(self, why: crate::retry::RetryStop) -> Self {
+        match self {
+            JobError::State(e) => JobError::State(e.retries_stopped(why)),
+            other => other,
+        }
+    }
+}
+
+/// The instants a run with a deadline works to (see the module doc).
+#[derive(Debug, Clone, Copy)]
+struct Cutoffs {
+    /// No job or delivery starts from here on; deliveries in flight are told to stop here.
+    stop: tokio::time::Instant,
+    /// A delivery still running is dropped here.
+    drop_delivery: tokio::time::Instant,
+    /// The whole run is dropped here, leaving the rest of the margin for the reply.
+    drop_run: tokio::time::Instant,
+}
+
+impl Cutoffs {
+    fn new(deadline: tokio::time::Instant, margin: Duration) -> Self {
+        let before = |d: Duration| deadline.checked_sub(d).unwrap_or(deadline);
+        Self {
+            stop: before(margin),
+            drop_delivery: before(margin / 2),
+            drop_run: before(margin / 4),
+        }
+    }
+}
+
+fn passed(at: Option<tokio::time::Instant>) -> bool {
+    at.is_some_and(|at| tokio::time::Instant::now() >= at)
+}
+
+/// Awaits `fut`, or gives `None` once `at` is reached (never, without one).
+async fn unless_past<F: std::future::Future>(
+    at: Option<tokio::time::Instant>,
+    fut: F,
+) -> Option<F::Output> {
+    match at {
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
 
@@ -88,6 +141,7 @@ pub struct TransferEngine {
     destinations: BTreeMap<String, Arc<dyn Destination>>,
     retry: RetryPolicy,
     max_attempts: u32,
+    deadline_margin: Duration,
 }
 
 impl TransferEngine {
@@ -105,22 +159,61 @@ impl TransferEngine {
             destinations,
             retry,
             max_attempts,
+            deadline_margin: Duration::from_secs(
+                crate::config::TransferConfig::default().deadline_margin_secs,
+            ),
+        }
+    }
+
+    /// The time a run with a deadline keeps in hand before it (`transfer.deadline_margin_secs`;
+    /// see the module doc for how it is spent).
+    pub fn with_deadline_margin(self, margin: Duration) -> Self {
+        Self {
+            deadline_margin: margin,
+            ..self
         }
     }
 
     /// Runs the job stored at `job_key`. `attempt` counts deliveries of this job (1 = first), as
     /// SQS's ApproximateReceiveCount does; at `max_attempts` a still-failing job is dead-lettered.
     pub async fn run(&self, job_key: &str, attempt: u32) -> Result<JobOutcome, JobError> {
-        let state = self.state.as_ref();
-        let Some((job, _)) = self
-            .retry
-            .run("load job", || state.get_json::<TransferJob>(job_key))
-            .await?
-        else {
-            return Err(JobError::Missing(job_key.to_string()));
+        self.run_until(job_key, attempt, None).await
+    }
+
+    /// [`run`](Self::run), finishing before `deadline` (the invocation's; `None`: no deadline).
+    /// A run that cannot finish in time ends in [`JobError::Interrupted`] before the deadline,
+    /// with what can be resumed saved; an interrupted run is never dead-lettered.
+    pub async fn run_until(
+        &self,
+        job_key: &str,
+        attempt: u32,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<JobOutcome, JobError> {
+        let cutoffs = deadline.map(|d| Cutoffs::new(d, self.deadline_margin));
+        let interrupted = |progress: &str| JobError::Interrupted {
+            job_id: job_key.to_string(),
+            progress: progress.to_string(),
         };
-        let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id, route = %job.route);
-        self.run_job(job_key, &job, attempt).instrument(span).await
+        if passed(cutoffs.map(|c| c.stop)) {
+            return Err(interrupted("not started: too close to the deadline"));
+        }
+        let run = async {
+            let state = self.state.as_ref();
+            let retry = self.retry.until(cutoffs.map(|c| c.drop_delivery));
+            let Some((job, _)) = retry
+                .run("load job", || state.get_json::<TransferJob>(job_key))
+                .await?
+            else {
+                return Err(JobError::Missing(job_key.to_string()));
+            };
+            let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id, route = %job.route);
+            self.run_job(job_key, &job, attempt, cutoffs)
+                .instrument(span)
+                .await
+        };
+        unless_past(cutoffs.map(|c| c.drop_run), run)
+            .await
+            .unwrap_or_else(|| Err(interrupted("cut off while finishing (receipts or state)")))
     }
 
     async fn run_job(
@@ -128,11 +221,21 @@ impl TransferEngine {
         job_key: &str,
         job: &TransferJob,
         attempt: u32,
+        cutoffs: Option<Cutoffs>,
     ) -> Result<JobOutcome, JobError> {
         let state = self.state.as_ref();
+        // State requests may go on until deliveries are dropped; deliveries retry until the stop.
+        let retry = self.retry.until(cutoffs.map(|c| c.drop_delivery));
+        let stop = cutoffs.map(|c| c.stop);
+        let interrupted = |progress: String| {
+            tracing::info!(%progress, "job stopped at the deadline; the next invocation continues");
+            Err(JobError::Interrupted {
+                job_id: job.id.clone(),
+                progress,
+            })
+        };
         let fkey = failure_key(&job.id);
-        if self
-            .retry
+        if retry
             .run("check failed marker", || state.get(&fkey))
             .await?
             .is_some()
@@ -143,8 +246,7 @@ impl TransferEngine {
         let mut pending = Vec::new();
         for dest in &job.destinations {
             let key = receipt_key(&job.id, dest);
-            if self
-                .retry
+            if retry
                 .run("check receipt", || state.get(&key))
                 .await?
                 .is_none()
@@ -160,24 +262,51 @@ impl TransferEngine {
                 already_done,
             });
         }
-        let prepared = match self.prepare(job).await {
-            Ok(p) => p,
-            Err(e) => {
-                // Nothing can be delivered without the file: every pending destination fails alike.
-                tracing::warn!(error = %e, "cannot prepare the file");
-                let errors = pending
-                    .iter()
-                    .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
-                    .collect();
-                return self.settle(job_key, job, attempt, errors).await;
-            }
-        };
-        let results = join_all(pending.iter().map(|d| self.deliver(job, &prepared, d))).await;
+        if passed(stop) {
+            return interrupted(format!(
+                "not started: {} destinations pending",
+                pending.len()
+            ));
+        }
+        let prepared =
+            match unless_past(cutoffs.map(|c| c.drop_delivery), self.prepare(job, &retry)).await {
+                None => return interrupted("cut off while preparing the file".into()),
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    // Nothing can be delivered without the file: every pending destination fails alike.
+                    tracing::warn!(error = %e, "cannot prepare the file");
+                    let errors = pending
+                        .iter()
+                        .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
+                        .collect();
+                    return self.settle(job_key, job, attempt, errors).await;
+                }
+            };
+        let results = join_all(
+            pending
+                .iter()
+                .map(|d| self.deliver(job, &prepared, d, cutoffs, &retry)),
+        )
+        .await;
         let mut errors = BTreeMap::new();
+        let mut progress = Vec::new();
+        let mut was_interrupted = false;
         for (dest, result) in pending.iter().zip(results) {
-            if let Err(e) = result {
-                errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
+            match result {
+                Ok(_) => progress.push(format!("{dest}: delivered")),
+                Err(DestinationError::Interrupted { kept_bytes, size }) => {
+                    was_interrupted = true;
+                    progress.push(format!("{dest}: {kept_bytes} of {size} bytes kept"));
+                }
+                Err(e) => {
+                    progress.push(format!("{dest}: failed ({e})"));
+                    errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
+                }
             }
+        }
+        if was_interrupted {
+            // Not a failed attempt: failures beside it are decided by the next, whole run.
+            return interrupted(progress.join("; "));
         }
         if errors.is_empty() {
             return Ok(JobOutcome::Completed {
@@ -240,7 +369,11 @@ impl TransferEngine {
     /// The transform step: reads the object's current properties (pub/sub export jobs are saved
     /// without them) and, for a gzip file the route wants decompressed, decompresses it once
     /// under the job's caps into a staged file that every destination then reads.
-    async fn prepare(&self, job: &TransferJob) -> Result<Prepared, DestinationError> {
+    async fn prepare(
+        &self,
+        job: &TransferJob,
+        retry: &RetryPolicy,
+    ) -> Result<Prepared, DestinationError> {
         let source = self.sources.get(&job.source).ok_or_else(|| {
             DestinationError::Rejected(format!("source {:?} is not configured", job.source))
         })?;
@@ -261,8 +394,7 @@ impl TransferEngine {
             max_bytes: export.max_decompressed_bytes,
             max_line_bytes: export.is_line_oriented().then_some(export.max_line_bytes),
         };
-        let staged = self
-            .retry
+        let staged = retry
             .run("decompress", || async {
                 let reader = source
                     .open(&object)
@@ -296,11 +428,15 @@ impl TransferEngine {
     }
 
     /// Delivers the job's object to one destination (with retries) and writes its receipt.
+    /// With cutoffs, the destination is told to stop at `stop` and dropped at `drop_delivery`;
+    /// either way the result is `Interrupted`.
     async fn deliver(
         &self,
         job: &TransferJob,
         prepared: &Prepared,
         dest_name: &str,
+        cutoffs: Option<Cutoffs>,
+        retry: &RetryPolicy,
     ) -> Result<Receipt, DestinationError> {
         let dest = self.destinations.get(dest_name).ok_or_else(|| {
             DestinationError::Rejected(format!("destination {dest_name:?} is not configured"))
@@ -316,34 +452,57 @@ impl TransferEngine {
             content_type: prepared.content_type.clone(),
             content_md5: md5.clone(),
             idempotency_key: format!("{}:{dest_name}", job.id),
+            stop_at: cutoffs.map(|c| c.stop),
         };
+        let stop = cutoffs.map(|c| c.stop);
+        // Deliveries are retried only until the stop: a retry after it could not finish.
+        let delivery_retry = retry.until(stop);
         let started = Instant::now();
-        let (written, digests) =
-            self.retry
-                .run(dest_name, || async {
-                    let reader = match &prepared.staged {
-                        Some(staged) => staged.open().await.map_err(|e| {
-                            DestinationError::from_io("reading the staged file", &e)
-                        })?,
-                        None => prepared
-                            .source
-                            .open(object)
-                            .await
-                            .map_err(DestinationError::Source)?,
-                    };
-                    let (reader, digests) = verifying(reader, size, md5.clone());
-                    let written = dest.write(&delivery, reader).await?;
-                    let digests = digests.get().ok_or_else(|| {
-                        DestinationError::Verification(
-                            "destination finished without reading the whole stream".into(),
-                        )
-                    })?;
-                    Ok((written, digests))
+        let attempts = delivery_retry.run(dest_name, || async {
+            if passed(stop) {
+                return Err(DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size,
+                });
+            }
+            let reader = match &prepared.staged {
+                Some(staged) => staged
+                    .open()
+                    .await
+                    .map_err(|e| DestinationError::from_io("reading the staged file", &e))?,
+                None => prepared
+                    .source
+                    .open(object)
+                    .await
+                    .map_err(DestinationError::Source)?,
+            };
+            let (reader, digests) = verifying(reader, size, md5.clone());
+            let written = dest.write(&delivery, reader).await?;
+            let digests = digests.get().ok_or_else(|| {
+                DestinationError::Verification(
+                    "destination finished without reading the whole stream".into(),
+                )
+            })?;
+            Ok((written, digests))
+        });
+        let (written, digests) = unless_past(cutoffs.map(|c| c.drop_delivery), attempts)
+            .await
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    destination = dest_name,
+                    "delivery dropped at the deadline: the destination did not stop in time"
+                );
+                Err(DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size,
                 })
-                .await
-                .inspect_err(
-                    |e| tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
-                )?;
+            })
+            .inspect_err(|e| match e {
+                DestinationError::Interrupted { .. } => {
+                    tracing::info!(destination = dest_name, error = %e, "delivery stopped")
+                }
+                _ => tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
+            })?;
         let elapsed = started.elapsed();
         let receipt = Receipt {
             job_id: job.id.clone(),
@@ -360,7 +519,7 @@ impl TransferEngine {
         };
         let state = self.state.as_ref();
         let key = receipt_key(&job.id, dest_name);
-        self.retry
+        retry
             .run("write receipt", || {
                 state.put_json(&key, &receipt, PutMode::Overwrite)
             })

@@ -712,6 +712,7 @@ mod tests {
             content_type: None,
             content_md5: None,
             idempotency_key: "test".into(),
+            stop_at: None,
         }
     }
 
