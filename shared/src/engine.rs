@@ -538,3 +538,245 @@ impl TransferEngine {
         self.state.delete(&failure_key(job_id)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fast tier of the deadline rules: in-memory state, source and destinations.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::ByteReader;
+    use crate::dest::Written;
+    use crate::source::{SourceError, SourceObject};
+    use crate::state::Versioned;
+
+    const SIZE: u64 = 1000;
+    const JOB_KEY: &str = "jobs/r/j1.json";
+
+    #[derive(Default)]
+    struct MemState {
+        objects: Mutex<BTreeMap<String, Bytes>>,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl StateStore for MemState {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            Ok(self.objects.lock().unwrap().get(key).map(|b| Versioned {
+                body: b.clone(),
+                etag: "e".into(),
+            }))
+        }
+        async fn put(&self, key: &str, body: Bytes, _mode: PutMode) -> Result<String, StateError> {
+            self.objects.lock().unwrap().insert(key.to_string(), body);
+            Ok("e".into())
+        }
+        async fn delete(&self, key: &str) -> Result<(), StateError> {
+            self.objects.lock().unwrap().remove(key);
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+            let objects = self.objects.lock().unwrap();
+            Ok(objects
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect())
+        }
+    }
+
+    struct MemSource;
+
+    #[async_trait]
+    impl Source for MemSource {
+        async fn stat(&self, _: &str, _: &str) -> Result<SourceObject, SourceError> {
+            unreachable!("jobs carry their object")
+        }
+        async fn open(&self, _: &SourceObject) -> Result<ByteReader, SourceError> {
+            Ok(Box::pin(std::io::Cursor::new(vec![7u8; SIZE as usize])))
+        }
+    }
+
+    /// How a fake destination behaves when its delivery has a stop instant (without one, every
+    /// kind delivers, except `Fails`).
+    #[derive(Clone, Copy)]
+    enum Kind {
+        /// Delivers at once.
+        Delivers,
+        /// Waits for the stop instant, then keeps 400 bytes and returns `Interrupted`.
+        StopsInTime,
+        /// Ignores the stop instant and never returns.
+        Hangs,
+        /// Fails with a retryable error.
+        Fails,
+    }
+
+    struct Fake(Kind);
+
+    #[async_trait]
+    impl Destination for Fake {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        async fn write(
+            &self,
+            delivery: &Delivery,
+            mut body: ByteReader,
+        ) -> Result<Written, DestinationError> {
+            match (self.0, delivery.stop_at) {
+                (Kind::Fails, _) => {
+                    return Err(DestinationError::Transient {
+                        reason: "injected".into(),
+                        retry_after: None,
+                    });
+                }
+                (Kind::StopsInTime, Some(stop)) => {
+                    tokio::time::sleep_until(stop).await;
+                    return Err(DestinationError::Interrupted {
+                        kept_bytes: 400,
+                        size: delivery.size,
+                    });
+                }
+                (Kind::Hangs, Some(_)) => std::future::pending::<()>().await,
+                _ => {}
+            }
+            let mut sink = Vec::new();
+            body.read_to_end(&mut sink).await.unwrap();
+            Ok(Written {
+                location: format!("fake://{}", delivery.name),
+                bytes: sink.len() as u64,
+            })
+        }
+    }
+
+    /// An engine (max_attempts 3) over a stored job to the named fake destinations.
+    async fn engine(dests: &[(&str, Kind)], margin: Duration) -> (TransferEngine, Arc<MemState>) {
+        let state = Arc::new(MemState::default());
+        let job = TransferJob {
+            id: "j1".into(),
+            route: "r".into(),
+            source: "src".into(),
+            object: SourceObject {
+                container: "c".into(),
+                name: "f.bin".into(),
+                size: SIZE,
+                etag: "0x1".into(),
+                content_md5: None,
+                content_type: None,
+                url: None,
+            },
+            destinations: dests.iter().map(|(n, _)| n.to_string()).collect(),
+            target_folder: None,
+            correlation_id: "corr".into(),
+            created_at: now_rfc3339(),
+            export: None,
+        };
+        state
+            .put_json(JOB_KEY, &job, PutMode::Create)
+            .await
+            .unwrap();
+        let sources = BTreeMap::from([("src".to_string(), Arc::new(MemSource) as Arc<dyn Source>)]);
+        let destinations = dests
+            .iter()
+            .map(|(n, k)| (n.to_string(), Arc::new(Fake(*k)) as Arc<dyn Destination>))
+            .collect();
+        let retry = RetryPolicy {
+            retries: 2,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        let engine = TransferEngine::new(state.clone(), sources, destinations, retry, 3)
+            .with_deadline_margin(margin);
+        (engine, state)
+    }
+
+    fn has(state: &MemState, key: &str) -> bool {
+        state.objects.lock().unwrap().contains_key(key)
+    }
+
+    #[tokio::test]
+    async fn interrupted_deliveries_end_the_run_before_the_deadline_and_never_dead_letter() {
+        let dests = [
+            ("ok", Kind::Delivers),
+            ("s3ish", Kind::StopsInTime),
+            ("stuck", Kind::Hangs),
+        ];
+        let (engine, state) = engine(&dests, Duration::from_millis(400)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        // Far past max_attempts: an interruption still is no failure.
+        let result = engine.run_until(JOB_KEY, 99, Some(deadline)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "returned after the deadline"
+        );
+        let Err(JobError::Interrupted { progress, .. }) = result else {
+            panic!("expected an interruption: {result:?}");
+        };
+        assert!(progress.contains("ok: delivered"), "{progress}");
+        assert!(
+            progress.contains("s3ish: 400 of 1000 bytes kept"),
+            "{progress}"
+        );
+        assert!(
+            progress.contains("stuck: 0 of 1000 bytes kept"),
+            "{progress}"
+        );
+        assert!(!has(&state, &failure_key("j1")), "not dead-lettered");
+        assert!(has(&state, &receipt_key("j1", "ok")));
+        assert!(!has(&state, &receipt_key("j1", "s3ish")));
+        // The next invocation (no deadline here) delivers the rest.
+        let outcome = engine.run(JOB_KEY, 100).await.unwrap();
+        assert_eq!(
+            outcome,
+            JobOutcome::Completed {
+                delivered: 2,
+                already_done: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_beside_an_interruption_is_judged_by_the_next_whole_run() {
+        let dests = [("bad", Kind::Fails), ("s3ish", Kind::StopsInTime)];
+        let (engine, state) = engine(&dests, Duration::from_millis(400)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        let result = engine.run_until(JOB_KEY, 3, Some(deadline)).await;
+        assert!(
+            matches!(result, Err(JobError::Interrupted { .. })),
+            "{result:?}"
+        );
+        assert!(!has(&state, &failure_key("j1")));
+        // Without an interruption the failure at the last attempt dead-letters as before.
+        let outcome = engine.run(JOB_KEY, 3).await.unwrap();
+        assert!(
+            matches!(outcome, JobOutcome::DeadLettered { .. }),
+            "{outcome:?}"
+        );
+        assert!(has(&state, &failure_key("j1")));
+    }
+
+    #[tokio::test]
+    async fn no_job_starts_within_the_margin() {
+        let (engine, state) = engine(&[("ok", Kind::Delivers)], Duration::from_secs(5)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        let result = engine.run_until(JOB_KEY, 1, Some(deadline)).await;
+        assert!(
+            matches!(&result, Err(JobError::Interrupted { progress, .. }) if progress.contains("not started")),
+            "{result:?}"
+        );
+        assert_eq!(
+            state.gets.load(Ordering::SeqCst),
+            0,
+            "the job was not even read"
+        );
+        assert!(!has(&state, &receipt_key("j1", "ok")));
+    }
+}
