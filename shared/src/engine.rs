@@ -76,7 +76,8 @@ pub enum JobError {
         reason: String,
     },
     /// The run stopped at the invocation deadline: not a failure (never dead-lettered), the next
-    /// invocation continues. `progress` says how far it got (per destination, secret-free).
+    /// invocation continues. `job_id` is the job's key when the run stopped before reading the
+    /// job; `progress` says how far it got (per destination, secret-free).
     #[error("job {job_id} stopped at the invocation deadline: {progress}")]
     Interrupted { job_id: String, progress: String },
 }
