@@ -35,6 +35,7 @@ fn delivery(name: &str, size: u64) -> Delivery {
         content_type: Some("application/octet-stream".into()),
         content_md5: None,
         idempotency_key: format!("job:{name}"),
+        stop_at: None,
     }
 }
 

@@ -357,6 +357,7 @@ async fn concurrent_refreshers_never_replace_newer_tokens_with_older_ones() {
         retries: 2,
         initial: Duration::from_millis(10),
         max: Duration::from_millis(100),
+        ..RetryPolicy::default()
     };
     let http = reqwest::Client::new();
     let aad = AadClient::new(

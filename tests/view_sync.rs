@@ -30,6 +30,7 @@ fn fast_retry() -> RetryPolicy {
         retries: 2,
         initial: Duration::from_millis(5),
         max: Duration::from_millis(50),
+        ..RetryPolicy::default()
     }
 }
 

@@ -374,6 +374,17 @@ pub struct TransferConfig {
     /// How many times one source read may be resumed (range read) after a broken connection.
     #[serde(default = "default_max_resumes")]
     pub max_resumes: u32,
+    /// Total seconds one operation (one request, one delivery to a destination) may spend on
+    /// tries and backoff together: no retry starts whose wait would end after it, and the error
+    /// then says the budget was spent. Retries never wait past the invocation's deadline either.
+    #[serde(default = "default_retry_budget_secs")]
+    pub retry_budget_secs: u64,
+    /// Seconds before the Lambda invocation's deadline at which blob-copy stops: no job or
+    /// delivery starts later than this, and a delivery in flight is stopped, saves its resume
+    /// checkpoint and is reported for redelivery (not counted as a failure). Half of it is
+    /// left for that wrap-up, the rest for the reply.
+    #[serde(default = "default_transfer_deadline_margin_secs")]
+    pub deadline_margin_secs: u64,
 }
 
 impl Default for TransferConfig {
@@ -384,6 +395,8 @@ impl Default for TransferConfig {
             initial_backoff_ms: default_initial_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             max_resumes: default_max_resumes(),
+            retry_budget_secs: default_retry_budget_secs(),
+            deadline_margin_secs: default_transfer_deadline_margin_secs(),
         }
     }
 }
@@ -401,6 +414,12 @@ fn default_max_backoff_ms() -> u64 {
     20_000
 }
 fn default_max_resumes() -> u32 {
+    10
+}
+fn default_retry_budget_secs() -> u64 {
+    300
+}
+fn default_transfer_deadline_margin_secs() -> u64 {
     10
 }
 

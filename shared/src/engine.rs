@@ -1,10 +1,16 @@
 //! The transfer engine: runs one job by streaming its source object to every destination that
 //! has no receipt yet, writing a receipt per verified delivery, and dead-lettering a job that
 //! cannot succeed. Every integration ends up here.
+//!
+//! With a deadline (the Lambda invocation's), a run keeps `deadline_margin` in hand: from
+//! `deadline - margin` on no job or delivery starts and deliveries in flight are told to stop
+//! (S3 multipart keeps its parts with a checkpoint); at `deadline - margin/2` a delivery still
+//! running is dropped, and at `deadline - margin/4` the whole run is. Such a run ends in
+//! [`JobError::Interrupted`]: never a dead letter, whatever the attempt count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use thiserror::Error;
@@ -70,6 +76,11 @@ pub enum JobError {
         attempt: u32,
         reason: String,
     },
+    /// The run stopped at the invocation deadline: not a failure (never dead-lettered), the next
+    /// invocation continues. `job_id` is the job's key when the run stopped before reading the
+    /// job; `progress` says how far it got (per destination, secret-free).
+    #[error("job {job_id} stopped at the invocation deadline: {progress}")]
+    Interrupted { job_id: String, progress: String },
 }
 
 impl Retryable for JobError {
@@ -77,8 +88,51 @@ impl Retryable for JobError {
         match self {
             JobError::Missing(_) => false,
             JobError::State(e) => e.is_retryable(),
-            JobError::RetryLater { .. } => true,
+            JobError::RetryLater { .. } | JobError::Interrupted { .. } => true,
         }
+    }
+    fn retries_stopped(self, why: crate::retry::RetryStop) -> Self {
+        match self {
+            JobError::State(e) => JobError::State(e.retries_stopped(why)),
+            other => other,
+        }
+    }
+}
+
+/// The instants a run with a deadline works to (see the module doc).
+#[derive(Debug, Clone, Copy)]
+struct Cutoffs {
+    /// No job or delivery starts from here on; deliveries in flight are told to stop here.
+    stop: tokio::time::Instant,
+    /// A delivery still running is dropped here.
+    drop_delivery: tokio::time::Instant,
+    /// The whole run is dropped here, leaving the rest of the margin for the reply.
+    drop_run: tokio::time::Instant,
+}
+
+impl Cutoffs {
+    fn new(deadline: tokio::time::Instant, margin: Duration) -> Self {
+        let before = |d: Duration| deadline.checked_sub(d).unwrap_or(deadline);
+        Self {
+            stop: before(margin),
+            drop_delivery: before(margin / 2),
+            drop_run: before(margin / 4),
+        }
+    }
+}
+
+fn passed(at: Option<tokio::time::Instant>) -> bool {
+    at.is_some_and(|at| tokio::time::Instant::now() >= at)
+}
+
+/// Awaits `fut`, or gives `None` once `at` is reached (never, without one).
+async fn unless_past<F: std::future::Future>(
+    at: Option<tokio::time::Instant>,
+    fut: F,
+) -> Option<F::Output> {
+    match at {
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
 
@@ -89,6 +143,7 @@ pub struct TransferEngine {
     destinations: BTreeMap<String, Arc<dyn Destination>>,
     retry: RetryPolicy,
     max_attempts: u32,
+    deadline_margin: Duration,
 }
 
 impl TransferEngine {
@@ -106,22 +161,61 @@ impl TransferEngine {
             destinations,
             retry,
             max_attempts,
+            deadline_margin: Duration::from_secs(
+                crate::config::TransferConfig::default().deadline_margin_secs,
+            ),
+        }
+    }
+
+    /// The time a run with a deadline keeps in hand before it (`transfer.deadline_margin_secs`;
+    /// see the module doc for how it is spent).
+    pub fn with_deadline_margin(self, margin: Duration) -> Self {
+        Self {
+            deadline_margin: margin,
+            ..self
         }
     }
 
     /// Runs the job stored at `job_key`. `attempt` counts deliveries of this job (1 = first), as
     /// SQS's ApproximateReceiveCount does; at `max_attempts` a still-failing job is dead-lettered.
     pub async fn run(&self, job_key: &str, attempt: u32) -> Result<JobOutcome, JobError> {
-        let state = self.state.as_ref();
-        let Some((job, _)) = self
-            .retry
-            .run("load job", || state.get_json::<TransferJob>(job_key))
-            .await?
-        else {
-            return Err(JobError::Missing(job_key.to_string()));
+        self.run_until(job_key, attempt, None).await
+    }
+
+    /// [`run`](Self::run), finishing before `deadline` (the invocation's; `None`: no deadline).
+    /// A run that cannot finish in time ends in [`JobError::Interrupted`] before the deadline,
+    /// with what can be resumed saved; an interrupted run is never dead-lettered.
+    pub async fn run_until(
+        &self,
+        job_key: &str,
+        attempt: u32,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<JobOutcome, JobError> {
+        let cutoffs = deadline.map(|d| Cutoffs::new(d, self.deadline_margin));
+        let interrupted = |progress: &str| JobError::Interrupted {
+            job_id: job_key.to_string(),
+            progress: progress.to_string(),
         };
-        let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id, route = %job.route);
-        self.run_job(job_key, &job, attempt).instrument(span).await
+        if passed(cutoffs.map(|c| c.stop)) {
+            return Err(interrupted("not started: too close to the deadline"));
+        }
+        let run = async {
+            let state = self.state.as_ref();
+            let retry = self.retry.until(cutoffs.map(|c| c.drop_delivery));
+            let Some((job, _)) = retry
+                .run("load job", || state.get_json::<TransferJob>(job_key))
+                .await?
+            else {
+                return Err(JobError::Missing(job_key.to_string()));
+            };
+            let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id, route = %job.route);
+            self.run_job(job_key, &job, attempt, cutoffs)
+                .instrument(span)
+                .await
+        };
+        unless_past(cutoffs.map(|c| c.drop_run), run)
+            .await
+            .unwrap_or_else(|| Err(interrupted("cut off while finishing (receipts or state)")))
     }
 
     async fn run_job(
@@ -129,11 +223,21 @@ impl TransferEngine {
         job_key: &str,
         job: &TransferJob,
         attempt: u32,
+        cutoffs: Option<Cutoffs>,
     ) -> Result<JobOutcome, JobError> {
         let state = self.state.as_ref();
+        // State requests may go on until deliveries are dropped; deliveries retry until the stop.
+        let retry = self.retry.until(cutoffs.map(|c| c.drop_delivery));
+        let stop = cutoffs.map(|c| c.stop);
+        let interrupted = |progress: String| {
+            tracing::info!(%progress, "job stopped at the deadline; the next invocation continues");
+            Err(JobError::Interrupted {
+                job_id: job.id.clone(),
+                progress,
+            })
+        };
         let fkey = failure_key(&job.id);
-        if self
-            .retry
+        if retry
             .run("check failed marker", || state.get(&fkey))
             .await?
             .is_some()
@@ -144,8 +248,7 @@ impl TransferEngine {
         let mut pending = Vec::new();
         for dest in &job.destinations {
             let key = receipt_key(&job.id, dest);
-            if self
-                .retry
+            if retry
                 .run("check receipt", || state.get(&key))
                 .await?
                 .is_none()
@@ -161,24 +264,51 @@ impl TransferEngine {
                 already_done,
             });
         }
-        let prepared = match self.prepare(job).await {
-            Ok(p) => p,
-            Err(e) => {
-                // Nothing can be delivered without the file: every pending destination fails alike.
-                tracing::warn!(error = %e, "cannot prepare the file");
-                let errors = pending
-                    .iter()
-                    .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
-                    .collect();
-                return self.settle(job_key, job, attempt, errors).await;
-            }
-        };
-        let results = join_all(pending.iter().map(|d| self.deliver(job, &prepared, d))).await;
+        if passed(stop) {
+            return interrupted(format!(
+                "not started: {} destinations pending",
+                pending.len()
+            ));
+        }
+        let prepared =
+            match unless_past(cutoffs.map(|c| c.drop_delivery), self.prepare(job, &retry)).await {
+                None => return interrupted("cut off while preparing the file".into()),
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    // Nothing can be delivered without the file: every pending destination fails alike.
+                    tracing::warn!(error = %e, "cannot prepare the file");
+                    let errors = pending
+                        .iter()
+                        .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
+                        .collect();
+                    return self.settle(job_key, job, attempt, errors).await;
+                }
+            };
+        let results = join_all(
+            pending
+                .iter()
+                .map(|d| self.deliver(job, &prepared, d, cutoffs, &retry)),
+        )
+        .await;
         let mut errors = BTreeMap::new();
+        let mut progress = Vec::new();
+        let mut was_interrupted = false;
         for (dest, result) in pending.iter().zip(results) {
-            if let Err(e) = result {
-                errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
+            match result {
+                Ok(_) => progress.push(format!("{dest}: delivered")),
+                Err(DestinationError::Interrupted { kept_bytes, size }) => {
+                    was_interrupted = true;
+                    progress.push(format!("{dest}: {kept_bytes} of {size} bytes kept"));
+                }
+                Err(e) => {
+                    progress.push(format!("{dest}: failed ({e})"));
+                    errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
+                }
             }
+        }
+        if was_interrupted {
+            // Not a failed attempt: failures beside it are decided by the next, whole run.
+            return interrupted(progress.join("; "));
         }
         if errors.is_empty() {
             return Ok(JobOutcome::Completed {
@@ -241,7 +371,11 @@ impl TransferEngine {
     /// The transform step: reads the object's current properties (pub/sub export jobs are saved
     /// without them) and, for a gzip file the route wants decompressed, decompresses it once
     /// under the job's caps into a staged file that every destination then reads.
-    async fn prepare(&self, job: &TransferJob) -> Result<Prepared, DestinationError> {
+    async fn prepare(
+        &self,
+        job: &TransferJob,
+        retry: &RetryPolicy,
+    ) -> Result<Prepared, DestinationError> {
         let source = self.sources.get(&job.source).ok_or_else(|| {
             DestinationError::Rejected(format!("source {:?} is not configured", job.source))
         })?;
@@ -262,8 +396,7 @@ impl TransferEngine {
             max_bytes: export.max_decompressed_bytes,
             max_line_bytes: export.is_line_oriented().then_some(export.max_line_bytes),
         };
-        let staged = self
-            .retry
+        let staged = retry
             .run("decompress", || async {
                 let reader = source
                     .open(&object)
@@ -297,11 +430,15 @@ impl TransferEngine {
     }
 
     /// Delivers the job's object to one destination (with retries) and writes its receipt.
+    /// With cutoffs, the destination is told to stop at `stop` and dropped at `drop_delivery`;
+    /// either way the result is `Interrupted`.
     async fn deliver(
         &self,
         job: &TransferJob,
         prepared: &Prepared,
         dest_name: &str,
+        cutoffs: Option<Cutoffs>,
+        retry: &RetryPolicy,
     ) -> Result<Receipt, DestinationError> {
         let dest = self.destinations.get(dest_name).ok_or_else(|| {
             DestinationError::Rejected(format!("destination {dest_name:?} is not configured"))
@@ -317,34 +454,57 @@ impl TransferEngine {
             content_type: prepared.content_type.clone(),
             content_md5: md5.clone(),
             idempotency_key: format!("{}:{dest_name}", job.id),
+            stop_at: cutoffs.map(|c| c.stop),
         };
+        let stop = cutoffs.map(|c| c.stop);
+        // Deliveries are retried only until the stop: a retry after it could not finish.
+        let delivery_retry = retry.until(stop);
         let started = Instant::now();
-        let (written, digests) =
-            self.retry
-                .run(dest_name, || async {
-                    let reader = match &prepared.staged {
-                        Some(staged) => staged.open().await.map_err(|e| {
-                            DestinationError::from_io("reading the staged file", &e)
-                        })?,
-                        None => prepared
-                            .source
-                            .open(object)
-                            .await
-                            .map_err(DestinationError::Source)?,
-                    };
-                    let (reader, digests) = verifying(reader, size, md5.clone());
-                    let written = dest.write(&delivery, reader).await?;
-                    let digests = digests.get().ok_or_else(|| {
-                        DestinationError::Verification(
-                            "destination finished without reading the whole stream".into(),
-                        )
-                    })?;
-                    Ok((written, digests))
+        let attempts = delivery_retry.run(dest_name, || async {
+            if passed(stop) {
+                return Err(DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size,
+                });
+            }
+            let reader = match &prepared.staged {
+                Some(staged) => staged
+                    .open()
+                    .await
+                    .map_err(|e| DestinationError::from_io("reading the staged file", &e))?,
+                None => prepared
+                    .source
+                    .open(object)
+                    .await
+                    .map_err(DestinationError::Source)?,
+            };
+            let (reader, digests) = verifying(reader, size, md5.clone());
+            let written = dest.write(&delivery, reader).await?;
+            let digests = digests.get().ok_or_else(|| {
+                DestinationError::Verification(
+                    "destination finished without reading the whole stream".into(),
+                )
+            })?;
+            Ok((written, digests))
+        });
+        let (written, digests) = unless_past(cutoffs.map(|c| c.drop_delivery), attempts)
+            .await
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    destination = dest_name,
+                    "delivery dropped at the deadline: the destination did not stop in time"
+                );
+                Err(DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size,
                 })
-                .await
-                .inspect_err(
-                    |e| tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
-                )?;
+            })
+            .inspect_err(|e| match e {
+                DestinationError::Interrupted { .. } => {
+                    tracing::info!(destination = dest_name, error = %e, "delivery stopped")
+                }
+                _ => tracing::warn!(destination = dest_name, error = %e, "delivery failed"),
+            })?;
         let elapsed = started.elapsed();
         let receipt = Receipt {
             job_id: job.id.clone(),
@@ -361,7 +521,7 @@ impl TransferEngine {
         };
         let state = self.state.as_ref();
         let key = receipt_key(&job.id, dest_name);
-        self.retry
+        retry
             .run("write receipt", || {
                 state.put_json(&key, &receipt, PutMode::Overwrite)
             })
@@ -373,5 +533,247 @@ impl TransferEngine {
         let mb_per_s = receipt.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6);
         tracing::info!(destination = dest_name, location = %receipt.location, bytes = receipt.bytes, ms = receipt.duration_ms, mb_per_s = format!("{mb_per_s:.1}"), "delivered");
         Ok(receipt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast tier of the deadline rules: in-memory state, source and destinations.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::ByteReader;
+    use crate::dest::Written;
+    use crate::source::{SourceError, SourceObject};
+    use crate::state::Versioned;
+
+    const SIZE: u64 = 1000;
+    const JOB_KEY: &str = "jobs/r/j1.json";
+
+    #[derive(Default)]
+    struct MemState {
+        objects: Mutex<BTreeMap<String, Bytes>>,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl StateStore for MemState {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            Ok(self.objects.lock().unwrap().get(key).map(|b| Versioned {
+                body: b.clone(),
+                etag: "e".into(),
+            }))
+        }
+        async fn put(&self, key: &str, body: Bytes, _mode: PutMode) -> Result<String, StateError> {
+            self.objects.lock().unwrap().insert(key.to_string(), body);
+            Ok("e".into())
+        }
+        async fn delete(&self, key: &str) -> Result<(), StateError> {
+            self.objects.lock().unwrap().remove(key);
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+            let objects = self.objects.lock().unwrap();
+            Ok(objects
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect())
+        }
+    }
+
+    struct MemSource;
+
+    #[async_trait]
+    impl Source for MemSource {
+        async fn stat(&self, _: &str, _: &str) -> Result<SourceObject, SourceError> {
+            unreachable!("jobs carry their object")
+        }
+        async fn open(&self, _: &SourceObject) -> Result<ByteReader, SourceError> {
+            Ok(Box::pin(std::io::Cursor::new(vec![7u8; SIZE as usize])))
+        }
+    }
+
+    /// How a fake destination behaves when its delivery has a stop instant (without one, every
+    /// kind delivers, except `Fails`).
+    #[derive(Clone, Copy)]
+    enum Kind {
+        /// Delivers at once.
+        Delivers,
+        /// Waits for the stop instant, then keeps 400 bytes and returns `Interrupted`.
+        StopsInTime,
+        /// Ignores the stop instant and never returns.
+        Hangs,
+        /// Fails with a retryable error.
+        Fails,
+    }
+
+    struct Fake(Kind);
+
+    #[async_trait]
+    impl Destination for Fake {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        async fn write(
+            &self,
+            delivery: &Delivery,
+            mut body: ByteReader,
+        ) -> Result<Written, DestinationError> {
+            match (self.0, delivery.stop_at) {
+                (Kind::Fails, _) => {
+                    return Err(DestinationError::Transient {
+                        reason: "injected".into(),
+                        retry_after: None,
+                    });
+                }
+                (Kind::StopsInTime, Some(stop)) => {
+                    tokio::time::sleep_until(stop).await;
+                    return Err(DestinationError::Interrupted {
+                        kept_bytes: 400,
+                        size: delivery.size,
+                    });
+                }
+                (Kind::Hangs, Some(_)) => std::future::pending::<()>().await,
+                _ => {}
+            }
+            let mut sink = Vec::new();
+            body.read_to_end(&mut sink).await.unwrap();
+            Ok(Written {
+                location: format!("fake://{}", delivery.name),
+                bytes: sink.len() as u64,
+            })
+        }
+    }
+
+    /// An engine (max_attempts 3) over a stored job to the named fake destinations.
+    async fn engine(dests: &[(&str, Kind)], margin: Duration) -> (TransferEngine, Arc<MemState>) {
+        let state = Arc::new(MemState::default());
+        let job = TransferJob {
+            id: "j1".into(),
+            route: "r".into(),
+            source: "src".into(),
+            object: SourceObject {
+                container: "c".into(),
+                name: "f.bin".into(),
+                size: SIZE,
+                etag: "0x1".into(),
+                content_md5: None,
+                content_type: None,
+                url: None,
+            },
+            destinations: dests.iter().map(|(n, _)| n.to_string()).collect(),
+            target_folder: None,
+            correlation_id: "corr".into(),
+            created_at: now_rfc3339(),
+            export: None,
+        };
+        state
+            .put_json(JOB_KEY, &job, PutMode::Create)
+            .await
+            .unwrap();
+        let sources = BTreeMap::from([("src".to_string(), Arc::new(MemSource) as Arc<dyn Source>)]);
+        let destinations = dests
+            .iter()
+            .map(|(n, k)| (n.to_string(), Arc::new(Fake(*k)) as Arc<dyn Destination>))
+            .collect();
+        let retry = RetryPolicy {
+            retries: 2,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        let engine = TransferEngine::new(state.clone(), sources, destinations, retry, 3)
+            .with_deadline_margin(margin);
+        (engine, state)
+    }
+
+    fn has(state: &MemState, key: &str) -> bool {
+        state.objects.lock().unwrap().contains_key(key)
+    }
+
+    #[tokio::test]
+    async fn interrupted_deliveries_end_the_run_before_the_deadline_and_never_dead_letter() {
+        let dests = [
+            ("ok", Kind::Delivers),
+            ("s3ish", Kind::StopsInTime),
+            ("stuck", Kind::Hangs),
+        ];
+        let (engine, state) = engine(&dests, Duration::from_millis(400)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        // Far past max_attempts: an interruption still is no failure.
+        let result = engine.run_until(JOB_KEY, 99, Some(deadline)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "returned after the deadline"
+        );
+        let Err(JobError::Interrupted { progress, .. }) = result else {
+            panic!("expected an interruption: {result:?}");
+        };
+        assert!(progress.contains("ok: delivered"), "{progress}");
+        assert!(
+            progress.contains("s3ish: 400 of 1000 bytes kept"),
+            "{progress}"
+        );
+        assert!(
+            progress.contains("stuck: 0 of 1000 bytes kept"),
+            "{progress}"
+        );
+        assert!(!has(&state, &failure_key("j1")), "not dead-lettered");
+        assert!(has(&state, &receipt_key("j1", "ok")));
+        assert!(!has(&state, &receipt_key("j1", "s3ish")));
+        // The next invocation (no deadline here) delivers the rest.
+        let outcome = engine.run(JOB_KEY, 100).await.unwrap();
+        assert_eq!(
+            outcome,
+            JobOutcome::Completed {
+                delivered: 2,
+                already_done: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_beside_an_interruption_is_judged_by_the_next_whole_run() {
+        let dests = [("bad", Kind::Fails), ("s3ish", Kind::StopsInTime)];
+        let (engine, state) = engine(&dests, Duration::from_millis(400)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+        let result = engine.run_until(JOB_KEY, 3, Some(deadline)).await;
+        assert!(
+            matches!(result, Err(JobError::Interrupted { .. })),
+            "{result:?}"
+        );
+        assert!(!has(&state, &failure_key("j1")));
+        // Without an interruption the failure at the last attempt dead-letters as before.
+        let outcome = engine.run(JOB_KEY, 3).await.unwrap();
+        assert!(
+            matches!(outcome, JobOutcome::DeadLettered { .. }),
+            "{outcome:?}"
+        );
+        assert!(has(&state, &failure_key("j1")));
+    }
+
+    #[tokio::test]
+    async fn no_job_starts_within_the_margin() {
+        let (engine, state) = engine(&[("ok", Kind::Delivers)], Duration::from_secs(5)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        let result = engine.run_until(JOB_KEY, 1, Some(deadline)).await;
+        assert!(
+            matches!(&result, Err(JobError::Interrupted { progress, .. }) if progress.contains("not started")),
+            "{result:?}"
+        );
+        assert_eq!(
+            state.gets.load(Ordering::SeqCst),
+            0,
+            "the job was not even read"
+        );
+        assert!(!has(&state, &receipt_key("j1", "ok")));
     }
 }

@@ -123,7 +123,10 @@ impl Services {
             destinations,
             self.retry,
             self.config.transfer.max_attempts,
-        ))
+        )
+        .with_deadline_margin(Duration::from_secs(
+            self.config.transfer.deadline_margin_secs,
+        )))
     }
 
     /// webhook-ingest: the webhook token and the sources of webhook routes (those with a

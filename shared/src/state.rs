@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::layout::{Access, Function};
-use crate::retry::Retryable;
+use crate::retry::{RetryStop, Retryable};
 use crate::s3::{S3Failure, classify};
 
 /// How a put treats an existing object.
@@ -54,6 +54,12 @@ pub enum StateError {
 impl Retryable for StateError {
     fn is_retryable(&self) -> bool {
         matches!(self, StateError::Transient(_))
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            StateError::Transient(reason) => StateError::Transient(format!("{reason} ({why})")),
+            other => other,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
 
 use crate::ByteReader;
-use crate::retry::Retryable;
+use crate::retry::{RetryStop, Retryable};
 use crate::source::source_error_in;
 use crate::verify::VerifyError;
 
@@ -56,6 +56,9 @@ pub enum TransformError {
 impl Retryable for TransformError {
     fn is_retryable(&self) -> bool {
         false
+    }
+    fn retries_stopped(self, _why: RetryStop) -> Self {
+        self
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Options {
     pub transfer: Option<Value>,
     /// S3 destination part size (default 8 MiB).
     pub part_size_mib: Option<u64>,
+    /// Destinations of the catch-all route `all` (default sftp, s3 and http).
+    pub all_route_destinations: Option<Vec<&'static str>>,
 }
 
 impl Pipeline {
@@ -126,6 +128,10 @@ impl Pipeline {
         let sftp_dir = sftp.root.join(super::unique("inbound"));
         let transfer = opts.transfer.clone().unwrap_or_else(|| json!({"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}));
         let part_size_mib = opts.part_size_mib.unwrap_or(8);
+        let all_route_destinations = opts
+            .all_route_destinations
+            .clone()
+            .unwrap_or_else(|| vec!["sftp", "s3", "http"]);
         let http = MockServer::start().await;
         Mock::given(method("PUT"))
             .respond_with(ResponseTemplate::new(opts.http_status.unwrap_or(201)))
@@ -144,7 +150,7 @@ impl Pipeline {
                     "http": {"type": "http", "url": format!("{}/files/{{name}}", http.uri()), "timeout_secs": 5}
                 },
                 "routes": [
-                    {"name": "all", "source": "clienttrack", "container": container, "destinations": ["sftp", "s3", "http"]},
+                    {"name": "all", "source": "clienttrack", "container": container, "destinations": all_route_destinations},
                     {"name": "hmis-zips", "source": "clienttrack", "container": container, "file_glob": "*.zip",
                      "name_contains": "HMIS", "destinations": ["sftp"], "target_folder": "hmis"}
                 ],

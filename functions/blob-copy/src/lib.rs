@@ -1,10 +1,18 @@
 //! blob-copy: consumes SQS messages that carry S3 ObjectCreated notifications for `jobs/`, and
 //! runs each job with the shared transfer engine. Failed messages are reported individually
 //! (ReportBatchItemFailures) so SQS redelivers only those.
+//!
+//! The invocation's deadline (`context.deadline`) goes to the engine, which stops in time (see
+//! `ferry_shared::engine`): a copy that cannot finish saves what it can resume and its message
+//! is reported as a batch item failure before the deadline, so the next receive continues it
+//! instead of Lambda killing the copy mid-write.
+
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use ferry_shared::engine::{JobError, JobOutcome, TransferEngine};
 use ferry_shared::layout::Prefix;
+use ferry_shared::token::now_ms;
 use futures_util::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 
@@ -46,11 +54,23 @@ fn url_decode(s: &str) -> String {
         .into_owned()
 }
 
-/// Runs every job in the batch; returns the messages to redeliver.
+/// The invocation's deadline (`context.deadline`, epoch milliseconds) as an instant on this
+/// process's clock; `None` for 0, which local runs and tests with a default context pass.
+pub fn deadline(context: &lambda_runtime::Context) -> Option<tokio::time::Instant> {
+    if context.deadline == 0 {
+        return None;
+    }
+    let left = Duration::from_millis(context.deadline.saturating_sub(now_ms()));
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// Runs every job in the batch before the invocation's deadline; returns the messages to
+/// redeliver (failed, or stopped at the deadline).
 pub async fn handle(
     engine: &TransferEngine,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
+    let deadline = deadline(&event.context);
     let runs = event.payload.records.into_iter().map(|message| async move {
         let id = message.message_id.clone().unwrap_or_default();
         let attempt: u32 = message
@@ -68,7 +88,7 @@ pub async fn handle(
         };
         let mut failed = false;
         for key in keys {
-            match engine.run(&key, attempt).await {
+            match engine.run_until(&key, attempt, deadline).await {
                 Ok(JobOutcome::Completed { delivered, already_done }) => {
                     tracing::info!(message_id = %id, job_key = %key, delivered, already_done, "job complete");
                 }
@@ -77,6 +97,10 @@ pub async fn handle(
                 }
                 Ok(JobOutcome::AlreadyFailed) => {}
                 Err(JobError::Missing(k)) => tracing::warn!(message_id = %id, job_key = %k, "job object missing; skipped"),
+                Err(JobError::Interrupted { progress, .. }) => {
+                    tracing::info!(message_id = %id, job_key = %key, attempt, %progress, "stopped at the invocation deadline; the message comes back and the next run continues");
+                    failed = true;
+                }
                 Err(e) => {
                     tracing::warn!(message_id = %id, job_key = %key, attempt, error = %e, "job will be redelivered");
                     failed = true;

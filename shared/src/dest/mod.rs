@@ -1,5 +1,10 @@
 //! Destinations: where files go. Each takes a byte stream and writes it atomically (a reader
 //! sees the whole file or nothing), checks what it wrote, and says where it put it.
+//!
+//! A delivery may carry a stop instant (the Lambda deadline minus a margin): a destination that
+//! can resume (S3 multipart) stops there, keeps what it stored with a checkpoint and returns
+//! [`DestinationError::Interrupted`]; the others are dropped by the engine shortly after it and
+//! start over in the next invocation.
 
 pub mod http;
 pub mod local_dir;
@@ -12,7 +17,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::ByteReader;
-use crate::retry::Retryable;
+use crate::retry::{RetryStop, Retryable};
 use crate::source::SourceError;
 
 /// The file being delivered.
@@ -28,6 +33,9 @@ pub struct Delivery {
     pub content_md5: Option<String>,
     /// Stable id of this delivery (job id + destination), for idempotency headers.
     pub idempotency_key: String,
+    /// When set, the destination stops by this instant: it saves what it can resume and returns
+    /// [`DestinationError::Interrupted`] instead of finishing. `None`: no deadline.
+    pub stop_at: Option<tokio::time::Instant>,
 }
 
 /// Where a destination put the file and how much it wrote.
@@ -66,6 +74,15 @@ pub enum DestinationError {
     /// The file's content was refused by the transform step (gzip bomb, overlong line, bad gzip).
     #[error(transparent)]
     Transform(crate::transform::TransformError),
+    /// Stopped at the delivery's stop instant (the invocation deadline) before finishing.
+    /// Nothing is visible at the final name; `kept_bytes` of `size` stay stored with a resume
+    /// checkpoint and are not sent again by the next run (0 when the destination cannot resume).
+    /// Not retried within the invocation: the job is run again by the next one, and this never
+    /// counts as a failed attempt.
+    #[error(
+        "interrupted by the invocation deadline: {kept_bytes} of {size} bytes kept for the next run"
+    )]
+    Interrupted { kept_bytes: u64, size: u64 },
 }
 
 impl Retryable for DestinationError {
@@ -81,6 +98,19 @@ impl Retryable for DestinationError {
             DestinationError::Source(e) => e.retry_after(),
             DestinationError::Transient { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            DestinationError::Source(e) => DestinationError::Source(e.retries_stopped(why)),
+            DestinationError::Transient {
+                reason,
+                retry_after,
+            } => DestinationError::Transient {
+                reason: format!("{reason} ({why})"),
+                retry_after,
+            },
+            other => other,
         }
     }
 }

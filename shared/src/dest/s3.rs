@@ -7,6 +7,10 @@
 //! the process dies mid-copy (Lambda timeout, SIGKILL), the next run finds the checkpoint and
 //! re-reads those bytes from the source only to feed the verifier, uploading just the rest. The
 //! checkpoint (not ListParts) is the record, so any S3-compatible store resumes the same way.
+//!
+//! Deadline: at the delivery's stop instant the upload stops cooperatively: parts in flight
+//! are cancelled, the finished ones recorded, the newest checkpoint saved, and the multipart
+//! upload left open (not aborted) so the next invocation resumes it exactly as after a crash.
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
@@ -189,11 +193,33 @@ impl S3Destination {
             .checkpoints
             .clone()
             .map(|store| ProgressSaver::start(store, checkpoint.clone(), progress.clone()));
+        let mut sent = 0usize;
         let result = self
-            .upload_parts(key, &progress, saver.as_ref(), &mut body)
+            .upload_parts(
+                key,
+                delivery,
+                &progress,
+                saver.as_ref(),
+                &mut body,
+                &mut sent,
+            )
             .await;
         if let Some(saver) = saver {
+            // Waits for the newest progress to be saved: after an interruption the next run
+            // resumes from it.
             saver.finish().await;
+        }
+        if let Err(DestinationError::Interrupted { kept_bytes, .. }) = &result
+            && self.checkpoints.is_some()
+        {
+            tracing::info!(
+                key,
+                parts_resumed = progress.parts.len(),
+                parts_sent = sent,
+                kept_bytes,
+                "multipart upload stopped at the deadline; left open for the next run"
+            );
+            return result.map(|_| ());
         }
         let done = match result {
             Ok(parts) => self
@@ -220,8 +246,22 @@ impl S3Destination {
                 }),
             Err(e) => Err(e),
         };
-        if done.is_err() {
-            self.abort(key, &upload_id).await;
+        match &done {
+            Ok(()) => tracing::info!(
+                key,
+                parts_resumed = progress.parts.len(),
+                parts_sent = sent,
+                "multipart upload complete"
+            ),
+            // Without a checkpoint an interrupted upload cannot be resumed: abort it too.
+            Err(DestinationError::Interrupted { .. }) => {
+                self.abort(key, &upload_id).await;
+                return Err(DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size: delivery.size,
+                });
+            }
+            Err(_) => self.abort(key, &upload_id).await,
         }
         if let Some(store) = &self.checkpoints {
             let _ = store.delete(&checkpoint).await;
@@ -296,18 +336,18 @@ impl S3Destination {
         Some(progress)
     }
 
+    /// Uploads the parts not stored yet, `sent` counting the UploadPart requests started; stops
+    /// at the delivery's stop instant with `Interrupted`, having recorded every finished part.
     async fn upload_parts(
         &self,
         key: &str,
+        delivery: &Delivery,
         progress: &UploadProgress,
         saver: Option<&ProgressSaver>,
         body: &mut ByteReader,
+        sent: &mut usize,
     ) -> Result<Vec<CompletedPart>, DestinationError> {
-        let upload_id = progress.upload_id.clone();
-        let upload_id = upload_id.as_str();
-        let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
-        let mut number = 0i32;
-        let stored: Vec<CompletedPart> = progress
+        let mut parts: Vec<CompletedPart> = progress
             .parts
             .iter()
             .map(|p| {
@@ -317,8 +357,69 @@ impl S3Destination {
                     .build()
             })
             .collect();
+        let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
+        let work = self.send_parts(
+            key,
+            &progress.upload_id,
+            &mut parts,
+            &mut in_flight,
+            saver,
+            body,
+            sent,
+        );
+        let outcome = match delivery.stop_at {
+            None => work.await,
+            Some(stop) => tokio::select! {
+                r = work => r,
+                () = tokio::time::sleep_until(stop) => Err(DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size: delivery.size,
+                }),
+            },
+        };
+        match outcome {
+            Ok(()) => {
+                parts.sort_by_key(|p| p.part_number());
+                Ok(parts)
+            }
+            Err(DestinationError::Interrupted { size, .. }) => {
+                // Parts still uploading are cancelled (the next run sends them again); the
+                // ones that finished meanwhile are kept.
+                in_flight.abort_all();
+                while let Some(joined) = in_flight.join_next().await {
+                    if let Ok(Ok(part)) = joined {
+                        parts.push(part);
+                    }
+                }
+                if let Some(saver) = saver {
+                    saver.record(&parts);
+                }
+                let kept = finished_run(&parts).len() as u64 * self.part_size as u64;
+                Err(DestinationError::Interrupted {
+                    kept_bytes: kept.min(size),
+                    size,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the whole body: the bytes of the parts already stored only feed the verifier, the
+    /// rest go out as parts, `concurrency` at a time, finished ones appended to `parts`.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &mut Vec<CompletedPart>,
+        in_flight: &mut JoinSet<Result<CompletedPart, DestinationError>>,
+        saver: Option<&ProgressSaver>,
+        body: &mut ByteReader,
+        sent: &mut usize,
+    ) -> Result<(), DestinationError> {
+        let mut number = 0i32;
         // Parts already in S3: read their bytes (the verifier must see every byte) but skip the upload.
-        for _ in &stored {
+        for _ in 0..parts.len() {
             let mut buf = BytesMut::with_capacity(self.part_size);
             if fill(body, &mut buf, self.part_size).await? != self.part_size {
                 return Err(DestinationError::Verification(
@@ -327,7 +428,6 @@ impl S3Destination {
             }
             number += 1;
         }
-        let mut parts = stored;
         loop {
             let mut buf = BytesMut::with_capacity(self.part_size);
             let n = fill(body, &mut buf, self.part_size).await?;
@@ -342,6 +442,7 @@ impl S3Destination {
                 upload_id.to_string(),
             );
             let part_number = number;
+            *sent += 1;
             in_flight.spawn(async move {
                 let out = client
                     .upload_part()
@@ -360,9 +461,9 @@ impl S3Destination {
                     .build())
             });
             while in_flight.len() >= self.concurrency {
-                parts.push(join_part(&mut in_flight).await?);
+                parts.push(join_part(in_flight).await?);
                 if let Some(saver) = &saver {
-                    saver.record(&parts);
+                    saver.record(parts);
                 }
             }
             if n < self.part_size {
@@ -377,10 +478,12 @@ impl S3Destination {
             }
         }
         while !in_flight.is_empty() {
-            parts.push(join_part(&mut in_flight).await?);
+            parts.push(join_part(in_flight).await?);
+            if let Some(saver) = &saver {
+                saver.record(parts);
+            }
         }
-        parts.sort_by_key(|p| p.part_number());
-        Ok(parts)
+        Ok(())
     }
 
     async fn abort(&self, key: &str, upload_id: &str) {
@@ -431,20 +534,7 @@ impl ProgressSaver {
 
     /// Records the gap-free run of finished parts if it grew.
     fn record(&self, parts: &[CompletedPart]) {
-        let mut numbers: Vec<(i32, &str)> = parts
-            .iter()
-            .filter_map(|p| Some((p.part_number()?, p.e_tag()?)))
-            .collect();
-        numbers.sort_unstable();
-        let run: Vec<StoredPart> = numbers
-            .iter()
-            .enumerate()
-            .take_while(|(i, (n, _))| *n == *i as i32 + 1)
-            .map(|(_, (n, etag))| StoredPart {
-                number: *n,
-                etag: etag.to_string(),
-            })
-            .collect();
+        let run = finished_run(parts);
         self.latest.send_if_modified(|progress| {
             let grew = run.len() > progress.parts.len();
             if grew {
@@ -459,6 +549,24 @@ impl ProgressSaver {
         drop(self.latest);
         let _ = self.task.await;
     }
+}
+
+/// The gap-free run of finished parts 1..=n (what a checkpoint can hold).
+fn finished_run(parts: &[CompletedPart]) -> Vec<StoredPart> {
+    let mut numbers: Vec<(i32, &str)> = parts
+        .iter()
+        .filter_map(|p| Some((p.part_number()?, p.e_tag()?)))
+        .collect();
+    numbers.sort_unstable();
+    numbers
+        .iter()
+        .enumerate()
+        .take_while(|(i, (n, _))| *n == *i as i32 + 1)
+        .map(|(_, (n, etag))| StoredPart {
+            number: *n,
+            etag: etag.to_string(),
+        })
+        .collect()
 }
 
 async fn join_part(

@@ -10,6 +10,9 @@
 //! extension (or refusing a second channel) gets remove-then-rename: for that short window no
 //! file is at the final name, and a crash inside it leaves the new content only in the
 //! temporary file.
+//!
+//! At the delivery's stop instant (the invocation deadline) an upload stops between reads and
+//! removes its temporary file: SFTP deliveries are not resumed, the next run starts over.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -334,10 +337,20 @@ impl SftpDestination {
         let mut copied = 0u64;
         loop {
             // Reading to EOF matters: a verifying body reports size/MD5 problems only there.
-            let n = body
-                .read(&mut buf)
-                .await
-                .map_err(|e| DestinationError::from_io("read source", &e))?;
+            let read = body.read(&mut buf);
+            let read = match delivery.stop_at {
+                None => read.await,
+                Some(stop) => tokio::select! {
+                    r = read => r,
+                    () = tokio::time::sleep_until(stop) => {
+                        return Err(DestinationError::Interrupted {
+                            kept_bytes: 0,
+                            size: delivery.size,
+                        });
+                    }
+                },
+            };
+            let n = read.map_err(|e| DestinationError::from_io("read source", &e))?;
             if n == 0 {
                 break;
             }
@@ -712,6 +725,7 @@ mod tests {
             content_type: None,
             content_md5: None,
             idempotency_key: "test".into(),
+            stop_at: None,
         }
     }
 
@@ -817,6 +831,43 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, DestinationError::Verification(_)), "{e:?}");
         assert!(!root.join("broken/short.bin").exists());
+        assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+    }
+
+    #[tokio::test]
+    async fn stopped_at_the_deadline_leaves_nothing_behind() {
+        let server = Server::start();
+        let root = server.root();
+        // A source that yields 1 MiB and then stalls: only the stop instant ends the upload.
+        let (mut feed, stalled) = tokio::io::duplex(64 * 1024);
+        let feeder = tokio::spawn(async move {
+            feed.write_all(&vec![1u8; 1 << 20]).await.unwrap();
+            feed
+        });
+        let stop = tokio::time::Instant::now() + Duration::from_millis(500);
+        let e = server
+            .destination()
+            .write(
+                &Delivery {
+                    stop_at: Some(stop),
+                    ..delivery("late/big.bin", 8 << 20)
+                },
+                Box::pin(stalled),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DestinationError::Interrupted {
+                    kept_bytes: 0,
+                    size
+                } if size == 8 << 20
+            ),
+            "{e:?}"
+        );
+        drop(feeder.await.unwrap());
+        assert!(!root.join("late/big.bin").exists());
         assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
     }
 

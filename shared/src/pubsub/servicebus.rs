@@ -23,7 +23,7 @@ use sha2::Sha256;
 use thiserror::Error;
 use url::Url;
 
-use crate::retry::{RetryPolicy, Retryable, retry_after_header, status_is_retryable};
+use crate::retry::{RetryPolicy, RetryStop, Retryable, retry_after_header, status_is_retryable};
 use crate::secret::expose;
 use crate::token::cache::TokenCache;
 use crate::token::{ExportTokens, TokenError, now_ms};
@@ -67,6 +67,19 @@ impl Retryable for SbError {
             SbError::Transient { retry_after, .. } => *retry_after,
             SbError::Tokens(e) => e.retry_after(),
             _ => None,
+        }
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            SbError::Transient {
+                reason,
+                retry_after,
+            } => SbError::Transient {
+                reason: format!("{reason} ({why})"),
+                retry_after,
+            },
+            SbError::Tokens(e) => SbError::Tokens(e.retries_stopped(why)),
+            other => other,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::retry::Retryable;
+use crate::retry::{RetryStop, Retryable};
 use crate::view_sync::record::{Cursor, Record};
 
 /// One chunk of a view, in cursor order.
@@ -70,6 +70,18 @@ impl Retryable for SinkError {
         match self {
             SinkError::Transient { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            SinkError::Transient {
+                reason,
+                retry_after,
+            } => SinkError::Transient {
+                reason: format!("{reason} ({why})"),
+                retry_after,
+            },
+            other => other,
         }
     }
 }

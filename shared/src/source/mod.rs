@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::ByteReader;
-use crate::retry::Retryable;
+use crate::retry::{RetryStop, Retryable};
 
 /// What a source knows about one object before reading it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,18 @@ impl Retryable for SourceError {
         match self {
             SourceError::Transient { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            SourceError::Transient {
+                reason,
+                retry_after,
+            } => SourceError::Transient {
+                reason: format!("{reason} ({why})"),
+                retry_after,
+            },
+            other => other,
         }
     }
 }

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::pubsub::uri;
 use crate::redact::redact_url;
-use crate::retry::Retryable;
+use crate::retry::{RetryStop, Retryable};
 use crate::secret::{SecretError, expose};
 use crate::state::StateError;
 
@@ -71,6 +71,19 @@ impl Retryable for TokenError {
         match self {
             TokenError::Transient { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            TokenError::Transient {
+                reason,
+                retry_after,
+            } => TokenError::Transient {
+                reason: format!("{reason} ({why})"),
+                retry_after,
+            },
+            TokenError::State(e) => TokenError::State(e.retries_stopped(why)),
+            other => other,
         }
     }
 }

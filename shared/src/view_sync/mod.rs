@@ -38,7 +38,7 @@ use tracing::Instrument;
 use crate::config::ViewConfig;
 use crate::layout::lease_key;
 use crate::redact::redact_url;
-use crate::retry::{RetryPolicy, Retryable, retry_after_header, status_is_retryable};
+use crate::retry::{RetryPolicy, RetryStop, Retryable, retry_after_header, status_is_retryable};
 use crate::sink::{Chunk, Sink, SinkError};
 use crate::state::{StateError, StateStore};
 use lease::{Acquired, Lease, WatermarkState, advance_watermark, read_watermark};
@@ -149,6 +149,18 @@ impl Retryable for SyncFailure {
             _ => None,
         }
     }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            SyncFailure::State(e) => SyncFailure::State(e.retries_stopped(why)),
+            SyncFailure::Sink { sink, error } => SyncFailure::Sink {
+                sink,
+                error: error.retries_stopped(why),
+            },
+            SyncFailure::Transport(reason) => SyncFailure::Transport(format!("{reason} ({why})")),
+            // No reason text to extend; the retry policy logs `why` beside the error.
+            other => other,
+        }
+    }
 }
 
 impl Retryable for SyncError {
@@ -157,6 +169,12 @@ impl Retryable for SyncError {
     }
     fn retry_after(&self) -> Option<Duration> {
         self.failure.retry_after()
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        Self {
+            failure: self.failure.retries_stopped(why),
+            ..self
+        }
     }
 }
 
