@@ -416,15 +416,22 @@ fn sign_headers(
         .collect())
 }
 
+/// `application/x-www-form-urlencoded` as Python's `urlencode` writes it (`-_.~` kept): moto
+/// checks the signature over the body it re-encodes from the parsed form, so the bytes must match.
 fn form_encode(params: &[(&str, &str)]) -> String {
-    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     params
         .iter()
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                utf8_percent_encode(k, NON_ALPHANUMERIC),
-                utf8_percent_encode(v, NON_ALPHANUMERIC)
+                utf8_percent_encode(k, FORM),
+                utf8_percent_encode(v, FORM)
             )
         })
         .collect::<Vec<_>>()
