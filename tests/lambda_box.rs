@@ -60,6 +60,12 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "[lambda box] {line}");
 }
 
+/// Notes a step's duration now (visible even when a later step fails) and keeps it for the summary.
+fn record(timings: &mut Vec<(String, Duration)>, what: &str, took: Duration) {
+    note(&format!("{what}: {took:.2?}"));
+    timings.push((what.to_string(), took));
+}
+
 // ------------------------------------------------------------------------------------------------
 // Tests
 // ------------------------------------------------------------------------------------------------
@@ -272,7 +278,11 @@ async fn deployed_functions_run_with_their_own_roles() {
     let fakes = Fakes::start().await;
     let (moto, azurite, sshd) = servers.await.unwrap();
     let packages = packages.await.unwrap();
-    timings.push(("build + package + start components".into(), t.elapsed()));
+    record(
+        &mut timings,
+        "build + package + start components",
+        t.elapsed(),
+    );
 
     let env = Env::prepare(&moto, &azurite, &sshd, &fakes).await;
     let api = MotoApi::new(&moto.endpoint);
@@ -302,7 +312,7 @@ async fn deployed_functions_run_with_their_own_roles() {
     })
     .await
     .unwrap();
-    timings.push(("terraform init + apply".into(), t.elapsed()));
+    record(&mut timings, "terraform init + apply", t.elapsed());
     let deployed = Deployed::from_outputs(&outputs);
 
     // Set-up while IAM enforcement is off: secret values, the functions' configurations and role
@@ -372,16 +382,20 @@ async fn deployed_functions_run_with_their_own_roles() {
     api.enforce_iam().await.unwrap();
     let admin = api.signed(admin_key.clone());
     let s3 = admin_s3(&moto.endpoint, &admin_key);
-    timings.push(("set-up (secrets, roles, enforcement)".into(), t.elapsed()));
+    record(
+        &mut timings,
+        "set-up (secrets, roles, enforcement)",
+        t.elapsed(),
+    );
 
-    let mut box_ = Box {
+    let mut sandboxes = Sandboxes {
         specs,
         running: BTreeMap::new(),
         timings,
     };
 
     // token-refresh: the schedule's input.
-    let out = box_.invoke("token-refresh", &json!({})).await;
+    let out = sandboxes.invoke("token-refresh", &json!({})).await;
     note(&format!("token-refresh answered {out}"));
     let tokens = support::sinks::s3_keys(&s3, &deployed.state_bucket, "tokens/").await;
     assert!(!tokens.is_empty(), "token-refresh stored tokens");
@@ -397,7 +411,7 @@ async fn deployed_functions_run_with_their_own_roles() {
                "contentEncoding": "", "uri": format!("{}/{pubsub_blob}", env.pubsub_base), "properties": {}})
         .to_string(),
     );
-    let out = box_.invoke("export-pull", &json!({})).await;
+    let out = sandboxes.invoke("export-pull", &json!({})).await;
     note(&format!("export-pull answered {out}"));
     assert_eq!(fakes.bus.outstanding(), 0, "the message was completed");
     let pubsub_jobs = support::sinks::s3_keys(&s3, &deployed.state_bucket, "jobs/items/").await;
@@ -412,7 +426,7 @@ async fn deployed_functions_run_with_their_own_roles() {
     let bytes = support::data::bytes(3, 2 * 1024 * 1024 + 17);
     env.upload(&azurite, &env.container, blob, &bytes).await;
     let body = json!({"container": env.container, "file": blob}).to_string();
-    let answer = box_
+    let answer = sandboxes
         .invoke("webhook-ingest", &function_url_event(&body, TOKEN))
         .await;
     let status = answer["statusCode"].as_u64().unwrap_or_default();
@@ -425,7 +439,7 @@ async fn deployed_functions_run_with_their_own_roles() {
     let messages = receive_jobs(&admin, &deployed.jobs_queue_url, 2).await;
     for m in &messages {
         let event = sqs_event(m, &deployed.jobs_queue_arn());
-        let out = box_.invoke("blob-copy", &event).await;
+        let out = sandboxes.invoke("blob-copy", &event).await;
         assert_eq!(
             out["batchItemFailures"],
             json!([]),
@@ -480,7 +494,7 @@ async fn deployed_functions_run_with_their_own_roles() {
 
     // view-sync: the schedule's input.
     fakes.view.push(support::view::records(1, 5));
-    let out = box_.invoke("view-sync", &json!({"views": []})).await;
+    let out = sandboxes.invoke("view-sync", &json!({"views": []})).await;
     note(&format!("view-sync answered {out}"));
     let watermarks = support::sinks::s3_keys(&s3, &deployed.state_bucket, "watermarks/").await;
     assert!(!watermarks.is_empty(), "view-sync saved a watermark");
@@ -489,12 +503,12 @@ async fn deployed_functions_run_with_their_own_roles() {
 
     // Secrets: each function resolved only what its role grants, and what it needed. Checked
     // before the negatives below restart functions.
-    let logs: BTreeMap<String, Vec<Value>> = box_
+    let logs: BTreeMap<String, Vec<Value>> = sandboxes
         .running
         .iter()
         .map(|(f, l)| (f.clone(), l.json_logs()))
         .collect();
-    let outputs_text: String = box_
+    let outputs_text: String = sandboxes
         .running
         .values()
         .flat_map(|l| l.output_lines())
@@ -526,8 +540,8 @@ async fn deployed_functions_run_with_their_own_roles() {
         .await
         .unwrap();
     fakes.view.push(support::view::records(6, 2));
-    box_.restart("view-sync").await;
-    let err = box_
+    sandboxes.restart("view-sync").await;
+    let err = sandboxes
         .try_invoke("view-sync", &json!({"views": []}))
         .await
         .expect_err("view-sync cannot save its watermark without the grant");
@@ -550,17 +564,18 @@ async fn deployed_functions_run_with_their_own_roles() {
     env.upload(&azurite, &env.container, blob2, &bytes[..1000])
         .await;
     let body = json!({"container": env.container, "file": blob2}).to_string();
-    box_.invoke("webhook-ingest", &function_url_event(&body, TOKEN))
+    sandboxes
+        .invoke("webhook-ingest", &function_url_event(&body, TOKEN))
         .await;
     let messages = receive_jobs(&admin, &deployed.jobs_queue_url, 1).await;
-    box_.restart("blob-copy").await;
-    let out = box_
+    sandboxes.restart("blob-copy").await;
+    let out = sandboxes
         .try_invoke(
             "blob-copy",
             &sqs_event(&messages[0], &deployed.jobs_queue_arn()),
         )
         .await;
-    let lines = box_.running["blob-copy"].output_lines().join("\n");
+    let lines = sandboxes.running["blob-copy"].output_lines().join("\n");
     note(&format!(
         "blob-copy without done/ put answered {out:?}; its log mentions AccessDenied: {}",
         lines.contains("AccessDenied")
@@ -574,15 +589,23 @@ async fn deployed_functions_run_with_their_own_roles() {
         Err(e) => assert_denied_naming(&e.to_string(), "done/"),
     }
     assert_denied_naming(&lines, "done/");
-    box_.timings
-        .push(("negatives (two restarts)".into(), t.elapsed()));
+    record(
+        &mut sandboxes.timings,
+        "negatives (two restarts)",
+        t.elapsed(),
+    );
 
-    let timings = std::mem::take(&mut box_.timings);
-    drop(box_);
-    for (what, d) in &timings {
-        note(&format!("{what}: {d:.2?}"));
-    }
-    note(&format!("total: {:.0?}", started.elapsed()));
+    let timings = std::mem::take(&mut sandboxes.timings);
+    drop(sandboxes);
+    let summary: Vec<String> = timings
+        .iter()
+        .map(|(what, d)| format!("{what} {d:.1?}"))
+        .collect();
+    note(&format!(
+        "total {:.0?}: {}",
+        started.elapsed(),
+        summary.join("; ")
+    ));
     // moto, Azurite and sshd are private to this test and die with their handles: no destroy.
 }
 
@@ -591,13 +614,13 @@ async fn deployed_functions_run_with_their_own_roles() {
 // ------------------------------------------------------------------------------------------------
 
 /// The deployed functions' sandboxes, started on first use (a cold start each).
-struct Box {
+struct Sandboxes {
     specs: BTreeMap<String, FunctionSpec>,
     running: BTreeMap<String, LambdaFunction>,
     timings: Vec<(String, Duration)>,
 }
 
-impl Box {
+impl Sandboxes {
     async fn function(&mut self, f: &str) -> &LambdaFunction {
         if !self.running.contains_key(f) {
             let spec = self
@@ -634,7 +657,7 @@ impl Box {
             (true, None) => format!("{f}: cold start (never ready) + invocation"),
             (false, _) => format!("{f}: warm invocation"),
         };
-        self.timings.push((what, t.elapsed()));
+        record(&mut self.timings, &what, t.elapsed());
         result
     }
 
