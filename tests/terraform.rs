@@ -16,26 +16,26 @@
 //! five functions deploy; a drift check compares each role's state-bucket grants with
 //! `infra/state-layout.json`, which the code generates (issue 15).
 //!
-//! Terraform runs in temporary copies of `infra/` (only `*.tf` files and `state-layout.json`),
-//! so no `.terraform/`, lock file or state lands in the source tree, and a state left by
-//! `make deploy` is never used.
+//! Terraform runs in temporary copies of `infra/` (support/terraform.rs), so no `.terraform/`,
+//! lock file or state lands in the source tree, and a state left by `make deploy` is never used.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::Digest as _;
+use support::terraform::{Terraform, copy_infra, placeholder_zip, repo_root, tail};
 
 /// Name prefix the apply test deploys under (also checks that the prefix reaches every name).
 const NAME: &str = "ferrytf";
 /// moto's fixed account id.
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
-/// Longest any single terraform command may take (apply against moto takes about 90 s).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
 const FUNCTIONS: [&str; 5] = [
     "webhook-ingest",
@@ -1637,220 +1637,8 @@ fn policy_document(text: &str) -> Value {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Terraform runner
-// ------------------------------------------------------------------------------------------------
-
-struct Terraform {
-    cli_config: PathBuf,
-    _generated: Option<tempfile::TempDir>,
-}
-
-impl Terraform {
-    fn new() -> Self {
-        let repo_rc = repo_root().join("infra/terraform.rc");
-        let text = std::fs::read_to_string(&repo_rc).expect("infra/terraform.rc");
-        let repo_mirror = mirror_in_cli_config(&text);
-        if repo_mirror.as_deref().is_some_and(has_aws_provider) {
-            return Self {
-                cli_config: repo_rc,
-                _generated: None,
-            };
-        }
-        // build.rs found the mirror somewhere else: same config, other path.
-        let mirror = std::env::var("FERRY_TF_MIRROR")
-            .ok()
-            .or(option_env!("FERRY_TF_MIRROR").map(String::from))
-            .expect("no provider mirror (build.rs should have marked this test ignored)");
-        let dir = tempfile::tempdir().unwrap();
-        let rc = dir.path().join("terraform.rc");
-        let old = repo_mirror
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        std::fs::write(
-            &rc,
-            text.replace(&format!("\"{old}\""), &format!("\"{mirror}\"")),
-        )
-        .unwrap();
-        note(&format!(
-            "provider mirror {mirror} differs from infra/terraform.rc; using a copy pointing at it"
-        ));
-        Self {
-            cli_config: rc,
-            _generated: Some(dir),
-        }
-    }
-
-    fn command(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> Command {
-        let mut cmd = Command::new("terraform");
-        cmd.args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .env("TF_CLI_CONFIG_FILE", &self.cli_config)
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("TF_IN_AUTOMATION", "1")
-            .env("TF_INPUT", "0")
-            .env_remove("TF_DATA_DIR")
-            .env_remove("TF_WORKSPACE");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TF_VAR_") || k.starts_with("TF_CLI_ARGS") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    /// Runs terraform to completion, or kills it after [`COMMAND_TIMEOUT`] (a provider waiting
-    /// for a state moto never reports would otherwise hang the test).
-    fn run_env(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
-        let logs = tempfile::tempdir().unwrap();
-        let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
-        let mut child = self
-            .command(dir, args, env)
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run terraform {args:?}: {e}"));
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "terraform {} in {} did not finish within {COMMAND_TIMEOUT:?}; last output:\n{}\n{}",
-                    args.join(" "),
-                    dir.display(),
-                    tail(&std::fs::read(&out_path).unwrap_or_default(), 40),
-                    tail(&std::fs::read(&err_path).unwrap_or_default(), 20)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        Output {
-            status,
-            stdout: std::fs::read(&out_path).unwrap_or_default(),
-            stderr: std::fs::read(&err_path).unwrap_or_default(),
-        }
-    }
-
-    fn run(&self, dir: &Path, args: &[&str]) -> Output {
-        self.run_env(dir, args, &[])
-    }
-
-    fn ok_env(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> String {
-        let out = self.run_env(dir, args, env);
-        assert!(
-            out.status.success(),
-            "terraform {} in {} failed ({}):\n{}\n{}",
-            args.join(" "),
-            dir.display(),
-            out.status,
-            tail(&out.stdout, 80),
-            tail(&out.stderr, 60)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn init_and_validate(&self, dir: &Path) -> Result<(), String> {
-        let name = dir.display().to_string();
-        let out = self.run(
-            dir,
-            &["init", "-backend=false", "-input=false", "-no-color"],
-        );
-        if !out.status.success() {
-            return Err(format!(
-                "{name}: init failed:\n{}{}",
-                tail(&out.stdout, 30),
-                tail(&out.stderr, 30)
-            ));
-        }
-        let out = self.run(dir, &["validate", "-json", "-no-color"]);
-        let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-            format!(
-                "{name}: validate output is not JSON ({e}): {}",
-                tail(&out.stderr, 30)
-            )
-        })?;
-        if report["valid"] != json!(true) || report["warning_count"] != json!(0) {
-            return Err(format!("{name}: validate: {report:#}"));
-        }
-        Ok(())
-    }
-
-    /// Environment for runs against moto: fixed credentials, no profile or CA bundle from the
-    /// host (moto is plain HTTP).
-    fn with_moto_env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", REGION),
-            ("AWS_DEFAULT_REGION", REGION),
-            ("AWS_PROFILE", ""),
-            ("AWS_SESSION_TOKEN", ""),
-            ("AWS_CA_BUNDLE", ""),
-            ("AWS_CONFIG_FILE", "/dev/null"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-}
-
-fn mirror_in_cli_config(text: &str) -> Option<PathBuf> {
-    let block = &text[text.find("filesystem_mirror")?..];
-    block.lines().find_map(|line| {
-        let rest = line
-            .trim()
-            .strip_prefix("path")?
-            .trim_start()
-            .strip_prefix('=')?
-            .trim();
-        Some(PathBuf::from(rest.trim_matches('"')))
-    })
-}
-
-fn has_aws_provider(mirror: &Path) -> bool {
-    mirror.join("registry.terraform.io/hashicorp/aws").is_dir()
-}
-
-// ------------------------------------------------------------------------------------------------
 // Files
 // ------------------------------------------------------------------------------------------------
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Copies the `*.tf` files of `infra/` and the state layout the example reads (and nothing
-/// else: no state, lock file, tfvars or `.terraform/` a local deploy may have left) to
-/// `<dest>/infra`.
-fn copy_infra(dest: &Path) -> PathBuf {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let path = entry.path();
-            if path.is_dir() {
-                if !name.starts_with('.') {
-                    copy(&path, &to.join(&*name));
-                }
-            } else if name.ends_with(".tf") || name == "state-layout.json" {
-                std::fs::copy(&path, to.join(&*name)).unwrap();
-            }
-        }
-    }
-    let target = dest.join("infra");
-    copy(&repo_root().join("infra"), &target);
-    target
-}
 
 fn module_and_example_dirs(infra: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -1930,12 +1718,6 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "[terraform test] {line}");
 }
 
-fn tail(bytes: &[u8], lines: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 fn xml_unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -2002,72 +1784,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A valid zip holding one executable `bootstrap` that fails if ever run; stands in for a
-/// function that has not been built (moto stores the package but never executes it).
-fn placeholder_zip() -> Vec<u8> {
-    let content: &[u8] = b"#!/bin/sh\necho 'ferry placeholder package: build the real one with make build' >&2\nexit 1\n";
-    let name: &[u8] = b"bootstrap";
-    let crc = crc32(content);
-    let size = content.len() as u32;
-    let (dos_time, dos_date) = (0u16, (1 << 5) | 1); // 1980-01-01 00:00
-    let mut z = Vec::new();
-    // Local file header, stored (no compression).
-    z.extend(0x0403_4b50u32.to_le_bytes());
-    for v in [20u16, 0, 0, dos_time, dos_date] {
-        z.extend(v.to_le_bytes());
-    }
-    for v in [crc, size, size] {
-        z.extend(v.to_le_bytes());
-    }
-    z.extend((name.len() as u16).to_le_bytes());
-    z.extend(0u16.to_le_bytes());
-    z.extend(name);
-    z.extend(content);
-    // Central directory: made by Unix (3), mode 0755 regular file in the external attributes.
-    let cd_start = z.len() as u32;
-    z.extend(0x0201_4b50u32.to_le_bytes());
-    for v in [(3u16 << 8) | 20, 20, 0, 0, dos_time, dos_date] {
-        z.extend(v.to_le_bytes());
-    }
-    for v in [crc, size, size] {
-        z.extend(v.to_le_bytes());
-    }
-    for v in [name.len() as u16, 0, 0, 0, 0] {
-        z.extend(v.to_le_bytes());
-    }
-    z.extend((0o100_755u32 << 16).to_le_bytes());
-    z.extend(0u32.to_le_bytes());
-    z.extend(name);
-    let cd_size = z.len() as u32 - cd_start;
-    // End of central directory.
-    z.extend(0x0605_4b50u32.to_le_bytes());
-    for v in [0u16, 0, 1, 1] {
-        z.extend(v.to_le_bytes());
-    }
-    z.extend(cd_size.to_le_bytes());
-    z.extend(cd_start.to_le_bytes());
-    z.extend(0u16.to_le_bytes());
-    z
-}
-
 #[test]
 fn placeholder_zip_and_helpers_are_well_formed() {
-    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     assert_eq!(base64(b"fooba"), "Zm9vYmE=");
     assert_eq!(base64(b"foob"), "Zm9vYg==");

@@ -526,9 +526,18 @@ impl TransferEngine {
                 state.put_json(&key, &receipt, PutMode::Overwrite)
             })
             .await
-            .map_err(|e| DestinationError::Transient {
-                reason: format!("delivered but receipt not saved: {e}"),
-                retry_after: None,
+            .map_err(|e| {
+                let reason = format!("delivered but receipt not saved: {e}");
+                // A refusal (e.g. a role without put on done/) does not heal by retrying: the
+                // job is dead-lettered with the reason, and a replay delivers again.
+                if e.is_retryable() {
+                    DestinationError::Transient {
+                        reason,
+                        retry_after: None,
+                    }
+                } else {
+                    DestinationError::Rejected(reason)
+                }
             })?;
         let mb_per_s = receipt.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6);
         tracing::info!(destination = dest_name, location = %receipt.location, bytes = receipt.bytes, ms = receipt.duration_ms, mb_per_s = format!("{mb_per_s:.1}"), "delivered");

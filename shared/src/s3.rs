@@ -62,11 +62,18 @@ where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     use aws_sdk_s3::error::SdkError;
-    let text = aws_sdk_s3::error::DisplayErrorContext(err).to_string();
+    let mut text = aws_sdk_s3::error::DisplayErrorContext(err).to_string();
     match err {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
             let status = Some(service.raw().status().as_u16());
+            // The service's own words, not the SDK's dump of the whole response.
+            text = format!(
+                "{}: {} (HTTP {})",
+                if code.is_empty() { "error" } else { code },
+                service.err().message().unwrap_or("no message"),
+                service.raw().status().as_u16()
+            );
             match (code, status) {
                 ("PreconditionFailed", _) | (_, Some(412)) => S3Failure::PreconditionFailed,
                 ("NoSuchKey" | "NotFound" | "NoSuchUpload", _) | (_, Some(404)) => {

@@ -1,14 +1,17 @@
 //! Shared helpers for the integration tests: log capture (to scan for leaked secrets), generated
 //! data streams, a TCP fault proxy, config builders over the harness's real components, and the
-//! view-sync stand-ins (mock view, HTTP receiver) with probes for each sink.
+//! view-sync stand-ins (mock view, HTTP receiver) with probes for each sink, and the Terraform
+//! runner.
 #![allow(dead_code)]
 
+pub mod bootstrap;
 pub mod data;
 pub mod fault_proxy;
 pub mod logs;
 pub mod pipeline;
 pub mod pubsub;
 pub mod sinks;
+pub mod terraform;
 pub mod view;
 
 use std::sync::Arc;

@@ -5,6 +5,9 @@
 //! - [`shared()`] starts all three once per process (test binary) and reuses them.
 //! - [`postgres_shared()`] starts one PostgreSQL per process, separately (only the tests
 //!   that need it pay for it).
+//! - [`LambdaFunction`] runs a function's real `bootstrap` under a Lambda Runtime API emulator;
+//!   [`MotoApi`] talks to moto's IAM/STS/SQS/Secrets Manager/Lambda APIs, signed once IAM
+//!   enforcement is on.
 //! - [`Azurite::start`], [`Moto::start`], [`Sshd::start`], [`Postgres::start`] start private instances (e.g.
 //!   for fault tests that kill and restart a server).
 //! - Components are installed on first use by `scripts/install-components.sh` (into the
@@ -15,7 +18,9 @@
 
 mod azure_admin;
 mod azurite;
+pub mod lambda;
 mod moto;
+pub mod moto_api;
 mod postgres;
 mod process;
 mod sshd;
@@ -28,7 +33,9 @@ use anyhow::{Context, bail};
 
 pub use azure_admin::{AccessPolicy, AzureAdmin, PutBlobResult, format_iso8601};
 pub use azurite::{ACCOUNT_KEY, ACCOUNT_NAME, Azurite};
+pub use lambda::{FunctionError, FunctionSpec, LambdaFunction};
 pub use moto::{Moto, REGION as MOTO_REGION};
+pub use moto_api::{AccessKey, MotoApi};
 pub use postgres::{Postgres, bin_dir as postgres_bin_dir};
 pub use process::{free_port, log_tail, port_open};
 pub use sshd::Sshd;

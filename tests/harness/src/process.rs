@@ -341,24 +341,42 @@ impl ServerProcess {
         env: &[(&str, &str)],
         user: Option<(u32, u32)>,
     ) -> anyhow::Result<Self> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .with_context(|| format!("opening log file {}", log_path.display()))?;
-        let log2 = log.try_clone()?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
+        cmd.args(args).current_dir(cwd);
         for (k, v) in env {
             cmd.env(k, v);
         }
         if let Some((uid, gid)) = user {
             cmd.uid(uid).gid(gid);
         }
+        Self::spawn_command(name, cmd, log_path)
+    }
+
+    /// Spawns `program` (no arguments) with exactly the environment `env` (nothing inherited
+    /// from this process), as a sandbox would start it; stdout and stderr appended to `log_path`.
+    pub fn spawn_clean_env(
+        name: &str,
+        program: &Path,
+        cwd: &Path,
+        log_path: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd).env_clear().envs(env.iter().cloned());
+        Self::spawn_command(name, cmd, log_path)
+    }
+
+    fn spawn_command(name: &str, mut cmd: Command, log_path: &Path) -> anyhow::Result<Self> {
+        let program = PathBuf::from(cmd.get_program());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .with_context(|| format!("opening log file {}", log_path.display()))?;
+        let log2 = log.try_clone()?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
         let child = spawn_guarded(cmd)
             .with_context(|| format!("{name}: cannot start {}", program.display()))?;
         let pgid = child.id() as libc::pid_t;
