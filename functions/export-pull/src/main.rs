@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
+use ferry_shared::telemetry::startup;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::new(Config::from_env()?).await;
+    let services = Services::new(startup(Config::from_env())?).await;
     // The pub/sub export sources' AAD credentials: nothing else.
-    let pullers = Arc::new(services.export_pullers().await?);
+    let pullers = Arc::new(startup(services.export_pullers().await)?);
     lambda_runtime::run(service_fn(move |event| {
         let pullers = pullers.clone();
         async move { export_pull::handle(&pullers, event).await }

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
+use ferry_shared::telemetry::startup;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::new(Config::from_env()?).await;
+    let services = Services::new(startup(Config::from_env())?).await;
     // The pub/sub export sources' AAD credentials: nothing else.
-    let caches = Arc::new(services.token_caches().await?);
+    let caches = Arc::new(startup(services.token_caches().await)?);
     lambda_runtime::run(service_fn(move |event| {
         let caches = caches.clone();
         async move { token_refresh::handle(&caches, event).await }

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
+use ferry_shared::telemetry::startup;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::new(Config::from_env()?).await;
+    let services = Services::new(startup(Config::from_env())?).await;
     // The views' passwords and the sinks they name: nothing else.
-    let sync = Arc::new(services.view_sync().await?);
+    let sync = Arc::new(startup(services.view_sync().await)?);
     lambda_runtime::run(service_fn(move |event| {
         let sync = sync.clone();
         async move { view_sync::handle(&sync, event).await }

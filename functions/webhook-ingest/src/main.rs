@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
+use ferry_shared::telemetry::startup;
 use lambda_http::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_shared::telemetry::init();
-    let services = Services::new(Config::from_env()?).await;
+    let services = Services::new(startup(Config::from_env())?).await;
     // The webhook token and the SAS of the sources webhook routes read: nothing else.
-    let service = Arc::new(services.webhook().await?);
+    let service = Arc::new(startup(services.webhook().await)?);
     lambda_http::run(service_fn(move |request| {
         let service = service.clone();
         async move { webhook_ingest::handle(&service, request).await }
