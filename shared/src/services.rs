@@ -305,10 +305,7 @@ impl Services {
                 secret_headers,
                 timeout_secs,
             } => {
-                let mut resolved = Vec::new();
-                for (k, r) in secret_headers {
-                    resolved.push((k.clone(), self.secrets.resolve(r).await?));
-                }
+                let resolved = self.secret_headers(secret_headers).await?;
                 let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
                 Arc::new(
                     HttpDestination::new(http, url, method, headers, resolved)
@@ -337,10 +334,7 @@ impl Services {
                 timeout_secs,
                 concurrency,
             } => {
-                let mut resolved = Vec::new();
-                for (k, r) in secret_headers {
-                    resolved.push((k.clone(), self.secrets.resolve(r).await?));
-                }
+                let resolved = self.secret_headers(secret_headers).await?;
                 let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
                 Arc::new(
                     HttpSink::new(http, url, headers, resolved, *concurrency, self.retry)
@@ -380,6 +374,18 @@ impl Services {
                 ))
             }
         })
+    }
+
+    /// Header name -> value for headers whose values are secrets (HTTP destinations and sinks).
+    async fn secret_headers(
+        &self,
+        headers: &BTreeMap<String, crate::secret::SecretRef>,
+    ) -> Result<Vec<(String, secrecy::SecretString)>, SetupError> {
+        let mut resolved = Vec::new();
+        for (name, reference) in headers {
+            resolved.push((name.clone(), self.secrets.resolve(reference).await?));
+        }
+        Ok(resolved)
     }
 
     /// The token cache of one pub/sub export source: Azure AD client -> token service -> cache,
