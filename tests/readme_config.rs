@@ -1,6 +1,6 @@
 //! The README's configuration examples are the user's starting point: they must stay valid.
 
-use ferry_shared::config::{Config, DestinationConfig};
+use ferry_shared::config::{Config, DestinationConfig, SftpConfig};
 
 #[test]
 fn readme_config_example_parses_and_validates() {
@@ -16,7 +16,7 @@ fn readme_config_example_parses_and_validates() {
     assert_eq!(config.routes.len(), 2);
     assert!(matches!(
         config.destinations["partner-sftp"],
-        DestinationConfig::Sftp { port: 22, .. }
+        DestinationConfig::Sftp(SftpConfig { port: 22, .. })
     ));
 }
 

@@ -14,6 +14,7 @@ pub mod retry;
 pub mod s3;
 pub mod secret;
 pub mod services;
+pub mod setup;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -86,9 +86,26 @@ pub fn validate_key_segment(field: &'static str, name: &str) -> Result<(), NameE
     Ok(())
 }
 
+/// Compiles a route's file glob: `*` stays within one folder level, `**` crosses them.
+pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()?
+        .compile_matcher())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_star_stays_in_folder() {
+        let g = compile_glob("*.zip").unwrap();
+        assert!(g.is_match("a b.zip"));
+        assert!(!g.is_match("dir/a.zip"));
+        assert!(compile_glob("**/*.zip").unwrap().is_match("dir/sub/a.zip"));
+        assert!(compile_glob("[").is_err());
+    }
 
     #[test]
     fn accepts_unicode_spaces_and_folders() {

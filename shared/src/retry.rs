@@ -11,8 +11,6 @@ use std::time::{Duration, SystemTime};
 use backon::{ExponentialBuilder, Retryable as _};
 use tokio::time::Instant;
 
-use crate::config::TransferConfig;
-
 /// Implemented by every error enum at a seam: can the same request succeed if sent again?
 pub trait Retryable {
     /// True for 5xx, 429, 408, connection resets and timeouts.
@@ -78,16 +76,14 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The policy from a transfer config (no deadline).
-    pub fn from_config(c: &TransferConfig) -> Self {
-        Self {
-            retries: c.retries,
-            initial: Duration::from_millis(c.initial_backoff_ms),
-            max: Duration::from_millis(c.max_backoff_ms),
-            budget: Duration::from_secs(c.retry_budget_secs),
-            deadline: None,
-        }
-    }
+    /// Retries after the first try, unless configured (`transfer.retries`).
+    pub const DEFAULT_RETRIES: usize = 4;
+    /// First delay, unless configured (`transfer.initial_backoff_ms`).
+    pub const DEFAULT_INITIAL: Duration = Duration::from_millis(200);
+    /// Largest delay, unless configured (`transfer.max_backoff_ms`).
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(20);
+    /// Total time of one operation, unless configured (`transfer.retry_budget_secs`).
+    pub const DEFAULT_BUDGET: Duration = Duration::from_secs(300);
 
     /// The same policy, never waiting past `deadline` (`None`: no deadline).
     pub fn until(self, deadline: Option<Instant>) -> Self {
@@ -151,7 +147,13 @@ impl RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self::from_config(&TransferConfig::default())
+        Self {
+            retries: Self::DEFAULT_RETRIES,
+            initial: Self::DEFAULT_INITIAL,
+            max: Self::DEFAULT_MAX,
+            budget: Self::DEFAULT_BUDGET,
+            deadline: None,
+        }
     }
 }
 

@@ -96,6 +96,18 @@ impl SecretResolver {
         Ok(value)
     }
 
+    /// Header name -> value, for headers whose values are secrets (HTTP destinations, sinks).
+    pub async fn resolve_headers(
+        &self,
+        headers: &std::collections::BTreeMap<String, SecretRef>,
+    ) -> Result<Vec<(String, SecretString)>, SecretError> {
+        let mut resolved = Vec::new();
+        for (name, reference) in headers {
+            resolved.push((name.clone(), self.resolve(reference).await?));
+        }
+        Ok(resolved)
+    }
+
     /// Every reference fetched so far (cache misses), in order.
     pub fn fetched(&self) -> Vec<SecretRef> {
         self.fetched.lock().expect("secret record").clone()

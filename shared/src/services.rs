@@ -14,19 +14,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
-
 use crate::config::{Config, DestinationConfig, PubsubExportConfig, SinkConfig, SourceConfig};
 use crate::dest::Destination;
 use crate::dest::http::HttpDestination;
 use crate::dest::local_dir::LocalDirDestination;
 use crate::dest::s3::S3Destination;
+use crate::dest::sftp::SftpDestination;
 use crate::engine::TransferEngine;
 use crate::layout::Function;
 use crate::pubsub::pull::ExportPuller;
 use crate::pubsub::servicebus::ServiceBusClient;
 use crate::retry::RetryPolicy;
-use crate::secret::{SecretError, SecretResolver};
+use crate::secret::SecretResolver;
+pub use crate::setup::SetupError;
 use crate::sink::Sink;
 use crate::sink::http::HttpSink;
 use crate::sink::postgres::PostgresSink;
@@ -39,15 +39,6 @@ use crate::token::cache::{CacheSettings, TokenCache};
 use crate::token::service::TokenService;
 use crate::view_sync::{ViewSource, ViewSync};
 use crate::webhook::WebhookService;
-
-/// Why the clients could not be built.
-#[derive(Debug, Error)]
-pub enum SetupError {
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error("config: {0}")]
-    Config(String),
-}
 
 /// The config, the state store and a secret resolver: what every function starts from. Building
 /// it makes no request; the function builders below resolve what each function uses.
@@ -83,7 +74,7 @@ impl Services {
         state: Arc<dyn StateStore>,
         secrets: Arc<SecretResolver>,
     ) -> Self {
-        let retry = RetryPolicy::from_config(&config.transfer);
+        let retry = config.transfer.retry_policy();
         Self {
             config,
             secrets,
@@ -222,7 +213,7 @@ impl Services {
     fn pubsub_sources(&self) -> impl Iterator<Item = (&str, &PubsubExportConfig)> {
         self.config.sources.iter().filter_map(|(name, s)| match s {
             SourceConfig::PubsubExport(p) => Some((name.as_str(), &**p)),
-            SourceConfig::AzureBlob { .. } => None,
+            SourceConfig::AzureBlob(_) => None,
         })
     }
 
@@ -240,21 +231,9 @@ impl Services {
             .ok_or_else(|| SetupError::Config(format!("unknown source {name:?}")))?;
         let max_resumes = self.config.transfer.max_resumes;
         Ok(match source {
-            SourceConfig::AzureBlob {
-                account_url,
-                sas,
-                read_timeout_secs,
-            } => {
-                let http = crate::http_client::build(Duration::from_secs(*read_timeout_secs));
-                let sas = self.secrets.resolve(sas).await?;
-                Arc::new(AzureBlobSource::new(
-                    http,
-                    account_url,
-                    sas,
-                    self.retry,
-                    max_resumes,
-                ))
-            }
+            SourceConfig::AzureBlob(c) => Arc::new(
+                AzureBlobSource::from_config(c, &self.secrets, self.retry, max_resumes).await?,
+            ),
             SourceConfig::PubsubExport(p) => {
                 let cache = self.token_cache(name, p, state).await?;
                 let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
@@ -281,41 +260,16 @@ impl Services {
             .get(name)
             .ok_or_else(|| SetupError::Config(format!("unknown destination {name:?}")))?;
         Ok(match dest {
-            DestinationConfig::S3 {
-                bucket,
-                prefix,
-                endpoint,
-                part_size_mib,
-                upload_concurrency,
-            } => {
-                let client = crate::s3::client(endpoint).await;
-                Arc::new(S3Destination::new(
-                    client,
-                    bucket,
-                    prefix,
-                    (*part_size_mib as usize) << 20,
-                    *upload_concurrency,
-                    Some(state.clone()),
-                ))
+            DestinationConfig::S3(c) => {
+                Arc::new(S3Destination::from_config(c, Some(state.clone())).await)
             }
-            DestinationConfig::Http {
-                url,
-                method,
-                headers,
-                secret_headers,
-                timeout_secs,
-            } => {
-                let resolved = self.secret_headers(secret_headers).await?;
-                let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
-                Arc::new(
-                    HttpDestination::new(http, url, method, headers, resolved)
-                        .map_err(|e| SetupError::Config(format!("destination {name:?}: {e}")))?,
-                )
+            DestinationConfig::Sftp(c) => {
+                Arc::new(SftpDestination::from_config(c, &self.secrets).await?)
             }
-            DestinationConfig::LocalDir { path } => Arc::new(LocalDirDestination::new(path)),
-            DestinationConfig::Sftp { .. } => {
-                crate::dest::sftp_from_config(dest, &self.secrets).await?
+            DestinationConfig::Http(c) => {
+                Arc::new(HttpDestination::from_config(c, &self.secrets).await?)
             }
+            DestinationConfig::LocalDir(c) => Arc::new(LocalDirDestination::from_config(c)),
         })
     }
 
@@ -327,65 +281,12 @@ impl Services {
             .get(name)
             .ok_or_else(|| SetupError::Config(format!("unknown sink {name:?}")))?;
         Ok(match sink {
-            SinkConfig::Http {
-                url,
-                headers,
-                secret_headers,
-                timeout_secs,
-                concurrency,
-            } => {
-                let resolved = self.secret_headers(secret_headers).await?;
-                let http = crate::http_client::build(Duration::from_secs(*timeout_secs));
-                Arc::new(
-                    HttpSink::new(http, url, headers, resolved, *concurrency, self.retry)
-                        .map_err(|e| SetupError::Config(format!("sink {name:?}: {e}")))?,
-                )
+            SinkConfig::Http(c) => {
+                Arc::new(HttpSink::from_config(c, &self.secrets, self.retry).await?)
             }
-            SinkConfig::S3Jsonl {
-                bucket,
-                prefix,
-                endpoint,
-            } => Arc::new(S3JsonlSink::new(
-                crate::s3::client(endpoint).await,
-                bucket,
-                prefix,
-            )),
-            SinkConfig::Postgres {
-                host,
-                port,
-                user,
-                password,
-                dbname,
-                table,
-                connect_timeout_secs,
-            } => {
-                let password = match password {
-                    Some(r) => Some(self.secrets.resolve(r).await?),
-                    None => None,
-                };
-                Arc::new(PostgresSink::new(
-                    host,
-                    *port,
-                    user,
-                    password,
-                    dbname,
-                    table,
-                    Duration::from_secs(*connect_timeout_secs),
-                ))
-            }
+            SinkConfig::S3Jsonl(c) => Arc::new(S3JsonlSink::from_config(c).await),
+            SinkConfig::Postgres(c) => Arc::new(PostgresSink::from_config(c, &self.secrets).await?),
         })
-    }
-
-    /// Header name -> value for headers whose values are secrets (HTTP destinations and sinks).
-    async fn secret_headers(
-        &self,
-        headers: &BTreeMap<String, crate::secret::SecretRef>,
-    ) -> Result<Vec<(String, secrecy::SecretString)>, SetupError> {
-        let mut resolved = Vec::new();
-        for (name, reference) in headers {
-            resolved.push((name.clone(), self.secrets.resolve(reference).await?));
-        }
-        Ok(resolved)
     }
 
     /// The token cache of one pub/sub export source: Azure AD client -> token service -> cache,

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use http::{HeaderMap, Method};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -48,14 +48,6 @@ pub struct WebhookResponse {
     pub body: Value,
     /// Seconds for a `Retry-After` header (on 503).
     pub retry_after_secs: Option<u64>,
-}
-
-/// Compiles a route's file glob: `*` stays within one folder level, `**` crosses them.
-pub fn compile_glob(glob: &str) -> Result<GlobMatcher, globset::Error> {
-    Ok(GlobBuilder::new(glob)
-        .literal_separator(true)
-        .build()?
-        .compile_matcher())
 }
 
 struct CompiledRoute {
@@ -114,7 +106,11 @@ impl WebhookService {
             .iter()
             .map(|r| {
                 Ok(CompiledRoute {
-                    glob: r.file_glob.as_deref().map(compile_glob).transpose()?,
+                    glob: r
+                        .file_glob
+                        .as_deref()
+                        .map(crate::names::compile_glob)
+                        .transpose()?,
                     config: r.clone(),
                 })
             })
@@ -385,15 +381,6 @@ fn parse_fields(req: &WebhookRequest) -> Result<BTreeMap<String, String>, Reject
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_star_stays_in_folder() {
-        let g = compile_glob("*.zip").unwrap();
-        assert!(g.is_match("a b.zip"));
-        assert!(!g.is_match("dir/a.zip"));
-        assert!(compile_glob("**/*.zip").unwrap().is_match("dir/sub/a.zip"));
-        assert!(compile_glob("[").is_err());
-    }
 
     fn req(method: Method, ct: &str, body: &str, query: Option<&str>) -> WebhookRequest {
         let mut headers = HeaderMap::new();

@@ -30,6 +30,23 @@ pub struct HttpDestination {
 }
 
 impl HttpDestination {
+    /// Builds the destination from its config, resolving its secret headers.
+    pub async fn from_config(
+        config: &crate::config::HttpDestinationConfig,
+        secrets: &crate::secret::SecretResolver,
+    ) -> Result<Self, crate::setup::SetupError> {
+        let secret_headers = secrets.resolve_headers(&config.secret_headers).await?;
+        let http = crate::http_client::build(std::time::Duration::from_secs(config.timeout_secs));
+        Self::new(
+            http,
+            &config.url,
+            &config.method,
+            &config.headers,
+            secret_headers,
+        )
+        .map_err(|e| crate::setup::SetupError::Config(e.to_string()))
+    }
+
     /// `url` may hold `{name}`; `secret_headers` are already-resolved secret values, marked
     /// sensitive so no debug output shows them.
     pub fn new(

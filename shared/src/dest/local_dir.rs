@@ -18,6 +18,11 @@ pub struct LocalDirDestination {
 }
 
 impl LocalDirDestination {
+    /// Builds the destination from its config.
+    pub fn from_config(config: &crate::config::LocalDirConfig) -> Self {
+        Self::new(&config.path)
+    }
+
     /// Files go under `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }

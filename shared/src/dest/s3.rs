@@ -65,6 +65,22 @@ pub struct S3Destination {
 }
 
 impl S3Destination {
+    /// Builds the destination from its config (the client is built here, once);
+    /// `checkpoints` (the state store) enables resuming a multipart upload.
+    pub async fn from_config(
+        config: &crate::config::S3DestinationConfig,
+        checkpoints: Option<Arc<dyn StateStore>>,
+    ) -> Self {
+        Self::new(
+            crate::s3::client(&config.endpoint).await,
+            &config.bucket,
+            &config.prefix,
+            (config.part_size_mib as usize) << 20,
+            config.upload_concurrency,
+            checkpoints,
+        )
+    }
+
     /// `part_size` bytes per multipart part (>= 5 MiB), `concurrency` parts in flight;
     /// `checkpoints` (the state store) enables resuming a multipart upload after a crash.
     pub fn new(

@@ -88,6 +88,41 @@ pub struct SftpDestination {
 }
 
 impl SftpDestination {
+    /// Builds the destination from its config, resolving its credential (with both a private
+    /// key and a password configured, the key is used). The host key and private key are parsed
+    /// here, so a bad one fails at cold start.
+    pub async fn from_config(
+        config: &crate::config::SftpConfig,
+        secrets: &crate::secret::SecretResolver,
+    ) -> Result<Self, crate::setup::SetupError> {
+        use crate::setup::SetupError;
+        let crate::config::SftpConfig {
+            host,
+            port,
+            username,
+            ..
+        } = config;
+        let auth = match (&config.private_key, &config.password) {
+            (Some(key), _) => SftpAuth::PrivateKey(secrets.resolve(key).await?),
+            (None, Some(password)) => SftpAuth::Password(secrets.resolve(password).await?),
+            (None, None) => {
+                return Err(SetupError::Config(format!(
+                    "sftp destination {username}@{host}:{port}: set password or private_key"
+                )));
+            }
+        };
+        Self::new(SftpSettings {
+            host: host.clone(),
+            port: *port,
+            username: username.clone(),
+            host_key: config.host_key.clone(),
+            auth,
+            directory: config.directory.clone(),
+            timeout: Duration::from_secs(config.timeout_secs),
+        })
+        .map_err(|e| SetupError::Config(format!("sftp destination {username}@{host}:{port}: {e}")))
+    }
+
     /// Checks the pinned host key and parses the private key; no network traffic.
     pub fn new(settings: SftpSettings) -> Result<Self, DestinationError> {
         let host_key = parse_host_key(&settings.host_key)?;

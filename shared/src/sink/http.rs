@@ -24,6 +24,25 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
+    /// Builds the sink from its config, resolving its secret headers.
+    pub async fn from_config(
+        config: &crate::config::HttpSinkConfig,
+        secrets: &crate::secret::SecretResolver,
+        retry: RetryPolicy,
+    ) -> Result<Self, crate::setup::SetupError> {
+        let secret_headers = secrets.resolve_headers(&config.secret_headers).await?;
+        let http = crate::http_client::build(std::time::Duration::from_secs(config.timeout_secs));
+        Self::new(
+            http,
+            &config.url,
+            &config.headers,
+            secret_headers,
+            config.concurrency,
+            retry,
+        )
+        .map_err(|e| crate::setup::SetupError::Config(e.to_string()))
+    }
+
     /// `secret_headers` are resolved values, marked sensitive so no debug output shows them.
     pub fn new(
         http: reqwest::Client,

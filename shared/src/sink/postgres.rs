@@ -22,31 +22,42 @@ pub struct PostgresSink {
 }
 
 impl PostgresSink {
-    /// A sink for `table` (already validated by `config::valid_sql_table`). Connects on first use.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        host: &str,
-        port: u16,
-        user: &str,
-        password: Option<SecretString>,
-        dbname: &str,
-        table: &str,
-        connect_timeout: Duration,
-    ) -> Self {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(host)
-            .port(port)
+    /// Builds the sink from its config (the table name is checked by its `validate`),
+    /// resolving its password. Connects on first use.
+    pub async fn from_config(
+        config: &crate::config::PostgresConfig,
+        secrets: &crate::secret::SecretResolver,
+    ) -> Result<Self, crate::setup::SetupError> {
+        let password = match &config.password {
+            Some(r) => Some(secrets.resolve(r).await?),
+            None => None,
+        };
+        Ok(Self::new(config, password))
+    }
+
+    /// A sink for the configured table with an already resolved password.
+    pub fn new(config: &crate::config::PostgresConfig, password: Option<SecretString>) -> Self {
+        let crate::config::PostgresConfig {
+            host,
+            port,
+            user,
+            dbname,
+            table,
+            ..
+        } = config;
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(host)
+            .port(*port)
             .user(user)
             .dbname(dbname)
             .application_name("ferry-view-sync")
-            .connect_timeout(connect_timeout)
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .keepalives_idle(Duration::from_secs(30));
         if let Some(p) = &password {
-            config.password(crate::secret::expose(p));
+            pg.password(crate::secret::expose(p));
         }
         Self {
-            config,
+            config: pg,
             table: table.to_string(),
             location: format!("postgres://{host}:{port}/{dbname}/{table}"),
             client: Mutex::new(None),

@@ -25,6 +25,15 @@ pub struct S3JsonlSink {
 }
 
 impl S3JsonlSink {
+    /// Builds the sink from its config (the client is built here, once).
+    pub async fn from_config(config: &crate::config::S3JsonlConfig) -> Self {
+        Self::new(
+            crate::s3::client(&config.endpoint).await,
+            &config.bucket,
+            &config.prefix,
+        )
+    }
+
     /// A sink over a client built once at cold start.
     pub fn new(client: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Self {
         Self {

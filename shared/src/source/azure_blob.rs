@@ -74,6 +74,24 @@ struct Inner {
 }
 
 impl AzureBlobSource {
+    /// Builds the source from its config, resolving its SAS.
+    pub async fn from_config(
+        config: &crate::config::AzureBlobConfig,
+        secrets: &crate::secret::SecretResolver,
+        retry: RetryPolicy,
+        max_resumes: u32,
+    ) -> Result<Self, crate::setup::SetupError> {
+        let http = crate::http_client::build(Duration::from_secs(config.read_timeout_secs));
+        let sas = secrets.resolve(&config.sas).await?;
+        Ok(Self::new(
+            http,
+            &config.account_url,
+            sas,
+            retry,
+            max_resumes,
+        ))
+    }
+
     /// `account_url` like `https://acct.blob.core.windows.net` or
     /// `http://127.0.0.1:10000/devstoreaccount1`; `sas` is the SAS query string.
     pub fn new(

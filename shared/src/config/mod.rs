@@ -3,12 +3,22 @@
 //! Field docs here are the user's reference (see docs/config.md for a worked example).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+mod destinations;
+mod sinks;
+mod sources;
+
+pub use destinations::{
+    DestinationConfig, HttpDestinationConfig, LocalDirConfig, S3DestinationConfig, SftpConfig,
+};
+pub use sinks::{HttpSinkConfig, PostgresConfig, S3JsonlConfig, SinkConfig, valid_sql_table};
+pub use sources::{AadConfig, AzureBlobConfig, PubsubExportConfig, SourceConfig};
+
 use crate::names;
+use crate::retry::RetryPolicy;
 use crate::secret::SecretRef;
 
 /// Why a config could not be used.
@@ -103,223 +113,8 @@ fn default_max_name_bytes() -> usize {
     names::MAX_NAME_BYTES
 }
 
-/// A place files are read from.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// An Azure Blob Storage account read with a SAS token.
-    AzureBlob {
-        /// Account URL: `https://<account>.blob.core.windows.net`, or the emulator's
-        /// path-style `http://127.0.0.1:10000/devstoreaccount1`.
-        account_url: String,
-        /// SAS query string (container or account SAS, with or without a stored access policy
-        /// `si=`); leading `?` optional.
-        sas: SecretRef,
-        /// Seconds a single read may stall before the connection is dropped and resumed.
-        #[serde(default = "default_read_timeout_secs")]
-        read_timeout_secs: u64,
-    },
-    /// A pub/sub file export with rotating tokens (EG Retail / Lindbak "File export"): the
-    /// vendor's token service hands out a Service Bus subscription (file notifications) and
-    /// SAS-signed blob base URLs (the files). `export-pull` turns notifications into jobs for the
-    /// routes that name this source; `blob-copy` downloads the files with the same tokens.
-    PubsubExport(Box<PubsubExportConfig>),
-}
-
-fn default_read_timeout_secs() -> u64 {
-    30
-}
-
-/// A pub/sub file export source (see `SourceConfig::PubsubExport`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PubsubExportConfig {
-    /// The tenant's service URL; tokens come from
-    /// `POST {tenant_service_url}/api/external/integration/export/temporaryendpoints`.
-    pub tenant_service_url: String,
-    /// The integration name registered with the vendor (`integrationName` of the token request).
-    pub integration_name: String,
-    /// How ferry signs in to Azure AD (Entra ID) to call the token service.
-    pub aad: AadConfig,
-    /// Service Bus topic, used only when the connection string has no `EntityPath` and the
-    /// subscription name is not a full `topic/subscriptions/name` path.
-    #[serde(default)]
-    pub topic: Option<String>,
-    /// Refresh the stored tokens when they expire within this many seconds (token-refresh runs
-    /// on a schedule shorter than this).
-    #[serde(default = "default_refresh_ahead_secs")]
-    pub refresh_ahead_secs: u64,
-    /// At most one token refresh per this many seconds in one function instance, however many
-    /// requests are refused at once (the vendor's own client limits refreshes the same way).
-    #[serde(default = "default_min_refresh_interval_secs")]
-    pub min_refresh_interval_secs: u64,
-    /// Lifetime assumed for tokens when no SAS carries an `se` expiry (stored access policies).
-    #[serde(default = "default_token_ttl_secs")]
-    pub default_token_ttl_secs: u64,
-    /// Seconds a single read from the token service, Service Bus or Blob may stall.
-    #[serde(default = "default_read_timeout_secs")]
-    pub read_timeout_secs: u64,
-    /// Seconds one Service Bus receive waits for a message (`timeout=` of the long poll).
-    #[serde(default = "default_receive_timeout_secs")]
-    pub receive_timeout_secs: u64,
-    /// export-pull stops receiving this many seconds before the Lambda deadline, so the message
-    /// in hand is saved and completed in time.
-    #[serde(default = "default_deadline_margin_secs")]
-    pub deadline_margin_secs: u64,
-    /// export-pull ends its run at the first empty receive instead of polling until the deadline
-    /// (for frequent schedules and local runs).
-    #[serde(default)]
-    pub stop_when_idle: bool,
-    /// Largest message body accepted, in bytes; a larger one is recorded as poison.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
-    /// Largest decompressed size of one gzip'd file, in bytes; more is refused as a gzip bomb.
-    /// Decompressed deliveries are staged in the temp directory, which must have this much room.
-    #[serde(default = "default_max_decompressed_bytes")]
-    pub max_decompressed_bytes: u64,
-    /// Longest line, in bytes, of a decompressed line-oriented file (`application/x-jsonlines`,
-    /// `application/x-xmllines`); a longer one is refused.
-    #[serde(default = "default_max_line_bytes")]
-    pub max_line_bytes: usize,
-}
-
-fn default_refresh_ahead_secs() -> u64 {
-    600
-}
-fn default_min_refresh_interval_secs() -> u64 {
-    30
-}
-fn default_token_ttl_secs() -> u64 {
-    3600
-}
-fn default_receive_timeout_secs() -> u64 {
-    20
-}
-fn default_deadline_margin_secs() -> u64 {
-    15
-}
-fn default_max_message_bytes() -> usize {
-    256 * 1024
-}
-fn default_max_decompressed_bytes() -> u64 {
-    1 << 30
-}
-fn default_max_line_bytes() -> usize {
-    16 << 20
-}
-
-/// Azure AD (Entra ID) client credentials for the token service.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AadConfig {
-    /// Authority host; tokens come from `{authority_url}/{tenant_id}/oauth2/v2.0/token`.
-    #[serde(default = "default_authority_url")]
-    pub authority_url: String,
-    /// Directory (tenant) id.
-    pub tenant_id: String,
-    /// Application (client) id.
-    pub client_id: String,
-    /// Scope requested, e.g. `api://<token service app id>/.default`.
-    pub scope: String,
-    /// Client secret; set this or `certificate`.
-    #[serde(default)]
-    pub client_secret: Option<SecretRef>,
-    /// PEM holding the client certificate (its SHA-1 thumbprint becomes the `x5t` of the signed
-    /// `client_assertion`) and, unless `private_key` is set, its RSA private key.
-    #[serde(default)]
-    pub certificate: Option<SecretRef>,
-    /// PEM RSA private key (PKCS#8 or PKCS#1) of the certificate, when not in `certificate`.
-    #[serde(default)]
-    pub private_key: Option<SecretRef>,
-}
-
-fn default_authority_url() -> String {
-    "https://login.microsoftonline.com".into()
-}
-
-/// A place files are delivered to.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DestinationConfig {
-    /// An S3 bucket (multipart upload for large files).
-    S3 {
-        /// Target bucket.
-        bucket: String,
-        /// Key prefix put before each file name, e.g. `incoming/`.
-        #[serde(default)]
-        prefix: String,
-        /// How to reach it.
-        #[serde(default)]
-        endpoint: S3Endpoint,
-        /// Multipart part size in MiB (5..=512); also the single-request threshold.
-        #[serde(default = "default_part_size_mib")]
-        part_size_mib: u64,
-        /// Parts uploaded at once; memory use is about `part_size_mib * (upload_concurrency + 1)`.
-        #[serde(default = "default_upload_concurrency")]
-        upload_concurrency: usize,
-    },
-    /// An SFTP server; files are written under a temporary name and renamed when complete.
-    Sftp {
-        /// Host name or address.
-        host: String,
-        /// TCP port.
-        #[serde(default = "default_ssh_port")]
-        port: u16,
-        /// Login user.
-        username: String,
-        /// The server's public host key in OpenSSH form (`ssh-ed25519 AAAA...`); connections to
-        /// a server presenting any other key are refused.
-        host_key: String,
-        /// Password, if the server uses password authentication.
-        #[serde(default)]
-        password: Option<SecretRef>,
-        /// OpenSSH private key (PEM text), if the server uses key authentication.
-        #[serde(default)]
-        private_key: Option<SecretRef>,
-        /// Remote directory the files go to (created if missing).
-        directory: String,
-        /// Seconds to wait for connect, auth and each SFTP request.
-        #[serde(default = "default_io_timeout_secs")]
-        timeout_secs: u64,
-    },
-    /// An HTTP endpoint that receives each file as a streamed request body.
-    Http {
-        /// Target URL. `{name}` is replaced by the (percent-encoded) file name.
-        url: String,
-        /// `PUT` or `POST`.
-        #[serde(default = "default_http_method")]
-        method: String,
-        /// Extra plain headers.
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        /// Headers whose values are secrets (e.g. `Authorization`); never logged.
-        #[serde(default)]
-        secret_headers: BTreeMap<String, SecretRef>,
-        /// Seconds a single read or write may stall.
-        #[serde(default = "default_io_timeout_secs")]
-        timeout_secs: u64,
-    },
-    /// A local directory (local runs, mounted volumes); atomic rename into place.
-    LocalDir {
-        /// Directory files are written to (created if missing).
-        path: PathBuf,
-    },
-}
-
-fn default_part_size_mib() -> u64 {
-    8
-}
-fn default_upload_concurrency() -> usize {
-    2
-}
-fn default_ssh_port() -> u16 {
-    22
-}
 fn default_io_timeout_secs() -> u64 {
     30
-}
-fn default_http_method() -> String {
-    "PUT".into()
 }
 
 /// Which webhook notifications become jobs, and where their files go.
@@ -387,6 +182,19 @@ pub struct TransferConfig {
     pub deadline_margin_secs: u64,
 }
 
+impl TransferConfig {
+    /// The retry policy these settings describe (no deadline).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries,
+            initial: std::time::Duration::from_millis(self.initial_backoff_ms),
+            max: std::time::Duration::from_millis(self.max_backoff_ms),
+            budget: std::time::Duration::from_secs(self.retry_budget_secs),
+            deadline: None,
+        }
+    }
+}
+
 impl Default for TransferConfig {
     fn default() -> Self {
         Self {
@@ -405,19 +213,19 @@ fn default_max_attempts() -> u32 {
     5
 }
 fn default_retries() -> usize {
-    4
+    RetryPolicy::DEFAULT_RETRIES
 }
 fn default_initial_backoff_ms() -> u64 {
-    200
+    RetryPolicy::DEFAULT_INITIAL.as_millis() as u64
 }
 fn default_max_backoff_ms() -> u64 {
-    20_000
+    RetryPolicy::DEFAULT_MAX.as_millis() as u64
 }
 fn default_max_resumes() -> u32 {
     10
 }
 fn default_retry_budget_secs() -> u64 {
-    300
+    RetryPolicy::DEFAULT_BUDGET.as_secs()
 }
 fn default_transfer_deadline_margin_secs() -> u64 {
     10
@@ -467,88 +275,6 @@ fn default_max_record_bytes() -> usize {
 }
 fn default_lease_secs() -> u64 {
     900
-}
-
-/// A place view records are delivered to. Every sink is idempotent per record version
-/// (`RecordID`, `lastSubmissionId`), so a rerun after a failure applies nothing twice.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// An HTTP endpoint that receives each record as a JSON `POST` with an `Idempotency-Key`
-    /// header of `RecordID:lastSubmissionId`; the receiver must skip keys it has applied.
-    Http {
-        /// Target URL.
-        url: String,
-        /// Extra plain headers.
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        /// Headers whose values are secrets (e.g. `Authorization`); never logged.
-        #[serde(default)]
-        secret_headers: BTreeMap<String, SecretRef>,
-        /// Seconds a single request may stall.
-        #[serde(default = "default_io_timeout_secs")]
-        timeout_secs: u64,
-        /// Requests in flight at once. Records with the same `RecordID` are always sent one after
-        /// the other, in cursor order.
-        #[serde(default = "default_sink_concurrency")]
-        concurrency: usize,
-    },
-    /// An S3 bucket: one JSON Lines object per chunk at
-    /// `<prefix><view>/after-<watermark, 20 digits>.jsonl` (`from-start.jsonl` for the first),
-    /// so a rerun after a failure overwrites the object instead of adding a second copy.
-    S3Jsonl {
-        /// Target bucket.
-        bucket: String,
-        /// Key prefix, e.g. `views/`.
-        #[serde(default)]
-        prefix: String,
-        /// How to reach it.
-        #[serde(default)]
-        endpoint: S3Endpoint,
-    },
-    /// A PostgreSQL table (created if missing) with one row per (view, `RecordID`): the record as
-    /// `jsonb` and its `lastSubmissionId` as `numeric`. An incoming record replaces the row only
-    /// when its `lastSubmissionId` is greater than the stored one.
-    Postgres {
-        /// Host name or address.
-        host: String,
-        /// TCP port.
-        #[serde(default = "default_postgres_port")]
-        port: u16,
-        /// Login user.
-        user: String,
-        /// Password, if the server asks for one.
-        #[serde(default)]
-        password: Option<SecretRef>,
-        /// Database name.
-        dbname: String,
-        /// Table name, optionally schema-qualified (`schema.table`); lowercase letters, digits
-        /// and `_`.
-        table: String,
-        /// Seconds to wait for the connection.
-        #[serde(default = "default_io_timeout_secs")]
-        connect_timeout_secs: u64,
-    },
-}
-
-fn default_sink_concurrency() -> usize {
-    4
-}
-fn default_postgres_port() -> u16 {
-    5432
-}
-
-/// Checks a (possibly schema-qualified) SQL identifier we interpolate into statements.
-pub fn valid_sql_table(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('.').collect();
-    parts.len() <= 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.len() <= 63
-                && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
 }
 
 impl Config {
@@ -641,7 +367,7 @@ impl Config {
                 }
             }
             if let Some(glob) = &route.file_glob
-                && let Err(e) = crate::webhook::compile_glob(glob)
+                && let Err(e) = names::compile_glob(glob)
             {
                 return invalid(format!(
                     "route {:?}: bad file_glob {glob:?}: {e}",
@@ -655,64 +381,13 @@ impl Config {
             }
         }
         for (name, source) in &self.sources {
-            if let SourceConfig::PubsubExport(p) = source {
-                let aad = &p.aad;
-                let credentials = usize::from(aad.client_secret.is_some())
-                    + usize::from(aad.certificate.is_some());
-                if credentials != 1 {
-                    return invalid(format!(
-                        "source {name:?}: set exactly one of aad.client_secret and aad.certificate"
-                    ));
-                }
-                if aad.private_key.is_some() && aad.certificate.is_none() {
-                    return invalid(format!(
-                        "source {name:?}: aad.private_key needs aad.certificate"
-                    ));
-                }
-                for (field, url) in [
-                    ("tenant_service_url", &p.tenant_service_url),
-                    ("aad.authority_url", &aad.authority_url),
-                ] {
-                    if !url.starts_with("https://") && !url.starts_with("http://") {
-                        return invalid(format!("source {name:?}: {field} must be an http(s) URL"));
-                    }
-                }
-                if p.integration_name.is_empty() || aad.tenant_id.is_empty() {
-                    return invalid(format!(
-                        "source {name:?}: integration_name and aad.tenant_id must not be empty"
-                    ));
-                }
-                if p.max_decompressed_bytes == 0 || p.max_line_bytes == 0 {
-                    return invalid(format!(
-                        "source {name:?}: max_decompressed_bytes and max_line_bytes must be > 0"
-                    ));
-                }
+            if let Err(e) = source.validate() {
+                return invalid(format!("source {name:?}: {e}"));
             }
         }
         for (name, dest) in &self.destinations {
-            if let DestinationConfig::S3 {
-                part_size_mib,
-                upload_concurrency,
-                ..
-            } = dest
-                && (!(5..=512).contains(part_size_mib) || *upload_concurrency == 0)
-            {
-                return invalid(format!(
-                    "destination {name:?}: part_size_mib must be 5..=512 and upload_concurrency >= 1"
-                ));
-            }
-            if let DestinationConfig::Sftp {
-                password: None,
-                private_key: None,
-                ..
-            } = dest
-            {
-                return invalid(format!("destination {name:?}: set password or private_key"));
-            }
-            if let DestinationConfig::Http { method, .. } = dest
-                && !matches!(method.as_str(), "PUT" | "POST")
-            {
-                return invalid(format!("destination {name:?}: method must be PUT or POST"));
+            if let Err(e) = dest.validate() {
+                return invalid(format!("destination {name:?}: {e}"));
             }
         }
         self.validate_views()
@@ -752,37 +427,17 @@ impl Config {
             if let Err(e) = names::validate_key_segment("sink name", name) {
                 return invalid(format!("sink {name:?}: {e}"));
             }
-            match sink {
-                SinkConfig::Http {
-                    url, concurrency, ..
-                } => {
-                    if !matches!(url::Url::parse(url), Ok(u) if matches!(u.scheme(), "http" | "https"))
-                    {
-                        return invalid(format!("sink {name:?}: url must be an http(s) URL"));
-                    }
-                    if !(1..=64).contains(concurrency) {
-                        return invalid(format!("sink {name:?}: concurrency must be 1..=64"));
-                    }
-                }
-                SinkConfig::S3Jsonl { .. } => {}
-                SinkConfig::Postgres {
-                    host,
-                    port,
-                    dbname,
-                    table,
-                    ..
-                } => {
-                    if !valid_sql_table(table) {
-                        return invalid(format!(
-                            "sink {name:?}: table must be lowercase letters, digits and _ (optionally schema.table)"
-                        ));
-                    }
-                    if !tables.insert((host, port, dbname, table)) {
-                        return invalid(format!(
-                            "sink {name:?}: another sink writes the same table {table:?}"
-                        ));
-                    }
-                }
+            if let Err(e) = sink.validate() {
+                return invalid(format!("sink {name:?}: {e}"));
+            }
+            // Two sinks on one table would fight over its rows.
+            if let SinkConfig::Postgres(pg) = sink
+                && !tables.insert((&pg.host, pg.port, &pg.dbname, &pg.table))
+            {
+                return invalid(format!(
+                    "sink {name:?}: another sink writes the same table {:?}",
+                    pg.table
+                ));
             }
         }
         Ok(())
@@ -819,10 +474,10 @@ mod tests {
         assert_eq!(c.webhook.unwrap().max_body_bytes, 16 * 1024);
         assert!(matches!(
             c.destinations["archive"],
-            DestinationConfig::S3 {
+            DestinationConfig::S3(S3DestinationConfig {
                 part_size_mib: 8,
                 ..
-            }
+            })
         ));
     }
 
@@ -833,7 +488,7 @@ mod tests {
         assert_eq!((v.chunk_size, v.lease_secs), (500, 900));
         assert!(matches!(
             c.sinks["db"],
-            SinkConfig::Postgres { port: 5432, .. }
+            SinkConfig::Postgres(PostgresConfig { port: 5432, .. })
         ));
         for (from, to, want) in [
             ("\"sink\": \"db\"", "\"sink\": \"nope\"", "unknown sink"),

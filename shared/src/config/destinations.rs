@@ -1,0 +1,154 @@
+//! Destination settings: one typed struct per kind, each checking itself (`validate`). The
+//! destination's own file builds it (`from_config`); `Config::validate` only cross-checks names.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{S3Endpoint, default_io_timeout_secs};
+use crate::secret::SecretRef;
+
+/// A place files are delivered to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DestinationConfig {
+    /// An S3 bucket (multipart upload for large files).
+    S3(S3DestinationConfig),
+    /// An SFTP server; files are written under a temporary name and renamed when complete.
+    Sftp(SftpConfig),
+    /// An HTTP endpoint that receives each file as a streamed request body.
+    Http(HttpDestinationConfig),
+    /// A local directory (local runs, mounted volumes); atomic rename into place.
+    LocalDir(LocalDirConfig),
+}
+
+impl DestinationConfig {
+    /// Checks the settings of whichever kind this is.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            DestinationConfig::S3(c) => c.validate(),
+            DestinationConfig::Sftp(c) => c.validate(),
+            DestinationConfig::Http(c) => c.validate(),
+            DestinationConfig::LocalDir(_) => Ok(()),
+        }
+    }
+}
+
+/// An S3 bucket (see [`DestinationConfig::S3`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3DestinationConfig {
+    /// Target bucket.
+    pub bucket: String,
+    /// Key prefix put before each file name, e.g. `incoming/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// How to reach it.
+    #[serde(default)]
+    pub endpoint: S3Endpoint,
+    /// Multipart part size in MiB (5..=512); also the single-request threshold.
+    #[serde(default = "default_part_size_mib")]
+    pub part_size_mib: u64,
+    /// Parts uploaded at once; memory use is about `part_size_mib * (upload_concurrency + 1)`.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+}
+
+impl S3DestinationConfig {
+    /// Part size and concurrency within S3's and ferry's limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(5..=512).contains(&self.part_size_mib) || self.upload_concurrency == 0 {
+            return Err("part_size_mib must be 5..=512 and upload_concurrency >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// An SFTP server (see [`DestinationConfig::Sftp`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Login user.
+    pub username: String,
+    /// The server's public host key in OpenSSH form (`ssh-ed25519 AAAA...`); connections to
+    /// a server presenting any other key are refused.
+    pub host_key: String,
+    /// Password, if the server uses password authentication.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// OpenSSH private key (PEM text), if the server uses key authentication.
+    #[serde(default)]
+    pub private_key: Option<SecretRef>,
+    /// Remote directory the files go to (created if missing).
+    pub directory: String,
+    /// Seconds to wait for connect, auth and each SFTP request.
+    #[serde(default = "default_io_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+impl SftpConfig {
+    /// Some way to log in.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.password.is_none() && self.private_key.is_none() {
+            return Err("set password or private_key".into());
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP endpoint (see [`DestinationConfig::Http`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDestinationConfig {
+    /// Target URL. `{name}` is replaced by the (percent-encoded) file name.
+    pub url: String,
+    /// `PUT` or `POST`.
+    #[serde(default = "default_http_method")]
+    pub method: String,
+    /// Extra plain headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values are secrets (e.g. `Authorization`); never logged.
+    #[serde(default)]
+    pub secret_headers: BTreeMap<String, SecretRef>,
+    /// Seconds a single read or write may stall.
+    #[serde(default = "default_io_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+impl HttpDestinationConfig {
+    /// A method that carries a body.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.method.as_str(), "PUT" | "POST") {
+            return Err("method must be PUT or POST".into());
+        }
+        Ok(())
+    }
+}
+
+/// A local directory (see [`DestinationConfig::LocalDir`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalDirConfig {
+    /// Directory files are written to (created if missing).
+    pub path: PathBuf,
+}
+
+fn default_part_size_mib() -> u64 {
+    8
+}
+fn default_upload_concurrency() -> usize {
+    2
+}
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_http_method() -> String {
+    "PUT".into()
+}

@@ -1,0 +1,185 @@
+//! Source settings: one typed struct per kind, each checking itself (`validate`). The source's
+//! own file builds it (`from_config`); `Config::validate` only cross-checks names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretRef;
+
+/// A place files are read from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// An Azure Blob Storage account read with a SAS token.
+    AzureBlob(AzureBlobConfig),
+    /// A pub/sub file export with rotating tokens (EG Retail / Lindbak "File export"): the
+    /// vendor's token service hands out a Service Bus subscription (file notifications) and
+    /// SAS-signed blob base URLs (the files). `export-pull` turns notifications into jobs for the
+    /// routes that name this source; `blob-copy` downloads the files with the same tokens.
+    PubsubExport(Box<PubsubExportConfig>),
+}
+
+impl SourceConfig {
+    /// Checks the settings of whichever kind this is.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SourceConfig::AzureBlob(_) => Ok(()),
+            SourceConfig::PubsubExport(p) => p.validate(),
+        }
+    }
+}
+
+/// An Azure Blob Storage account (see [`SourceConfig::AzureBlob`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobConfig {
+    /// Account URL: `https://<account>.blob.core.windows.net`, or the emulator's
+    /// path-style `http://127.0.0.1:10000/devstoreaccount1`.
+    pub account_url: String,
+    /// SAS query string (container or account SAS, with or without a stored access policy
+    /// `si=`); leading `?` optional.
+    pub sas: SecretRef,
+    /// Seconds a single read may stall before the connection is dropped and resumed.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
+}
+
+fn default_read_timeout_secs() -> u64 {
+    30
+}
+
+/// A pub/sub file export source (see `SourceConfig::PubsubExport`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PubsubExportConfig {
+    /// The tenant's service URL; tokens come from
+    /// `POST {tenant_service_url}/api/external/integration/export/temporaryendpoints`.
+    pub tenant_service_url: String,
+    /// The integration name registered with the vendor (`integrationName` of the token request).
+    pub integration_name: String,
+    /// How ferry signs in to Azure AD (Entra ID) to call the token service.
+    pub aad: AadConfig,
+    /// Service Bus topic, used only when the connection string has no `EntityPath` and the
+    /// subscription name is not a full `topic/subscriptions/name` path.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Refresh the stored tokens when they expire within this many seconds (token-refresh runs
+    /// on a schedule shorter than this).
+    #[serde(default = "default_refresh_ahead_secs")]
+    pub refresh_ahead_secs: u64,
+    /// At most one token refresh per this many seconds in one function instance, however many
+    /// requests are refused at once (the vendor's own client limits refreshes the same way).
+    #[serde(default = "default_min_refresh_interval_secs")]
+    pub min_refresh_interval_secs: u64,
+    /// Lifetime assumed for tokens when no SAS carries an `se` expiry (stored access policies).
+    #[serde(default = "default_token_ttl_secs")]
+    pub default_token_ttl_secs: u64,
+    /// Seconds a single read from the token service, Service Bus or Blob may stall.
+    #[serde(default = "default_read_timeout_secs")]
+    pub read_timeout_secs: u64,
+    /// Seconds one Service Bus receive waits for a message (`timeout=` of the long poll).
+    #[serde(default = "default_receive_timeout_secs")]
+    pub receive_timeout_secs: u64,
+    /// export-pull stops receiving this many seconds before the Lambda deadline, so the message
+    /// in hand is saved and completed in time.
+    #[serde(default = "default_deadline_margin_secs")]
+    pub deadline_margin_secs: u64,
+    /// export-pull ends its run at the first empty receive instead of polling until the deadline
+    /// (for frequent schedules and local runs).
+    #[serde(default)]
+    pub stop_when_idle: bool,
+    /// Largest message body accepted, in bytes; a larger one is recorded as poison.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Largest decompressed size of one gzip'd file, in bytes; more is refused as a gzip bomb.
+    /// Decompressed deliveries are staged in the temp directory, which must have this much room.
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: u64,
+    /// Longest line, in bytes, of a decompressed line-oriented file (`application/x-jsonlines`,
+    /// `application/x-xmllines`); a longer one is refused.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_refresh_ahead_secs() -> u64 {
+    600
+}
+fn default_min_refresh_interval_secs() -> u64 {
+    30
+}
+fn default_token_ttl_secs() -> u64 {
+    3600
+}
+fn default_receive_timeout_secs() -> u64 {
+    20
+}
+fn default_deadline_margin_secs() -> u64 {
+    15
+}
+fn default_max_message_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_decompressed_bytes() -> u64 {
+    1 << 30
+}
+fn default_max_line_bytes() -> usize {
+    16 << 20
+}
+
+/// Azure AD (Entra ID) client credentials for the token service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AadConfig {
+    /// Authority host; tokens come from `{authority_url}/{tenant_id}/oauth2/v2.0/token`.
+    #[serde(default = "default_authority_url")]
+    pub authority_url: String,
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Scope requested, e.g. `api://<token service app id>/.default`.
+    pub scope: String,
+    /// Client secret; set this or `certificate`.
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// PEM holding the client certificate (its SHA-1 thumbprint becomes the `x5t` of the signed
+    /// `client_assertion`) and, unless `private_key` is set, its RSA private key.
+    #[serde(default)]
+    pub certificate: Option<SecretRef>,
+    /// PEM RSA private key (PKCS#8 or PKCS#1) of the certificate, when not in `certificate`.
+    #[serde(default)]
+    pub private_key: Option<SecretRef>,
+}
+
+impl PubsubExportConfig {
+    /// Exactly one AAD credential, http(s) URLs, non-empty names, positive caps.
+    pub fn validate(&self) -> Result<(), String> {
+        let aad = &self.aad;
+        let credentials =
+            usize::from(aad.client_secret.is_some()) + usize::from(aad.certificate.is_some());
+        if credentials != 1 {
+            return Err("set exactly one of aad.client_secret and aad.certificate".into());
+        }
+        if aad.private_key.is_some() && aad.certificate.is_none() {
+            return Err("aad.private_key needs aad.certificate".into());
+        }
+        for (field, url) in [
+            ("tenant_service_url", &self.tenant_service_url),
+            ("aad.authority_url", &aad.authority_url),
+        ] {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                return Err(format!("{field} must be an http(s) URL"));
+            }
+        }
+        if self.integration_name.is_empty() || aad.tenant_id.is_empty() {
+            return Err("integration_name and aad.tenant_id must not be empty".into());
+        }
+        if self.max_decompressed_bytes == 0 || self.max_line_bytes == 0 {
+            return Err("max_decompressed_bytes and max_line_bytes must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_authority_url() -> String {
+    "https://login.microsoftonline.com".into()
+}
