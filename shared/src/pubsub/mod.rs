@@ -3,6 +3,7 @@
 //! correlationId) and completes the message only after the job is saved. `blob-copy` then runs the
 //! job like any other, reading the file with the rotating tokens (`crate::token`).
 
+pub mod connection;
 pub mod message;
 pub mod pull;
 pub mod servicebus;

@@ -175,7 +175,7 @@ pub fn parse_answer(
             "the token service sent an empty blobBaseUrlsWithToken".into(),
         ));
     }
-    if let Some(se) = crate::pubsub::servicebus::signature_expiry(&connection_string) {
+    if let Some(se) = crate::pubsub::connection::signature_expiry(&connection_string) {
         expiries.push(se);
     }
     let expires_at_ms = expiries
