@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ferry_shared::azure_ad::{AadClient, AadCredential};
 use ferry_shared::layout::token_key;
 use ferry_shared::retry::RetryPolicy;
 use ferry_shared::secret::expose;
@@ -20,7 +21,6 @@ use ferry_shared::services::Services;
 use ferry_shared::source::{SourceError, SourceObject};
 use ferry_shared::state::StateStoreExt;
 use ferry_shared::token::ExportTokens;
-use ferry_shared::token::aad::{AadClient, AadCredential};
 use ferry_shared::token::cache::{CacheSettings, RefreshOutcome, TokenCache};
 use ferry_shared::token::service::TokenService as TokenServiceClient;
 use lambda_runtime::{Context, LambdaEvent};

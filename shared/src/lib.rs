@@ -1,6 +1,7 @@
 //! The ferry engine shared by every function: config, the state store, sources,
 //! destinations, view sync and sinks, retries, secrets and telemetry. Function crates stay thin and call in here.
 
+pub mod azure_ad;
 pub mod config;
 pub mod dest;
 pub mod engine;

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::azure_ad::{AadClient, AadCredential, CertificateSigner};
 use crate::config::{Config, DestinationConfig, PubsubExportConfig, SinkConfig, SourceConfig};
 use crate::dest::Destination;
 use crate::dest::http::HttpDestination;
@@ -34,7 +35,6 @@ use crate::sink::s3_jsonl::S3JsonlSink;
 use crate::source::Source;
 use crate::source::azure_blob::AzureBlobSource;
 use crate::state::{S3StateStore, Scoped, StateStore};
-use crate::token::aad::{AadClient, AadCredential, CertificateSigner};
 use crate::token::cache::{CacheSettings, TokenCache};
 use crate::token::service::TokenService;
 use crate::view_sync::{ViewSource, ViewSync};

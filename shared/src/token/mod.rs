@@ -7,7 +7,6 @@
 //! The token set holds secrets (SAS signatures, the Service Bus key): they live in `SecretString`s,
 //! so `Debug` shows `[REDACTED]`, and only `BlobBase::url` (scheme, host, path) is ever logged.
 
-pub mod aad;
 pub mod cache;
 pub mod service;
 
@@ -26,9 +25,10 @@ use crate::state::StateError;
 /// Why tokens could not be obtained. Never contains a token, key or signature.
 #[derive(Debug, Error)]
 pub enum TokenError {
-    /// Azure AD refused the client credentials (wrong secret, unknown client, expired certificate).
-    #[error("Azure AD refused the client credentials ({code}): {description}")]
-    AadRejected { code: String, description: String },
+    /// No Azure AD token for the token service (refused credentials, unusable certificate,
+    /// Azure AD unavailable).
+    #[error(transparent)]
+    Aad(#[from] crate::azure_ad::AadError),
     /// The token service answered 403: the vendor has not granted the integration yet.
     #[error(
         "the token service answered 403 Forbidden for integration {integration:?}: permissions not granted yet (the vendor must grant this app registration access to the integration's file export)"
@@ -63,6 +63,7 @@ impl Retryable for TokenError {
     fn is_retryable(&self) -> bool {
         match self {
             TokenError::Transient { .. } => true,
+            TokenError::Aad(e) => e.is_retryable(),
             TokenError::State(e) => e.is_retryable(),
             _ => false,
         }
@@ -70,6 +71,7 @@ impl Retryable for TokenError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             TokenError::Transient { retry_after, .. } => *retry_after,
+            TokenError::Aad(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -83,6 +85,7 @@ impl Retryable for TokenError {
                 retry_after,
             },
             TokenError::State(e) => TokenError::State(e.retries_stopped(why)),
+            TokenError::Aad(e) => TokenError::Aad(e.retries_stopped(why)),
             other => other,
         }
     }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::aad::AadClient;
 use super::{BlobBase, ExportTokens, TokenError, now_ms};
+use crate::azure_ad::AadClient;
 use crate::redact::redact_url;
 use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
 use crate::secret::expose;

@@ -4,6 +4,9 @@
 //!
 //! Signing uses aws-lc-rs, the crypto library rustls already compiles into every function, so
 //! the RSA code is the audited, constant-time AWS-LC implementation at no extra build cost.
+//!
+//! Generic over what the token is for (the scope): the pub/sub token service and Microsoft Graph
+//! both sign in through it. It has its own error type and imports nothing of theirs.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,9 +21,62 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::SecretString;
 use serde_json::json;
 
-use super::{TokenError, now_ms};
-use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
+use thiserror::Error;
+
+use crate::retry::{RetryPolicy, RetryStop, Retryable, retry_after_header, status_is_retryable};
 use crate::secret::expose;
+
+/// Why no Azure AD token could be had. Never contains a secret.
+#[derive(Debug, Error)]
+pub enum AadError {
+    /// Azure AD refused the client credentials (wrong secret, unknown client, expired certificate).
+    #[error("Azure AD refused the client credentials ({code}): {description}")]
+    Rejected { code: String, description: String },
+    /// The configured credentials cannot be used (unreadable certificate or key).
+    #[error("token credentials unusable: {0}")]
+    Config(String),
+    /// Azure AD answered something we cannot use.
+    #[error("unusable answer: {0}")]
+    BadResponse(String),
+    /// 5xx, 429, 408, resets, timeouts.
+    #[error("token endpoint temporarily unavailable: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Retryable for AadError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, AadError::Transient { .. })
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AadError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        match self {
+            AadError::Transient {
+                reason,
+                retry_after,
+            } => AadError::Transient {
+                reason: format!("{reason} ({why})"),
+                retry_after,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// How the client proves who it is.
 pub enum AadCredential {
@@ -47,23 +103,23 @@ impl std::fmt::Debug for CertificateSigner {
 impl CertificateSigner {
     /// From PEM text holding the certificate and, unless `key_pem` is given, its private key
     /// (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-    pub fn from_pem(cert_pem: &str, key_pem: Option<&str>) -> Result<Self, TokenError> {
+    pub fn from_pem(cert_pem: &str, key_pem: Option<&str>) -> Result<Self, AadError> {
         let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
-            TokenError::Config(format!("no PEM certificate found in aad.certificate: {e}"))
+            AadError::Config(format!("no PEM certificate found in aad.certificate: {e}"))
         })?;
         let key_text = key_pem.unwrap_or(cert_pem);
         let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes())
-            .map_err(|e| TokenError::Config(format!("no PEM private key found: {e}")))?;
+            .map_err(|e| AadError::Config(format!("no PEM private key found: {e}")))?;
         let key = match &key {
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
             _ => {
-                return Err(TokenError::Config(
+                return Err(AadError::Config(
                     "the private key is not an RSA key (PKCS#8 or PKCS#1)".into(),
                 ));
             }
         }
-        .map_err(|e| TokenError::Config(format!("the RSA private key was rejected: {e}")))?;
+        .map_err(|e| AadError::Config(format!("the RSA private key was rejected: {e}")))?;
         let thumbprint = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, cert.as_ref());
         Ok(Self {
             key,
@@ -77,11 +133,11 @@ impl CertificateSigner {
     }
 
     /// A client assertion for `client_id` at `audience` (the token endpoint), valid 10 minutes.
-    pub fn assertion(&self, client_id: &str, audience: &str) -> Result<SecretString, TokenError> {
-        let now = now_ms() / 1000;
+    pub fn assertion(&self, client_id: &str, audience: &str) -> Result<SecretString, AadError> {
+        let now = now_secs();
         let header = json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t});
         let mut jti = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut jti).map_err(|_| TokenError::Config("no randomness".into()))?;
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| AadError::Config("no randomness".into()))?;
         let claims = json!({
             "aud": audience,
             "iss": client_id,
@@ -104,7 +160,7 @@ impl CertificateSigner {
                 signing_input.as_bytes(),
                 &mut signature,
             )
-            .map_err(|_| TokenError::Config("RSA signing failed".into()))?;
+            .map_err(|_| AadError::Config("RSA signing failed".into()))?;
         Ok(SecretString::from(format!(
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature)
@@ -149,7 +205,7 @@ impl AadClient {
     }
 
     /// An access token, from the cache while it has life left.
-    pub async fn token(&self) -> Result<SecretString, TokenError> {
+    pub async fn token(&self) -> Result<SecretString, AadError> {
         if let Some((token, until)) = self.cached.lock().expect("aad cache").as_ref()
             && Instant::now() < *until
         {
@@ -172,7 +228,7 @@ impl AadClient {
         *self.cached.lock().expect("aad cache") = None;
     }
 
-    async fn request(&self) -> Result<(SecretString, Duration), TokenError> {
+    async fn request(&self) -> Result<(SecretString, Duration), AadError> {
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "client_credentials".into()),
             ("client_id", self.client_id.clone()),
@@ -198,7 +254,7 @@ impl AadClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| TokenError::Transient {
+            .map_err(|e| AadError::Transient {
                 reason: format!("azure ad: {}", e.without_url()),
                 retry_after: None,
             })?;
@@ -206,7 +262,7 @@ impl AadClient {
         let retry_after = retry_after_header(resp.headers());
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         if status_is_retryable(status) {
-            return Err(TokenError::Transient {
+            return Err(AadError::Transient {
                 reason: format!("azure ad answered HTTP {status}"),
                 retry_after,
             });
@@ -222,7 +278,7 @@ impl AadClient {
                 .chars()
                 .take(300)
                 .collect();
-            return Err(TokenError::AadRejected {
+            return Err(AadError::Rejected {
                 code: format!("HTTP {status} {}", field("error")),
                 description,
             });
@@ -231,7 +287,7 @@ impl AadClient {
             .get("access_token")
             .and_then(|v| v.as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| TokenError::BadResponse("azure ad sent no access_token".into()))?;
+            .ok_or_else(|| AadError::BadResponse("azure ad sent no access_token".into()))?;
         // v2 sends a number, v1 a string.
         let expires_in = match body.get("expires_in") {
             Some(serde_json::Value::Number(n)) => n.as_u64(),
