@@ -54,8 +54,12 @@ pub fn build() -> &'static BTreeMap<String, PathBuf> {
             let is_bin = msg["target"]["kind"]
                 .as_array()
                 .is_some_and(|k| k.iter().any(|k| k == "bin"));
+            // `--tests` also builds each binary's unit-test harness, reported as a `bin` target
+            // too: only the artifact built without the test profile is the bootstrap.
+            let is_test_harness = msg["profile"]["test"].as_bool().unwrap_or(true);
             if msg["reason"] == "compiler-artifact"
                 && is_bin
+                && !is_test_harness
                 && FUNCTIONS.contains(&name)
                 && let Some(exe) = msg["executable"].as_str()
             {
