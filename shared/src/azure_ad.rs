@@ -23,7 +23,8 @@ use serde_json::json;
 
 use thiserror::Error;
 
-use crate::retry::{RetryPolicy, RetryStop, Retryable, retry_after_header, status_is_retryable};
+use crate::http_client::{HttpClass, classify};
+use crate::retry::{RetryPolicy, RetryStop, Retryable};
 use crate::secret::expose;
 
 /// Why no Azure AD token could be had. Never contains a secret.
@@ -259,15 +260,15 @@ impl AadClient {
                 retry_after: None,
             })?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after_header(resp.headers());
+        let class = classify(&resp);
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        if status_is_retryable(status) {
+        if let HttpClass::Retryable { retry_after, .. } = class {
             return Err(AadError::Transient {
                 reason: format!("azure ad answered HTTP {status}"),
                 retry_after,
             });
         }
-        if !(200..300).contains(&status) {
+        if class != HttpClass::Success {
             let field = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("");
             // The first line of AAD's description names the cause (AADSTS code); the rest is
             // trace ids and timestamps.

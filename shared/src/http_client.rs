@@ -1,6 +1,53 @@
-//! The one place HTTP clients are built: every call has connect and read timeouts.
+//! The one place HTTP clients are built (every call has connect and read timeouts) and HTTP
+//! answers are classified ([`classify`]): what a status means is decided here for every backend
+//! that speaks HTTP, which only adds the statuses its protocol gives a meaning of its own (a
+//! 404 that means "gone", a 412 that means "changed").
 
 use std::time::Duration;
+
+use crate::retry::{retry_after_header, status_is_retryable};
+
+/// What an HTTP answer's status means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpClass {
+    /// 2xx.
+    Success,
+    /// 401 or 403: the credentials were refused (refresh them once, or give up).
+    Refused {
+        /// The status.
+        status: u16,
+    },
+    /// 408, 429 or 5xx: worth sending again, after `retry_after` when the server said so.
+    Retryable {
+        /// The status.
+        status: u16,
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// Any other status: the request itself is wrong; sending it again cannot help.
+    Rejected {
+        /// The status.
+        status: u16,
+    },
+}
+
+/// Classifies a response by its status (and `Retry-After`).
+pub fn classify(response: &reqwest::Response) -> HttpClass {
+    classify_status(response.status().as_u16(), response.headers())
+}
+
+/// Classifies a status with the headers that came with it.
+pub fn classify_status(status: u16, headers: &http::HeaderMap) -> HttpClass {
+    match status {
+        200..=299 => HttpClass::Success,
+        401 | 403 => HttpClass::Refused { status },
+        s if status_is_retryable(s) => HttpClass::Retryable {
+            status,
+            retry_after: retry_after_header(headers),
+        },
+        _ => HttpClass::Rejected { status },
+    }
+}
 
 /// A client for sources and destinations. `read_timeout` resets on every read, so a long
 /// streaming download is fine while a stalled one is cut.
@@ -35,4 +82,37 @@ pub fn header_map(
         map.insert(name(&k)?, value);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_once_for_every_backend() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(classify_status(204, &headers), HttpClass::Success);
+        assert_eq!(
+            classify_status(403, &headers),
+            HttpClass::Refused { status: 403 }
+        );
+        assert_eq!(
+            classify_status(404, &headers),
+            HttpClass::Rejected { status: 404 }
+        );
+        assert_eq!(
+            classify_status(409, &headers),
+            HttpClass::Rejected { status: 409 }
+        );
+        headers.insert("retry-after", "7".parse().unwrap());
+        for status in [408, 429, 500, 503] {
+            assert_eq!(
+                classify_status(status, &headers),
+                HttpClass::Retryable {
+                    status,
+                    retry_after: Some(Duration::from_secs(7))
+                }
+            );
+        }
+    }
 }

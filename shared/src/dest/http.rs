@@ -10,8 +10,8 @@ use tokio_util::io::ReaderStream;
 
 use super::{Delivery, Destination, DestinationError, Written};
 use crate::ByteReader;
+use crate::http_client::{HttpClass, classify};
 use crate::redact::redact_url;
-use crate::retry::{retry_after_header, status_is_retryable};
 
 /// Characters kept as they are when a file name goes into a URL path (folders keep their `/`).
 const NAME_KEEP: &AsciiSet = &NON_ALPHANUMERIC
@@ -115,22 +115,24 @@ impl Destination for HttpDestination {
                     retry_after: None,
                 }
             })?;
-        let status = resp.status().as_u16();
         let location = redact_url(&url);
-        match status {
-            200..=299 => Ok(Written {
+        match classify(&resp) {
+            HttpClass::Success => Ok(Written {
                 location,
                 bytes: delivery.size,
             }),
-            401 | 403 => Err(DestinationError::Unauthorized(format!(
+            HttpClass::Refused { status } => Err(DestinationError::Unauthorized(format!(
                 "HTTP {status} from {location}"
             ))),
-            s if status_is_retryable(s) => Err(DestinationError::Transient {
-                reason: format!("HTTP {s} from {location}"),
-                retry_after: retry_after_header(resp.headers()),
+            HttpClass::Retryable {
+                status,
+                retry_after,
+            } => Err(DestinationError::Transient {
+                reason: format!("HTTP {status} from {location}"),
+                retry_after,
             }),
-            s => Err(DestinationError::Rejected(format!(
-                "HTTP {s} from {location}"
+            HttpClass::Rejected { status } => Err(DestinationError::Rejected(format!(
+                "HTTP {status} from {location}"
             ))),
         }
     }

@@ -20,7 +20,8 @@ use thiserror::Error;
 use url::Url;
 
 use super::connection::{Connection, SbAuth, parse_connection_string, sas_token};
-use crate::retry::{RetryPolicy, RetryStop, Retryable, retry_after_header, status_is_retryable};
+use crate::http_client::{HttpClass, classify};
+use crate::retry::{RetryPolicy, RetryStop, Retryable};
 use crate::secret::expose;
 use crate::token::cache::TokenCache;
 use crate::token::{ExportTokens, TokenError, now_ms};
@@ -270,16 +271,16 @@ impl ServiceBusClient {
 
     fn failure(resp: &Response, sub: &Subscription, what: &str) -> SbError {
         let status = resp.status().as_u16();
-        match status {
-            404 | 410 if what == "receive" => SbError::EntityGone {
+        match (status, classify(resp)) {
+            (404 | 410, _) if what == "receive" => SbError::EntityGone {
                 path: sub.path.clone(),
                 status,
             },
-            s if status_is_retryable(s) => SbError::Transient {
+            (s, HttpClass::Retryable { retry_after, .. }) => SbError::Transient {
                 reason: format!("{what}: HTTP {s}"),
-                retry_after: retry_after_header(resp.headers()),
+                retry_after,
             },
-            s => SbError::Permanent(format!("{what}: HTTP {s}")),
+            (s, _) => SbError::Permanent(format!("{what}: HTTP {s}")),
         }
     }
 

@@ -10,8 +10,9 @@ use futures_util::future::try_join_all;
 use reqwest::header::HeaderMap;
 
 use super::{Chunk, Sink, SinkError, SinkReceipt};
+use crate::http_client::{HttpClass, classify};
 use crate::redact::redact_url;
-use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
+use crate::retry::RetryPolicy;
 use crate::view_sync::record::Record;
 
 /// Posts records to one URL, `concurrency` requests at a time.
@@ -78,18 +79,20 @@ impl HttpSink {
             .send()
             .await
             .map_err(|e| SinkError::transient(format!("POST {location}: {}", e.without_url())))?;
-        let status = resp.status().as_u16();
-        match status {
-            200..=299 => Ok(()),
-            401 | 403 => Err(SinkError::Unauthorized(format!(
+        match classify(&resp) {
+            HttpClass::Success => Ok(()),
+            HttpClass::Refused { status } => Err(SinkError::Unauthorized(format!(
                 "HTTP {status} from {location}"
             ))),
-            s if status_is_retryable(s) => Err(SinkError::Transient {
-                reason: format!("HTTP {s} from {location}"),
-                retry_after: retry_after_header(resp.headers()),
+            HttpClass::Retryable {
+                status,
+                retry_after,
+            } => Err(SinkError::Transient {
+                reason: format!("HTTP {status} from {location}"),
+                retry_after,
             }),
-            s => Err(SinkError::Rejected(format!(
-                "HTTP {s} from {location} for record {}",
+            HttpClass::Rejected { status } => Err(SinkError::Rejected(format!(
+                "HTTP {status} from {location} for record {}",
                 record.version_key()
             ))),
         }

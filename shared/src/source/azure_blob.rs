@@ -18,8 +18,9 @@ use tokio_util::io::StreamReader;
 
 use super::{Source, SourceError, SourceObject};
 use crate::ByteReader;
+use crate::http_client::{HttpClass, classify};
 use crate::redact::redact_url;
-use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
+use crate::retry::RetryPolicy;
 use crate::secret::expose;
 
 /// Azure's REST version we speak; SAS requests may omit it but pinning it keeps behaviour stable.
@@ -255,17 +256,17 @@ fn check_status(resp: Response, what: &str) -> Result<Response, SourceError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or(status.canonical_reason().unwrap_or("error"))
         .to_string();
-    Err(match status.as_u16() {
-        404 => SourceError::NotFound(what.to_string()),
-        401 | 403 => SourceError::AccessDenied { code },
-        412 => SourceError::Changed {
+    Err(match (status.as_u16(), classify(&resp)) {
+        (404, _) => SourceError::NotFound(what.to_string()),
+        (412, _) => SourceError::Changed {
             etag: String::new(),
         },
-        s if status_is_retryable(s) => SourceError::Transient {
+        (_, HttpClass::Refused { .. }) => SourceError::AccessDenied { code },
+        (s, HttpClass::Retryable { retry_after, .. }) => SourceError::Transient {
             reason: format!("HTTP {s} {code} from {what}"),
-            retry_after: retry_after_header(resp.headers()),
+            retry_after,
         },
-        s => SourceError::Permanent(format!("HTTP {s} {code} from {what}")),
+        (s, _) => SourceError::Permanent(format!("HTTP {s} {code} from {what}")),
     })
 }
 

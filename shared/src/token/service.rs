@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use super::{BlobBase, ExportTokens, TokenError, now_ms};
 use crate::azure_ad::AadClient;
+use crate::http_client::{HttpClass, classify};
 use crate::redact::redact_url;
-use crate::retry::{RetryPolicy, retry_after_header, status_is_retryable};
+use crate::retry::RetryPolicy;
 use crate::secret::expose;
 
 /// Path of the token endpoint below the tenant service URL.
@@ -72,15 +73,20 @@ impl TokenService {
                 reason: format!("token service: {}", e.without_url()),
                 retry_after: None,
             })?;
-        let status = resp.status().as_u16();
-        if status_is_retryable(status) {
-            return Err(TokenError::Transient {
-                reason: format!("token service answered HTTP {status}"),
-                retry_after: retry_after_header(resp.headers()),
-            });
-        }
-        if !(200..300).contains(&status) {
-            return Ok(Err(status));
+        match classify(&resp) {
+            HttpClass::Success => {}
+            HttpClass::Retryable {
+                status,
+                retry_after,
+            } => {
+                return Err(TokenError::Transient {
+                    reason: format!("token service answered HTTP {status}"),
+                    retry_after,
+                });
+            }
+            HttpClass::Refused { status } | HttpClass::Rejected { status } => {
+                return Ok(Err(status));
+            }
         }
         let body = resp.json::<Value>().await.map_err(|e| {
             TokenError::BadResponse(format!("token service sent no JSON: {}", e.without_url()))

@@ -36,9 +36,10 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use crate::config::ViewConfig;
+use crate::http_client::HttpClass;
 use crate::layout::lease_key;
 use crate::redact::redact_url;
-use crate::retry::{RetryPolicy, RetryStop, Retryable, retry_after_header, status_is_retryable};
+use crate::retry::{RetryPolicy, RetryStop, Retryable, status_is_retryable};
 use crate::sink::{Chunk, Sink, SinkError};
 use crate::state::{StateError, StateStore};
 use lease::{Acquired, Lease, WatermarkState, advance_watermark, read_watermark};
@@ -448,14 +449,21 @@ impl ViewSync {
                     .send()
                     .await
                     .map_err(|e| transport(&e, secs))?;
-                let status = response.status().as_u16();
-                match status {
-                    200..=299 => Ok(response),
-                    401 | 403 => Err(SyncFailure::Unauthorized { status }),
-                    _ => Err(SyncFailure::ViewHttp {
+                match crate::http_client::classify(&response) {
+                    HttpClass::Success => Ok(response),
+                    HttpClass::Refused { status } => Err(SyncFailure::Unauthorized { status }),
+                    HttpClass::Retryable {
+                        status,
+                        retry_after,
+                    } => Err(SyncFailure::ViewHttp {
                         status,
                         url: shown.clone(),
-                        retry_after: retry_after_header(response.headers()),
+                        retry_after,
+                    }),
+                    HttpClass::Rejected { status } => Err(SyncFailure::ViewHttp {
+                        status,
+                        url: shown.clone(),
+                        retry_after: None,
                     }),
                 }
             })
