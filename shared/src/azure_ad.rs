@@ -169,6 +169,35 @@ impl CertificateSigner {
     }
 }
 
+impl AadCredential {
+    /// The credential a config names: a client secret, or a certificate (PEM, with its private
+    /// key in it or in `private_key`). Exactly one of the two must be set (configs check it).
+    pub async fn resolve(
+        client_secret: Option<&crate::secret::SecretRef>,
+        certificate: Option<&crate::secret::SecretRef>,
+        private_key: Option<&crate::secret::SecretRef>,
+        secrets: &crate::secret::SecretResolver,
+    ) -> Result<Self, crate::setup::SetupError> {
+        use crate::setup::SetupError;
+        match (client_secret, certificate) {
+            (Some(secret), _) => Ok(AadCredential::Secret(secrets.resolve(secret).await?)),
+            (None, Some(cert)) => {
+                let cert = secrets.resolve(cert).await?;
+                let key = match private_key {
+                    Some(k) => Some(secrets.resolve(k).await?),
+                    None => None,
+                };
+                let signer = CertificateSigner::from_pem(expose(&cert), key.as_ref().map(expose))
+                    .map_err(|e| SetupError::Config(e.to_string()))?;
+                Ok(AadCredential::Certificate(signer))
+            }
+            (None, None) => Err(SetupError::Config(
+                "set aad.client_secret or aad.certificate".into(),
+            )),
+        }
+    }
+}
+
 /// Gets and caches Azure AD access tokens for one client.
 pub struct AadClient {
     http: reqwest::Client,

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::azure_ad::{AadClient, AadCredential, CertificateSigner};
 use crate::config::{Config, DestinationConfig, PubsubExportConfig, SinkConfig, SourceConfig};
 use crate::dest::Destination;
 use crate::dest::http::HttpDestination;
@@ -35,8 +34,7 @@ use crate::sink::s3_jsonl::S3JsonlSink;
 use crate::source::Source;
 use crate::source::azure_blob::AzureBlobSource;
 use crate::state::{S3StateStore, Scoped, StateStore};
-use crate::token::cache::{CacheSettings, TokenCache};
-use crate::token::service::TokenService;
+use crate::token::cache::TokenCache;
 use crate::view_sync::{ViewSource, ViewSync};
 use crate::webhook::WebhookService;
 
@@ -178,7 +176,7 @@ impl Services {
         let state = self.state_for(Function::TokenRefresh);
         let mut caches = Vec::new();
         for (name, p) in self.pubsub_sources() {
-            caches.push(self.token_cache(name, p, &state).await?);
+            caches.push(TokenCache::from_config(name, p, &self.secrets, &state, self.retry).await?);
         }
         Ok(caches)
     }
@@ -188,7 +186,7 @@ impl Services {
         let state = self.state_for(Function::ExportPull);
         let mut pullers = Vec::new();
         for (name, p) in self.pubsub_sources() {
-            let cache = self.token_cache(name, p, &state).await?;
+            let cache = TokenCache::from_config(name, p, &self.secrets, &state, self.retry).await?;
             // A receive long-polls for up to receive_timeout_secs before the first byte.
             let read_timeout = p.read_timeout_secs.max(p.receive_timeout_secs + 10);
             let bus = ServiceBusClient::new(
@@ -235,7 +233,8 @@ impl Services {
                 AzureBlobSource::from_config(c, &self.secrets, self.retry, max_resumes).await?,
             ),
             SourceConfig::PubsubExport(p) => {
-                let cache = self.token_cache(name, p, state).await?;
+                let cache =
+                    TokenCache::from_config(name, p, &self.secrets, state, self.retry).await?;
                 let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
                 Arc::new(AzureBlobSource::with_credentials(
                     http,
@@ -287,67 +286,6 @@ impl Services {
             SinkConfig::S3Jsonl(c) => Arc::new(S3JsonlSink::from_config(c).await),
             SinkConfig::Postgres(c) => Arc::new(PostgresSink::from_config(c, &self.secrets).await?),
         })
-    }
-
-    /// The token cache of one pub/sub export source: Azure AD client -> token service -> cache,
-    /// keeping the tokens in `state`.
-    async fn token_cache(
-        &self,
-        name: &str,
-        p: &PubsubExportConfig,
-        state: &Arc<dyn StateStore>,
-    ) -> Result<Arc<TokenCache>, SetupError> {
-        let secrets = &self.secrets;
-        let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
-        let aad = &p.aad;
-        let credential = match (&aad.client_secret, &aad.certificate) {
-            (Some(secret), _) => AadCredential::Secret(secrets.resolve(secret).await?),
-            (None, Some(cert)) => {
-                let cert = secrets.resolve(cert).await?;
-                let key = match &aad.private_key {
-                    Some(k) => Some(secrets.resolve(k).await?),
-                    None => None,
-                };
-                let signer = CertificateSigner::from_pem(
-                    crate::secret::expose(&cert),
-                    key.as_ref().map(crate::secret::expose),
-                )
-                .map_err(|e| SetupError::Config(format!("source {name:?}: {e}")))?;
-                AadCredential::Certificate(signer)
-            }
-            (None, None) => {
-                return Err(SetupError::Config(format!(
-                    "source {name:?}: set aad.client_secret or aad.certificate"
-                )));
-            }
-        };
-        let aad_client = AadClient::new(
-            http.clone(),
-            &aad.authority_url,
-            &aad.tenant_id,
-            &aad.client_id,
-            &aad.scope,
-            credential,
-            self.retry,
-        );
-        let service = TokenService::new(
-            http,
-            &p.tenant_service_url,
-            &p.integration_name,
-            aad_client,
-            Duration::from_secs(p.default_token_ttl_secs),
-            self.retry,
-        );
-        Ok(Arc::new(TokenCache::new(
-            name,
-            state.clone(),
-            Arc::new(service),
-            self.retry,
-            CacheSettings {
-                refresh_ahead: Duration::from_secs(p.refresh_ahead_secs),
-                min_refresh_interval: Duration::from_secs(p.min_refresh_interval_secs),
-            },
-        )))
     }
 }
 

@@ -68,6 +68,59 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// The token cache of one pub/sub export source, built from its config: Azure AD client ->
+    /// token service -> cache, keeping the tokens in `state`. Resolves the AAD credential.
+    pub async fn from_config(
+        name: &str,
+        p: &crate::config::PubsubExportConfig,
+        secrets: &crate::secret::SecretResolver,
+        state: &Arc<dyn StateStore>,
+        retry: RetryPolicy,
+    ) -> Result<Arc<Self>, crate::setup::SetupError> {
+        let aad = &p.aad;
+        let credential = crate::azure_ad::AadCredential::resolve(
+            aad.client_secret.as_ref(),
+            aad.certificate.as_ref(),
+            aad.private_key.as_ref(),
+            secrets,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::setup::SetupError::Config(m) => {
+                crate::setup::SetupError::Config(format!("source {name:?}: {m}"))
+            }
+            other => other,
+        })?;
+        let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
+        let aad_client = crate::azure_ad::AadClient::new(
+            http.clone(),
+            &aad.authority_url,
+            &aad.tenant_id,
+            &aad.client_id,
+            &aad.scope,
+            credential,
+            retry,
+        );
+        let service = super::service::TokenService::new(
+            http,
+            &p.tenant_service_url,
+            &p.integration_name,
+            aad_client,
+            Duration::from_secs(p.default_token_ttl_secs),
+            retry,
+        );
+        Ok(Arc::new(Self::new(
+            name,
+            state.clone(),
+            Arc::new(service),
+            retry,
+            CacheSettings {
+                refresh_ahead: Duration::from_secs(p.refresh_ahead_secs),
+                min_refresh_interval: Duration::from_secs(p.min_refresh_interval_secs),
+            },
+        )))
+    }
+
     /// A cache for `source`'s tokens.
     pub fn new(
         source: &str,
