@@ -129,18 +129,17 @@ impl Services {
             .ok_or_else(|| SetupError::Config("the webhook section is missing".into()))?;
         let state = self.state_for(Function::WebhookIngest);
         let token = self.secrets.resolve(&wh.token).await?;
+        // Webhook routes only: a pub/sub route's source is never read here.
+        let routes: Vec<_> = self.config.webhook_routes().cloned().collect();
         let mut sources = BTreeMap::new();
-        for name in self
-            .config
-            .routes
+        for name in routes
             .iter()
-            .filter(|r| r.container.is_some())
             .map(|r| r.source.as_str())
             .collect::<BTreeSet<_>>()
         {
             sources.insert(name.to_string(), self.source(name, &state).await?);
         }
-        WebhookService::new(wh, token, &self.config.routes, sources, state, self.retry)
+        WebhookService::new(wh, token, &routes, sources, state, self.retry)
             .map_err(|e| SetupError::Config(format!("bad route glob: {e}")))
     }
 

@@ -277,6 +277,30 @@ fn default_lease_secs() -> u64 {
     900
 }
 
+/// How a route selects its files. Which kind a route is follows from its source's kind;
+/// [`Config::route_selector`] decides it in one place and refuses fields of the other kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteSelector<'a> {
+    /// A webhook route (Azure Blob source): files notified in `container` whose name matches
+    /// `file_glob` (if set) and contains `name_contains` (if set).
+    Webhook {
+        /// The container the notification must name.
+        container: &'a str,
+        /// Glob the file name must match.
+        file_glob: Option<&'a str>,
+        /// Substring the file name must contain.
+        name_contains: Option<&'a str>,
+    },
+    /// A pub/sub export route: files announced with one of `blob_types` (compared
+    /// case-insensitively), delivered decompressed when `decompress` and gzip'd.
+    BlobTypes {
+        /// The announced blob types this route takes.
+        blob_types: &'a [String],
+        /// Deliver gzip'd files decompressed.
+        decompress: bool,
+    },
+}
+
 impl Config {
     /// Parses and checks a JSON config.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
@@ -296,6 +320,59 @@ impl Config {
             reason: e.to_string(),
         })?;
         Self::from_json(&text)
+    }
+
+    /// The selector of `route`, by its source's kind, with its fields checked; an error says
+    /// which fields belong to the other kind.
+    pub fn route_selector<'a>(
+        &'a self,
+        route: &'a RouteConfig,
+    ) -> Result<RouteSelector<'a>, String> {
+        match self.sources.get(&route.source) {
+            None => Err(format!("names unknown source {:?}", route.source)),
+            Some(SourceConfig::PubsubExport(_)) => {
+                if route.blob_types.is_empty() || route.blob_types.iter().any(|t| t.is_empty()) {
+                    return Err("a pub/sub export route needs blob_types (non-empty names)".into());
+                }
+                if route.container.is_some()
+                    || route.file_glob.is_some()
+                    || route.name_contains.is_some()
+                {
+                    return Err("container, file_glob and name_contains are for webhook routes; pub/sub export routes select files by blob_types".into());
+                }
+                Ok(RouteSelector::BlobTypes {
+                    blob_types: &route.blob_types,
+                    decompress: route.decompress,
+                })
+            }
+            Some(SourceConfig::AzureBlob(_)) => {
+                let Some(container) = &route.container else {
+                    return Err("needs a container".into());
+                };
+                names::validate_container("container", container).map_err(|e| e.to_string())?;
+                if !route.blob_types.is_empty() || route.decompress {
+                    return Err(
+                        "blob_types and decompress apply to pub/sub export routes only".into(),
+                    );
+                }
+                if let Some(glob) = &route.file_glob {
+                    names::compile_glob(glob)
+                        .map_err(|e| format!("bad file_glob {glob:?}: {e}"))?;
+                }
+                Ok(RouteSelector::Webhook {
+                    container,
+                    file_glob: route.file_glob.as_deref(),
+                    name_contains: route.name_contains.as_deref(),
+                })
+            }
+        }
+    }
+
+    /// The routes webhook notifications are matched against (valid configs only).
+    pub fn webhook_routes(&self) -> impl Iterator<Item = &RouteConfig> {
+        self.routes
+            .iter()
+            .filter(|r| matches!(self.route_selector(r), Ok(RouteSelector::Webhook { .. })))
     }
 
     /// Cross-checks names: every route's source and destinations exist, names are key-safe,
@@ -332,47 +409,8 @@ impl Config {
                     ));
                 }
             }
-            let pubsub = matches!(
-                self.sources.get(&route.source),
-                Some(SourceConfig::PubsubExport(_))
-            );
-            if pubsub {
-                if route.blob_types.is_empty() || route.blob_types.iter().any(|t| t.is_empty()) {
-                    return invalid(format!(
-                        "route {:?}: a pub/sub export route needs blob_types (non-empty names)",
-                        route.name
-                    ));
-                }
-                if route.container.is_some()
-                    || route.file_glob.is_some()
-                    || route.name_contains.is_some()
-                {
-                    return invalid(format!(
-                        "route {:?}: container, file_glob and name_contains are for webhook routes; pub/sub export routes select files by blob_types",
-                        route.name
-                    ));
-                }
-            } else {
-                let Some(container) = &route.container else {
-                    return invalid(format!("route {:?} needs a container", route.name));
-                };
-                if let Err(e) = names::validate_container("container", container) {
-                    return invalid(format!("route {:?}: {e}", route.name));
-                }
-                if !route.blob_types.is_empty() || route.decompress {
-                    return invalid(format!(
-                        "route {:?}: blob_types and decompress apply to pub/sub export routes only",
-                        route.name
-                    ));
-                }
-            }
-            if let Some(glob) = &route.file_glob
-                && let Err(e) = names::compile_glob(glob)
-            {
-                return invalid(format!(
-                    "route {:?}: bad file_glob {glob:?}: {e}",
-                    route.name
-                ));
+            if let Err(e) = self.route_selector(route) {
+                return invalid(format!("route {:?}: {e}", route.name));
             }
             if let Some(folder) = &route.target_folder
                 && let Err(e) = names::validate_object_name("target_folder", folder, 512)
