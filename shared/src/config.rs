@@ -304,6 +304,8 @@ pub enum DestinationConfig {
         /// Directory files are written to (created if missing).
         path: PathBuf,
     },
+    /// A OneDrive or SharePoint document library via Microsoft Graph (see `dest::graph`).
+    Graph(Box<crate::dest::graph::GraphConfig>),
 }
 
 fn default_part_size_mib() -> u64 {
@@ -713,6 +715,10 @@ impl Config {
                 && !matches!(method.as_str(), "PUT" | "POST")
             {
                 return invalid(format!("destination {name:?}: method must be PUT or POST"));
+            }
+            if let DestinationConfig::Graph(g) = dest {
+                g.validate()
+                    .or_else(|e| invalid(format!("destination {name:?}: {e}")))?;
             }
         }
         self.validate_views()

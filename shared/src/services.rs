@@ -316,6 +316,16 @@ impl Services {
             DestinationConfig::Sftp { .. } => {
                 crate::dest::sftp_from_config(dest, &self.secrets).await?
             }
+            DestinationConfig::Graph(g) => Arc::new(
+                crate::dest::graph::GraphDestination::from_config(
+                    name,
+                    g,
+                    &self.secrets,
+                    Some(state.clone()),
+                    self.retry,
+                )
+                .await?,
+            ),
         })
     }
 
