@@ -1071,7 +1071,10 @@ fn check_path(path: &str) -> Result<(), DestinationError> {
     Ok(())
 }
 
+/// Unreserved characters plus `!` and `,` (legal in a path, and in drive and site ids) stay.
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b',')
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
