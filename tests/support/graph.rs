@@ -586,7 +586,7 @@ impl State {
         if len >= MAX_REQUEST {
             return self.violation(413, "requestTooLarge", format!("fragment of {len} bytes"));
         }
-        if end + 1 != total && len % UNIT != 0 {
+        if end + 1 != total && !len.is_multiple_of(UNIT) {
             return self.violation(
                 400,
                 "invalidRange",

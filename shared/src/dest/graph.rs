@@ -175,7 +175,10 @@ impl GraphConfig {
             return Err("library needs hostname + site_path".into());
         }
         let fragment = self.fragment_size_mib.saturating_mul(MIB);
-        if fragment == 0 || fragment % FRAGMENT_UNIT_BYTES != 0 || fragment >= MAX_REQUEST_BYTES {
+        if fragment == 0
+            || !fragment.is_multiple_of(FRAGMENT_UNIT_BYTES)
+            || fragment >= MAX_REQUEST_BYTES
+        {
             return Err(format!(
                 "fragment_size_mib {} must give a multiple of 320 KiB below 60 MiB (5, 10, ... 55)",
                 self.fragment_size_mib
@@ -620,7 +623,7 @@ impl GraphDestination {
             return None;
         }
         match self.session_status(&session, delivery.size).await {
-            Ok(next) if next % FRAGMENT_UNIT_BYTES == 0 || next == delivery.size => {
+            Ok(next) if next.is_multiple_of(FRAGMENT_UNIT_BYTES) || next == delivery.size => {
                 tracing::info!(
                     path,
                     confirmed_bytes = next,
