@@ -1,0 +1,389 @@
+//! The Graph destination under the faults design 6a names, on the stateful Graph fake: 429 with
+//! Retry-After mid-upload, a lost fragment response (416 on the resend), an expired session
+//! (404: start over), the AAD token expiring mid-upload, a copy killed or stopped at its deadline
+//! at ~60% that resumes from the stored offset, conflicts under `fail`, and a drive that reports
+//! no hash. Every test also checks that no Authorization header reached an uploadUrl, that the
+//! client broke no protocol rule, and that no secret, token or uploadUrl reached a log line.
+
+mod support;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ferry_shared::ByteReader;
+use ferry_shared::dest::graph::{GraphConfig, GraphDestination};
+use ferry_shared::dest::{Delivery, Destination, DestinationError, Written};
+use ferry_shared::retry::RetryPolicy;
+use ferry_shared::secret::SecretResolver;
+use ferry_shared::state::StateStore;
+use ferry_shared::verify::verifying;
+use support::data;
+use support::graph::{Fault, GraphFake};
+use tokio::io::{AsyncRead, ReadBuf};
+
+const MIB: u64 = 1024 * 1024;
+const SECRET: &str = "graph-faults-client-secret-7f3a";
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        retries: 4,
+        initial: Duration::from_millis(10),
+        max: Duration::from_secs(5),
+        budget: Duration::from_secs(60),
+        deadline: None,
+    }
+}
+
+async fn start() -> GraphFake {
+    support::logs::init();
+    GraphFake::start("ferry-app", SECRET).await
+}
+
+async fn build(
+    fake: &GraphFake,
+    state: Option<Arc<dyn StateStore>>,
+    tweak: serde_json::Value,
+) -> GraphDestination {
+    let mut config = fake.config(support::file_secret(SECRET), "in");
+    config.as_object_mut().unwrap().remove("type");
+    for (k, v) in tweak.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let config: GraphConfig = serde_json::from_value(config).unwrap();
+    GraphDestination::from_config("g", &config, &SecretResolver::local(), state, policy())
+        .await
+        .expect("graph destination builds")
+}
+
+fn delivery(name: &str, size: u64, job: &str) -> Delivery {
+    Delivery {
+        name: name.into(),
+        size,
+        content_type: None,
+        content_md5: None,
+        idempotency_key: format!("{job}:g"),
+        stop_at: None,
+    }
+}
+
+async fn send(
+    dest: &GraphDestination,
+    delivery: &Delivery,
+    seed: u64,
+) -> Result<Written, DestinationError> {
+    let (body, _) = verifying(data::reader(seed, delivery.size, None), delivery.size, None);
+    dest.write(delivery, body).await
+}
+
+/// The checks every test ends with.
+fn clean(fake: &GraphFake) {
+    assert_eq!(
+        fake.violations(),
+        Vec::<String>::new(),
+        "protocol rules broken"
+    );
+    assert_eq!(
+        fake.auth_on_upload_url(),
+        0,
+        "Authorization sent to an uploadUrl"
+    );
+    let mut secrets: Vec<String> = vec![SECRET.into()];
+    secrets.extend(fake.tokens());
+    for url in fake.upload_urls() {
+        let tempauth = url.split("tempauth=").nth(1).unwrap().to_string();
+        secrets.push(url);
+        secrets.push(tempauth);
+    }
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    support::logs::assert_no_secrets(&refs);
+}
+
+#[tokio::test]
+async fn retry_after_on_a_fragment_is_honoured_and_the_upload_completes() {
+    let fake = start().await;
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    fake.inject(2, Fault::Status(429, Some(2)));
+    fake.inject(3, Fault::Status(503, Some(1)));
+    let d = delivery("throttled.bin", 12 * MIB, "j429");
+    let written = send(&dest, &d, 11).await.unwrap();
+    assert_eq!(
+        fake.stored("in/throttled.bin"),
+        Some((12 * MIB, data::sha256(11, 12 * MIB)))
+    );
+    assert!(
+        written.location.contains("#quickXorHash="),
+        "{}",
+        written.location
+    );
+    // Three fragments, two of them refused once each and sent again.
+    assert_eq!(fake.count("fragment"), 5);
+    // The waits were the server's, not the policy's 10 ms backoff.
+    let logs = support::logs::text();
+    for wait in ["\"wait_ms\":2000", "\"wait_ms\":1000"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("graph upload fragment") && l.contains(wait)),
+            "no retry waited {wait}"
+        );
+    }
+    clean(&fake);
+}
+
+#[tokio::test]
+async fn a_lost_fragment_response_is_followed_by_416_status_and_continue() {
+    let fake = start().await;
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    // Fragment 2 is stored but its answer is lost (500): the resend overlaps -> 416.
+    fake.inject(2, Fault::StoreThenFail);
+    let d = delivery("lost.bin", 17 * MIB, "j416");
+    send(&dest, &d, 12).await.unwrap();
+    assert_eq!(
+        fake.stored("in/lost.bin"),
+        Some((17 * MIB, data::sha256(12, 17 * MIB)))
+    );
+    assert_eq!(fake.count("status"), 1, "416 reads the session status once");
+    assert_eq!(fake.count("create_session"), 1, "the session was kept");
+    // 4 fragments, the second sent twice.
+    assert_eq!(fake.count("fragment"), 5);
+    assert_eq!(fake.fragment_bytes(), 22 * MIB);
+    clean(&fake);
+}
+
+#[tokio::test]
+async fn an_expired_session_starts_over() {
+    let fake = start().await;
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    fake.inject(3, Fault::ExpireSession);
+    let d = delivery("expired.bin", 14 * MIB, "j404");
+    let err = send(&dest, &d, 13).await.unwrap_err();
+    assert!(
+        matches!(&err, DestinationError::Transient { reason, .. } if reason.contains("starting over")),
+        "{err:?}"
+    );
+    assert_eq!(fake.stored("in/expired.bin"), None);
+    // The engine retries a transient failure: a fresh read, a new session.
+    send(&dest, &d, 13).await.unwrap();
+    assert_eq!(
+        fake.stored("in/expired.bin"),
+        Some((14 * MIB, data::sha256(13, 14 * MIB)))
+    );
+    assert_eq!(fake.count("create_session"), 2);
+    assert_eq!(fake.everything(), vec!["in/expired.bin".to_string()]);
+    clean(&fake);
+}
+
+#[tokio::test]
+async fn the_aad_token_expiring_mid_upload_is_refreshed_once() {
+    let fake = start().await;
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    assert_eq!(fake.count("token"), 1, "one token at build (drive lookup)");
+    // Every token dies while fragment 2 is on its way: fragments carry none, so the upload
+    // goes on; the next Graph call is refused once, refreshes, and succeeds.
+    fake.inject(2, Fault::RevokeTokens);
+    send(&dest, &delivery("long.bin", 12 * MIB, "jtok"), 14)
+        .await
+        .unwrap();
+    assert_eq!(fake.count("token"), 1, "the fragments needed no token");
+    send(&dest, &delivery("next.csv", 2000, "jtok2"), 15)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.stored("in/long.bin"),
+        Some((12 * MIB, data::sha256(14, 12 * MIB)))
+    );
+    assert_eq!(
+        fake.stored("in/next.csv"),
+        Some((2000, data::sha256(15, 2000)))
+    );
+    assert_eq!(fake.unauthorized(), 1, "one refusal");
+    assert_eq!(fake.count("token"), 2, "one refresh");
+    clean(&fake);
+}
+
+#[tokio::test]
+async fn conflict_fail_refuses_at_the_last_byte_and_leaves_the_old_file() {
+    let fake = start().await;
+    let replace = build(&fake, None, serde_json::json!({})).await;
+    send(&replace, &delivery("keep.bin", 6 * MIB, "jc1"), 16)
+        .await
+        .unwrap();
+    let fail = build(
+        &fake,
+        None,
+        serde_json::json!({"conflict_behavior": "fail"}),
+    )
+    .await;
+    let err = send(&fail, &delivery("keep.bin", 6 * MIB, "jc2"), 17)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DestinationError::Rejected(r) if r.contains("nameAlreadyExists")),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.stored("in/keep.bin"),
+        Some((6 * MIB, data::sha256(16, 6 * MIB)))
+    );
+    assert_eq!(
+        fake.everything(),
+        vec!["in/keep.bin".to_string()],
+        "no session left"
+    );
+    clean(&fake);
+}
+
+#[tokio::test]
+async fn a_drive_without_hashes_is_recorded_unverified() {
+    let fake = start().await;
+    fake.report_hashes(false);
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    for (name, len) in [("nohash-small.csv", 1000), ("nohash-big.bin", 6 * MIB)] {
+        let w = send(&dest, &delivery(name, len, "jh"), 18).await.unwrap();
+        assert!(
+            w.location.contains("#quickXorHash-unverified="),
+            "{}",
+            w.location
+        );
+        assert!(!w.location.contains("#quickXorHash="), "{}", w.location);
+        assert!(
+            w.location.starts_with("https://contoso.sharepoint.com/"),
+            "{}",
+            w.location
+        );
+    }
+    clean(&fake);
+}
+
+/// Yields the first `limit` bytes of `inner`, then never anything again (a stalled source).
+struct StallAfter {
+    inner: ByteReader,
+    left: u64,
+}
+
+impl AsyncRead for StallAfter {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return Poll::Pending;
+        }
+        let want = (buf.remaining() as u64).min(self.left) as usize;
+        let mut sub = ReadBuf::new(buf.initialize_unfilled_to(want));
+        let polled = self.inner.as_mut().poll_read(cx, &mut sub);
+        let n = sub.filled().len();
+        buf.advance(n);
+        self.left -= n as u64;
+        polled
+    }
+}
+
+async fn state_store() -> Arc<dyn StateStore> {
+    support::aws_test_env();
+    let moto = &ferry_harness::shared().moto;
+    let bucket = support::unique("graph-state");
+    moto.create_bucket(&bucket).await.unwrap();
+    Arc::new(ferry_shared::state::S3StateStore::new(
+        support::moto_s3().await,
+        bucket,
+    ))
+}
+
+/// A copy whose worker dies (the task is dropped, nothing cleans up) at ~60% resumes from the
+/// checkpoint: the same session, fewer than half the bytes sent again, byte-identical.
+#[tokio::test]
+async fn a_killed_copy_resumes_from_the_stored_offset() {
+    let fake = start().await;
+    let state = state_store().await;
+    let dest = Arc::new(build(&fake, Some(state.clone()), serde_json::json!({})).await);
+    let len = 50 * MIB;
+    let d = delivery("resume.bin", len, "jkill");
+    let stalled: ByteReader = Box::pin(StallAfter {
+        inner: data::reader(19, len, None),
+        left: 30 * MIB,
+    });
+    let (body, _) = verifying(stalled, len, None);
+    let task = {
+        let (dest, d) = (dest.clone(), d.clone());
+        tokio::spawn(async move { dest.write(&d, body).await })
+    };
+    // Six 5 MiB fragments fit in the 30 MiB the source gives before it stalls.
+    while fake.fragment_bytes() < 30 * MIB {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The checkpoint is saved right after a fragment's answer: wait for the sixth.
+    let key = ferry_shared::layout::progress_key("jkill", "g");
+    loop {
+        if let Ok(Some((v, _))) =
+            ferry_shared::state::StateStoreExt::get_json::<serde_json::Value>(state.as_ref(), &key)
+                .await
+            && v["confirmed_bytes"] == 30 * MIB
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let before = fake.fragment_bytes();
+    send(&dest, &d, 19).await.unwrap();
+    let again = fake.fragment_bytes() - before;
+    assert_eq!(again, 20 * MIB, "only the missing 40% was sent");
+    assert!(again < len / 2);
+    assert_eq!(
+        fake.count("create_session"),
+        1,
+        "the stored session was resumed"
+    );
+    assert_eq!(
+        fake.stored("in/resume.bin"),
+        Some((len, data::sha256(19, len)))
+    );
+    assert!(
+        state.list("progress/").await.unwrap().is_empty(),
+        "checkpoint removed"
+    );
+    clean(&fake);
+}
+
+/// At the delivery's stop instant the upload stops with `Interrupted`, keeping the session and
+/// the confirmed bytes; the next run sends only the rest.
+#[tokio::test]
+async fn a_copy_stopped_at_its_deadline_resumes_in_the_next_run() {
+    let fake = start().await;
+    let state = state_store().await;
+    let dest = build(&fake, Some(state.clone()), serde_json::json!({})).await;
+    let len = 25 * MIB;
+    let mut d = delivery("deadline.bin", len, "jstop");
+    let stalled: ByteReader = Box::pin(StallAfter {
+        inner: data::reader(20, len, None),
+        left: 15 * MIB,
+    });
+    let (body, _) = verifying(stalled, len, None);
+    // Generous for 15 MiB to a local fake; the source stalls after them, so the stop is what
+    // ends the write.
+    d.stop_at = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+    let err = dest.write(&d, body).await.unwrap_err();
+    assert!(
+        matches!(err, DestinationError::Interrupted { kept_bytes, size } if kept_bytes == 15 * MIB && size == len),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.stored("in/deadline.bin"),
+        None,
+        "nothing visible before commit"
+    );
+    let before = fake.fragment_bytes();
+    d.stop_at = None;
+    send(&dest, &d, 20).await.unwrap();
+    assert_eq!(fake.fragment_bytes() - before, 10 * MIB);
+    assert_eq!(fake.count("create_session"), 1);
+    assert_eq!(
+        fake.stored("in/deadline.bin"),
+        Some((len, data::sha256(20, len)))
+    );
+    clean(&fake);
+}
