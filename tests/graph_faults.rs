@@ -2,7 +2,7 @@
 //! Retry-After mid-upload, a lost fragment response (416 on the resend), an expired session
 //! (404: start over), the AAD token expiring mid-upload, a copy killed or stopped at its deadline
 //! at ~60% that resumes from the stored offset, conflicts under `fail`, and a drive that reports
-//! no hash. Every test also checks that no Authorization header reached an uploadUrl, that the
+//! no hash; and end to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks that no Authorization header reached an uploadUrl, that the
 //! client broke no protocol rule, and that no secret, token or uploadUrl reached a log line.
 
 mod support;
@@ -385,5 +385,69 @@ async fn a_copy_stopped_at_its_deadline_resumes_in_the_next_run() {
         fake.stored("in/deadline.bin"),
         Some((len, data::sha256(20, len)))
     );
+    clean(&fake);
+}
+
+/// End to end: webhook -> job -> blob-copy delivering to SharePoint (the fake) and SFTP at once,
+/// receipts carrying the quickXorHash.
+#[tokio::test]
+async fn webhook_copies_to_sharepoint_and_sftp_with_quickxorhash_receipts() {
+    use support::pipeline::{Options, Pipeline, job_of};
+    let fake = start().await;
+    let p = Pipeline::new(Options {
+        all_route_destinations: Some(vec!["sftp", "graph"]),
+        extra_destinations: Some(
+            serde_json::json!({"graph": fake.config(support::file_secret(SECRET), "in")}),
+        ),
+        ..Default::default()
+    })
+    .await;
+    for (name, seed, len) in [
+        ("daily HMIS ✓.csv", 21u64, 300_000u64),
+        ("export.xml", 22, 24 * MIB),
+    ] {
+        let source_sha = p.upload(name, seed, len).await;
+        let (status, answer) = p.notify(name).await;
+        assert_eq!(status, 202, "{answer}");
+        let (job_id, job_key) = job_of(&answer, "all");
+        assert!(
+            !p.copy(&job_key, 1).await,
+            "copy of {name} asked for redelivery"
+        );
+        let receipts = p.receipts(&job_id).await;
+        assert_eq!(
+            receipts.keys().collect::<Vec<_>>(),
+            ["graph", "sftp"],
+            "{receipts:?}"
+        );
+        for r in receipts.values() {
+            assert_eq!(
+                (r.bytes, r.sha256.as_str()),
+                (len, source_sha.as_str()),
+                "{r:?}"
+            );
+        }
+        let graph = &receipts["graph"];
+        assert_eq!(graph.kind, "graph");
+        assert!(
+            graph
+                .location
+                .starts_with("https://contoso.sharepoint.com/")
+                && graph.location.contains("#quickXorHash="),
+            "{}",
+            graph.location
+        );
+        assert_eq!(
+            fake.stored(&format!("in/{name}")).map(|s| s.1),
+            Some(source_sha.clone())
+        );
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                p.sftp_file(name).unwrap()
+            )),
+            source_sha
+        );
+    }
+    p.assert_logs_clean();
     clean(&fake);
 }
