@@ -2,8 +2,9 @@
 //! Retry-After mid-upload, a lost fragment response (416 on the resend), an expired session
 //! (404: start over), the AAD token expiring mid-upload, a copy killed or stopped at its deadline
 //! at ~60% that resumes from the stored offset, conflicts under `fail`, and a drive that reports
-//! no hash; and end to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks that no Authorization header reached an uploadUrl, that the
-//! client broke no protocol rule, and that no secret, token or uploadUrl reached a log line.
+//! no hash; and end to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks
+//! that no Authorization header reached an uploadUrl, that the client broke no protocol rule,
+//! and that no secret, token or uploadUrl reached a log line.
 
 mod support;
 
@@ -77,6 +78,18 @@ async fn send(
     dest.write(delivery, body).await
 }
 
+/// The client secret, every access token and every uploadUrl (and its embedded token).
+fn secrets(fake: &GraphFake) -> Vec<String> {
+    let mut secrets: Vec<String> = vec![SECRET.into()];
+    secrets.extend(fake.tokens());
+    for url in fake.upload_urls() {
+        let tempauth = url.split("tempauth=").nth(1).unwrap().to_string();
+        secrets.push(url);
+        secrets.push(tempauth);
+    }
+    secrets
+}
+
 /// The checks every test ends with.
 fn clean(fake: &GraphFake) {
     assert_eq!(
@@ -89,13 +102,7 @@ fn clean(fake: &GraphFake) {
         0,
         "Authorization sent to an uploadUrl"
     );
-    let mut secrets: Vec<String> = vec![SECRET.into()];
-    secrets.extend(fake.tokens());
-    for url in fake.upload_urls() {
-        let tempauth = url.split("tempauth=").nth(1).unwrap().to_string();
-        secrets.push(url);
-        secrets.push(tempauth);
-    }
+    let secrets = secrets(fake);
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     support::logs::assert_no_secrets(&refs);
 }
@@ -449,5 +456,108 @@ async fn webhook_copies_to_sharepoint_and_sftp_with_quickxorhash_receipts() {
         );
     }
     p.assert_logs_clean();
+    clean(&fake);
+}
+
+/// The worker process SIGKILLed at ~60% of a 256 MiB upload, then rerun: it resumes the stored
+/// session from its offset (fewer than half the bytes sent again), byte-identical.
+#[tokio::test]
+async fn worker_sigkilled_at_60_percent_of_256_mib_resumes_the_session() {
+    use support::fault_proxy::{Fault as ProxyFault, FaultProxy, Gate};
+    use support::pipeline::{Options, Pipeline, job_of};
+    let fake = start().await;
+    let proxy = FaultProxy::start(ferry_harness::shared().azurite.port).await;
+    let p = Pipeline::new(Options {
+        source_proxy: Some(proxy),
+        all_route_destinations: Some(vec!["graph"]),
+        extra_destinations: Some(
+            serde_json::json!({"graph": fake.config(support::file_secret(SECRET), "in")}),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let len = 256 * MIB;
+    let source_sha = p.upload("quarter.bin", 23, len).await;
+    let (_, answer) = p.notify("quarter.bin").await;
+    let (id, key) = job_of(&answer, "all");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("ferry.json");
+    std::fs::write(&config_path, p.copy_config.to_string()).unwrap();
+    let run_job = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["run-job", "--config"])
+            .arg(&config_path)
+            .arg(&key)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    // The source holds its response after 60% of the file: the worker sends every whole
+    // fragment it has, then waits; it is killed there.
+    let gate = Arc::new(Gate::default());
+    p._proxies[0].plan([ProxyFault::PauseResponseThenCut(len * 6 / 10, gate.clone())]);
+    let mut child = run_job();
+    let checkpoint = ferry_shared::layout::progress_key(&id, "graph");
+    let want = (len * 6 / 10) / (5 * MIB) * (5 * MIB);
+    let started = std::time::Instant::now();
+    loop {
+        if started.elapsed() > Duration::from_secs(120) || child.try_wait().unwrap().is_some() {
+            child.kill().await.ok();
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "the worker did not reach 60%: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Some((v, _)) = ferry_shared::state::StateStoreExt::get_json::<serde_json::Value>(
+            p.copy.state.as_ref(),
+            &checkpoint,
+        )
+        .await
+        .unwrap()
+            && v["confirmed_bytes"].as_u64() == Some(want)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().await.unwrap();
+    gate.release.notify_one();
+    assert_eq!(
+        fake.stored("in/quarter.bin"),
+        None,
+        "nothing visible after the kill"
+    );
+    let before = fake.fragment_bytes();
+    let out = run_job().wait_with_output().await.unwrap();
+    let logs =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    assert!(
+        logs.contains("resuming graph upload session from the stored offset"),
+        "the rerun did not resume: {logs}"
+    );
+    let again = fake.fragment_bytes() - before;
+    assert_eq!(
+        again,
+        len - want,
+        "only the bytes after the stored offset were sent"
+    );
+    assert!(again < len / 2);
+    assert_eq!(fake.count("create_session"), 1);
+    assert_eq!(
+        fake.stored("in/quarter.bin"),
+        Some((len, source_sha.clone()))
+    );
+    let receipts = p.receipts(&id).await;
+    assert!(receipts["graph"].location.contains("#quickXorHash="));
+    assert_eq!(receipts["graph"].sha256, source_sha);
+    for secret in secrets(&fake) {
+        assert!(!logs.contains(&secret), "the worker logged a secret");
+    }
     clean(&fake);
 }
