@@ -561,3 +561,25 @@ async fn worker_sigkilled_at_60_percent_of_256_mib_resumes_the_session() {
     }
     clean(&fake);
 }
+
+/// Graph's quickXorHash disagrees with the bytes sent: a verification error, and the committed
+/// copy is deleted again (nothing wrong stays visible).
+#[tokio::test]
+async fn a_hash_mismatch_fails_verification_and_removes_the_file() {
+    let fake = start().await;
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    for (name, len) in [("rot-small.csv", 5000), ("rot-big.bin", 7 * MIB)] {
+        fake.corrupt_next_file();
+        let err = send(&dest, &delivery(name, len, "jrot"), 24)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DestinationError::Verification(m) if m.contains("quickXorHash mismatch")),
+            "{err:?}"
+        );
+        assert_eq!(fake.stored(&format!("in/{name}")), None);
+    }
+    assert_eq!(fake.count("delete_item"), 2);
+    assert!(fake.everything().is_empty(), "{:?}", fake.everything());
+    clean(&fake);
+}

@@ -73,6 +73,7 @@ struct State {
     hostname: String,
     site_path: String,
     report_hashes: bool,
+    corrupt_next: bool,
     items: BTreeMap<String, Item>,
     sessions: BTreeMap<String, Session>,
     faults: HashMap<usize, Fault>,
@@ -148,6 +149,10 @@ impl GraphFake {
     /// Whether driveItems carry `file.hashes.quickXorHash`.
     pub fn report_hashes(&self, yes: bool) {
         self.state.lock().unwrap().report_hashes = yes;
+    }
+    /// The next file stored holds other bytes than were sent (its quickXorHash shows it).
+    pub fn corrupt_next_file(&self) {
+        self.state.lock().unwrap().corrupt_next = true;
     }
     /// Injects `fault` at the `nth` fragment PUT from now (1-based).
     pub fn inject(&self, nth: usize, fault: Fault) {
@@ -265,6 +270,18 @@ impl State {
         {
             self.count("get_drive");
             return ResponseTemplate::new(200).set_body_json(json!({"id": self.drive_id}));
+        }
+        if method == "DELETE"
+            && let Some(id) = rest.strip_prefix(&format!("drives/{}/items/", self.drive_id))
+        {
+            self.count("delete_item");
+            let before = self.items.len();
+            self.items.retain(|_, i| i.id != id);
+            return if self.items.len() < before {
+                ResponseTemplate::new(204)
+            } else {
+                error(404, "itemNotFound", "The resource could not be found.")
+            };
         }
         if let Some(item) = rest.strip_prefix(&drive_prefix) {
             let item = item.to_string();
@@ -384,6 +401,9 @@ impl State {
                 }
                 _ => {}
             }
+        }
+        if std::mem::take(&mut self.corrupt_next) {
+            quick_xor.update(b"bit rot");
         }
         let quick_xor = base64::engine::general_purpose::STANDARD.encode(quick_xor.finalize());
         self.items.insert(

@@ -793,6 +793,34 @@ impl GraphDestination {
         }
     }
 
+    /// Best effort: deletes a committed item whose content did not verify.
+    async fn delete_item(&self, item: &Value) {
+        let Some(id) = item.get("id").and_then(Value::as_str) else {
+            tracing::warn!("graph item without id: cannot delete the unverified upload");
+            return;
+        };
+        let url = format!(
+            "{}/drives/{}/items/{}",
+            self.graph_url,
+            segment(&self.drive_id),
+            segment(id)
+        );
+        match self
+            .call("graph delete unverified item", |t| {
+                self.http.delete(&url).bearer_auth(t)
+            })
+            .await
+        {
+            Ok(_) => tracing::warn!(
+                item = id,
+                "deleted an upload whose quickXorHash did not match"
+            ),
+            Err(e) => {
+                tracing::error!(item = id, error = %e, "could not delete an upload whose quickXorHash did not match")
+            }
+        }
+    }
+
     /// Without a checkpoint a crash only costs a restart, so a failed save is not fatal.
     async fn save(&self, checkpoint: &str, session: &Session) {
         let Some(store) = &self.checkpoints else {
@@ -859,6 +887,8 @@ impl Destination for GraphDestination {
         let location = match theirs {
             Some(theirs) if theirs == ours => format!("{web_url}#quickXorHash={ours}"),
             Some(theirs) => {
+                // Committed already (Graph hashes after the last byte): take the bad copy away.
+                self.delete_item(&item).await;
                 return Err(DestinationError::Verification(format!(
                     "quickXorHash mismatch: graph has {theirs}, the bytes sent hash to {ours}"
                 )));
