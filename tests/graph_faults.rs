@@ -583,3 +583,48 @@ async fn a_hash_mismatch_fails_verification_and_removes_the_file() {
     assert!(fake.everything().is_empty(), "{:?}", fake.everything());
     clean(&fake);
 }
+
+/// The drive is found by id, by a user's UPN, or by site + library (the conformance suite); an
+/// app without the site grant fails at build with a message that names the fix.
+#[tokio::test]
+async fn drive_addressing_and_a_missing_site_grant() {
+    let fake = start().await;
+    let no_site = |mut v: serde_json::Value| {
+        for k in ["hostname", "site_path", "library"] {
+            v[k] = serde_json::Value::Null;
+        }
+        v
+    };
+    let by_id = build(
+        &fake,
+        None,
+        no_site(serde_json::json!({"drive_id": fake.drive_id()})),
+    )
+    .await;
+    assert_eq!(by_id.drive_id(), fake.drive_id());
+    let by_user = build(
+        &fake,
+        None,
+        no_site(serde_json::json!({"user": "intake@contoso.org"})),
+    )
+    .await;
+    assert_eq!(by_user.drive_id(), fake.drive_id());
+    send(&by_user, &delivery("via-user.csv", 10, "ju"), 25)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.stored("in/via-user.csv"),
+        Some((10, data::sha256(25, 10)))
+    );
+    assert_eq!(fake.count("get_site"), 0);
+    fake.deny_sites();
+    let mut config = fake.config(support::file_secret(SECRET), "in");
+    config.as_object_mut().unwrap().remove("type");
+    let config: GraphConfig = serde_json::from_value(config).unwrap();
+    let err = GraphDestination::from_config("g", &config, &SecretResolver::local(), None, policy())
+        .await
+        .err()
+        .expect("no site access: the build fails");
+    assert!(err.to_string().contains("Sites.Selected"), "{err}");
+    clean(&fake);
+}

@@ -74,6 +74,7 @@ struct State {
     site_path: String,
     report_hashes: bool,
     corrupt_next: bool,
+    deny_sites: bool,
     items: BTreeMap<String, Item>,
     sessions: BTreeMap<String, Session>,
     faults: HashMap<usize, Fault>,
@@ -149,6 +150,11 @@ impl GraphFake {
     /// Whether driveItems carry `file.hashes.quickXorHash`.
     pub fn report_hashes(&self, yes: bool) {
         self.state.lock().unwrap().report_hashes = yes;
+    }
+    /// Site lookups answer 403, as Graph does for an app with `Sites.Selected` but no grant on
+    /// the site.
+    pub fn deny_sites(&self) {
+        self.state.lock().unwrap().deny_sites = true;
     }
     /// The next file stored holds other bytes than were sent (its quickXorHash shows it).
     pub fn corrupt_next_file(&self) {
@@ -252,6 +258,13 @@ impl State {
         let rest = rest.to_string();
         let site_by_path = format!("sites/{}:/{}", self.hostname, self.site_path);
         let drive_prefix = format!("drives/{}/root:/", self.drive_id);
+        if self.deny_sites && rest.starts_with("sites/") {
+            return error(
+                403,
+                "accessDenied",
+                "Either scp or roles claim need to be present in the token.",
+            );
+        }
         if method == "GET" && rest == site_by_path {
             self.count("get_site");
             return ResponseTemplate::new(200).set_body_json(json!({"id": self.site_id}));

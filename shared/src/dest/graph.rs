@@ -17,7 +17,8 @@
 //! Verification: the byte count and the `quickXorHash` (computed on the fly) against the
 //! driveItem Graph returns. A drive that reports no hash is recorded as unverified, never as
 //! verified; the receipt location carries the outcome as a fragment of the item's `webUrl`
-//! (`#quickXorHash=<b64>` or `#quickXorHash-unverified=<b64>`).
+//! (`#quickXorHash=<b64>` or `#quickXorHash-unverified=<b64>`). Graph hashes only after the
+//! commit, so an item whose hash does not match is deleted again (best effort).
 //!
 //! The uploadUrl embeds a bearer-equivalent token: it lives in a `SecretString`, is never
 //! logged, and request errors are reported without their URL.
