@@ -628,3 +628,51 @@ async fn drive_addressing_and_a_missing_site_grant() {
     assert!(err.to_string().contains("Sites.Selected"), "{err}");
     clean(&fake);
 }
+
+/// Certificate credentials (what tenant admins prefer to secrets): the token request carries a
+/// signed client assertion and no secret, and the key never reaches a log line.
+#[tokio::test]
+async fn certificate_credentials_sign_in_and_upload() {
+    let fake = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+        ])
+        .args([
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=ferry-graph-test",
+            "-days",
+            "2",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let (cert, key) = (read("cert.pem"), read("key.pem"));
+    let dest = build(
+        &fake,
+        None,
+        serde_json::json!({"client_secret": null, "certificate": support::file_secret(&cert),
+            "private_key": support::file_secret(&key)}),
+    )
+    .await;
+    send(&dest, &delivery("cert.csv", 700, "jcert"), 26)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.stored("in/cert.csv"),
+        Some((700, data::sha256(26, 700)))
+    );
+    assert_eq!((fake.count("token"), fake.assertions()), (1, 1));
+    let key_body: String = key.lines().nth(1).unwrap().to_string();
+    support::logs::assert_no_secrets(&[&key_body]);
+    clean(&fake);
+}

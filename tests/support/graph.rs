@@ -79,6 +79,7 @@ struct State {
     sessions: BTreeMap<String, Session>,
     faults: HashMap<usize, Fault>,
     fragments: usize,
+    assertions: usize,
     counts: BTreeMap<String, usize>,
     fragment_bytes: u64,
     auth_on_upload_url: usize,
@@ -174,6 +175,10 @@ impl GraphFake {
     /// Bytes received in fragment PUTs (all sessions, duplicates included).
     pub fn fragment_bytes(&self) -> u64 {
         self.state.lock().unwrap().fragment_bytes
+    }
+    /// Token requests that proved the app with a certificate (client assertion).
+    pub fn assertions(&self) -> usize {
+        self.state.lock().unwrap().assertions
     }
     /// uploadUrl requests that carried an Authorization header.
     pub fn auth_on_upload_url(&self) -> usize {
@@ -334,7 +339,15 @@ impl State {
         {
             return ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_request"}));
         }
-        if f.get("client_secret") != Some(&self.secret) {
+        let assertion = f.get("client_assertion").filter(|a| {
+            f.get("client_assertion_type").map(String::as_str)
+                == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                && a.split('.').count() == 3
+        });
+        if assertion.is_some() {
+            // The signature itself is checked with openssl in tests/pubsub_tokens.rs (same client).
+            self.assertions += 1;
+        } else if f.get("client_secret") != Some(&self.secret) {
             return ResponseTemplate::new(401).set_body_json(json!({"error": "invalid_client",
                 "error_description": "AADSTS7000215: Invalid client secret provided."}));
         }
