@@ -676,3 +676,36 @@ async fn certificate_credentials_sign_in_and_upload() {
     support::logs::assert_no_secrets(&[&key_body]);
     clean(&fake);
 }
+
+/// Streams that end short or hash wrong are caught before the last fragment leaves: the
+/// session is cancelled and nothing is committed (the conformance suite's short and corrupt
+/// streams fit a simple upload; these need a session).
+#[tokio::test]
+async fn short_and_corrupt_session_streams_cancel_the_session() {
+    let fake = start().await;
+    let dest = build(&fake, None, serde_json::json!({})).await;
+    let len = 12 * MIB;
+    let (short, _) = verifying(data::reader(27, len, None), len + 1, None);
+    let (corrupt, _) = verifying(
+        data::reader(28, len, None),
+        len,
+        Some("AAAAAAAAAAAAAAAAAAAAAA==".into()),
+    );
+    for (name, body, size) in [("short.bin", short, len + 1), ("corrupt.bin", corrupt, len)] {
+        let err = dest
+            .write(&delivery(name, size, "jbad"), body)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DestinationError::Verification(_)),
+            "{name}: {err:?}"
+        );
+    }
+    assert_eq!(fake.count("create_session"), 2);
+    assert_eq!(fake.count("cancel"), 2);
+    assert_eq!(fake.count("commit"), 0);
+    // Two 5 MiB fragments each; the last 2 MiB never left.
+    assert_eq!(fake.fragment_bytes(), 20 * MIB);
+    assert!(fake.everything().is_empty(), "{:?}", fake.everything());
+    clean(&fake);
+}
