@@ -372,7 +372,7 @@ async fn a_copy_stopped_at_its_deadline_resumes_in_the_next_run() {
     let (body, _) = verifying(stalled, len, None);
     // Generous for 15 MiB to a local fake; the source stalls after them, so the stop is what
     // ends the write.
-    d.stop_at = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+    d.stop_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
     let err = dest.write(&d, body).await.unwrap_err();
     assert!(
         matches!(err, DestinationError::Interrupted { kept_bytes, size } if kept_bytes == 15 * MIB && size == len),
