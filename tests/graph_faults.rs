@@ -2,7 +2,7 @@
 //! Retry-After mid-upload, a lost fragment response (416 on the resend), an expired session
 //! (404: start over), the AAD token expiring mid-upload, a copy killed or stopped at its deadline
 //! at ~60% that resumes from the stored offset, conflicts under `fail`, and a drive that reports
-//! no hash; and end to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks
+//! no hash, a lost commit answer; and end to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks
 //! that no Authorization header reached an uploadUrl, that the client broke no protocol rule,
 //! and that no secret, token or uploadUrl reached a log line.
 
@@ -707,5 +707,32 @@ async fn short_and_corrupt_session_streams_cancel_the_session() {
     // Two 5 MiB fragments each; the last 2 MiB never left.
     assert_eq!(fake.fragment_bytes(), 20 * MIB);
     assert!(fake.everything().is_empty(), "{:?}", fake.everything());
+    clean(&fake);
+}
+
+/// A commit whose answer is lost: the retry finds the session gone (404), and the file under
+/// its name with our size and hash settles it; nothing is uploaded again (with `fail`, an
+/// upload started over would even be refused by its own file).
+#[tokio::test]
+async fn a_lost_commit_answer_is_settled_by_the_file_itself() {
+    let fake = start().await;
+    let dest = build(
+        &fake,
+        None,
+        serde_json::json!({"conflict_behavior": "fail"}),
+    )
+    .await;
+    fake.lose_next_commit_answer();
+    let len = 8 * MIB;
+    send(&dest, &delivery("committed.bin", len, "jcommit"), 29)
+        .await
+        .unwrap();
+    assert_eq!(fake.count("commit"), 2);
+    assert_eq!(fake.count("create_session"), 1);
+    assert_eq!(fake.fragment_bytes(), len);
+    assert_eq!(
+        fake.stored("in/committed.bin"),
+        Some((len, data::sha256(29, len)))
+    );
     clean(&fake);
 }

@@ -75,6 +75,7 @@ struct State {
     report_hashes: bool,
     corrupt_next: bool,
     deny_sites: bool,
+    lose_commit_answer: bool,
     items: BTreeMap<String, Item>,
     sessions: BTreeMap<String, Session>,
     faults: HashMap<usize, Fault>,
@@ -156,6 +157,10 @@ impl GraphFake {
     /// the site.
     pub fn deny_sites(&self) {
         self.state.lock().unwrap().deny_sites = true;
+    }
+    /// The next commit stores the file, then answers 500 (its answer lost).
+    pub fn lose_next_commit_answer(&self) {
+        self.state.lock().unwrap().lose_commit_answer = true;
     }
     /// The next file stored holds other bytes than were sent (its quickXorHash shows it).
     pub fn corrupt_next_file(&self) {
@@ -590,7 +595,11 @@ impl State {
                 session.gone = true;
                 let sha = hex::encode(std::mem::take(&mut session.sha).finalize());
                 let q = std::mem::take(&mut session.quick_xor);
-                self.store(&path, &conflict, total, sha, q)
+                let answer = self.store(&path, &conflict, total, sha, q);
+                if std::mem::take(&mut self.lose_commit_answer) {
+                    return error(500, "generalException", "injected: committed, answer lost");
+                }
+                answer
             }
             "PUT" => self.fragment(r, &id, fault),
             _ => error(405, "invalidRequest", "method"),

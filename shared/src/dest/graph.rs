@@ -24,7 +24,7 @@
 //! logged, and request errors are reported without their URL.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -517,7 +517,10 @@ impl GraphDestination {
             },
         };
         let outcome = match outcome {
-            Ok(()) => self.commit(&session).await,
+            Ok(()) => {
+                let ours = base64::engine::general_purpose::STANDARD.encode(body.hash.finalize());
+                self.commit(&session, &ours).await
+            }
             Err(e) => Err(e),
         };
         match outcome {
@@ -749,10 +752,16 @@ impl GraphDestination {
     }
 
     /// `POST {uploadUrl}`: the file appears under its name now, not before.
-    async fn commit(&self, session: &Session) -> Result<Value, UploadError> {
+    /// A retried commit that finds the session gone (404) checks whether the file is there:
+    /// an earlier try may have committed with its answer lost. `ours` is the quickXorHash of
+    /// the bytes sent.
+    async fn commit(&self, session: &Session, ours: &str) -> Result<Value, UploadError> {
         let what = "graph commit upload";
-        self.retry
+        let tries = AtomicUsize::new(0);
+        let result = self
+            .retry
             .run(what, || async {
+                tries.fetch_add(1, Ordering::SeqCst);
                 let request = self
                     .http
                     .post(expose(&session.url))
@@ -770,7 +779,29 @@ impl GraphDestination {
                     ))),
                 }
             })
-            .await
+            .await;
+        match result {
+            Err(UploadError::SessionGone) if tries.load(Ordering::SeqCst) > 1 => {
+                let url = self.item_url(&session.path);
+                let item = self
+                    .call("graph get item", |t| self.http.get(&url).bearer_auth(t))
+                    .await;
+                match item {
+                    Ok(item)
+                        if item.get("size").and_then(Value::as_u64) == Some(session.size)
+                            && item
+                                .pointer("/file/hashes/quickXorHash")
+                                .and_then(Value::as_str)
+                                == Some(ours) =>
+                    {
+                        tracing::info!(path = %session.path, "the commit's answer was lost; the file is there");
+                        Ok(item)
+                    }
+                    _ => Err(UploadError::SessionGone),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Best effort: an uncancelled session expires on its own.
