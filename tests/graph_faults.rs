@@ -1,10 +1,11 @@
 //! The Graph destination under the faults design 6a names, on the stateful Graph fake: 429 with
 //! Retry-After mid-upload, a lost fragment response (416 on the resend), an expired session
 //! (404: start over), the AAD token expiring mid-upload, a copy killed or stopped at its deadline
-//! at ~60% that resumes from the stored offset, conflicts under `fail`, and a drive that reports
-//! no hash, a lost commit answer; and end to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks
-//! that no Authorization header reached an uploadUrl, that the client broke no protocol rule,
-//! and that no secret, token or uploadUrl reached a log line.
+//! at ~60% that resumes from the stored offset, conflicts under `fail`, a drive that reports no
+//! hash, a wrong hash, a lost commit answer, certificate credentials, drive addressing; and end
+//! to end, webhook -> job -> SharePoint (fake) + SFTP. Every test also checks that no
+//! Authorization header reached an uploadUrl, that the client broke no protocol rule, and that
+//! no secret, token or uploadUrl reached a log line.
 
 mod support;
 
