@@ -433,3 +433,76 @@ async fn s3_part_uploads_never_wait_for_progress_checkpoints() {
         .unwrap();
     assert!(left.is_empty(), "checkpoint left behind: {left:?}");
 }
+
+// ---------- Microsoft Graph (OneDrive / SharePoint) on the stateful fake: Graph has no emulator
+
+struct GraphProbe<'a>(&'a support::graph::GraphFake);
+
+#[async_trait]
+impl Probe for GraphProbe<'_> {
+    async fn stored(&self, name: &str) -> Option<(u64, String)> {
+        self.0.stored(&format!("in/{name}"))
+    }
+    async fn everything(&self) -> Vec<String> {
+        self.0
+            .everything()
+            .into_iter()
+            .map(|n| n.replacen("in/", "", 1))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn graph_destination_conforms() {
+    support::aws_test_env();
+    let fake = support::graph::GraphFake::start("ferry-app", "graph-client-secret-0123").await;
+    let dest = support::destination(
+        fake.config(support::file_secret("graph-client-secret-0123"), "in"),
+        "unused",
+    )
+    .await;
+    // The site and library were resolved to the drive once, at build.
+    assert_eq!((fake.count("get_site"), fake.count("list_drives")), (1, 1));
+    // The fake stores names case-insensitively (as Graph does): compare in lower case.
+    run_suite("graph", dest, &LowerCase(GraphProbe(&fake))).await;
+    assert_eq!(
+        fake.violations(),
+        Vec::<String>::new(),
+        "protocol rules broken"
+    );
+    assert_eq!(fake.auth_on_upload_url(), 0);
+    assert!(
+        fake.count("create_session") >= 2 && fake.count("commit") >= 1,
+        "the 64 MiB and 20 MiB files went through upload sessions"
+    );
+    // The broken 20 MiB stream's session was cancelled, not left to expire.
+    assert!(fake.count("cancel") >= 1);
+}
+
+/// Looks names up in lower case and lists them as the suite spells them.
+struct LowerCase<P>(P);
+
+#[async_trait]
+impl<P: Probe> Probe for LowerCase<P> {
+    async fn stored(&self, name: &str) -> Option<(u64, String)> {
+        self.0.stored(&name.to_lowercase()).await
+    }
+    async fn everything(&self) -> Vec<String> {
+        let listed = self.0.everything().await;
+        let spelled = [
+            "big.zip",
+            "empty.xml",
+            "small.csv",
+            "sub dir/HMIS Ünïcode ✓ (1).csv",
+        ];
+        listed
+            .into_iter()
+            .map(|n| {
+                spelled
+                    .iter()
+                    .find(|s| s.to_lowercase() == n)
+                    .map_or(n, |s| s.to_string())
+            })
+            .collect()
+    }
+}

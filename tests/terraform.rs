@@ -367,7 +367,7 @@ fn complete_example_applies_to_moto_without_drift_and_destroys() {
 }
 
 /// The example's config variables with every feature configured, so all five functions deploy:
-/// an Azure Blob and a pub/sub source, S3 + SFTP + HTTP destinations, a webhook and a pub/sub
+/// an Azure Blob and a pub/sub source, S3 + SFTP + HTTP + Graph destinations, a webhook and a pub/sub
 /// route (decompressing), a view delivering to an S3 sink, and an HTTP sink no view names (its
 /// secret must reach no function).
 fn full_config_vars() -> Value {
@@ -388,9 +388,12 @@ fn full_config_vars() -> Value {
             "directory": "/upload"}},
         "http_destinations": {"intake": {"url": "http://127.0.0.1:18082/files/{name}", "method": "POST",
             "headers": {"X-Source": "ferry"}, "secret_headers": ["Authorization"]}},
+        "graph_destinations": {"sharepoint": {"tenant_id": "tenant", "client_id": "graph-client",
+            "hostname": "contoso.sharepoint.com", "site_path": "/sites/hmis", "library": "Documents",
+            "folder": "in"}},
         "routes": [
             {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
-             "name_contains": "HMIS", "destinations": ["archive", "partner", "intake"]},
+             "name_contains": "HMIS", "destinations": ["archive", "partner", "intake", "sharepoint"]},
             {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
              "decompress": true, "destinations": ["archive"]},
         ],
@@ -760,10 +763,13 @@ impl Deployed {
                 "intake": {"type": "http", "url": "http://127.0.0.1:18082/files/{name}", "method": "POST",
                            "headers": {"X-Source": "ferry"},
                            "secret_headers": {"Authorization": secret("destinations/intake/headers/authorization")}},
+                "sharepoint": {"type": "graph", "hostname": "contoso.sharepoint.com", "site_path": "/sites/hmis",
+                               "library": "Documents", "folder": "in", "tenant_id": "tenant",
+                               "client_id": "graph-client", "client_secret": secret("destinations/sharepoint/client-secret")},
             },
             "routes": [
                 {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
-                 "name_contains": "HMIS", "destinations": ["archive", "partner", "intake"]},
+                 "name_contains": "HMIS", "destinations": ["archive", "partner", "intake", "sharepoint"]},
                 {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
                  "decompress": true, "destinations": ["archive"]},
             ],
@@ -939,6 +945,7 @@ impl Deployed {
                     aad,
                     "destinations/partner/private-key",
                     "destinations/intake/headers/authorization",
+                    "destinations/sharepoint/client-secret",
                 ],
             ),
             ("view-sync", vec!["views/cases/password"]),
@@ -1228,6 +1235,7 @@ impl Deployed {
                 "sources/clienttrack/sas",
                 "sources/egretail/aad-client-secret",
                 "destinations/partner/private-key",
+                "destinations/sharepoint/client-secret",
                 "destinations/intake/headers/authorization",
                 "views/cases/password",
                 "sinks/records/headers/authorization",

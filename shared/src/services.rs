@@ -268,6 +268,16 @@ impl Services {
                 Arc::new(HttpDestination::from_config(c, &self.secrets).await?)
             }
             DestinationConfig::LocalDir(c) => Arc::new(LocalDirDestination::from_config(c)),
+            DestinationConfig::Graph(g) => Arc::new(
+                crate::dest::graph::GraphDestination::from_config(
+                    name,
+                    g,
+                    &self.secrets,
+                    Some(state.clone()),
+                    self.retry,
+                )
+                .await?,
+            ),
         })
     }
 

@@ -1,12 +1,13 @@
 //! Shared helpers for the integration tests: log capture (to scan for leaked secrets), generated
 //! data streams, a TCP fault proxy, config builders over the harness's real components, and the
-//! view-sync stand-ins (mock view, HTTP receiver) with probes for each sink, and the Terraform
-//! runner.
+//! view-sync stand-ins (mock view, HTTP receiver) with probes for each sink, the stateful
+//! Microsoft Graph fake, and the Terraform runner.
 #![allow(dead_code)]
 
 pub mod bootstrap;
 pub mod data;
 pub mod fault_proxy;
+pub mod graph;
 pub mod logs;
 pub mod pipeline;
 pub mod pubsub;

@@ -82,6 +82,8 @@ pub struct Options {
     pub part_size_mib: Option<u64>,
     /// Destinations of the catch-all route `all` (default sftp, s3 and http).
     pub all_route_destinations: Option<Vec<&'static str>>,
+    /// More destinations by name (e.g. `graph` on the Graph fake), added to the config.
+    pub extra_destinations: Option<Value>,
 }
 
 impl Pipeline {
@@ -138,7 +140,7 @@ impl Pipeline {
             .mount(&http)
             .await;
         let config = |account_url: String, sftp_port: u16, sas: &str, state_url: &str| {
-            json!({
+            let mut config = json!({
                 "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": state_url, "force_path_style": true}},
                 "webhook": {"token": super::file_secret(TOKEN)},
                 "sources": {"clienttrack": {"type": "azure_blob", "account_url": account_url, "sas": super::file_secret(sas), "read_timeout_secs": 5}},
@@ -155,7 +157,15 @@ impl Pipeline {
                      "name_contains": "HMIS", "destinations": ["sftp"], "target_folder": "hmis"}
                 ],
                 "transfer": transfer
-            })
+            });
+            for (name, dest) in opts
+                .extra_destinations
+                .iter()
+                .flat_map(|d| d.as_object().unwrap())
+            {
+                config["destinations"][name] = dest.clone();
+            }
+            config
         };
         let ingest = super::services(&config(
             c.azurite.account_url.clone(),
@@ -263,7 +273,7 @@ impl Pipeline {
 
     pub async fn receipts(&self, job_id: &str) -> BTreeMap<String, Receipt> {
         let mut out = BTreeMap::new();
-        for d in ["sftp", "s3", "http"] {
+        for d in ["sftp", "s3", "http", "graph"] {
             if let Some((r, _)) = self
                 .copy
                 .state

@@ -30,7 +30,7 @@ locals {
   layout_conditions = distinct(flatten([for f, grants in local.layout.functions : [for g in grants : g.only_with if g.only_with != null]]))
 
   source_names      = concat(keys(var.sources), keys(var.pubsub_sources))
-  destination_names = concat(keys(var.s3_destinations), keys(var.sftp_destinations), keys(var.http_destinations))
+  destination_names = concat(keys(var.s3_destinations), keys(var.sftp_destinations), keys(var.http_destinations), keys(var.graph_destinations))
   sink_names        = concat(keys(var.s3_jsonl_sinks), keys(var.http_sinks))
 
   route_sources      = toset([for r in var.routes : r.source])
@@ -65,11 +65,11 @@ resource "terraform_data" "config_checks" {
     }
     precondition {
       condition     = length(setsubtract(local.route_destinations, local.destination_names)) == 0
-      error_message = "Routes name destinations that are in none of var.s3_destinations, var.sftp_destinations, var.http_destinations: ${join(", ", setsubtract(local.route_destinations, local.destination_names))}."
+      error_message = "Routes name destinations that are in none of var.s3_destinations, var.sftp_destinations, var.http_destinations, var.graph_destinations: ${join(", ", setsubtract(local.route_destinations, local.destination_names))}."
     }
     precondition {
       condition     = length(local.destination_names) == length(distinct(local.destination_names))
-      error_message = "A destination name is used in more than one of var.s3_destinations, var.sftp_destinations, var.http_destinations."
+      error_message = "A destination name is used in more than one of var.s3_destinations, var.sftp_destinations, var.http_destinations, var.graph_destinations."
     }
     precondition {
       condition     = length(var.routes) == length(distinct([for r in var.routes : r.name]))
@@ -151,6 +151,14 @@ resource "aws_secretsmanager_secret" "http_destination_header" {
 
   name                    = "${var.name}/destinations/${each.key}"
   description             = "ferry: value of the ${each.value.header} header ferry sends to the HTTP destination ${each.value.destination}."
+  recovery_window_in_days = var.secret_recovery_window_in_days
+}
+
+resource "aws_secretsmanager_secret" "graph_client_secret" {
+  for_each = var.graph_destinations
+
+  name                    = "${var.name}/destinations/${each.key}/client-secret"
+  description             = "ferry: Azure AD client secret of the app ${each.value.client_id} that uploads to the OneDrive/SharePoint destination ${each.key}."
   recovery_window_in_days = var.secret_recovery_window_in_days
 }
 
@@ -246,6 +254,22 @@ locals {
             secret_headers = length(d.secret_headers) == 0 ? null : { for h in d.secret_headers : h => local.dest_h_ref["${k}/headers/${lower(h)}"] }
           } : f => v if v != null }
         },
+        {
+          for k, d in var.graph_destinations : k => { for f, v in {
+            type              = "graph"
+            drive_id          = d.drive_id
+            hostname          = d.hostname
+            site_path         = d.site_path
+            library           = d.library
+            user              = d.user
+            folder            = d.folder == "" ? null : d.folder
+            conflict_behavior = d.conflict_behavior == "replace" ? null : d.conflict_behavior
+            fragment_size_mib = d.fragment_size_mib == 10 ? null : d.fragment_size_mib
+            tenant_id         = d.tenant_id
+            client_id         = d.client_id
+            client_secret     = { secrets_manager = { id = aws_secretsmanager_secret.graph_client_secret[k].arn } }
+          } : f => v if v != null }
+        },
       )
       # Optional route fields left null (and decompress = false) are omitted.
       routes = [for r in var.routes : { for k, v in r : k => v if v != null && v != false }]
@@ -301,6 +325,7 @@ locals {
       [for k, s in aws_secretsmanager_secret.aad_client_secret : s.arn if contains(local.route_sources, k)],
       [for k, s in aws_secretsmanager_secret.sftp_private_key : s.arn if contains(local.route_destinations, k)],
       [for k, s in aws_secretsmanager_secret.http_destination_header : s.arn if contains(local.route_destinations, local.http_destination_headers[k].destination)],
+      [for k, s in aws_secretsmanager_secret.graph_client_secret : s.arn if contains(local.route_destinations, k)],
     )
     # Its views' passwords and the secret headers of the sinks they deliver to.
     "view-sync" = concat(

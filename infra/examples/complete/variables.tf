@@ -197,6 +197,33 @@ variable "http_destinations" {
   }
 }
 
+variable "graph_destinations" {
+  description = "OneDrive / SharePoint destinations (Microsoft Graph, app-only), by name. Address the drive by exactly one of `drive_id`, `hostname` + `site_path` (+ `library`, else the site's default library), or `user` (a UPN, for that user's OneDrive). `conflict_behavior` is replace, fail or rename; `fragment_size_mib` a multiple of 5 below 60. Each gets a secret `<name>/destinations/<destination>/client-secret` for the app registration's client secret (created empty); docs/deploy.md explains the app registration and the Sites.Selected grant."
+  type = map(object({
+    tenant_id         = string
+    client_id         = string
+    drive_id          = optional(string)
+    hostname          = optional(string)
+    site_path         = optional(string)
+    library           = optional(string)
+    user              = optional(string)
+    folder            = optional(string, "")
+    conflict_behavior = optional(string, "replace")
+    fragment_size_mib = optional(number, 10)
+  }))
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for k, d in var.graph_destinations : length([for a in [d.drive_id != null, d.hostname != null && d.site_path != null, d.user != null] : a if a]) == 1
+      && (d.hostname == null) == (d.site_path == null) && (d.library == null || d.hostname != null)
+      && contains(["replace", "fail", "rename"], d.conflict_behavior)
+      && d.fragment_size_mib >= 5 && d.fragment_size_mib < 60 && d.fragment_size_mib % 5 == 0
+    ])
+    error_message = "Graph destinations need exactly one of drive_id, hostname + site_path (library only with them), or user; conflict_behavior replace, fail or rename; fragment_size_mib a multiple of 5 below 60."
+  }
+}
+
 variable "routes" {
   description = "Which files go where. A webhook route names an Azure Blob source (`sources`) and a container, with optional filters on the file name; a pub/sub route names a pub/sub source and the `blob_types` it takes (`decompress` delivers gzip'd files decompressed). Every route names the destinations that each receive a copy."
   type = list(object({

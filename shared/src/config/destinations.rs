@@ -21,6 +21,8 @@ pub enum DestinationConfig {
     Http(HttpDestinationConfig),
     /// A local directory (local runs, mounted volumes); atomic rename into place.
     LocalDir(LocalDirConfig),
+    /// A OneDrive or SharePoint document library via Microsoft Graph (see `dest::graph`).
+    Graph(Box<super::GraphConfig>),
 }
 
 impl DestinationConfig {
@@ -31,6 +33,7 @@ impl DestinationConfig {
             DestinationConfig::Sftp(c) => c.validate(),
             DestinationConfig::Http(c) => c.validate(),
             DestinationConfig::LocalDir(_) => Ok(()),
+            DestinationConfig::Graph(c) => c.validate(),
         }
     }
 }

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 mod destinations;
+mod graph;
 mod sinks;
 mod sources;
 
 pub use destinations::{
     DestinationConfig, HttpDestinationConfig, LocalDirConfig, S3DestinationConfig, SftpConfig,
 };
+pub use graph::{ConflictBehavior, GraphConfig};
 pub use sinks::{HttpSinkConfig, PostgresConfig, S3JsonlConfig, SinkConfig, valid_sql_table};
 pub use sources::{AadConfig, AzureBlobConfig, PubsubExportConfig, SourceConfig};
 
