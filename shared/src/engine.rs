@@ -518,6 +518,7 @@ impl TransferEngine {
             delivered_at: now_rfc3339(),
             duration_ms: elapsed.as_millis() as u64,
             transform: prepared.staged.as_ref().map(|_| "gunzip".to_string()),
+            remote_hash: written.remote_hash,
         };
         let state = self.state.as_ref();
         let key = receipt_key(&job.id, dest_name);
@@ -658,6 +659,7 @@ mod tests {
             Ok(Written {
                 location: format!("fake://{}", delivery.name),
                 bytes: sink.len() as u64,
+                remote_hash: None,
             })
         }
     }

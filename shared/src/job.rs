@@ -152,6 +152,22 @@ pub struct Receipt {
     /// count and digests are then those of the delivered (decompressed) bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<String>,
+    /// The destination's own hash of what it stored, when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_hash: Option<RemoteHash>,
+}
+
+/// A hash the destination computed itself over what it stored (e.g. OneDrive's quickXorHash),
+/// kept in the receipt beside ferry's own md5/sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteHash {
+    /// The destination's name for the algorithm, e.g. `quickXorHash`.
+    pub algorithm: String,
+    /// The hash of the bytes ferry sent, as the destination encodes it (base64 for quickXorHash).
+    pub value: String,
+    /// True when the destination reported the same value; false when it reported none (the
+    /// content is then verified by size only). A different value is an error, never a receipt.
+    pub verified: bool,
 }
 
 /// A job that gave up: what failed and why, enough to decide on a replay.

@@ -16,8 +16,8 @@
 //!
 //! Verification: the byte count and the `quickXorHash` (computed on the fly) against the
 //! driveItem Graph returns. A drive that reports no hash is recorded as unverified, never as
-//! verified; the receipt location carries the outcome as a fragment of the item's `webUrl`
-//! (`#quickXorHash=<b64>` or `#quickXorHash-unverified=<b64>`). Graph hashes only after the
+//! verified; the receipt keeps it as `remote_hash` (`verified: false` when Graph sent none) beside
+//! the item's `webUrl` as the location. Graph hashes only after the
 //! commit, so an item whose hash does not match is deleted again (best effort).
 //!
 //! The uploadUrl embeds a bearer-equivalent token: it lives in a `SecretString`, is never
@@ -754,8 +754,8 @@ impl Destination for GraphDestination {
             .and_then(Value::as_str)
             .map(crate::redact::redact_url)
             .unwrap_or_else(|| format!("graph://{}/{path}", self.drive_id));
-        let location = match theirs {
-            Some(theirs) if theirs == ours => format!("{web_url}#quickXorHash={ours}"),
+        let verified = match theirs {
+            Some(theirs) if theirs == ours => true,
             Some(theirs) => {
                 // Committed already (Graph hashes after the last byte): take the bad copy away.
                 self.delete_item(&item).await;
@@ -768,12 +768,17 @@ impl Destination for GraphDestination {
                     path,
                     "graph returned no quickXorHash: size verified, content unverified"
                 );
-                format!("{web_url}#quickXorHash-unverified={ours}")
+                false
             }
         };
         Ok(Written {
-            location,
+            location: web_url,
             bytes: delivery.size,
+            remote_hash: Some(crate::job::RemoteHash {
+                algorithm: "quickXorHash".into(),
+                value: ours,
+                verified,
+            }),
         })
     }
 }

@@ -120,6 +120,7 @@ impl Destination for HttpDestination {
             HttpClass::Success => Ok(Written {
                 location,
                 bytes: delivery.size,
+                remote_hash: None,
             }),
             HttpClass::Refused { status } => Err(DestinationError::Unauthorized(format!(
                 "HTTP {status} from {location}"

@@ -90,6 +90,7 @@ impl Destination for LocalDirDestination {
             Ok(bytes) => Ok(Written {
                 location: format!("file://{}", target.display()),
                 bytes,
+                remote_hash: None,
             }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&temp).await;

@@ -46,6 +46,8 @@ pub struct Written {
     pub location: String,
     /// Bytes the destination confirmed it holds.
     pub bytes: u64,
+    /// The destination's own hash of what it holds, when it computes one (Graph).
+    pub remote_hash: Option<crate::job::RemoteHash>,
 }
 
 /// What went wrong delivering.

@@ -636,6 +636,7 @@ impl Destination for S3Destination {
         Ok(Written {
             location: format!("s3://{}/{key}", self.bucket),
             bytes: bytes as u64,
+            remote_hash: None,
         })
     }
 }

@@ -569,6 +569,7 @@ impl Destination for SftpDestination {
         Ok(Written {
             location: self.location(&target),
             bytes,
+            remote_hash: None,
         })
     }
 }
