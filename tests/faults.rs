@@ -141,20 +141,7 @@ async fn worker_killed_mid_copy_resumes_from_the_parts_already_stored() {
     let (_, answer) = p.notify("resume.bin").await;
     let (id, key) = job_of(&answer, "all");
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("ferry.json");
-    std::fs::write(&config_path, p.copy_config.to_string()).unwrap();
-    let run_job = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["run-job", "--config"])
-            .arg(&config_path)
-            .arg(&key)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let run_job = p.run_job_worker(dir.path(), &key);
     // First worker: slow source, killed (SIGKILL) once S3 holds at least three parts.
     p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(16 * MIB), 3));
     let mut child = run_job();

@@ -485,20 +485,7 @@ async fn worker_sigkilled_at_60_percent_of_256_mib_resumes_the_session() {
     let (_, answer) = p.notify("quarter.bin").await;
     let (id, key) = job_of(&answer, "all");
     let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("ferry.json");
-    std::fs::write(&config_path, p.copy_config.to_string()).unwrap();
-    let run_job = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["run-job", "--config"])
-            .arg(&config_path)
-            .arg(&key)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let run_job = p.run_job_worker(dir.path(), &key);
     // The source holds its response after 60% of the file: the worker sends every whole
     // fragment it has, then waits; it is killed there.
     let gate = Arc::new(Gate::default());

@@ -238,6 +238,31 @@ impl Pipeline {
         (status, serde_json::from_str(&text).unwrap())
     }
 
+    /// Writes the copy config into `dir` and returns a starter of `ferry run-job <job_key>`
+    /// worker processes reading it (logs piped), so a test can SIGKILL a worker mid-copy and
+    /// start another on the same job.
+    pub fn run_job_worker(
+        &self,
+        dir: &std::path::Path,
+        job_key: &str,
+    ) -> impl Fn() -> tokio::process::Child {
+        let config_path = dir.join("ferry.json");
+        std::fs::write(&config_path, self.copy_config.to_string()).unwrap();
+        let key = job_key.to_string();
+        move || {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["run-job", "--config"])
+                .arg(&config_path)
+                .arg(&key)
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        }
+    }
+
     pub async fn notify(&self, file: &str) -> (u16, Value) {
         let body = json!({"container": self.container, "file": file}).to_string();
         self.webhook_call("POST", Some("application/json"), &body, "", Some(TOKEN))
