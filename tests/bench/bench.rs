@@ -36,7 +36,8 @@ const MIB: u64 = 1 << 20;
 /// The Graph fake's app secret (a bench-only value; ferry reads it from a secret file).
 const GRAPH_SECRET: &str = "bench-graph-client-secret";
 
-/// This process's resident set in MiB (the Graph fake lives here): shows it keeps no file bytes.
+/// This process's resident set in MiB: the Graph fake lives here, so this shows what it keeps
+/// (it hashes the bytes, but wiremock 0.6 clones every request a mounted mock matched).
 fn own_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -546,7 +547,7 @@ fn graph_summary(
     }
     write!(
         line,
-        "; the in-process fake ({} fragments received) moved the bench's own RSS {fake_before:.1} -> {fake_after:.1} MiB",
+        "; the in-process fake ({} fragments received; it hashes them, but wiremock keeps every matched request) moved the bench's own RSS {fake_before:.1} -> {fake_after:.1} MiB",
         fake.count("fragment")
     )?;
     Ok(line)
