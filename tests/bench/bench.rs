@@ -2,12 +2,14 @@
 //! the same machine in the same run. Prints a table and writes docs/benchmarks.md. Numbers, not
 //! asserts: these machines are shared and noisy.
 //!
-//! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir) for ferry, rclone, a
-//! plain ranged GET and a plain boto3 multipart PUT; memory across file sizes; cold start of each
-//! Lambda bootstrap under an in-repo Runtime API; webhook ingest latency vs a raw conditional
-//! PutObject. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
+//! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir/Graph) for ferry, rclone,
+//! a plain ranged GET and a plain boto3 multipart PUT (Graph: the stateful fake of
+//! tests/support/graph.rs, started inside this process; rclone has no OneDrive target here, so
+//! that row is compared with ferry's own S3 and SFTP rows); memory across file sizes; cold start
+//! of each Lambda bootstrap under an in-repo Runtime API; webhook ingest latency vs a raw
+//! conditional PutObject. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
 //! FERRY_BENCH_ONLY (sections, default "copy,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
-//! routes, default "s3,sftp,local_dir") narrow a run while profiling; a narrowed run writes
+//! routes, default "s3,sftp,local_dir,graph") narrow a run while profiling; a narrowed run writes
 //! .local/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
 //! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
 //! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
@@ -21,12 +23,32 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+#[path = "../support/graph.rs"]
+#[allow(dead_code)]
+mod graph;
 mod measure;
 mod runtime_api;
 
 use measure::{Run, profiled, timed};
 
 const MIB: u64 = 1 << 20;
+
+/// The Graph fake's app secret (a bench-only value; ferry reads it from a secret file).
+const GRAPH_SECRET: &str = "bench-graph-client-secret";
+
+/// This process's resident set in MiB: the Graph fake lives here, so this shows what it keeps
+/// (it hashes the bytes, but wiremock 0.6 clones every request a mounted mock matched).
+fn own_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
+            })
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
 
 /// Adds one copy result to the report and the console; returns MB/s.
 fn row(report: &mut String, mib: u64, path: &str, tool: &str, r: &Run) -> anyhow::Result<f64> {
@@ -157,7 +179,20 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let root = ferry_harness::repo_root();
-    for bin in ["ferry", "webhook-ingest", "blob-copy"] {
+    let only = |var: &str, default: &str| -> Vec<String> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()
+    };
+    let sections = only("FERRY_BENCH_ONLY", ALL_SECTIONS);
+    // The copy and ingest sections run only `ferry`; the Lambda bootstraps only for cold start.
+    let mut needed = vec!["ferry"];
+    if sections.iter().any(|s| s == "coldstart") {
+        needed.extend(["webhook-ingest", "blob-copy"]);
+    }
+    for bin in needed {
         if !bin_dir(&root).join(bin).exists() {
             bail!(
                 "build the binaries first: cargo build --profile {} --workspace --bins",
@@ -171,14 +206,6 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let only = |var: &str, default: &str| -> Vec<String> {
-        std::env::var(var)
-            .unwrap_or_else(|_| default.into())
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect()
-    };
-    let sections = only("FERRY_BENCH_ONLY", ALL_SECTIONS);
     let routes = only("FERRY_BENCH_ROUTES", ALL_ROUTES);
     let narrowed = sections.join(",") != ALL_SECTIONS || routes.join(",") != ALL_ROUTES;
     let c = ferry_harness::Components::start()?;
@@ -206,6 +233,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let sftp_dir = c.sshd.root.join("bench");
     std::fs::create_dir_all(&sftp_dir)?;
+    // Graph has no emulator: the tests' stateful fake (stores only sizes and hashes), with the
+    // production fragment size and timeout rather than the tests' small ones.
+    let graph_fake = graph::GraphFake::start("ferry-bench", GRAPH_SECRET).await;
+    let mut graph_dest = graph_fake.config(
+        json!({"file": secret("graph-secret", GRAPH_SECRET)?}),
+        "bench",
+    );
+    for knob in ["fragment_size_mib", "timeout_secs"] {
+        graph_dest
+            .as_object_mut()
+            .context("graph config")?
+            .remove(knob);
+    }
     let config = json!({
         "state": {"bucket": "state", "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
         "webhook": {"token": {"file": secret("token", "bench-token")?}},
@@ -214,12 +254,14 @@ async fn main() -> anyhow::Result<()> {
             "local_dir": {"type": "local_dir", "path": work.join("ferry-out")},
             "s3": {"type": "s3", "bucket": "archive", "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
             "sftp": {"type": "sftp", "host": "127.0.0.1", "port": c.sshd.port, "username": c.sshd.user, "host_key": c.sshd.host_key,
-                     "private_key": {"file": secret("key", &c.sshd.client_key_pem)?}, "directory": sftp_dir}
+                     "private_key": {"file": secret("key", &c.sshd.client_key_pem)?}, "directory": sftp_dir},
+            "graph": graph_dest
         },
         "routes": [
             {"name": "s3", "source": "azurite", "container": "bench", "destinations": ["s3"]},
             {"name": "sftp", "source": "azurite", "container": "bench", "destinations": ["sftp"]},
-            {"name": "local_dir", "source": "azurite", "container": "bench", "destinations": ["local_dir"]}
+            {"name": "local_dir", "source": "azurite", "container": "bench", "destinations": ["local_dir"]},
+            {"name": "graph", "source": "azurite", "container": "bench", "destinations": ["graph"]}
         ]
     });
     let config_path = secret("ferry.json", &config.to_string())?;
@@ -347,7 +389,10 @@ async fn main() -> anyhow::Result<()> {
             .send()
             .await;
         let jobs = env.webhook(&name).await?;
+        // ferry's own (MB/s, RSS MiB) per route at this size: the Graph row's comparison.
+        let mut ferry_rows: std::collections::HashMap<String, (f64, f64)> = Default::default();
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
+            let fake_rss_before = own_rss_mib();
             let mut cmd = profiled(
                 &env.ferry(),
                 &env.work.join(format!("perf-{route}-{mib}.data")),
@@ -359,6 +404,22 @@ async fn main() -> anyhow::Result<()> {
             )?;
             let path = format!("Azurite -> {route}");
             let ferry_speed = row(&mut report, mib, &path, "ferry", &r)?;
+            ferry_rows.insert(route.clone(), (ferry_speed, r.rss_mib));
+            if route == "graph" {
+                summary.push(graph_summary(
+                    &graph_fake,
+                    &name,
+                    bytes,
+                    (ferry_speed, r.rss_mib),
+                    &ferry_rows,
+                    (fake_rss_before, own_rss_mib()),
+                )?);
+                writeln!(
+                    report,
+                    "| {mib} MiB | {path} | rclone: none (no OneDrive target here; compare ferry's S3 and SFTP rows) | - | - | - | - |"
+                )?;
+                continue;
+            }
             let dest = match route.as_str() {
                 "s3" => format!(
                     ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{}',force_path_style=true:rclone/{name}",
@@ -450,7 +511,47 @@ fn bin_dir(root: &Path) -> PathBuf {
 }
 
 const ALL_SECTIONS: &str = "copy,coldstart,ingest";
-const ALL_ROUTES: &str = "s3,sftp,local_dir";
+const ALL_ROUTES: &str = "s3,sftp,local_dir,graph";
+
+/// The Graph row's summary line: checks the fake holds the whole file and no protocol violation
+/// (fails the bench otherwise), then compares ferry's Graph copy with ferry's own S3 and SFTP
+/// copies of the same size, and shows how this process's RSS (the fake's home) moved meanwhile.
+fn graph_summary(
+    fake: &graph::GraphFake,
+    name: &str,
+    bytes: u64,
+    (speed, rss): (f64, f64),
+    ferry_rows: &std::collections::HashMap<String, (f64, f64)>,
+    (fake_before, fake_after): (f64, f64),
+) -> anyhow::Result<String> {
+    let stored = fake.stored(&format!("bench/{name}"));
+    if stored.as_ref().map(|s| s.0) != Some(bytes) {
+        bail!("the Graph fake holds {stored:?} for {name}, not {bytes} bytes");
+    }
+    let violations = fake.violations();
+    if !violations.is_empty() {
+        bail!("ferry broke Graph protocol rules: {violations:?}");
+    }
+    let mut line = format!(
+        "{} MiB Azurite -> graph: no reference tool (rclone has no OneDrive target here); ferry {speed:.1} MB/s, {rss:.1} MiB RSS",
+        bytes / MIB
+    );
+    for other in ["s3", "sftp"] {
+        if let Some((s, r)) = ferry_rows.get(other) {
+            write!(
+                line,
+                "; vs ferry -> {other}: {:.2}x the speed, {r:.1} MiB RSS",
+                speed / s
+            )?;
+        }
+    }
+    write!(
+        line,
+        "; the in-process fake ({} fragments received; it hashes them, but wiremock keeps every matched request) moved the bench's own RSS {fake_before:.1} -> {fake_after:.1} MiB",
+        fake.count("fragment")
+    )?;
+    Ok(line)
+}
 
 async fn cold_start(env: &Env, report: &mut String) -> anyhow::Result<()> {
     writeln!(
