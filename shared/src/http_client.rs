@@ -38,12 +38,17 @@ pub fn classify(response: &reqwest::Response) -> HttpClass {
 
 /// Classifies a status with the headers that came with it.
 pub fn classify_status(status: u16, headers: &http::HeaderMap) -> HttpClass {
+    classify_parts(status, retry_after_header(headers))
+}
+
+/// Classifies a status whose `Retry-After` was already read (a caller that consumed the response).
+pub fn classify_parts(status: u16, retry_after: Option<Duration>) -> HttpClass {
     match status {
         200..=299 => HttpClass::Success,
         401 | 403 => HttpClass::Refused { status },
         s if status_is_retryable(s) => HttpClass::Retryable {
             status,
-            retry_after: retry_after_header(headers),
+            retry_after,
         },
         _ => HttpClass::Rejected { status },
     }

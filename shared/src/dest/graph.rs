@@ -1038,14 +1038,7 @@ fn classify(
         .collect();
     let reason =
         crate::redact::redact_embedded_urls(&format!("{what}: HTTP {status} {code} {message}"));
-    let mut headers = http::HeaderMap::new();
-    if let Some(after) = retry_after {
-        headers.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from(after.as_secs()),
-        );
-    }
-    match crate::http_client::classify_status(status, &headers) {
+    match crate::http_client::classify_parts(status, retry_after) {
         HttpClass::Refused { status: 403 } => DestinationError::Unauthorized(format!(
             "{reason} (app-only access needs Sites.ReadWrite.All or a Sites.Selected write grant on the site: see docs/deploy.md)"
         )),
