@@ -334,6 +334,42 @@ async fn bad_input_gets_status_and_reason_and_writes_nothing() {
         (
             "POST",
             Some("application/json"),
+            json_body("invoice\u{202E}piz.exe"),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("present\u{200B}.csv"),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body(" \n "),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            json_body("   "),
+            String::new(),
+            Some(TOKEN),
+            400,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            Some("application/json"),
             json_body(&long),
             String::new(),
             Some(TOKEN),
@@ -380,6 +416,17 @@ async fn bad_input_gets_status_and_reason_and_writes_nothing() {
             "a reason is given: {answer}"
         );
         assert!(answer["correlation_id"].is_string());
+        let unsafe_name = ["\u{202E}", "\u{200B}", "   "]
+            .iter()
+            .any(|bad| body.contains(bad) && !body.contains("etc"));
+        if unsafe_name {
+            assert!(
+                answer["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with("unsafe name")),
+                "an unsafe name says so: {answer}"
+            );
+        }
     }
     assert!(
         p.ingest.state.list("jobs/").await.unwrap().is_empty(),

@@ -13,22 +13,42 @@ pub enum NameError {
     Empty { field: &'static str },
     #[error("{field} is longer than {max} bytes")]
     TooLong { field: &'static str, max: usize },
-    #[error("{field} contains a control character")]
+    #[error("{field} is only whitespace: unsafe name")]
+    Blank { field: &'static str },
+    #[error("{field} contains a control character: unsafe name")]
     ControlCharacter { field: &'static str },
-    #[error("{field} contains a backslash")]
+    /// Bidirectional overrides/isolates and zero-width characters let a name display as
+    /// something it is not (`invoice\u{202E}piz.exe` shows as `invoiceexe.zip`).
+    #[error(
+        "{field} contains U+{code_point:04X}, a bidirectional-control or zero-width character that makes a name display as something it is not: unsafe name"
+    )]
+    InvisibleCharacter {
+        field: &'static str,
+        code_point: u32,
+    },
+    #[error("{field} contains a backslash: unsafe name")]
     Backslash { field: &'static str },
-    #[error("{field} is an absolute path")]
+    #[error("{field} is an absolute path: unsafe name")]
     Absolute { field: &'static str },
-    #[error("{field} contains a '..' or '.' path segment")]
+    #[error("{field} contains a '..' or '.' path segment: unsafe name")]
     DotSegment { field: &'static str },
-    #[error("{field} contains an empty path segment")]
+    #[error("{field} contains an empty path segment: unsafe name")]
     EmptySegment { field: &'static str },
     #[error("{field} must be 3-63 lowercase letters, digits or single hyphens")]
     BadContainer { field: &'static str },
 }
 
+/// True for the characters that change how a name displays without being seen: zero-width
+/// space/joiners and marks (U+200B-U+200F), bidirectional embeddings and overrides
+/// (U+202A-U+202E), isolates (U+2066-U+2069) and the byte-order mark / zero-width no-break space
+/// (U+FEFF).
+pub fn is_invisible_control(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Checks a relative object name such as `exports/2026/HMIS data.zip`.
-/// Unicode and spaces are fine; traversal, absolute paths, backslashes and control characters are not.
+/// Unicode and spaces are fine; traversal, absolute paths, backslashes, control characters,
+/// bidirectional/zero-width characters and whitespace-only names are not.
 pub fn validate_object_name(field: &'static str, name: &str, max: usize) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty { field });
@@ -38,6 +58,15 @@ pub fn validate_object_name(field: &'static str, name: &str, max: usize) -> Resu
     }
     if name.chars().any(char::is_control) {
         return Err(NameError::ControlCharacter { field });
+    }
+    if let Some(c) = name.chars().find(|c| is_invisible_control(*c)) {
+        return Err(NameError::InvisibleCharacter {
+            field,
+            code_point: c as u32,
+        });
+    }
+    if name.trim().is_empty() {
+        return Err(NameError::Blank { field });
     }
     if name.contains('\\') {
         return Err(NameError::Backslash { field });
@@ -123,6 +152,36 @@ mod tests {
             ("a\0b", NameError::ControlCharacter { field: "file" }),
             ("a//b", NameError::EmptySegment { field: "file" }),
             ("", NameError::Empty { field: "file" }),
+            ("   ", NameError::Blank { field: "file" }),
+            ("\n", NameError::ControlCharacter { field: "file" }),
+            (
+                "invoice\u{202E}piz.exe",
+                NameError::InvisibleCharacter {
+                    field: "file",
+                    code_point: 0x202E,
+                },
+            ),
+            (
+                "a\u{200B}.csv",
+                NameError::InvisibleCharacter {
+                    field: "file",
+                    code_point: 0x200B,
+                },
+            ),
+            (
+                "\u{FEFF}a.csv",
+                NameError::InvisibleCharacter {
+                    field: "file",
+                    code_point: 0xFEFF,
+                },
+            ),
+            (
+                "a\u{2066}b\u{2069}.csv",
+                NameError::InvisibleCharacter {
+                    field: "file",
+                    code_point: 0x2066,
+                },
+            ),
         ];
         for (name, want) in cases {
             assert_eq!(
@@ -136,6 +195,31 @@ mod tests {
             validate_object_name("file", &long, MAX_NAME_BYTES),
             Err(NameError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn every_bidi_and_zero_width_code_point_is_refused_and_said_so() {
+        for cp in (0x200B..=0x200F)
+            .chain(0x202A..=0x202E)
+            .chain(0x2066..=0x2069)
+            .chain([0xFEFF])
+        {
+            let name = format!("report{}.csv", char::from_u32(cp).unwrap());
+            let e = validate_object_name("file", &name, MAX_NAME_BYTES).unwrap_err();
+            assert!(e.to_string().contains(&format!("U+{cp:04X}")), "{e}");
+            assert!(e.to_string().ends_with("unsafe name"), "{e}");
+        }
+        // Neighbours that are ordinary characters stay accepted.
+        for ok in ["a\u{2010}b.csv", "a\u{2070}.csv", "caf\u{E9}.csv"] {
+            assert!(
+                validate_object_name("file", ok, MAX_NAME_BYTES).is_ok(),
+                "{ok:?}"
+            );
+        }
+        assert_eq!(
+            NameError::Blank { field: "file" }.to_string(),
+            "file is only whitespace: unsafe name"
+        );
     }
 
     #[test]

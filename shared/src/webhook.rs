@@ -159,7 +159,8 @@ impl WebhookService {
         let container = fields.get("container").map(String::as_str).unwrap_or("");
         let file = fields.get("file").map(String::as_str).unwrap_or("");
         for (field, value) in [("container", container), ("file", file)] {
-            if value.trim().is_empty() {
+            // A whitespace-only value is present but unsafe: the name checks below say so.
+            if value.is_empty() {
                 return reject(
                     400,
                     "missing_field",
