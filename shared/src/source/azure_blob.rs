@@ -16,7 +16,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::SecretString;
 use tokio_util::io::StreamReader;
 
-use super::{Source, SourceError, SourceObject};
+use super::{ListPage, ListedObject, Source, SourceError, SourceObject};
 use crate::ByteReader;
 use crate::http_client::{HttpClass, classify};
 use crate::redact::redact_url;
@@ -237,6 +237,140 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// List Blobs (design 6b): one page of `container`, names starting with `prefix`.
+    async fn list_once(
+        &self,
+        container: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max_results: u32,
+    ) -> Result<ListPage, SourceError> {
+        let account = self.account_url.as_deref().ok_or_else(|| {
+            SourceError::Permanent("this source addresses blobs by URL only: it cannot list".into())
+        })?;
+        let plain = format!("{account}/{}", utf8_percent_encode(container, PATH_KEEP));
+        let query = {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("restype", "container")
+                .append_pair("comp", "list")
+                .append_pair("maxresults", &max_results.to_string());
+            if !prefix.is_empty() {
+                q.append_pair("prefix", prefix);
+            }
+            if let Some(m) = marker.filter(|m| !m.is_empty()) {
+                q.append_pair("marker", m);
+            }
+            q.finish()
+        };
+        let resp = self
+            .send(&plain, |http, signed| {
+                // `signed` already carries `?<sas>`: the listing's parameters follow it.
+                http.get(format!("{signed}&{query}"))
+                    .header("x-ms-version", API_VERSION)
+            })
+            .await?;
+        let what = format!("List Blobs of {}", redact_url(&plain));
+        let resp = check_status(resp, &what)?;
+        let body = resp.text().await.map_err(transport_error)?;
+        parse_list(container, &body)
+            .map_err(|e| SourceError::Permanent(format!("{what} returned unreadable XML: {e}")))
+    }
+}
+
+/// The parts of a List Blobs answer ferry reads (the XML has many more, ignored).
+#[derive(serde::Deserialize)]
+struct EnumerationResults {
+    #[serde(rename = "Blobs", default)]
+    blobs: BlobsXml,
+    #[serde(rename = "NextMarker", default)]
+    next_marker: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BlobsXml {
+    #[serde(rename = "Blob", default)]
+    blob: Vec<BlobXml>,
+}
+
+#[derive(serde::Deserialize)]
+struct BlobXml {
+    #[serde(rename = "Name")]
+    name: NameXml,
+    #[serde(rename = "Properties")]
+    properties: PropertiesXml,
+}
+
+/// A name Azure could not put in XML as it is comes percent-encoded with `Encoded="true"`.
+#[derive(serde::Deserialize)]
+struct NameXml {
+    #[serde(rename = "@Encoded", default)]
+    encoded: Option<bool>,
+    #[serde(rename = "$text", default)]
+    text: String,
+}
+
+#[derive(serde::Deserialize)]
+struct PropertiesXml {
+    #[serde(rename = "Creation-Time", default)]
+    creation_time: Option<String>,
+    #[serde(rename = "Last-Modified", default)]
+    last_modified: Option<String>,
+    #[serde(rename = "Etag")]
+    etag: String,
+    #[serde(rename = "Content-Length")]
+    content_length: u64,
+    #[serde(rename = "Content-Type", default)]
+    content_type: Option<String>,
+    #[serde(rename = "Content-MD5", default)]
+    content_md5: Option<String>,
+}
+
+/// Reads a List Blobs page. ETags get the quotes Get Blob Properties puts around them, so a blob
+/// found by listing names the same job as one announced by a webhook.
+fn parse_list(container: &str, xml: &str) -> Result<ListPage, String> {
+    let results: EnumerationResults = quick_xml::de::from_str(xml).map_err(|e| e.to_string())?;
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| httpdate::parse_http_date(t.trim()).ok())
+    };
+    let mut objects = Vec::with_capacity(results.blobs.blob.len());
+    for blob in results.blobs.blob {
+        let name = if blob.name.encoded == Some(true) {
+            percent_encoding::percent_decode_str(&blob.name.text)
+                .decode_utf8()
+                .map_err(|e| format!("encoded blob name is not UTF-8: {e}"))?
+                .into_owned()
+        } else {
+            blob.name.text
+        };
+        let p = blob.properties;
+        let etag = p.etag.trim().to_string();
+        let etag = if etag.starts_with('"') {
+            etag
+        } else {
+            format!("\"{etag}\"")
+        };
+        objects.push(ListedObject {
+            created: time(&p.creation_time),
+            last_modified: time(&p.last_modified),
+            object: SourceObject {
+                container: container.to_string(),
+                name,
+                size: p.content_length,
+                etag,
+                content_md5: p.content_md5.filter(|v| !v.trim().is_empty()),
+                content_type: p.content_type.filter(|v| !v.is_empty()),
+                url: None,
+            },
+        });
+    }
+    Ok(ListPage {
+        objects,
+        next_marker: results.next_marker.filter(|m| !m.trim().is_empty()),
+    })
+}
+
 /// Maps a reqwest failure to a `SourceError`, dropping the URL (it carries the SAS).
 fn transport_error(e: reqwest::Error) -> SourceError {
     SourceError::Transient {
@@ -371,6 +505,22 @@ impl Source for AzureBlobSource {
         Ok(resolved)
     }
 
+    async fn list_page(
+        &self,
+        container: &str,
+        prefix: &str,
+        marker: Option<&str>,
+        max_results: u32,
+    ) -> Result<ListPage, SourceError> {
+        let inner = &self.inner;
+        inner
+            .retry
+            .run("azure list blobs", || {
+                inner.list_once(container, prefix, marker, max_results)
+            })
+            .await
+    }
+
     async fn open(&self, object: &SourceObject) -> Result<ByteReader, SourceError> {
         let first = if object.size == 0 {
             None
@@ -392,5 +542,56 @@ impl Source for AzureBlobSource {
         };
         let chunks = stream::try_unfold(state, ReadState::next_chunk);
         Ok(Box::pin(StreamReader::new(chunks)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_page_reads_names_etags_times_and_the_next_marker() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1" ContainerName="exports">
+  <Prefix>hmis/</Prefix><MaxResults>2</MaxResults>
+  <Blobs>
+    <Blob><Name> lead &amp; trail .csv</Name><Properties>
+      <Creation-Time>Sun, 29 Nov 2026 10:00:00 GMT</Creation-Time>
+      <Last-Modified>Sun, 29 Nov 2026 10:00:01 GMT</Last-Modified>
+      <Etag>0x8DD1234</Etag><Content-Length>12</Content-Length>
+      <Content-Type>text/csv</Content-Type><Content-MD5 /><BlobType>BlockBlob</BlobType>
+    </Properties><Metadata /></Blob>
+    <Blob><Name Encoded="true">bad%01name.csv</Name><Properties>
+      <Last-Modified>Sun, 29 Nov 2026 11:00:00 GMT</Last-Modified>
+      <Etag>"0x8DD5678"</Etag><Content-Length>0</Content-Length>
+      <Content-MD5>1B2M2Y8AsgTpgAmY7PhCfg==</Content-MD5>
+    </Properties></Blob>
+  </Blobs>
+  <NextMarker>2!72!MDAwMDA</NextMarker>
+</EnumerationResults>"#;
+        let page = parse_list("exports", xml).unwrap();
+        assert_eq!(page.next_marker.as_deref(), Some("2!72!MDAwMDA"));
+        let [a, b] = &page.objects[..] else {
+            panic!("{page:?}")
+        };
+        assert_eq!(a.object.name, " lead & trail .csv");
+        assert_eq!(a.object.etag, "\"0x8DD1234\"");
+        assert_eq!((a.object.size, a.object.content_md5.as_deref()), (12, None));
+        assert_eq!(
+            a.time(),
+            httpdate::parse_http_date("Sun, 29 Nov 2026 10:00:00 GMT").ok()
+        );
+        assert_eq!(b.object.name, "bad\u{1}name.csv");
+        assert_eq!(b.object.etag, "\"0x8DD5678\"");
+        assert_eq!(
+            b.time(),
+            httpdate::parse_http_date("Sun, 29 Nov 2026 11:00:00 GMT").ok()
+        );
+        let last = parse_list(
+            "exports",
+            "<EnumerationResults><Blobs /><NextMarker /></EnumerationResults>",
+        )
+        .unwrap();
+        assert_eq!(last, ListPage::default());
     }
 }

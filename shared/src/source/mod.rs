@@ -43,6 +43,33 @@ impl SourceObject {
     }
 }
 
+/// One blob of a container listing, with the times the reconciliation window is judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// What `Source::stat` would say about it (same ETag format, so the same job id).
+    pub object: SourceObject,
+    /// When the blob was created, when the listing says so.
+    pub created: Option<std::time::SystemTime>,
+    /// When the blob was last written.
+    pub last_modified: Option<std::time::SystemTime>,
+}
+
+impl ListedObject {
+    /// The time a lookback window is compared with: creation, else last modification.
+    pub fn time(&self) -> Option<std::time::SystemTime> {
+        self.created.or(self.last_modified)
+    }
+}
+
+/// One page of a container listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// The blobs of this page, in the listing's (lexicographic) order.
+    pub objects: Vec<ListedObject>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_marker: Option<String>,
+}
+
 /// What went wrong reading a source.
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -115,6 +142,20 @@ pub trait Source: Send + Sync {
     /// unchanged.
     async fn resolve(&self, object: &SourceObject) -> Result<SourceObject, SourceError> {
         Ok(object.clone())
+    }
+    /// Lists one page of at most `max_results` blobs of `container` whose names start with
+    /// `prefix`, from `marker` (the previous page's `next_marker`). Sources that cannot list
+    /// say so.
+    async fn list_page(
+        &self,
+        _container: &str,
+        _prefix: &str,
+        _marker: Option<&str>,
+        _max_results: u32,
+    ) -> Result<ListPage, SourceError> {
+        Err(SourceError::Permanent(
+            "this source cannot list its objects".into(),
+        ))
     }
     /// Opens the object's bytes, pinned to `object.etag`. Broken connections are resumed with
     /// range reads inside the stream; errors that survive that surface as `io::Error`s wrapping
