@@ -15,6 +15,10 @@
 //! - `ferry token-refresh --config FILE`: refresh the pub/sub export tokens that are due.
 //! - `ferry export-pull --config FILE [--seconds N]`: pull notifications into jobs for up to N
 //!   seconds (default 60) and print the new job keys.
+//! - `ferry reconcile --config FILE [--route R]... [--dry-run] [--lookback DURATION]`: sweep the
+//!   webhook routes' containers once for blobs whose webhook never came and create their jobs
+//!   (or, with `--dry-run`, only count them); prints the summary, fails when a route could not
+//!   be swept (e.g. the SAS lacks `l`).
 //! - `ferry state-layout [--markdown]`: the state bucket layout and each function's access per
 //!   prefix, as the JSON that `infra/state-layout.json` holds (Terraform builds the grants from
 //!   it) or as the permissions table of docs/deploy.md.
@@ -81,7 +85,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N] | state-layout [--markdown]"
+            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N] | reconcile --config FILE [--route R]... [--dry-run] [--lookback DURATION] | state-layout [--markdown]"
         );
     };
     let rest = &args[1..];
@@ -189,6 +193,35 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                     println!("job {key}");
                 }
             }
+            Ok(())
+        }
+        "reconcile" => {
+            let services = services(rest).await?;
+            let reconciler = services.reconciler().await?;
+            let since = match flag(rest, "--lookback") {
+                Some(d) => Some(
+                    std::time::SystemTime::now()
+                        - humantime::parse_duration(&d)
+                            .context("--lookback takes a duration such as 48h or 7days")?,
+                ),
+                None => None,
+            };
+            let options = ferry_shared::reconcile::SweepOptions {
+                routes: rest
+                    .windows(2)
+                    .filter(|w| w[0] == "--route")
+                    .map(|w| w[1].clone())
+                    .collect(),
+                dry_run: rest.iter().any(|a| a == "--dry-run"),
+                since,
+                correlation_id: format!("reconcile-{}", std::process::id()),
+            };
+            let summary = reconciler
+                .sweep(&options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            reconcile::report(&summary).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(())
         }
         "run-job" => {

@@ -127,6 +127,8 @@ pub enum Function {
     TokenRefresh,
     /// Scheduled Service Bus drain.
     ExportPull,
+    /// Scheduled sweep of the webhook routes' containers for missed webhooks.
+    Reconcile,
 }
 
 use Access::{Delete, Get, Put};
@@ -176,14 +178,19 @@ const EXPORT_PULL: &[Grant] = &[
     always(Prefix::Tokens, &[Get, Put]),
 ];
 
+/// reconcile::Reconciler: a job per blob whose webhook never came, create-once like the webhook
+/// (a duplicate is the 412); a dry run (`ferry reconcile --dry-run`) only checks that the job exists.
+const RECONCILE: &[Grant] = &[always(Prefix::Jobs, &[Get, Put])];
+
 impl Function {
     /// Every function, in deployment order.
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Function::WebhookIngest,
         Function::BlobCopy,
         Function::ViewSync,
         Function::TokenRefresh,
         Function::ExportPull,
+        Function::Reconcile,
     ];
 
     /// The function's name (crate, binary, Terraform key).
@@ -194,6 +201,7 @@ impl Function {
             Function::ViewSync => "view-sync",
             Function::TokenRefresh => "token-refresh",
             Function::ExportPull => "export-pull",
+            Function::Reconcile => "reconcile",
         }
     }
 
@@ -210,6 +218,7 @@ impl Function {
             Function::ViewSync => VIEW_SYNC,
             Function::TokenRefresh => TOKEN_REFRESH,
             Function::ExportPull => EXPORT_PULL,
+            Function::Reconcile => RECONCILE,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod job;
 pub mod layout;
 pub mod names;
 pub mod pubsub;
+pub mod reconcile;
 pub mod redact;
 pub mod retry;
 pub mod s3;

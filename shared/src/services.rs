@@ -24,6 +24,7 @@ use crate::engine::TransferEngine;
 use crate::layout::Function;
 use crate::pubsub::pull::ExportPuller;
 use crate::pubsub::servicebus::ServiceBusClient;
+use crate::reconcile::Reconciler;
 use crate::retry::RetryPolicy;
 use crate::secret::SecretResolver;
 pub use crate::setup::SetupError;
@@ -141,6 +142,36 @@ impl Services {
         }
         WebhookService::new(wh, token, &routes, sources, state, self.retry)
             .map_err(|e| SetupError::Config(format!("bad route glob: {e}")))
+    }
+
+    /// reconcile: the sources of webhook routes (their SAS, which must allow `l`), nothing else:
+    /// not the webhook token, no destination. Works without a `webhook` section (names are then
+    /// checked against Azure's 1024-byte limit).
+    pub async fn reconciler(&self) -> Result<Reconciler, SetupError> {
+        let state = self.state_for(Function::Reconcile);
+        let routes: Vec<_> = self.config.webhook_routes().cloned().collect();
+        let mut sources = BTreeMap::new();
+        for name in routes
+            .iter()
+            .map(|r| r.source.as_str())
+            .collect::<BTreeSet<_>>()
+        {
+            sources.insert(name.to_string(), self.source(name, &state).await?);
+        }
+        let max_name_bytes = self
+            .config
+            .webhook
+            .as_ref()
+            .map_or(crate::names::MAX_NAME_BYTES, |w| w.max_name_bytes);
+        Reconciler::new(
+            &routes,
+            &sources,
+            state,
+            self.retry,
+            self.config.reconcile.clone(),
+            max_name_bytes,
+        )
+        .map_err(SetupError::Config)
     }
 
     /// view-sync: every view with its password, and the sinks that views name (PostgreSQL
@@ -402,6 +433,7 @@ mod tests {
             Function::ViewSync => drop(services.view_sync().await.unwrap()),
             Function::TokenRefresh => drop(services.token_caches().await.unwrap()),
             Function::ExportPull => drop(services.export_pullers().await.unwrap()),
+            Function::Reconcile => drop(services.reconciler().await.unwrap()),
         }
         let read = services
             .secrets
@@ -420,7 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_cold_start_reads_only_its_own_secrets_and_no_state() {
-        let expected: [(Function, &[&str]); 5] = [
+        let expected: [(Function, &[&str]); 6] = [
             (Function::WebhookIngest, &["webhook-token", "ct-sas"]),
             (
                 Function::BlobCopy,
@@ -429,6 +461,7 @@ mod tests {
             (Function::ViewSync, &["cases-password", "api-auth"]),
             (Function::TokenRefresh, &["eg-aad"]),
             (Function::ExportPull, &["eg-aad"]),
+            (Function::Reconcile, &["ct-sas"]),
         ];
         for (function, want) in expected {
             let (read, requests) = cold_start(function).await;

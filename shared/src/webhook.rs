@@ -50,13 +50,27 @@ pub struct WebhookResponse {
     pub retry_after_secs: Option<u64>,
 }
 
-struct CompiledRoute {
-    config: RouteConfig,
+/// A route with its glob compiled: which webhook files it takes. The reconciliation sweep uses
+/// the same matcher, so both take exactly the same names.
+pub(crate) struct CompiledRoute {
+    pub(crate) config: RouteConfig,
     glob: Option<GlobMatcher>,
 }
 
 impl CompiledRoute {
-    fn matches(&self, container: &str, file: &str) -> bool {
+    pub(crate) fn compile(route: &RouteConfig) -> Result<Self, globset::Error> {
+        Ok(Self {
+            glob: route
+                .file_glob
+                .as_deref()
+                .map(crate::names::compile_glob)
+                .transpose()?,
+            config: route.clone(),
+        })
+    }
+
+    /// Whether the route takes `file` from `container` (glob and name filter).
+    pub(crate) fn matches(&self, container: &str, file: &str) -> bool {
         self.config.container.as_deref() == Some(container)
             && self.glob.as_ref().is_none_or(|g| g.is_match(file))
             && self
@@ -64,6 +78,18 @@ impl CompiledRoute {
                 .name_contains
                 .as_deref()
                 .is_none_or(|s| file.contains(s))
+    }
+
+    /// The longest folder prefix every name the route takes starts with (the glob's literal
+    /// folders: `exports/hmis/*.zip` -> `exports/hmis/`), so a listing can start there.
+    pub(crate) fn list_prefix(&self) -> &str {
+        let Some(glob) = self.config.file_glob.as_deref() else {
+            return "";
+        };
+        let literal = glob
+            .find(['*', '?', '[', '{', '\\'])
+            .map_or(glob, |i| &glob[..i]);
+        literal.rfind('/').map_or("", |i| &literal[..=i])
     }
 }
 
@@ -104,16 +130,7 @@ impl WebhookService {
     ) -> Result<Self, globset::Error> {
         let routes = routes
             .iter()
-            .map(|r| {
-                Ok(CompiledRoute {
-                    glob: r
-                        .file_glob
-                        .as_deref()
-                        .map(crate::names::compile_glob)
-                        .transpose()?,
-                    config: r.clone(),
-                })
-            })
+            .map(CompiledRoute::compile)
             .collect::<Result<Vec<_>, globset::Error>>()?;
         let token_digest = Sha256::digest(expose(&token).as_bytes()).into();
         Ok(Self {
@@ -287,37 +304,63 @@ impl WebhookService {
         file: &str,
         cid: &str,
     ) -> Result<(String, String, &'static str), StateError> {
-        let id = job_id(&route.name, &route.source, &object);
-        let key = job_key(&route.name, &id);
-        let job = TransferJob {
-            id: id.clone(),
-            route: route.name.clone(),
-            source: route.source.clone(),
-            object,
-            destinations: route.destinations.clone(),
-            target_folder: route.target_folder.clone(),
-            correlation_id: cid.to_string(),
-            created_at: now_rfc3339(),
-            export: None,
-        };
-        let state = self.state.as_ref();
-        let status = match self
-            .retry
-            .run("write job", || state.put_json(&key, &job, PutMode::Create))
-            .await
-        {
-            Ok(_) => {
+        let (id, key, written) =
+            create_route_job(self.state.as_ref(), &self.retry, route, object, cid).await?;
+        let status = match written {
+            JobWrite::Created => {
                 tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "job created");
                 "accepted"
             }
-            Err(StateError::AlreadyExists { .. }) => {
+            JobWrite::Exists => {
                 tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "duplicate webhook; job exists");
                 "duplicate"
             }
-            Err(e) => return Err(e),
         };
         Ok((id, key, status))
     }
+}
+
+/// What a create-once job write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobWrite {
+    /// The job is new: its delivery starts.
+    Created,
+    /// A job with this id was already there (a duplicate webhook, or a blob already swept).
+    Exists,
+}
+
+/// Writes the job of `object` for a webhook route, create-once, with the deterministic id
+/// (`job::job_id`) that the webhook and the reconciliation sweep both use: whichever comes
+/// second finds the job and delivers nothing again. Returns (job id, job key, what happened).
+pub(crate) async fn create_route_job(
+    state: &dyn StateStore,
+    retry: &RetryPolicy,
+    route: &RouteConfig,
+    object: SourceObject,
+    cid: &str,
+) -> Result<(String, String, JobWrite), StateError> {
+    let id = job_id(&route.name, &route.source, &object);
+    let key = job_key(&route.name, &id);
+    let job = TransferJob {
+        id: id.clone(),
+        route: route.name.clone(),
+        source: route.source.clone(),
+        object,
+        destinations: route.destinations.clone(),
+        target_folder: route.target_folder.clone(),
+        correlation_id: cid.to_string(),
+        created_at: now_rfc3339(),
+        export: None,
+    };
+    let written = match retry
+        .run("write job", || state.put_json(&key, &job, PutMode::Create))
+        .await
+    {
+        Ok(_) => JobWrite::Created,
+        Err(StateError::AlreadyExists { .. }) => JobWrite::Exists,
+        Err(e) => return Err(e),
+    };
+    Ok((id, key, written))
 }
 
 type Rejection = (u16, &'static str, String);
@@ -395,6 +438,27 @@ mod tests {
             body: Bytes::from(body.to_string()),
             correlation_id: "c".into(),
         }
+    }
+
+    #[test]
+    fn list_prefix_is_the_globs_literal_folders() {
+        let prefix = |glob: Option<&str>| {
+            let route: RouteConfig = serde_json::from_value(json!({
+                "name": "r", "source": "s", "container": "c", "destinations": ["d"],
+                "file_glob": glob,
+            }))
+            .unwrap();
+            CompiledRoute::compile(&route)
+                .unwrap()
+                .list_prefix()
+                .to_string()
+        };
+        assert_eq!(prefix(None), "");
+        assert_eq!(prefix(Some("*.zip")), "");
+        assert_eq!(prefix(Some("HMIS*.zip")), "");
+        assert_eq!(prefix(Some("exports/hmis/*.zip")), "exports/hmis/");
+        assert_eq!(prefix(Some("exports/h*/**/*.csv")), "exports/");
+        assert_eq!(prefix(Some("exports/a.csv")), "exports/");
     }
 
     #[test]

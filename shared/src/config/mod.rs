@@ -64,6 +64,71 @@ pub struct Config {
     /// Named sinks that views deliver records to.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// The reconciliation sweep of webhook routes (the reconcile function, `ferry reconcile`,
+    /// `ferry serve --reconcile-every`): how far back it looks and how it pages.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+}
+
+/// How the reconciliation sweep finds blobs whose webhook never came: it lists each webhook
+/// route's container (from the glob's literal folders) and creates the job the webhook would
+/// have created for every blob the route takes that was created within the lookback window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Blobs created (else last modified) longer ago than this are left alone. Keep it shorter
+    /// than the state bucket keeps jobs (`jobs_expiration_days`, 30) and receipts, so a sweep
+    /// never re-creates the job of a file delivered long ago; ClientTrack keeps exports 30 days.
+    /// Default 7 days.
+    #[serde(default = "default_lookback_hours")]
+    pub lookback_hours: u64,
+    /// Blobs per List Blobs page (Azure's maximum and default: 5000).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Jobs written at once while sweeping.
+    #[serde(default = "default_reconcile_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            lookback_hours: default_lookback_hours(),
+            page_size: default_page_size(),
+            concurrency: default_reconcile_concurrency(),
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// The lookback window.
+    pub fn lookback(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lookback_hours.saturating_mul(3600))
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=720).contains(&self.lookback_hours) {
+            return Err("lookback_hours must be 1..=720 (30 days)".into());
+        }
+        if !(1..=5000).contains(&self.page_size) {
+            return Err("page_size must be 1..=5000".into());
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err("concurrency must be 1..=64".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_lookback_hours() -> u64 {
+    7 * 24
+}
+fn default_page_size() -> u32 {
+    5000
+}
+fn default_reconcile_concurrency() -> usize {
+    16
 }
 
 /// An S3-compatible endpoint. Credentials come from the standard AWS chain (the Lambda role,
@@ -419,6 +484,9 @@ impl Config {
             {
                 return invalid(format!("route {:?}: {e}", route.name));
             }
+        }
+        if let Err(e) = self.reconcile.validate() {
+            return invalid(format!("reconcile: {e}"));
         }
         for (name, source) in &self.sources {
             if let Err(e) = source.validate() {

@@ -1,0 +1,22 @@
+//! Lambda entry point: build the webhook routes' sources once per cold start, then sweep on
+//! each schedule.
+
+use std::sync::Arc;
+
+use ferry_shared::config::Config;
+use ferry_shared::services::Services;
+use ferry_shared::telemetry::startup;
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ferry_shared::telemetry::init();
+    let services = Services::new(startup(Config::from_env())?).await;
+    // The webhook routes' sources (their SAS): nothing else.
+    let reconciler = Arc::new(startup(services.reconciler().await)?);
+    lambda_runtime::run(service_fn(move |event| {
+        let reconciler = reconciler.clone();
+        async move { reconcile::handle(&reconciler, event).await }
+    }))
+    .await
+}
