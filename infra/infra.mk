@@ -14,7 +14,7 @@
 #                   (terraform runs with -chdir=$(DEPLOY_DIR): give absolute paths)
 #   TERRAFORM       terraform binary
 
-FUNCTIONS ?= webhook-ingest blob-copy view-sync token-refresh export-pull
+FUNCTIONS ?= webhook-ingest blob-copy view-sync token-refresh export-pull reconcile
 LAMBDA_ARCH ?= x86_64
 LAMBDA_DIR ?= target/lambda
 DEPLOY_DIR ?= infra/examples/complete

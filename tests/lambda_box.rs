@@ -434,9 +434,30 @@ async fn deployed_functions_run_with_their_own_roles() {
     let jobs = support::sinks::s3_keys(&s3, &deployed.state_bucket, "jobs/hmis/").await;
     assert_eq!(jobs.len(), 1, "one job written: {jobs:?}");
 
+    // reconcile: a file whose webhook never came, found by the scheduled sweep (List Blobs with
+    // the source's SAS) and turned into the job the webhook would have written; the file the
+    // webhook announced is already known.
+    let missed = "HMIS_export_2026-11-28.zip";
+    let missed_bytes = support::data::bytes(5, 70_000);
+    env.upload(&azurite, &env.container, missed, &missed_bytes)
+        .await;
+    let out = sandboxes.invoke("reconcile", &json!({})).await;
+    note(&format!("reconcile answered {out}"));
+    let hmis = out["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["route"] == "hmis"))
+        .unwrap_or_else(|| panic!("a summary for route hmis: {out}"));
+    assert_eq!(
+        (hmis["created"].as_u64(), hmis["already_known"].as_u64()),
+        (Some(1), Some(1)),
+        "the missed file got a job, the announced one was known: {out}"
+    );
+    let jobs = support::sinks::s3_keys(&s3, &deployed.state_bucket, "jobs/hmis/").await;
+    assert_eq!(jobs.len(), 2, "the webhook's job and the sweep's: {jobs:?}");
+
     // blob-copy: the messages the bucket notification put on the jobs queue, as Lambda's SQS
     // poller would hand them over.
-    let messages = receive_jobs(&admin, &deployed.jobs_queue_url, 2).await;
+    let messages = receive_jobs(&admin, &deployed.jobs_queue_url, 3).await;
     for m in &messages {
         let event = sqs_event(m, &deployed.jobs_queue_arn());
         let out = sandboxes.invoke("blob-copy", &event).await;
@@ -447,6 +468,11 @@ async fn deployed_functions_run_with_their_own_roles() {
             m["Body"]
         );
     }
+    assert_eq!(
+        std::fs::read(env.sftp_dir.join(missed)).ok().as_deref(),
+        Some(&missed_bytes[..]),
+        "the file whose webhook never came reached SFTP"
+    );
     // The webhook file, byte-identical at each destination, with receipts.
     let sftp_file = env.sftp_dir.join(blob);
     assert_eq!(
@@ -1010,6 +1036,7 @@ fn secrets_resolved_are_granted(deployed: &Deployed, logs: &BTreeMap<String, Vec
             vec![format!("sources/{PUBSUB}/aad-client-secret")],
         ),
         ("export-pull", vec![]),
+        ("reconcile", vec![format!("sources/{SOURCE}/sas")]),
     ]
     .into();
     let mut problems = Vec::new();

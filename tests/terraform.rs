@@ -37,17 +37,19 @@ const NAME: &str = "ferrytf";
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
 
-const FUNCTIONS: [&str; 5] = [
+const FUNCTIONS: [&str; 6] = [
     "webhook-ingest",
     "blob-copy",
     "view-sync",
     "token-refresh",
     "export-pull",
+    "reconcile",
 ];
-const SCHEDULED: [(&str, &str); 3] = [
+const SCHEDULED: [(&str, &str); 4] = [
     ("view-sync", "rate(5 minutes)"),
     ("token-refresh", "rate(10 minutes)"),
     ("export-pull", "rate(1 minute)"),
+    ("reconcile", "rate(1 hour)"),
 ];
 const MODULES: [&str; 7] = [
     "blob-copy",
@@ -951,6 +953,7 @@ impl Deployed {
             ("view-sync", vec!["views/cases/password"]),
             ("token-refresh", vec![aad]),
             ("export-pull", vec![aad]),
+            ("reconcile", vec!["sources/clienttrack/sas"]),
         ]
         .into_iter()
         .map(|(f, keys)| {
@@ -1218,10 +1221,56 @@ impl Deployed {
             format!("{NAME}-jobs-dlq-not-empty"),
             format!("AWS/SQS/ApproximateNumberOfMessagesVisible GreaterThanOrEqualToThreshold {NAME}-jobs-dlq"),
         );
+        // What the functions found, counted from their log lines by metric filters.
+        for (alarm, metric) in [
+            ("missed-webhooks", "MissedWebhooks"),
+            ("dead-lettered-exports", "DeadLetterMessagesDrained"),
+        ] {
+            expected.insert(
+                format!("{NAME}-{alarm}"),
+                format!("ferry/{NAME}/{metric} GreaterThanOrEqualToThreshold "),
+            );
+        }
         assert_eq!(
             alarms, expected,
-            "alarms on DLQ depth and on each function's errors"
+            "alarms on DLQ depth, on each function's errors, on missed webhooks and dead-lettered exports"
         );
+        for (function, message, metric, value) in [
+            (
+                "reconcile",
+                "reconcile created jobs for missed webhooks",
+                "MissedWebhooks",
+                "$.created",
+            ),
+            (
+                "export-pull",
+                "dead-letter message drained",
+                "DeadLetterMessagesDrained",
+                "1",
+            ),
+        ] {
+            let (_, filters) = api.json(
+                "logs",
+                "Logs_20140328.DescribeMetricFilters",
+                json!({"logGroupName": format!("/aws/lambda/{}", self.name(function))}),
+            );
+            let f = &filters["metricFilters"][0];
+            assert_eq!(
+                f["filterPattern"],
+                json!(format!("{{ $.message = \"{message}\" }}")),
+                "{filters}"
+            );
+            let t = &f["metricTransformations"][0];
+            assert_eq!(
+                (&t["metricNamespace"], &t["metricName"], &t["metricValue"]),
+                (
+                    &json!(format!("ferry/{NAME}")),
+                    &json!(metric),
+                    &json!(value)
+                ),
+                "{filters}"
+            );
+        }
     }
 
     fn assert_secrets_hold_no_value(&self, api: &MotoApi) {

@@ -9,12 +9,13 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// Every ferry function, by the name Terraform and the layout use.
-pub const FUNCTIONS: [&str; 5] = [
+pub const FUNCTIONS: [&str; 6] = [
     "webhook-ingest",
     "blob-copy",
     "view-sync",
     "token-refresh",
     "export-pull",
+    "reconcile",
 ];
 
 /// `$CARGO build --workspace --bins --tests` (once per process); function -> executable.

@@ -7,7 +7,7 @@
 data "aws_caller_identity" "current" {}
 
 locals {
-  functions = ["webhook-ingest", "blob-copy", "view-sync", "token-refresh", "export-pull"]
+  functions = ["webhook-ingest", "blob-copy", "view-sync", "token-refresh", "export-pull", "reconcile"]
 
   package_dir = coalesce(var.lambda_package_dir, abspath("${path.module}/../../../target/lambda"))
   packages = merge(
@@ -90,6 +90,10 @@ resource "terraform_data" "config_checks" {
     precondition {
       condition     = length(setsubtract(local.view_sinks, local.sink_names)) == 0
       error_message = "Views name sinks that are in neither var.s3_jsonl_sinks nor var.http_sinks: ${join(", ", setsubtract(local.view_sinks, local.sink_names))}."
+    }
+    precondition {
+      condition     = var.jobs_expiration_days == null || coalesce(var.reconcile_lookback_hours, 168) < var.jobs_expiration_days * 24
+      error_message = "reconcile_lookback_hours (default 168) must be shorter than jobs_expiration_days: a sweep looking further back than jobs are kept would create a second job for a file delivered long ago."
     }
     precondition {
       condition     = length(local.sink_names) == length(distinct(local.sink_names))
@@ -276,6 +280,9 @@ locals {
       transfer = {
         max_attempts = var.transfer_max_attempts
       }
+      reconcile = var.reconcile_lookback_hours == null ? null : {
+        lookback_hours = var.reconcile_lookback_hours
+      }
       views = length(var.views) == 0 ? null : {
         for k, v in var.views : k => { for f, x in {
           url          = v.url
@@ -335,6 +342,8 @@ locals {
     # The Azure AD client secrets of the pub/sub sources (to call their token services).
     "token-refresh" = [for s in aws_secretsmanager_secret.aad_client_secret : s.arn]
     "export-pull"   = [for s in aws_secretsmanager_secret.aad_client_secret : s.arn]
+    # The SAS of the sources its (webhook) routes read: it lists their containers.
+    "reconcile" = [for k, s in aws_secretsmanager_secret.source_sas : s.arn if contains(local.azure_route_sources, k)]
   }
 
   # blob-copy stages a decompressed file in /tmp before delivering it: room for the largest one
@@ -451,7 +460,8 @@ module "blob_copy" {
 }
 
 # Scheduled functions, deployed exactly when the config has work for them: view-sync with views,
-# token-refresh and export-pull with pub/sub sources.
+# token-refresh and export-pull with pub/sub sources, reconcile with webhook routes (unless its
+# schedule is null).
 locals {
   scheduled = {
     "view-sync" = {
@@ -480,6 +490,14 @@ locals {
       schedule         = var.export_pull_schedule
       s3_write_targets = []
     }
+    "reconcile" = {
+      deploy           = length(local.webhook_routes) > 0 && var.reconcile_schedule != null
+      description      = "ferry reconcile: sweeps the webhook routes' containers for files whose webhook never came"
+      memory_size      = 256
+      timeout          = 300
+      schedule         = coalesce(var.reconcile_schedule, "rate(1 hour)")
+      s3_write_targets = []
+    }
   }
 }
 
@@ -500,4 +518,60 @@ module "scheduled" {
   schedule         = { expression = each.value.schedule }
 
   depends_on = [terraform_data.config_checks]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Alarms on what the functions found: a missed webhook (the sweep created jobs) and a Service Bus
+# message that reached its dead-letter subqueue. Both count JSON log lines the code writes
+# (shared/src/reconcile.rs, shared/src/pubsub/pull.rs) with a metric filter.
+# ---------------------------------------------------------------------------------------------
+
+locals {
+  log_alarms = {
+    "missed-webhooks" = {
+      function    = "reconcile"
+      message     = "reconcile created jobs for missed webhooks"
+      metric      = "MissedWebhooks"
+      value       = "$.created"
+      description = "The reconciliation sweep found files whose webhook never came and created their jobs (they are being delivered now). Check the SaaS webhook's deliveries and ferry's webhook URL; the sweep's log lines name the route and the files."
+    }
+    "dead-lettered-exports" = {
+      function    = "export-pull"
+      message     = "dead-letter message drained"
+      metric      = "DeadLetterMessagesDrained"
+      value       = "1"
+      description = "export-pull found messages in a subscription's dead-letter subqueue (they had reached MaxDeliveryCount): valid ones became jobs, the others are under failed/. Find out why they were delivered so often (lock lost while saving, token refused)."
+    }
+  }
+}
+
+resource "aws_cloudwatch_log_metric_filter" "found" {
+  for_each = { for k, a in local.log_alarms : k => a if local.scheduled[a.function].deploy }
+
+  name           = "${var.name}-${each.key}"
+  log_group_name = module.scheduled[each.value.function].log_group_name
+  pattern        = "{ $.message = \"${each.value.message}\" }"
+
+  metric_transformation {
+    namespace = "ferry/${var.name}"
+    name      = each.value.metric
+    value     = each.value.value
+    unit      = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "found" {
+  for_each = aws_cloudwatch_log_metric_filter.found
+
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = local.log_alarms[each.key].description
+  namespace           = each.value.metric_transformation[0].namespace
+  metric_name         = each.value.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
 }

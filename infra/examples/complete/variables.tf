@@ -40,7 +40,7 @@ variable "lambda_package_dir" {
 }
 
 variable "lambda_packages" {
-  description = "Per-function package paths that override `lambda_package_dir`, keyed by function (`webhook-ingest`, `blob-copy`, `view-sync`, `token-refresh`, `export-pull`)."
+  description = "Per-function package paths that override `lambda_package_dir`, keyed by function (`webhook-ingest`, `blob-copy`, `view-sync`, `token-refresh`, `export-pull`, `reconcile`)."
   type        = map(string)
   default     = {}
 }
@@ -356,6 +356,23 @@ variable "export_pull_schedule" {
   description = "Schedule expression of export-pull (deployed with any pub/sub source)."
   type        = string
   default     = "rate(1 minute)"
+}
+
+variable "reconcile_schedule" {
+  description = "Schedule expression of reconcile, the sweep that finds files whose webhook never came (deployed with any webhook route). ClientTrack keeps exports 30 days: run it well inside that. Null: not deployed."
+  type        = string
+  default     = "rate(1 hour)"
+}
+
+variable "reconcile_lookback_hours" {
+  description = "How far back the sweep looks (blob creation time), in hours; null takes ferry's default (168, 7 days). Must stay below jobs_expiration_days, so a sweep never re-creates the job of a file delivered long ago."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.reconcile_lookback_hours == null || try(var.reconcile_lookback_hours >= 1 && var.reconcile_lookback_hours <= 720, false)
+    error_message = "reconcile_lookback_hours must be null or 1..720."
+  }
 }
 
 variable "tags" {

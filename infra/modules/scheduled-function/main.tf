@@ -1,4 +1,4 @@
-# A scheduled ferry function (view-sync, token-refresh, export-pull): the function, run by an
+# A scheduled ferry function (view-sync, token-refresh, export-pull, reconcile): the function, run by an
 # EventBridge Scheduler schedule. What it may touch is passed in as data: its state bucket
 # grants (from infra/state-layout.json), the S3 prefixes it writes to (view-sync's s3_jsonl
 # sinks) and, in function_settings, the secrets its part of the config references.
