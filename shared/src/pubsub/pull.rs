@@ -19,7 +19,7 @@ use crate::job::{
     ExportFile, RejectedMessage, TransferJob, export_job_id, now_rfc3339, rejected_message_id,
 };
 use crate::layout::{failure_key, job_key};
-use crate::redact::redact_embedded_urls;
+use crate::redact::redact_body;
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::SourceObject;
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
@@ -346,7 +346,7 @@ impl ExportPuller {
             delivery_count: message.broker.delivery_count,
             correlation_id: notice.map(|n| n.correlation_id.clone()),
             blob_type: notice.map(|n| n.blob_type.clone()),
-            body: redact_embedded_urls(&String::from_utf8_lossy(kept)),
+            body: redact_body(&String::from_utf8_lossy(kept)),
             body_truncated: message.truncated || kept.len() < message.body.len(),
             rejected_at: now_rfc3339(),
         };
