@@ -259,7 +259,10 @@ impl TokenCache {
         let wait = young.into_iter().chain(recent).max().unwrap_or_default();
         if !wait.is_zero() {
             tracing::warn!(source = %self.source, generation = used_generation, min_interval_secs = min.as_secs(), retry_after_ms = wait.as_millis() as u64, "tokens refused, but they were refreshed less than the minimum interval ago; not refreshing again until the interval has passed");
-            return Err(TokenError::RefreshTooSoon { retry_after: wait });
+            // Ages are counted in whole milliseconds: a little slack so the retry is not early.
+            return Err(TokenError::RefreshTooSoon {
+                retry_after: wait + Duration::from_millis(5),
+            });
         }
         self.refresh_locked(&mut flight, "a request was refused (401/403)")
             .await
