@@ -15,7 +15,7 @@
 //! pause, so a gateway that answers early does not make the run spin.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -332,23 +332,28 @@ impl ExportPuller {
         summary: &mut PullSummary,
     ) -> Handled {
         let renewed = AtomicU64::new(0);
-        let processed = tokio::select! {
-            biased;
-            r = self.process(&message) => Some(r),
-            () = self.keep_locked(&message, &renewed) => None,
+        let lost = AtomicBool::new(false);
+        let processed = {
+            let work = self.process(&message, &lost);
+            tokio::pin!(work);
+            tokio::select! {
+                biased;
+                r = &mut work => r,
+                () = self.keep_locked(&message, &renewed) => {
+                    // The write in flight finishes (so a job that lands is counted and queued);
+                    // no further write starts. What was written stays (create-once): the
+                    // redelivery finds it and does the rest.
+                    lost.store(true, Ordering::SeqCst);
+                    tracing::warn!("lock lost while saving the message; stopping after the write in flight, its redelivery finishes the job");
+                    work.await
+                }
+            }
         };
         summary.locks_renewed += renewed.load(Ordering::Relaxed);
+        let lock_lost = lost.load(Ordering::SeqCst);
         let dead = message.queue == SubQueue::DeadLetter;
         let handled = match processed {
-            None => {
-                // Whatever was written stays (create-once): the redelivery finds it.
-                summary.locks_lost += 1;
-                tracing::warn!(
-                    "lock lost while saving the message; stopped, its redelivery finishes the job"
-                );
-                Handled::LockLost
-            }
-            Some(Ok(Outcome::Jobs { created, existing })) => {
+            Ok(Outcome::Jobs { created, existing }) => {
                 let made = created.len() as u64;
                 summary.jobs_created += made;
                 summary.jobs_existing += existing;
@@ -365,11 +370,11 @@ impl ExportPuller {
                     Handled::Duplicate
                 }
             }
-            Some(Ok(Outcome::Skipped)) => {
+            Ok(Outcome::Skipped) => {
                 summary.skipped += 1;
                 Handled::Skipped
             }
-            Some(Ok(Outcome::Rejected { refused })) => {
+            Ok(Outcome::Rejected { refused }) => {
                 if refused {
                     summary.refused += 1;
                 } else {
@@ -380,7 +385,11 @@ impl ExportPuller {
                 }
                 Handled::Refused
             }
-            Some(Err(e)) => {
+            Err(e) if lock_lost => {
+                tracing::warn!(error = %e, "message not saved; its lock is gone, so it comes back");
+                Handled::Unsaved
+            }
+            Err(e) => {
                 // Nothing durable yet (or only part): let the message come back.
                 tracing::warn!(error = %e, "message not saved; unlocking it for redelivery");
                 match self.bus.unlock(&message).await {
@@ -391,6 +400,12 @@ impl ExportPuller {
                 }
                 Handled::Unsaved
             }
+        };
+        let handled = if lock_lost {
+            summary.locks_lost += 1;
+            Handled::LockLost
+        } else {
+            handled
         };
         if !matches!(handled, Handled::LockLost | Handled::Unsaved) {
             self.complete(&message, until, summary).await;
@@ -435,7 +450,9 @@ impl ExportPuller {
         }
     }
 
-    async fn process(&self, message: &Received) -> Result<Outcome, Unsaved> {
+    /// Saves what `message` asks for. Stops before the next job write once `lost` is set (its
+    /// lock is gone); the jobs written so far are in the outcome.
+    async fn process(&self, message: &Received, lost: &AtomicBool) -> Result<Outcome, Unsaved> {
         let notice = if message.truncated {
             Err(format!(
                 "body is larger than max_message_bytes ({})",
@@ -475,6 +492,9 @@ impl ExportPuller {
         let mut created = Vec::new();
         let mut existing = 0;
         for route in routes {
+            if lost.load(Ordering::SeqCst) {
+                break;
+            }
             let job = self.job(route, message, &notice, &located);
             let key = job_key(&route.name, &job.id);
             let state = self.state.as_ref();
