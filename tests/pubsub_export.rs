@@ -1316,7 +1316,7 @@ async fn dead_lettered_messages_are_drained_into_jobs_once_and_poison_lands_in_f
     let poison = json!({"blobType": PRICES, "correlationId": "corr-poison",
         "links": ["https://x.blob.core.windows.net/c/a.xml?sv=2021&sp=r",
                   "https://y.blob.core.windows.net/c/b.xml?sig=POISONSIGTWO%2Bx&se=2030-01-01"],
-        "note": "https://z.blob.core.windows.net/c/d.xml?sv=2021&sig=POISONSIGONE&sp=r",
+        "note": "https://z.blob.core.windows.net/c/d.xml?sv=2021&sp=r&sig=POISONSIGONE",
         "n": 1})
     .to_string();
     e.bus
@@ -1397,6 +1397,10 @@ async fn dead_lettered_messages_are_drained_into_jobs_once_and_poison_lands_in_f
     assert_eq!(
         kept["links"][1],
         "https://y.blob.core.windows.net/c/b.xml?sig=REDACTED&se=2030-01-01"
+    );
+    assert_eq!(
+        kept["note"],
+        "https://z.blob.core.windows.net/c/d.xml?sv=2021&sp=r&sig=REDACTED"
     );
     assert_eq!(kept["n"], 1);
 
