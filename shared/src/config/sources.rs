@@ -207,3 +207,30 @@ impl PubsubExportConfig {
 fn default_authority_url() -> String {
     "https://login.microsoftonline.com".into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pubsub(extra: &str) -> Result<PubsubExportConfig, String> {
+        let json = format!(
+            r#"{{"tenant_service_url": "https://tenant.example", "integration_name": "files",
+                "aad": {{"tenant_id": "t", "client_id": "c", "scope": "api://eg/.default",
+                         "client_secret": {{"env": "AAD_SECRET"}}}}{extra}}}"#
+        );
+        let p: PubsubExportConfig = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        p.validate().map(|()| p)
+    }
+
+    #[test]
+    fn lock_duration_and_dead_letter_drain_default_and_are_checked() {
+        let p = pubsub("").unwrap();
+        assert_eq!((p.lock_duration_secs, p.drain_dead_letters), (60, true));
+        let p = pubsub(r#", "lock_duration_secs": 2, "drain_dead_letters": false"#).unwrap();
+        assert_eq!((p.lock_duration_secs, p.drain_dead_letters), (2, false));
+        for bad in ["0", "301"] {
+            let e = pubsub(&format!(r#", "lock_duration_secs": {bad}"#)).unwrap_err();
+            assert!(e.contains("lock_duration_secs"), "{e}");
+        }
+    }
+}

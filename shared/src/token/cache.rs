@@ -5,7 +5,9 @@
 //! - `refresh_after_denied` is called when a request made with generation `g` got 401/403: it is
 //!   single-flight (one refresh however many requests were refused at once), first adopts any
 //!   copy newer than `g` (memory, then the store: another instance may have refreshed already),
-//!   and refuses to refresh a token set younger than `min_refresh_interval` (refresh storms).
+//!   and refuses to refresh a token set younger than `min_refresh_interval` (refresh storms)
+//!   with the retryable `TokenError::RefreshTooSoon`, whose retry-after is the rest of the
+//!   interval: a vendor rotation just after our refresh delays work, it never fails it for good.
 //! - `refresh_if_due` is the scheduled refresh ahead of expiry.
 //! - Saving is compare-and-swap (`If-Match` / `If-None-Match: *`): a refresher that loses the
 //!   race re-reads, and keeps the stored set when it was fetched later than its own, so a newer
