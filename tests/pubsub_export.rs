@@ -44,6 +44,10 @@ struct Options {
     lock: Duration,
     /// export-pull ends at the first empty receive.
     stop_when_idle: bool,
+    /// `lock_duration_secs` in ferry's config (`None`: the default, 60).
+    lock_config_secs: Option<u64>,
+    /// `min_refresh_interval_secs` in ferry's config.
+    min_refresh_secs: u64,
 }
 
 impl Default for Options {
@@ -52,6 +56,8 @@ impl Default for Options {
             proxy: false,
             lock: Duration::from_secs(30),
             stop_when_idle: true,
+            lock_config_secs: None,
+            min_refresh_secs: 1,
         }
     }
 }
@@ -110,7 +116,7 @@ impl Export {
         c.moto.create_bucket(&archive_bucket).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (out, raw) = (dir.path().join("out"), dir.path().join("raw"));
-        let config = json!({
+        let mut config = json!({
             "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
             "sources": {SOURCE: {
                 "type": "pubsub_export",
@@ -119,7 +125,7 @@ impl Export {
                 "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
                         "scope": "api://eg-tenant-service/.default", "client_secret": support::file_secret(CLIENT_SECRET)},
                 "read_timeout_secs": 5, "receive_timeout_secs": 2, "deadline_margin_secs": 1,
-                "stop_when_idle": opts.stop_when_idle, "min_refresh_interval_secs": 1,
+                "stop_when_idle": opts.stop_when_idle, "min_refresh_interval_secs": opts.min_refresh_secs,
                 "max_decompressed_bytes": 16 * MIB, "max_line_bytes": 64 * 1024
             }},
             "destinations": {
@@ -135,6 +141,9 @@ impl Export {
             ],
             "transfer": {"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}
         });
+        if let Some(secs) = opts.lock_config_secs {
+            config["sources"][SOURCE]["lock_duration_secs"] = json!(secs);
+        }
         let pull = support::services(&config).await;
         let pullers = pull.export_pullers().await.unwrap();
         let copy = support::services(&config).await;
@@ -1091,5 +1100,459 @@ async fn local_runner_schedule_refreshes_pulls_and_copies() {
     assert!(std::fs::read(&out).unwrap() == plain);
     assert_eq!(e.bus.outstanding(), 0);
     assert_eq!(e.tokens.calls(), 1);
+    e.assert_logs_clean();
+}
+
+/// A pull whose job writes all fail (so every message is unlocked again), on its own clients.
+async fn failing_pullers(e: &Export) -> Vec<ExportPuller> {
+    let mut failing = support::services(&e.config).await;
+    failing.state = Arc::new(support::SlowPuts {
+        inner: failing.state.clone(),
+        prefix: "jobs/".into(),
+        delay: Duration::ZERO,
+        before: false,
+        fail: true,
+        count: 1000.into(),
+    });
+    failing.export_pullers().await.unwrap()
+}
+
+/// The `dead-letter message drained` log lines of these messages, as JSON.
+fn drained_lines(message_ids: &[String]) -> Vec<Value> {
+    support::logs::text()
+        .lines()
+        .filter(|l| l.contains("dead-letter message drained"))
+        .filter(|l| message_ids.iter().any(|id| l.contains(id.as_str())))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_save_slower_than_twice_the_lock_is_renewed_and_completed_once() {
+    let mut e = Export::new(Options {
+        lock: Duration::from_secs(2),
+        lock_config_secs: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let plain = jsonl(31, 20_000);
+    e.upload("renew/items.jsonl.gz", &gz(&plain, 1)).await;
+    e.bus.send(notice(
+        ITEMS,
+        "corr-renew",
+        "application/x-jsonlines",
+        true,
+        &e.blob_url("renew/items.jsonl.gz"),
+        false,
+    ));
+    // The first job write takes 5 s: more than twice the 2 s lock.
+    e.pull.state = Arc::new(support::SlowPuts {
+        inner: e.pull.state.clone(),
+        prefix: "jobs/".into(),
+        delay: Duration::from_secs(5),
+        before: true,
+        fail: false,
+        count: 1.into(),
+    });
+    let pullers = e.pull.export_pullers().await.unwrap();
+    let summary = Export::pull_with(&pullers, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        [
+            "received",
+            "jobs_created",
+            "completed",
+            "lock_lost",
+            "locks_lost"
+        ]
+        .map(|k| summary[k].as_u64().unwrap()),
+        [1, 2, 1, 0, 0],
+        "{summary}"
+    );
+    assert!(summary["locks_renewed"].as_u64().unwrap() >= 2, "{summary}");
+    let m = &e.bus.messages()[0];
+    assert_eq!(
+        (m.deliveries, m.completes),
+        (1, 1),
+        "never redelivered, completed once"
+    );
+    assert!(m.renewals >= 2, "renewed {} times", m.renewals);
+    assert_eq!(e.bus.lost_locks(), 0);
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 2);
+    assert!(e.copy_all(&jobs).await.is_empty());
+    assert!(std::fs::read(e.out.join("items/renew/items.jsonl")).unwrap() == plain);
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_renewal_answered_404_stops_the_save_and_the_redelivery_makes_one_job() {
+    let mut e = Export::new(Options {
+        lock: Duration::from_secs(2),
+        lock_config_secs: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let plain = xml(41, 80);
+    e.upload("lost/prices.xml", &plain).await;
+    e.bus.send(notice(
+        PRICES,
+        "corr-lost",
+        "text/xml",
+        false,
+        &e.blob_url("lost/prices.xml"),
+        true,
+    ));
+    // The job write lands, then hangs for 3 s; the renewal at 1 s finds the lock gone.
+    e.bus.lose_locks_on_renew(true);
+    e.pull.state = Arc::new(support::SlowPuts {
+        inner: e.pull.state.clone(),
+        prefix: "jobs/".into(),
+        delay: Duration::from_secs(3),
+        before: false,
+        fail: false,
+        count: 1.into(),
+    });
+    let pullers = e.pull.export_pullers().await.unwrap();
+    let summary = Export::pull_with(&pullers, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        [
+            "received",
+            "locks_lost",
+            "jobs_created",
+            "jobs_existing",
+            "completed",
+            "unlocked"
+        ]
+        .map(|k| summary[k].as_u64().unwrap()),
+        [2, 1, 1, 1, 1, 0],
+        "the write in flight when the lock was lost is counted; the redelivery finds it: {summary}"
+    );
+    assert_eq!(e.bus.renewals_refused(), 1);
+    let m = &e.bus.messages()[0];
+    assert_eq!(
+        (m.deliveries, m.completes, m.unlocks),
+        (2, 1, 0),
+        "redelivered once, completed once, never unlocked"
+    );
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 1, "one job: {jobs:?}");
+    let twice: Vec<String> = jobs.iter().chain(jobs.iter()).cloned().collect();
+    assert!(e.copy_all(&twice).await.is_empty());
+    assert_eq!(
+        std::fs::read(e.out.join("items/lost/prices.xml")).unwrap(),
+        plain
+    );
+    let archived = support::moto_s3()
+        .await
+        .list_objects_v2()
+        .bucket(&e.archive_bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archived.key_count(), Some(1), "one delivery");
+    assert!(support::logs::text().contains("lock lost while saving the message"));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn dead_lettered_messages_are_drained_into_jobs_once_and_poison_lands_in_failed() {
+    let e = Export::new(Options::default()).await;
+    e.bus.set_max_delivery_count(2);
+    let mut want = Vec::new();
+    // A notification taken normally, whose copy later sits in the dead-letter subqueue.
+    let taken = xml(70, 40);
+    e.upload("dlq/taken.xml", &taken).await;
+    let taken_body = notice(
+        PRICES,
+        "corr-taken",
+        "text/xml",
+        false,
+        &e.blob_url("dlq/taken.xml"),
+        false,
+    );
+    e.bus.send(taken_body.clone());
+    assert_eq!(e.pull().await["jobs_created"], 1);
+    for i in 0..3u64 {
+        let plain = xml(60 + i, 40);
+        let name = format!("dlq/prices-{i}.xml");
+        e.upload(&name, &plain).await;
+        e.bus.send(notice(
+            PRICES,
+            &format!("corr-dlq-{i}"),
+            "text/xml",
+            false,
+            &e.blob_url(&name),
+            i == 1,
+        ));
+        want.push((format!("items/{name}"), plain));
+    }
+    // Every save fails: each message is unlocked, redelivered, and after MaxDeliveryCount (2)
+    // deliveries the broker moves it to the dead-letter subqueue.
+    let failing = failing_pullers(&e).await;
+    let s = Export::pull_with(&failing, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        [
+            "received",
+            "unlocked",
+            "jobs_created",
+            "dead_letter_drained"
+        ]
+        .map(|k| s[k].as_u64().unwrap()),
+        [6, 6, 0, 0],
+        "{s}"
+    );
+    assert_eq!(e.bus.dead_lettered(), 3);
+    assert_eq!(e.jobs().await.len(), 1, "only the one taken normally");
+    e.bus
+        .send_dead_letter(taken_body, "MaxDeliveryCountExceeded");
+    // Poison in the dead-letter subqueue: compact JSON without a uri, holding a SAS whose `sig`
+    // is the first parameter of its second URL, and one in the middle of the third.
+    let poison = json!({"blobType": PRICES, "correlationId": "corr-poison",
+        "links": ["https://x.blob.core.windows.net/c/a.xml?sv=2021&sp=r",
+                  "https://y.blob.core.windows.net/c/b.xml?sig=POISONSIGTWO%2Bx&se=2030-01-01"],
+        "note": "https://z.blob.core.windows.net/c/d.xml?sv=2021&sp=r&sig=POISONSIGONE",
+        "n": 1})
+    .to_string();
+    e.bus
+        .send_dead_letter(poison.clone(), "TTLExpiredException");
+    assert_eq!(e.bus.dead_lettered(), 5);
+
+    let s = e.pull().await;
+    assert_eq!(
+        [
+            "dead_letter_drained",
+            "dead_letter_jobs",
+            "dead_letter_duplicates",
+            "dead_letter_refused",
+            "jobs_created",
+            "jobs_existing",
+            "poison",
+            "completed",
+            "received"
+        ]
+        .map(|k| s[k].as_u64().unwrap()),
+        [5, 3, 1, 1, 3, 1, 1, 5, 0],
+        "{s}"
+    );
+    assert_eq!(e.bus.dead_lettered(), 0, "the subqueue is empty");
+    assert_eq!(e.bus.outstanding(), 0);
+    assert!(
+        e.bus.messages().iter().all(|m| m.completes == 1),
+        "each completed once"
+    );
+    let ids: Vec<String> = e
+        .bus
+        .messages()
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect();
+    let lines = drained_lines(&ids);
+    assert_eq!(lines.len(), 5, "one line per drained message");
+    let mut outcomes: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["level"], "WARN");
+            assert_eq!(l["fields"]["source"], SOURCE);
+            (
+                l["fields"]["reason"].as_str().unwrap().to_string(),
+                l["fields"]["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    let pair = |r: &str, o: &str| (r.to_string(), o.to_string());
+    assert_eq!(
+        outcomes,
+        [
+            pair("MaxDeliveryCountExceeded", "duplicate"),
+            pair("MaxDeliveryCountExceeded", "job_created"),
+            pair("MaxDeliveryCountExceeded", "job_created"),
+            pair("MaxDeliveryCountExceeded", "job_created"),
+            pair("TTLExpiredException", "refused"),
+        ]
+    );
+    // The poison one: recorded with the broker's reason and its body, still JSON, no signature.
+    let failed = e.failed().await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let record = &failed[0];
+    assert_eq!(record["kind"], "poison");
+    assert_eq!(record["dead_letter_reason"], "TTLExpiredException");
+    assert!(
+        record["reason"].as_str().unwrap().contains("uri"),
+        "{record}"
+    );
+    let body = record["body"].as_str().unwrap();
+    assert!(
+        !body.contains("POISONSIG"),
+        "every signature redacted: {body}"
+    );
+    let kept: Value = serde_json::from_str(body).expect("the kept body is still JSON");
+    assert_eq!(kept["correlationId"], "corr-poison");
+    assert_eq!(
+        kept["links"][1],
+        "https://y.blob.core.windows.net/c/b.xml?sig=REDACTED&se=2030-01-01"
+    );
+    assert_eq!(
+        kept["note"],
+        "https://z.blob.core.windows.net/c/d.xml?sv=2021&sp=r&sig=REDACTED"
+    );
+    assert_eq!(kept["n"], 1);
+
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 4);
+    let twice: Vec<String> = jobs.iter().chain(jobs.iter()).cloned().collect();
+    assert!(e.copy_all(&twice).await.is_empty());
+    want.push(("items/dlq/taken.xml".into(), taken));
+    for (name, plain) in &want {
+        assert!(
+            std::fs::read(e.out.join(name)).unwrap() == *plain,
+            "{name} delivered"
+        );
+    }
+    let archived = support::moto_s3()
+        .await
+        .list_objects_v2()
+        .bucket(&e.archive_bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(archived.key_count(), Some(4), "each file delivered once");
+    // Drained: the next run finds nothing there.
+    let s = e.pull().await;
+    assert_eq!(
+        [
+            s["dead_letter_drained"].as_u64(),
+            s["jobs_created"].as_u64()
+        ],
+        [Some(0), Some(0)]
+    );
+    support::logs::assert_no_secrets(&["POISONSIGONE", "POISONSIGTWO"]);
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn an_empty_receive_that_comes_back_early_is_followed_by_a_pause_not_a_spin() {
+    let e = Export::new(Options {
+        stop_when_idle: false,
+        ..Default::default()
+    })
+    .await;
+    // A gateway that answers 204 at once although the receive asked to wait 2 s.
+    e.bus.set_empty_hold(Duration::ZERO);
+    let s = Export::pull_with(&e.pullers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s["received"], 0);
+    let polls = e.bus.receives();
+    // 4 s of polling (1 s deadline margin) with a 1 s pause after each early 204.
+    assert!(
+        (2..=6).contains(&polls),
+        "{polls} polls in 4 s: the run spun instead of backing off"
+    );
+    assert_eq!(e.bus.dead_letter_receives(), 1, "one drain, found empty");
+}
+
+#[tokio::test]
+async fn a_bus_refusal_just_after_a_refresh_waits_out_the_interval_instead_of_failing() {
+    let e = Export::new(Options {
+        min_refresh_secs: 4,
+        ..Default::default()
+    })
+    .await;
+    for i in 0..2u64 {
+        let plain = xml(80 + i, 20);
+        let name = format!("young/prices-{i}.xml");
+        e.upload(&name, &plain).await;
+        if i == 1 {
+            // The vendor rotates the Service Bus key right after our first refresh.
+            e.issue("gen-1", SB_KEY_2);
+            e.bus.set_keys(&[SB_KEY_2]);
+        }
+        e.bus.send(notice(
+            PRICES,
+            &format!("corr-young-{i}"),
+            "text/xml",
+            false,
+            &e.blob_url(&name),
+            false,
+        ));
+        let s = Export::pull_with(&e.pullers, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|err| panic!("pull {i} failed: {err}"));
+        assert_eq!(
+            [s["jobs_created"].as_u64(), s["completed"].as_u64()],
+            [Some(1), Some(1)],
+            "pull {i}: {s}"
+        );
+    }
+    assert_eq!(
+        e.tokens.calls(),
+        2,
+        "one refresh once the interval allowed it"
+    );
+    assert!(support::logs::text().contains("refreshed less than the minimum interval ago"));
+    assert_eq!(e.bus.outstanding(), 0);
+    assert!(e.bus.messages().iter().all(|m| m.deliveries == 1));
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_blob_refusal_just_after_a_refresh_is_retried_later_not_dead_lettered() {
+    let e = Export::new(Options {
+        min_refresh_secs: 4,
+        ..Default::default()
+    })
+    .await;
+    let plain = xml(90, 30);
+    e.upload("young/blob.xml", &plain).await;
+    e.bus.send(notice(
+        PRICES,
+        "corr-young-blob",
+        "text/xml",
+        false,
+        &e.blob_url("young/blob.xml"),
+        true,
+    ));
+    let fetched = Instant::now();
+    assert_eq!(e.pull().await["jobs_created"], 1);
+    // The vendor rotates the blob SAS right after our refresh: blob-copy is refused, and the
+    // tokens are too young to refresh.
+    e.rotate("gen-1", "gen-2", SB_KEY_1).await;
+    let jobs = e.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        Instant::now() < fetched + Duration::from_secs(3),
+        "the copy must start within the refresh interval for this test to mean anything"
+    );
+    assert!(e.copy(&jobs[0]).await, "asks for redelivery");
+    let id = export_job_id("items", SOURCE, "corr-young-blob");
+    assert!(
+        e.copy
+            .state
+            .get_json::<Value>(&failure_key(&id))
+            .await
+            .unwrap()
+            .is_none(),
+        "not dead-lettered"
+    );
+    assert!(e.receipt(&id, "out").await.is_none());
+    assert_eq!(e.tokens.calls(), 1);
+    // After the interval the redelivered job refreshes once and is delivered.
+    tokio::time::sleep(
+        (fetched + Duration::from_millis(4100)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert!(!e.copy(&jobs[0]).await);
+    assert_eq!(e.tokens.calls(), 2);
+    assert_eq!(
+        std::fs::read(e.out.join("items/young/blob.xml")).unwrap(),
+        plain
+    );
     e.assert_logs_clean();
 }

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_shared::azure_ad::{AadClient, AadCredential};
 use ferry_shared::layout::token_key;
-use ferry_shared::retry::RetryPolicy;
+use ferry_shared::retry::{RetryPolicy, Retryable};
 use ferry_shared::secret::expose;
 use ferry_shared::services::Services;
 use ferry_shared::source::{SourceError, SourceObject};
@@ -464,15 +464,23 @@ async fn refused_reads_refresh_once_and_refresh_storms_are_limited() {
     }
     assert_eq!(t.service.calls(), 2, "20 refused reads, one refresh");
     // gen-2 is revoked too and the token service keeps handing it out: the fresh tokens are
-    // refused, and they are not refreshed again within the minimum interval.
+    // refused, and they are not refreshed again within the minimum interval. That is a
+    // retryable failure whose retry-after is the rest of the interval (a job retries then),
+    // never a final "access denied" (which would dead-letter the job).
     admin
         .remove_access_policy(&t.container, "gen-2")
         .await
         .unwrap();
     for r in wave().await {
         let e = r.unwrap_err();
-        assert!(matches!(e, SourceError::AccessDenied { .. }), "{e}");
-        assert!(e.to_string().contains("expired, revoked"), "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("minimum interval"), "{e}");
+        let after = e.retry_after().expect("a retry-after");
+        assert!(
+            after > Duration::ZERO && after <= Duration::from_millis(2005),
+            "the rest of the 2 s interval: {after:?}"
+        );
+        assert!(!matches!(e, SourceError::AccessDenied { .. }), "{e}");
     }
     assert_eq!(t.service.calls(), 2, "storm limited");
     // Once the interval has passed, a refusal refreshes again (and gen-3 works).

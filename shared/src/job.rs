@@ -117,7 +117,15 @@ pub struct RejectedMessage {
     /// `blobType`, when the body had one.
     #[serde(default)]
     pub blob_type: Option<String>,
-    /// The body (lossy UTF-8, credential-looking URL parameters redacted).
+    /// `DeadLetterReason` the broker gave, when the message was read from the dead-letter
+    /// subqueue (e.g. `MaxDeliveryCountExceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_reason: Option<String>,
+    /// `DeadLetterErrorDescription` the broker gave, with `dead_letter_reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_description: Option<String>,
+    /// The body (lossy UTF-8, every credential-bearing parameter redacted; a JSON body is kept
+    /// as JSON with its strings redacted).
     pub body: String,
     /// True when the body was cut at the size cap.
     pub body_truncated: bool,

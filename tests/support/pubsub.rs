@@ -1,7 +1,9 @@
 //! Fakes of the pub/sub export's remote parts, which have no local emulator: Azure AD's token
 //! endpoint, the vendor's token service, and Service Bus's REST runtime API with real peek-lock
 //! state (locks that expire and redeliver with a growing DeliveryCount, complete and unlock by the
-//! Location URL, 404 once a lock is lost). Each checks credentials the way the real one does: the
+//! Location URL, renew by `POST <Location>`, 404 once a lock is lost; MaxDeliveryCount moves a
+//! message to the subscription's `$deadletterqueue`, read with the same peek-lock calls on that
+//! path). Each checks credentials the way the real one does: the
 //! AAD client secret or assertion, the bearer token AAD issued, the Service Bus SAS signature
 //! (HMAC-SHA256 with the current key). Blobs are real: Azurite.
 
@@ -241,6 +243,19 @@ pub struct FakeMessage {
     pub completes: u32,
     /// Successful unlocks.
     pub unlocks: u32,
+    /// Successful lock renewals.
+    pub renewals: u32,
+    /// Set once the message sits in the dead-letter subqueue: (DeadLetterReason, description).
+    pub dead_letter: Option<(String, String)>,
+    /// Deliveries from the dead-letter subqueue.
+    pub dead_letter_deliveries: u32,
+}
+
+/// Which queue of the subscription a request addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Active,
+    DeadLetter,
 }
 
 struct SbState {
@@ -252,6 +267,15 @@ struct SbState {
     lost_lock_404: usize,
     signatures: Vec<String>,
     locks_issued: u64,
+    max_delivery_count: u32,
+    /// Renewals answered 404 as if the lock had been lost (and the lock dropped).
+    lose_locks_on_renew: bool,
+    renewals_refused: usize,
+    /// Receive requests (polls) per queue.
+    receives: usize,
+    dead_letter_receives: usize,
+    /// How long an empty receive is held before its 204.
+    empty_hold: Duration,
 }
 
 /// A topic subscription.
@@ -324,7 +348,7 @@ impl SbResponder {
         })
     }
 
-    fn receive(&self, s: &mut SbState, request: &Request) -> ResponseTemplate {
+    fn receive(&self, s: &mut SbState, request: &Request, queue: Queue) -> ResponseTemplate {
         let wait = request
             .url
             .query_pairs()
@@ -333,22 +357,56 @@ impl SbResponder {
             .unwrap_or(60);
         let now = Instant::now();
         let lock_duration = s.lock_duration;
+        let max_deliveries = s.max_delivery_count;
+        match queue {
+            Queue::Active => s.receives += 1,
+            Queue::DeadLetter => s.dead_letter_receives += 1,
+        }
         s.locks_issued += 1;
         let lock_no = s.locks_issued;
+        let available = |m: &FakeMessage| {
+            m.completes == 0 && m.lock.as_ref().is_none_or(|(_, until)| *until <= now)
+        };
+        // A message whose lock ran out (or was unlocked) MaxDeliveryCount times moves to the
+        // dead-letter subqueue instead of being delivered again, as the broker does.
+        for m in s.messages.iter_mut() {
+            if m.dead_letter.is_none() && available(m) && m.deliveries >= max_deliveries {
+                m.lock = None;
+                m.dead_letter = Some((
+                    "MaxDeliveryCountExceeded".into(),
+                    format!(
+                        "Message could not be consumed after {max_deliveries} delivery attempts."
+                    ),
+                ));
+            }
+        }
         let Some(m) = s
             .messages
             .iter_mut()
-            .find(|m| m.completes == 0 && m.lock.as_ref().is_none_or(|(_, until)| *until <= now))
+            .find(|m| available(m) && (m.dead_letter.is_some() == (queue == Queue::DeadLetter)))
         else {
             // Real Service Bus holds the request up to `timeout`; a short hold keeps tests fast.
             return ResponseTemplate::new(204)
-                .set_delay(Duration::from_millis(150).min(Duration::from_secs(wait)));
+                .set_delay(s.empty_hold.min(Duration::from_secs(wait)));
         };
-        m.deliveries += 1;
+        let delivery_count = match queue {
+            Queue::Active => {
+                m.deliveries += 1;
+                m.deliveries
+            }
+            Queue::DeadLetter => {
+                m.dead_letter_deliveries += 1;
+                m.dead_letter_deliveries
+            }
+        };
         let lock = format!("{:08x}-lock-{lock_no}", m.sequence);
         m.lock = Some((lock.clone(), now + lock_duration));
+        let entity = match queue {
+            Queue::Active => self.entity.clone(),
+            Queue::DeadLetter => format!("{}/$deadletterqueue", self.entity),
+        };
         let broker = json!({
-            "DeliveryCount": m.deliveries,
+            "DeliveryCount": delivery_count,
             "EnqueuedSequenceNumber": 0,
             "EnqueuedTimeUtc": httpdate::fmt_http_date(SystemTime::now()),
             "LockToken": lock,
@@ -358,26 +416,41 @@ impl SbResponder {
             "State": "Active",
             "TimeToLive": 1209600.0,
         });
-        ResponseTemplate::new(201)
+        let mut response = ResponseTemplate::new(201)
             .insert_header("BrokerProperties", broker.to_string().as_str())
             .insert_header(
                 "Location",
-                format!(
-                    "{}/{}/messages/{}/{lock}",
-                    self.base, self.entity, m.sequence
-                )
-                .as_str(),
+                format!("{}/{entity}/messages/{}/{lock}", self.base, m.sequence).as_str(),
             )
             .insert_header("Content-Type", "application/json; charset=utf-8")
-            .set_body_bytes(m.body.clone())
+            .set_body_bytes(m.body.clone());
+        // Custom properties travel as headers; string values are quoted.
+        if let Some((reason, description)) = &m.dead_letter {
+            response = response
+                .insert_header("DeadLetterReason", format!("\"{reason}\"").as_str())
+                .insert_header(
+                    "DeadLetterErrorDescription",
+                    format!("\"{description}\"").as_str(),
+                );
+        }
+        response
     }
 
-    fn settle(&self, s: &mut SbState, verb: &str, seq: i64, lock: &str) -> ResponseTemplate {
+    fn settle(
+        &self,
+        s: &mut SbState,
+        verb: &str,
+        queue: Queue,
+        seq: i64,
+        lock: &str,
+    ) -> ResponseTemplate {
         let now = Instant::now();
         let lock_duration = s.lock_duration;
+        let lose_on_renew = s.lose_locks_on_renew && verb == "POST";
         let held = s.messages.iter_mut().find(|m| {
             m.sequence == seq
                 && m.completes == 0
+                && m.dead_letter.is_some() == (queue == Queue::DeadLetter)
                 && m.lock
                     .as_ref()
                     .is_some_and(|(l, until)| l == lock && *until > now)
@@ -386,6 +459,12 @@ impl SbResponder {
             s.lost_lock_404 += 1;
             return ResponseTemplate::new(404);
         };
+        if lose_on_renew {
+            m.lock = None;
+            s.renewals_refused += 1;
+            s.lost_lock_404 += 1;
+            return ResponseTemplate::new(404);
+        }
         match verb {
             "DELETE" => {
                 m.completes += 1;
@@ -395,7 +474,10 @@ impl SbResponder {
                 m.unlocks += 1;
                 m.lock = None;
             }
-            _ => m.lock = Some((lock.to_string(), now + lock_duration)),
+            _ => {
+                m.renewals += 1;
+                m.lock = Some((lock.to_string(), now + lock_duration));
+            }
         }
         ResponseTemplate::new(200)
     }
@@ -408,15 +490,19 @@ impl Respond for SbResponder {
             s.unauthorized += 1;
             return ResponseTemplate::new(401);
         }
-        let prefix = format!("/{}/messages/", self.entity);
-        let Some(rest) = request.url.path().strip_prefix(&prefix) else {
-            return ResponseTemplate::new(404);
+        let path = request.url.path();
+        let active = format!("/{}/messages/", self.entity);
+        let dead = format!("/{}/$deadletterqueue/messages/", self.entity);
+        let (queue, rest) = match (path.strip_prefix(&active), path.strip_prefix(&dead)) {
+            (Some(rest), _) => (Queue::Active, rest),
+            (_, Some(rest)) => (Queue::DeadLetter, rest),
+            _ => return ResponseTemplate::new(404),
         };
         let parts: Vec<&str> = rest.split('/').collect();
         match (request.method.as_str(), parts.as_slice()) {
-            ("POST", &["head"]) => self.receive(&mut s, request),
+            ("POST", &["head"]) => self.receive(&mut s, request, queue),
             (verb @ ("DELETE" | "PUT" | "POST"), &[seq, lock]) => match seq.parse() {
-                Ok(seq) => self.settle(&mut s, verb, seq, lock),
+                Ok(seq) => self.settle(&mut s, verb, queue, seq, lock),
                 Err(_) => ResponseTemplate::new(400),
             },
             _ => ResponseTemplate::new(405),
@@ -438,15 +524,23 @@ impl ServiceBus {
             lost_lock_404: 0,
             signatures: Vec::new(),
             locks_issued: 0,
+            max_delivery_count: 10,
+            lose_locks_on_renew: false,
+            renewals_refused: 0,
+            receives: 0,
+            dead_letter_receives: 0,
+            empty_hold: Duration::from_millis(150),
         }));
-        Mock::given(path_regex(format!("^/{entity}/messages/")))
-            .respond_with(SbResponder {
-                state: state.clone(),
-                base: server.uri(),
-                entity,
-            })
-            .mount(&server)
-            .await;
+        Mock::given(path_regex(format!(
+            "^/{entity}/(messages|\\$deadletterqueue/messages)/"
+        )))
+        .respond_with(SbResponder {
+            state: state.clone(),
+            base: server.uri(),
+            entity,
+        })
+        .mount(&server)
+        .await;
         Self {
             server,
             topic,
@@ -472,25 +566,82 @@ impl ServiceBus {
 
     /// Enqueues a message; returns its sequence number.
     pub fn send(&self, body: impl Into<Vec<u8>>) -> i64 {
+        self.enqueue(body.into(), None)
+    }
+
+    /// Puts a message straight into the dead-letter subqueue with `reason` (as a receiver's
+    /// explicit dead-lettering would); returns its sequence number.
+    pub fn send_dead_letter(&self, body: impl Into<Vec<u8>>, reason: &str) -> i64 {
+        self.enqueue(
+            body.into(),
+            Some((
+                reason.to_string(),
+                format!("dead-lettered by a test: {reason}"),
+            )),
+        )
+    }
+
+    fn enqueue(&self, body: Vec<u8>, dead_letter: Option<(String, String)>) -> i64 {
         let mut s = self.state.lock().unwrap();
         let sequence = s.messages.len() as i64 + 1;
         s.messages.push(FakeMessage {
             sequence,
             message_id: format!("msg-{sequence:04}-{:08x}", rand::random::<u32>()),
-            body: body.into(),
+            body,
             deliveries: 0,
             lock: None,
             completes: 0,
             unlocks: 0,
+            renewals: 0,
+            dead_letter,
+            dead_letter_deliveries: 0,
         });
         sequence
+    }
+
+    /// MaxDeliveryCount of the subscription (default 10).
+    pub fn set_max_delivery_count(&self, n: u32) {
+        self.state.lock().unwrap().max_delivery_count = n;
+    }
+
+    /// From now on every renewal answers 404 and drops the lock (the lock was lost).
+    pub fn lose_locks_on_renew(&self, on: bool) {
+        self.state.lock().unwrap().lose_locks_on_renew = on;
+    }
+
+    /// How long an empty receive is held before its 204 (default 150 ms; zero: at once).
+    pub fn set_empty_hold(&self, hold: Duration) {
+        self.state.lock().unwrap().empty_hold = hold;
+    }
+
+    /// Renewals answered 404 by `lose_locks_on_renew`.
+    pub fn renewals_refused(&self) -> usize {
+        self.state.lock().unwrap().renewals_refused
+    }
+
+    /// Receive requests (polls) on the subscription itself.
+    pub fn receives(&self) -> usize {
+        self.state.lock().unwrap().receives
+    }
+
+    /// Receive requests on the dead-letter subqueue.
+    pub fn dead_letter_receives(&self) -> usize {
+        self.state.lock().unwrap().dead_letter_receives
     }
 
     pub fn messages(&self) -> Vec<FakeMessage> {
         self.state.lock().unwrap().messages.clone()
     }
 
-    /// Messages not completed.
+    /// Messages in the dead-letter subqueue, not completed.
+    pub fn dead_lettered(&self) -> usize {
+        self.messages()
+            .iter()
+            .filter(|m| m.completes == 0 && m.dead_letter.is_some())
+            .count()
+    }
+
+    /// Messages not completed (either queue).
     pub fn outstanding(&self) -> usize {
         self.messages().iter().filter(|m| m.completes == 0).count()
     }

@@ -1,7 +1,9 @@
 //! export-pull: on an EventBridge schedule, drains each pub/sub export source's Service Bus
 //! subscription into transfer jobs until shortly before the Lambda deadline (each source's
-//! `deadline_margin_secs`), so the message in hand is saved and completed in time. blob-copy runs
-//! the jobs. The schedule's payload is ignored.
+//! `deadline_margin_secs`), so the message in hand is saved and completed in time. Each run first
+//! drains the subscription's dead-letter subqueue (unless `drain_dead_letters` is off), and renews
+//! the lock of a message whose save is slow. blob-copy runs the jobs. The schedule's payload is
+//! ignored; the reply is `{"sources": [PullSummary, ...]}` (drain and renewal counters included).
 
 use std::time::{Duration, Instant};
 

@@ -87,6 +87,18 @@ pub struct PubsubExportConfig {
     /// (for frequent schedules and local runs).
     #[serde(default)]
     pub stop_when_idle: bool,
+    /// Lock duration of the Service Bus subscription, in seconds (the broker's `LockDuration`,
+    /// 1 minute unless the vendor set another). While a message is being saved its lock is
+    /// renewed at about half of this; a renewal answered 404 means the lock was lost and the
+    /// message is left to its redelivery.
+    #[serde(default = "default_lock_duration_secs")]
+    pub lock_duration_secs: u64,
+    /// export-pull also drains the subscription's dead-letter subqueue
+    /// (`{topic}/subscriptions/{sub}/$deadletterqueue`) at the start of every run: a valid
+    /// notification there becomes its job (create-once, so a file already taken is not delivered
+    /// twice), anything else is recorded under `failed/` with the broker's `DeadLetterReason`.
+    #[serde(default = "default_drain_dead_letters")]
+    pub drain_dead_letters: bool,
     /// Largest message body accepted, in bytes; a larger one is recorded as poison.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -114,6 +126,12 @@ fn default_receive_timeout_secs() -> u64 {
 }
 fn default_deadline_margin_secs() -> u64 {
     15
+}
+fn default_lock_duration_secs() -> u64 {
+    60
+}
+fn default_drain_dead_letters() -> bool {
+    true
 }
 fn default_max_message_bytes() -> usize {
     256 * 1024
@@ -173,6 +191,12 @@ impl PubsubExportConfig {
         if self.integration_name.is_empty() || aad.tenant_id.is_empty() {
             return Err("integration_name and aad.tenant_id must not be empty".into());
         }
+        if !(1..=300).contains(&self.lock_duration_secs) {
+            return Err(
+                "lock_duration_secs must be between 1 and 300 (Service Bus allows at most 5 minutes)"
+                    .into(),
+            );
+        }
         if self.max_decompressed_bytes == 0 || self.max_line_bytes == 0 {
             return Err("max_decompressed_bytes and max_line_bytes must be > 0".into());
         }
@@ -182,4 +206,31 @@ impl PubsubExportConfig {
 
 fn default_authority_url() -> String {
     "https://login.microsoftonline.com".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pubsub(extra: &str) -> Result<PubsubExportConfig, String> {
+        let json = format!(
+            r#"{{"tenant_service_url": "https://tenant.example", "integration_name": "files",
+                "aad": {{"tenant_id": "t", "client_id": "c", "scope": "api://eg/.default",
+                         "client_secret": {{"env": "AAD_SECRET"}}}}{extra}}}"#
+        );
+        let p: PubsubExportConfig = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+        p.validate().map(|()| p)
+    }
+
+    #[test]
+    fn lock_duration_and_dead_letter_drain_default_and_are_checked() {
+        let p = pubsub("").unwrap();
+        assert_eq!((p.lock_duration_secs, p.drain_dead_letters), (60, true));
+        let p = pubsub(r#", "lock_duration_secs": 2, "drain_dead_letters": false"#).unwrap();
+        assert_eq!((p.lock_duration_secs, p.drain_dead_letters), (2, false));
+        for bad in ["0", "301"] {
+            let e = pubsub(&format!(r#", "lock_duration_secs": {bad}"#)).unwrap_err();
+            assert!(e.contains("lock_duration_secs"), "{e}");
+        }
+    }
 }

@@ -4,8 +4,18 @@
 //! in `failed/`, complete), save one job per route with create-once, then complete. When a save
 //! fails the message is unlocked, so nothing accepted is lost; a lost lock (404 on complete) is
 //! fine because the redelivered message finds its jobs already there.
+//!
+//! While a message is being saved its lock is renewed every half `lock_duration_secs`; a renewal
+//! answered 404 means the lock is gone, so work on it stops (no complete) and its redelivery
+//! finishes the job (create-once). Each run first drains the dead-letter subqueue the same way:
+//! a message the broker gave up on (e.g. after MaxDeliveryCount slow saves) still becomes its
+//! job, and one that is no notification is recorded under `failed/` with its `DeadLetterReason`;
+//! every such message logs `dead-letter message drained` at WARN (the alarm counts those lines).
+//! An empty receive that came back well before its long-poll timeout is followed by a short
+//! pause, so a gateway that answers early does not make the run spin.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -13,13 +23,13 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use super::message::{self, FileNotice};
-use super::servicebus::{Received, SbError, ServiceBusClient, Settled};
+use super::servicebus::{Received, SbError, ServiceBusClient, Settled, SubQueue};
 use crate::config::{PubsubExportConfig, RouteConfig};
 use crate::job::{
     ExportFile, RejectedMessage, TransferJob, export_job_id, now_rfc3339, rejected_message_id,
 };
 use crate::layout::{failure_key, job_key};
-use crate::redact::redact_embedded_urls;
+use crate::redact::redact_body;
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::SourceObject;
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
@@ -28,6 +38,12 @@ use crate::token::cache::TokenCache;
 
 /// Longest body kept in a rejection record.
 const MAX_KEPT_BODY: usize = 64 * 1024;
+
+/// Pause after an empty receive that came back well before its long-poll timeout.
+const EARLY_EMPTY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Long-poll timeout of a dead-letter subqueue receive (the drain ends at the first empty one).
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(1);
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -52,6 +68,21 @@ pub struct PullSummary {
     pub lock_lost: u64,
     /// Messages unlocked because their job could not be saved.
     pub unlocked: u64,
+    /// Lock renewals that succeeded (a save took longer than half the lock duration).
+    pub locks_renewed: u64,
+    /// Renewals answered 404/410: the lock was lost while saving, so the message was left to its
+    /// redelivery (not completed).
+    pub locks_lost: u64,
+    /// Messages read from the dead-letter subqueue (each also counted under its outcome below
+    /// and in `jobs_created`/`jobs_existing`/`poison`/`refused`/`skipped`/`completed`).
+    pub dead_letter_drained: u64,
+    /// Jobs created from dead-lettered messages: files that would otherwise never be delivered.
+    pub dead_letter_jobs: u64,
+    /// Dead-lettered messages whose jobs all existed already (the original was taken).
+    pub dead_letter_duplicates: u64,
+    /// Dead-lettered messages that are no usable notification, recorded under `failed/` with
+    /// their `DeadLetterReason`.
+    pub dead_letter_refused: u64,
     /// Job keys created in this run (the local runner queues them).
     #[serde(skip)]
     pub job_keys: Vec<String>,
@@ -74,6 +105,36 @@ pub struct ExportPuller {
     tokens: Arc<TokenCache>,
     state: Arc<dyn StateStore>,
     retry: RetryPolicy,
+}
+
+/// How one message ended, for the summary and the dead-letter log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// At least one job created.
+    JobCreated,
+    /// Every job existed already.
+    Duplicate,
+    /// Recorded under `failed/` (poison or refused uri).
+    Refused,
+    /// No route takes its blob type.
+    Skipped,
+    /// Not saved; unlocked for redelivery.
+    Unsaved,
+    /// Its lock was lost while saving; left to its redelivery.
+    LockLost,
+}
+
+impl Handled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Handled::JobCreated => "job_created",
+            Handled::Duplicate => "duplicate",
+            Handled::Refused => "refused",
+            Handled::Skipped => "skipped",
+            Handled::Unsaved => "unsaved",
+            Handled::LockLost => "lock_lost",
+        }
+    }
 }
 
 /// Why a message could not be saved (it is unlocked and comes back).
@@ -127,8 +188,8 @@ impl ExportPuller {
         Duration::from_secs(self.config.deadline_margin_secs)
     }
 
-    /// Receives and handles messages until `until` (or the first empty receive with
-    /// `stop_when_idle`).
+    /// Drains the dead-letter subqueue (when `drain_dead_letters`), then receives and handles
+    /// messages until `until` (or the first empty receive with `stop_when_idle`).
     pub async fn run(&self, until: Instant) -> Result<PullSummary, PullError> {
         let mut summary = PullSummary {
             source: self.source.clone(),
@@ -138,19 +199,44 @@ impl ExportPuller {
             source_name: self.source.clone(),
             error,
         };
+        if self.config.drain_dead_letters {
+            self.drain_dead_letters(until, &mut summary)
+                .await
+                .map_err(|e| {
+                    tracing::error!(source = %self.source, error = %e, "export pull stopped");
+                    bus_error(e)
+                })?;
+        }
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left < Duration::from_secs(1) {
                 break;
             }
             let wait = left.min(Duration::from_secs(self.config.receive_timeout_secs.max(1)));
+            let asked = Instant::now();
             let message = match self.bus.receive(wait, self.config.max_message_bytes).await {
                 Ok(Some(m)) => m,
                 Ok(None) if self.config.stop_when_idle => break,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // The long poll asks for whole seconds (at least 1).
+                    let requested = Duration::from_secs(wait.as_secs().max(1));
+                    if asked.elapsed() < requested / 2 {
+                        let pause =
+                            EARLY_EMPTY_PAUSE.min(until.saturating_duration_since(Instant::now()));
+                        tracing::debug!(source = %self.source, pause_ms = pause.as_millis() as u64, "empty receive came back early; pausing before the next");
+                        tokio::time::sleep(pause).await;
+                    }
+                    continue;
+                }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(source = %self.source, error = %e, "receive failed; trying again");
-                    tokio::time::sleep(self.retry.max.min(left / 2)).await;
+                    // A server's (or the token refresh limit's) retry-after is honoured, up to
+                    // the deadline.
+                    let pause = match e.retry_after() {
+                        Some(after) => after.min(left),
+                        None => self.retry.max.min(left / 2),
+                    };
+                    tracing::warn!(source = %self.source, error = %e, pause_ms = pause.as_millis() as u64, "receive failed; trying again");
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
                 Err(e) => {
@@ -166,22 +252,143 @@ impl ExportPuller {
                 sequence_number = message.broker.sequence_number,
                 delivery_count = message.broker.delivery_count,
             );
-            self.handle(message, &mut summary).instrument(span).await;
+            self.handle(message, until, &mut summary)
+                .instrument(span)
+                .await;
         }
-        tracing::info!(source = %self.source, received = summary.received, jobs_created = summary.jobs_created, jobs_existing = summary.jobs_existing, skipped = summary.skipped, poison = summary.poison, refused = summary.refused, completed = summary.completed, lock_lost = summary.lock_lost, unlocked = summary.unlocked, "export pull finished");
+        tracing::info!(source = %self.source, received = summary.received, jobs_created = summary.jobs_created, jobs_existing = summary.jobs_existing, skipped = summary.skipped, poison = summary.poison, refused = summary.refused, completed = summary.completed, lock_lost = summary.lock_lost, unlocked = summary.unlocked, locks_renewed = summary.locks_renewed, locks_lost = summary.locks_lost, dead_letter_drained = summary.dead_letter_drained, dead_letter_jobs = summary.dead_letter_jobs, dead_letter_duplicates = summary.dead_letter_duplicates, dead_letter_refused = summary.dead_letter_refused, "export pull finished");
         Ok(summary)
     }
 
-    async fn handle(&self, message: Received, summary: &mut PullSummary) {
-        match self.process(&message).await {
+    /// Reads the dead-letter subqueue until it is empty (or the time is up) and handles each
+    /// message like a fresh one. A retryable failure ends the drain (the next run drains again);
+    /// a permanent one ends the run.
+    async fn drain_dead_letters(
+        &self,
+        until: Instant,
+        summary: &mut PullSummary,
+    ) -> Result<(), SbError> {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left < DEAD_LETTER_WAIT {
+                return Ok(());
+            }
+            let message = match self
+                .bus
+                .receive_from(
+                    SubQueue::DeadLetter,
+                    DEAD_LETTER_WAIT,
+                    self.config.max_message_bytes,
+                )
+                .await
+            {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(source = %self.source, error = %e, "dead-letter subqueue receive failed; the next run drains it");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            summary.dead_letter_drained += 1;
+            let span = tracing::info_span!(
+                "dead_letter_message",
+                source = %self.source,
+                message_id = %message.broker.message_id,
+                sequence_number = message.broker.sequence_number,
+                delivery_count = message.broker.delivery_count,
+            );
+            let handled = self.handle(message, until, summary).instrument(span).await;
+            if matches!(handled, Handled::Unsaved | Handled::LockLost) {
+                // It comes back at once; leave it to the next run instead of spinning on it.
+                return Ok(());
+            }
+        }
+    }
+
+    /// Renews `message`'s lock every half lock duration; returns when a renewal says the lock
+    /// is gone (never, otherwise: the caller drops this when the work is done).
+    async fn keep_locked(&self, message: &Received, renewed: &AtomicU64) {
+        let every = Duration::from_millis(self.config.lock_duration_secs.max(1) * 500);
+        loop {
+            tokio::time::sleep(every).await;
+            match self.bus.renew(message).await {
+                Ok(Settled::Ok) => {
+                    renewed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("lock renewed");
+                }
+                Ok(Settled::LockLost) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lock renewal failed; trying again at the next turn")
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        message: Received,
+        until: Instant,
+        summary: &mut PullSummary,
+    ) -> Handled {
+        let renewed = AtomicU64::new(0);
+        let lost = AtomicBool::new(false);
+        let processed = {
+            let work = self.process(&message, &lost);
+            tokio::pin!(work);
+            tokio::select! {
+                biased;
+                r = &mut work => r,
+                () = self.keep_locked(&message, &renewed) => {
+                    // The write in flight finishes (so a job that lands is counted and queued);
+                    // no further write starts. What was written stays (create-once): the
+                    // redelivery finds it and does the rest.
+                    lost.store(true, Ordering::SeqCst);
+                    tracing::warn!("lock lost while saving the message; stopping after the write in flight, its redelivery finishes the job");
+                    work.await
+                }
+            }
+        };
+        summary.locks_renewed += renewed.load(Ordering::Relaxed);
+        let lock_lost = lost.load(Ordering::SeqCst);
+        let dead = message.queue == SubQueue::DeadLetter;
+        let handled = match processed {
             Ok(Outcome::Jobs { created, existing }) => {
-                summary.jobs_created += created.len() as u64;
+                let made = created.len() as u64;
+                summary.jobs_created += made;
                 summary.jobs_existing += existing;
                 summary.job_keys.extend(created);
+                if dead {
+                    summary.dead_letter_jobs += made;
+                }
+                if made > 0 {
+                    Handled::JobCreated
+                } else {
+                    if dead {
+                        summary.dead_letter_duplicates += 1;
+                    }
+                    Handled::Duplicate
+                }
             }
-            Ok(Outcome::Skipped) => summary.skipped += 1,
-            Ok(Outcome::Rejected { refused: true }) => summary.refused += 1,
-            Ok(Outcome::Rejected { refused: false }) => summary.poison += 1,
+            Ok(Outcome::Skipped) => {
+                summary.skipped += 1;
+                Handled::Skipped
+            }
+            Ok(Outcome::Rejected { refused }) => {
+                if refused {
+                    summary.refused += 1;
+                } else {
+                    summary.poison += 1;
+                }
+                if dead {
+                    summary.dead_letter_refused += 1;
+                }
+                Handled::Refused
+            }
+            Err(e) if lock_lost => {
+                tracing::warn!(error = %e, "message not saved; its lock is gone, so it comes back");
+                Handled::Unsaved
+            }
             Err(e) => {
                 // Nothing durable yet (or only part): let the message come back.
                 tracing::warn!(error = %e, "message not saved; unlocking it for redelivery");
@@ -191,10 +398,45 @@ impl ExportPuller {
                         tracing::warn!(error = %e, "unlock failed; the lock will expire instead")
                     }
                 }
-                return;
+                Handled::Unsaved
             }
+        };
+        let handled = if lock_lost {
+            summary.locks_lost += 1;
+            Handled::LockLost
+        } else {
+            handled
+        };
+        if !matches!(handled, Handled::LockLost | Handled::Unsaved) {
+            self.complete(&message, until, summary).await;
         }
-        match self.bus.complete(&message).await {
+        if dead {
+            tracing::warn!(
+                source = %self.source,
+                reason = message.dead_letter_reason.as_deref().unwrap_or("unknown"),
+                description = message.dead_letter_description.as_deref().unwrap_or(""),
+                outcome = handled.as_str(),
+                "dead-letter message drained"
+            );
+        }
+        handled
+    }
+
+    /// Completes a saved message. Credentials refused just after a refresh are retried once the
+    /// refresh interval allows (when that is before the deadline): the message is saved, and a
+    /// lock left to expire would only count towards its MaxDeliveryCount.
+    async fn complete(&self, message: &Received, until: Instant, summary: &mut PullSummary) {
+        let mut settled = self.bus.complete(message).await;
+        if let Err(e) = &settled
+            && e.is_retryable()
+            && let Some(after) = e.retry_after()
+            && Instant::now() + after < until
+        {
+            tracing::warn!(error = %e, retry_after_ms = after.as_millis() as u64, "complete refused for now; trying again after the pause");
+            tokio::time::sleep(after).await;
+            settled = self.bus.complete(message).await;
+        }
+        match settled {
             Ok(Settled::Ok) => summary.completed += 1,
             Ok(Settled::LockLost) => {
                 summary.lock_lost += 1;
@@ -208,7 +450,9 @@ impl ExportPuller {
         }
     }
 
-    async fn process(&self, message: &Received) -> Result<Outcome, Unsaved> {
+    /// Saves what `message` asks for. Stops before the next job write once `lost` is set (its
+    /// lock is gone); the jobs written so far are in the outcome.
+    async fn process(&self, message: &Received, lost: &AtomicBool) -> Result<Outcome, Unsaved> {
         let notice = if message.truncated {
             Err(format!(
                 "body is larger than max_message_bytes ({})",
@@ -248,6 +492,9 @@ impl ExportPuller {
         let mut created = Vec::new();
         let mut existing = 0;
         for route in routes {
+            if lost.load(Ordering::SeqCst) {
+                break;
+            }
             let job = self.job(route, message, &notice, &located);
             let key = job_key(&route.name, &job.id);
             let state = self.state.as_ref();
@@ -346,7 +593,9 @@ impl ExportPuller {
             delivery_count: message.broker.delivery_count,
             correlation_id: notice.map(|n| n.correlation_id.clone()),
             blob_type: notice.map(|n| n.blob_type.clone()),
-            body: redact_embedded_urls(&String::from_utf8_lossy(kept)),
+            dead_letter_reason: message.dead_letter_reason.clone(),
+            dead_letter_description: message.dead_letter_description.clone(),
+            body: redact_body(&String::from_utf8_lossy(kept)),
             body_truncated: message.truncated || kept.len() < message.body.len(),
             rejected_at: now_rfc3339(),
         };
@@ -357,7 +606,7 @@ impl ExportPuller {
                 state.put_json(&key, &record, PutMode::Overwrite)
             })
             .await?;
-        tracing::error!(kind, %reason, failed_key = %key, "message refused; recorded and completed");
+        tracing::error!(kind, %reason, dead_letter_reason = message.dead_letter_reason.as_deref(), failed_key = %key, "message refused; recorded and completed");
         Ok(())
     }
 }

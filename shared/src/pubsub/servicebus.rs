@@ -1,8 +1,10 @@
 //! Azure Service Bus over the REST runtime API, peek-lock only: receive
 //! (`POST {entity}/messages/head?timeout=N`: 201 with the body, a `BrokerProperties` JSON header and
-//! the message's `Location`; 204 when none arrived in time), complete (`DELETE <Location>`) and
-//! unlock (`PUT <Location>`). A 404/410 on either means the lock was lost: the message comes back
-//! and is handled again (job creation is create-once, so nothing is duplicated).
+//! the message's `Location`; 204 when none arrived in time), complete (`DELETE <Location>`),
+//! unlock (`PUT <Location>`) and renew (`POST <Location>`). A 404/410 on any of them means the lock
+//! was lost: the message comes back and is handled again (job creation is create-once, so nothing
+//! is duplicated). The same calls on `{subscription}/$deadletterqueue` read the dead-letter
+//! subqueue, whose messages carry the broker's `DeadLetterReason` as a custom property (a header).
 //!
 //! The connection string comes from the token set: `SharedAccessKeyName` + `SharedAccessKey`
 //! (we sign `SharedAccessSignature sr=..&sig=..&se=..&skn=..` per request, HMAC-SHA256 over
@@ -120,6 +122,13 @@ impl Subscription {
         format!("{}{}", self.conn.endpoint, self.path)
     }
 
+    fn queue_url(&self, queue: SubQueue) -> String {
+        match queue {
+            SubQueue::Active => self.entity_url(),
+            SubQueue::DeadLetter => format!("{}/$deadletterqueue", self.entity_url()),
+        }
+    }
+
     fn authorization(&self) -> Result<HeaderValue, SbError> {
         let token = match &self.conn.auth {
             SbAuth::Signature(sig) => sig.clone(),
@@ -142,11 +151,17 @@ impl Subscription {
             SbError::Permanent("the Location of a received message is not a URL".into())
         })?;
         let ours = &self.conn.endpoint;
-        let prefix = format!("/{}/messages/", self.path).to_ascii_lowercase();
+        let path = url.path().to_ascii_lowercase();
+        let inside = [
+            format!("/{}/messages/", self.path),
+            format!("/{}/$deadletterqueue/messages/", self.path),
+        ]
+        .iter()
+        .any(|prefix| path.starts_with(&prefix.to_ascii_lowercase()));
         let same_host = url.scheme() == ours.scheme()
             && url.host_str() == ours.host_str()
             && url.port_or_known_default() == ours.port_or_known_default();
-        if !same_host || !url.path().to_ascii_lowercase().starts_with(&prefix) {
+        if !same_host || !inside {
             return Err(SbError::Permanent(format!(
                 "the Location of a received message ({}://{}{}) is outside the subscription; not sending credentials there",
                 url.scheme(),
@@ -174,6 +189,16 @@ pub struct BrokerProperties {
     pub locked_until_utc: String,
 }
 
+/// Which queue of the subscription to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubQueue {
+    /// The subscription itself.
+    Active,
+    /// Its dead-letter subqueue (`$deadletterqueue`): messages the broker gave up on (e.g.
+    /// `MaxDeliveryCountExceeded`) or a receiver dead-lettered.
+    DeadLetter,
+}
+
 /// A locked message.
 #[derive(Debug)]
 pub struct Received {
@@ -183,8 +208,15 @@ pub struct Received {
     pub truncated: bool,
     /// Broker properties.
     pub broker: BrokerProperties,
-    /// The message's URL for complete/unlock (checked to be inside the subscription).
+    /// The message's URL for complete/unlock/renew (checked to be inside the subscription).
     pub location: String,
+    /// The queue it was read from.
+    pub queue: SubQueue,
+    /// `DeadLetterReason` of a dead-lettered message (`MaxDeliveryCountExceeded`, or what the
+    /// receiver that dead-lettered it said).
+    pub dead_letter_reason: Option<String>,
+    /// `DeadLetterErrorDescription` of a dead-lettered message.
+    pub dead_letter_description: Option<String>,
 }
 
 /// How a settle request ended.
@@ -250,9 +282,7 @@ impl ServiceBusClient {
             return Ok((resp, sub));
         }
         drop(resp);
-        let Some(fresh) = self.tokens.refresh_after_denied(sub.generation).await? else {
-            return Err(SbError::Unauthorized { status });
-        };
+        let fresh = self.tokens.refresh_after_denied(sub.generation).await?;
         tracing::info!(
             generation = fresh.generation,
             "service bus refused the credentials; retrying once with refreshed tokens"
@@ -290,13 +320,27 @@ impl ServiceBusClient {
         wait: Duration,
         max_body: usize,
     ) -> Result<Option<Received>, SbError> {
+        self.receive_from(SubQueue::Active, wait, max_body).await
+    }
+
+    /// Receives and locks the next message of `queue`, waiting up to `wait` (whole seconds, at
+    /// least 1).
+    pub async fn receive_from(
+        &self,
+        queue: SubQueue,
+        wait: Duration,
+        max_body: usize,
+    ) -> Result<Option<Received>, SbError> {
         self.retry
-            .run("service bus receive", || self.receive_once(wait, max_body))
+            .run("service bus receive", || {
+                self.receive_once(queue, wait, max_body)
+            })
             .await
     }
 
     async fn receive_once(
         &self,
+        queue: SubQueue,
         wait: Duration,
         max_body: usize,
     ) -> Result<Option<Received>, SbError> {
@@ -305,7 +349,7 @@ impl ServiceBusClient {
         let (mut resp, sub) = self
             .send(|sub| {
                 Ok(http
-                    .post(format!("{}/messages/head", sub.entity_url()))
+                    .post(format!("{}/messages/head", sub.queue_url(queue)))
                     .query(&[("timeout", secs.to_string())])
                     .header(http::header::CONTENT_LENGTH, "0"))
             })
@@ -328,6 +372,19 @@ impl ServiceBusClient {
         let broker = header("brokerproperties")
             .and_then(|b| serde_json::from_str::<BrokerProperties>(&b).ok())
             .unwrap_or_default();
+        // Custom properties are headers; a string value comes quoted.
+        let property = |name: &str| {
+            header(name)
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let (dead_letter_reason, dead_letter_description) = match queue {
+            SubQueue::Active => (None, None),
+            SubQueue::DeadLetter => (
+                property("deadletterreason"),
+                property("deadlettererrordescription"),
+            ),
+        };
         let mut body = BytesMut::new();
         let mut truncated = false;
         while let Some(chunk) = resp.chunk().await.map_err(transport)? {
@@ -343,21 +400,25 @@ impl ServiceBusClient {
             truncated,
             broker,
             location,
+            queue,
+            dead_letter_reason,
+            dead_letter_description,
         }))
     }
 
-    async fn settle(&self, message: &Received, delete: bool) -> Result<Settled, SbError> {
-        let what = if delete { "complete" } else { "unlock" };
+    async fn settle(&self, message: &Received, verb: http::Method) -> Result<Settled, SbError> {
+        let what = match verb {
+            http::Method::DELETE => "complete",
+            http::Method::PUT => "unlock",
+            _ => "renew lock",
+        };
         let http = &self.http;
         let (resp, sub) = self
             .send(|sub| {
                 let url = sub.check_location(&message.location)?;
-                Ok(if delete {
-                    http.delete(url)
-                } else {
-                    http.put(url)
-                }
-                .header(http::header::CONTENT_LENGTH, "0"))
+                Ok(http
+                    .request(verb.clone(), url)
+                    .header(http::header::CONTENT_LENGTH, "0"))
             })
             .await?;
         match resp.status().as_u16() {
@@ -370,15 +431,26 @@ impl ServiceBusClient {
     /// Completes (deletes) a locked message.
     pub async fn complete(&self, message: &Received) -> Result<Settled, SbError> {
         self.retry
-            .run("service bus complete", || self.settle(message, true))
+            .run("service bus complete", || {
+                self.settle(message, http::Method::DELETE)
+            })
             .await
     }
 
     /// Unlocks a message so it is delivered again.
     pub async fn unlock(&self, message: &Received) -> Result<Settled, SbError> {
         self.retry
-            .run("service bus unlock", || self.settle(message, false))
+            .run("service bus unlock", || {
+                self.settle(message, http::Method::PUT)
+            })
             .await
+    }
+
+    /// Renews a message's lock for another lock duration; one try (the caller renews well
+    /// before the lock runs out and tries again at its next turn). `LockLost` (404/410): the
+    /// lock expired or was taken; stop working on the message.
+    pub async fn renew(&self, message: &Received) -> Result<Settled, SbError> {
+        self.settle(message, http::Method::POST).await
     }
 }
 

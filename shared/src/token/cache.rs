@@ -5,7 +5,9 @@
 //! - `refresh_after_denied` is called when a request made with generation `g` got 401/403: it is
 //!   single-flight (one refresh however many requests were refused at once), first adopts any
 //!   copy newer than `g` (memory, then the store: another instance may have refreshed already),
-//!   and refuses to refresh a token set younger than `min_refresh_interval` (refresh storms).
+//!   and refuses to refresh a token set younger than `min_refresh_interval` (refresh storms)
+//!   with the retryable `TokenError::RefreshTooSoon`, whose retry-after is the rest of the
+//!   interval: a vendor rotation just after our refresh delays work, it never fails it for good.
 //! - `refresh_if_due` is the scheduled refresh ahead of expiry.
 //! - Saving is compare-and-swap (`If-Match` / `If-None-Match: *`): a refresher that loses the
 //!   race re-reads, and keeps the stored set when it was fetched later than its own, so a newer
@@ -233,14 +235,17 @@ impl TokenCache {
     }
 
     /// Called after a request made with tokens of `used_generation` was refused (401/403).
-    /// Returns tokens to retry with, or `None` when no newer tokens can be had now.
+    /// Returns the tokens to retry with. Tokens refreshed
+    /// less than `min_refresh_interval` ago are not refreshed again: that is the retryable
+    /// [`TokenError::RefreshTooSoon`] carrying the rest of the interval, never a final refusal
+    /// (the vendor may have rotated just after our refresh).
     pub async fn refresh_after_denied(
         &self,
         used_generation: u64,
-    ) -> Result<Option<Arc<ExportTokens>>, TokenError> {
+    ) -> Result<Arc<ExportTokens>, TokenError> {
         let mut flight = self.flight.lock().await;
         if let Some(t) = self.memory().filter(|t| t.generation > used_generation) {
-            return Ok(Some(t));
+            return Ok(t);
         }
         if let Some(t) = self
             .adopt_stored()
@@ -248,18 +253,21 @@ impl TokenCache {
             .filter(|t| t.generation > used_generation)
         {
             tracing::info!(source = %self.source, generation = t.generation, "refused tokens were already replaced; using the stored ones");
-            return Ok(Some(t));
+            return Ok(t);
         }
         let min = self.settings.min_refresh_interval;
-        let young = self.memory().is_some_and(|t| t.age() < min);
-        let recent = flight.is_some_and(|at| at.elapsed() < min);
-        if young || recent {
-            tracing::warn!(source = %self.source, generation = used_generation, min_interval_secs = min.as_secs(), "tokens refused, but they were refreshed less than the minimum interval ago; not refreshing again");
-            return Ok(None);
+        let young = self.memory().map(|t| min.saturating_sub(t.age()));
+        let recent = flight.map(|at| min.saturating_sub(at.elapsed()));
+        let wait = young.into_iter().chain(recent).max().unwrap_or_default();
+        if !wait.is_zero() {
+            tracing::warn!(source = %self.source, generation = used_generation, min_interval_secs = min.as_secs(), retry_after_ms = wait.as_millis() as u64, "tokens refused, but they were refreshed less than the minimum interval ago; not refreshing again until the interval has passed");
+            // Ages are counted in whole milliseconds: a little slack so the retry is not early.
+            return Err(TokenError::RefreshTooSoon {
+                retry_after: wait + Duration::from_millis(5),
+            });
         }
         self.refresh_locked(&mut flight, "a request was refused (401/403)")
             .await
-            .map(Some)
     }
 
     /// The scheduled refresh: refreshes when the stored tokens expire within `refresh_ahead`.
@@ -380,7 +388,7 @@ impl BlobCredentials for TokenCache {
     async fn refused(&self, generation: u64) -> Result<bool, SourceError> {
         self.refresh_after_denied(generation)
             .await
-            .map(|t| t.is_some())
+            .map(|_| true)
             .map_err(denied_source_error)
     }
 }

@@ -51,6 +51,17 @@ pub enum TokenError {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// The current tokens were refused, but they were refreshed less than
+    /// `min_refresh_interval_secs` ago: a refresh is allowed again after `retry_after` (the rest
+    /// of the interval). Retryable: a vendor rotation that lands just after our refresh passes.
+    #[error(
+        "tokens refused, but they were refreshed less than the minimum interval ago; a refresh is allowed again in {} ms",
+        retry_after.as_millis()
+    )]
+    RefreshTooSoon {
+        /// What is left of the minimum refresh interval.
+        retry_after: Duration,
+    },
     /// The state store failed while reading or saving tokens.
     #[error(transparent)]
     State(#[from] StateError),
@@ -62,7 +73,7 @@ pub enum TokenError {
 impl Retryable for TokenError {
     fn is_retryable(&self) -> bool {
         match self {
-            TokenError::Transient { .. } => true,
+            TokenError::Transient { .. } | TokenError::RefreshTooSoon { .. } => true,
             TokenError::Aad(e) => e.is_retryable(),
             TokenError::State(e) => e.is_retryable(),
             _ => false,
@@ -71,6 +82,7 @@ impl Retryable for TokenError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             TokenError::Transient { retry_after, .. } => *retry_after,
+            TokenError::RefreshTooSoon { retry_after } => Some(*retry_after),
             TokenError::Aad(e) => e.retry_after(),
             _ => None,
         }
