@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(
             under(base, "https://acct.blob.core.windows.net/export/a%2F..%2Fb"),
             Err(UriRefusal::BadName(
-                "blob name contains a '..' or '.' path segment".into()
+                "blob name contains a '..' or '.' path segment: unsafe name".into()
             ))
         );
         assert_eq!(
