@@ -94,7 +94,11 @@ async fn exit_status(serve: &mut ServeProcess, limit: Duration) -> std::process:
 fn resumed_parts(logs: &str) -> Vec<u64> {
     logs.lines()
         .filter(|l| l.contains("resuming multipart upload from parts already stored"))
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["parts"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["parts"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -115,8 +119,14 @@ async fn throttled_s3_pipeline(bytes_per_sec: u64) -> Pipeline {
 async fn sigkill_with_jobs_queued_and_copies_mid_way_then_restart_delivers_everything_once() {
     let p = throttled_s3_pipeline(10 * MIB).await;
     let large: Vec<(String, String)> = vec![
-        ("large-1.bin".into(), p.upload("large-1.bin", 101, 40 * MIB).await),
-        ("large-2.bin".into(), p.upload("large-2.bin", 102, 40 * MIB).await),
+        (
+            "large-1.bin".into(),
+            p.upload("large-1.bin", 101, 40 * MIB).await,
+        ),
+        (
+            "large-2.bin".into(),
+            p.upload("large-2.bin", 102, 40 * MIB).await,
+        ),
     ];
     let mut small = Vec::new();
     for i in 0..20u64 {
@@ -136,10 +146,14 @@ async fn sigkill_with_jobs_queued_and_copies_mid_way_then_restart_delivers_every
         assert_eq!(status, 202, "{answer}");
         ids.insert(name.clone(), job_of(&answer, "all").0);
     }
-    until("both large copies to store a part", Duration::from_secs(60), async || {
-        checkpoint_parts(&p, &ids["large-1.bin"]).await >= 1
-            && checkpoint_parts(&p, &ids["large-2.bin"]).await >= 1
-    })
+    until(
+        "both large copies to store a part",
+        Duration::from_secs(60),
+        async || {
+            checkpoint_parts(&p, &ids["large-1.bin"]).await >= 1
+                && checkpoint_parts(&p, &ids["large-2.bin"]).await >= 1
+        },
+    )
     .await;
     for (name, _) in &small {
         let (status, answer, _) = post(&url, &p.container, name).await;
@@ -152,7 +166,8 @@ async fn sigkill_with_jobs_queued_and_copies_mid_way_then_restart_delivers_every
         undelivered += usize::from(!delivered_to_s3(&p, id).await);
     }
     assert_eq!(
-        undelivered, 22,
+        undelivered,
+        22,
         "premise: killed with 2 copies mid-way and 20 jobs queued behind them:\n{}",
         first.output()
     );
@@ -181,7 +196,11 @@ async fn sigkill_with_jobs_queued_and_copies_mid_way_then_restart_delivers_every
     assert_eq!(open_uploads(&p).await, 0, "no multipart upload left behind");
 
     second.terminate();
-    assert!(exit_status(&mut second, Duration::from_secs(40)).await.success());
+    assert!(
+        exit_status(&mut second, Duration::from_secs(40))
+            .await
+            .success()
+    );
     let logs = first.output() + &second.output();
     for s in p.secrets() {
         assert!(!logs.contains(&s), "serve logs leak a secret");
@@ -220,24 +239,26 @@ impl CountingReceiver {
                 };
                 let (n, pk, ps) = (n.clone(), pk.clone(), ps.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (n, pk, ps) = (n.clone(), pk.clone(), ps.clone());
-                        async move {
-                            let inside = n.fetch_add(1, Ordering::SeqCst) + 1;
-                            pk.fetch_max(inside, Ordering::SeqCst);
-                            let path = req.uri().path().to_string();
-                            let _ = req.into_body().collect().await;
-                            tokio::time::sleep(hold).await;
-                            ps.lock().unwrap().push(path);
-                            n.fetch_sub(1, Ordering::SeqCst);
-                            Ok::<_, Infallible>(
-                                hyper::Response::builder()
-                                    .status(201)
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    });
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (n, pk, ps) = (n.clone(), pk.clone(), ps.clone());
+                            async move {
+                                let inside = n.fetch_add(1, Ordering::SeqCst) + 1;
+                                pk.fetch_max(inside, Ordering::SeqCst);
+                                let path = req.uri().path().to_string();
+                                let _ = req.into_body().collect().await;
+                                tokio::time::sleep(hold).await;
+                                ps.lock().unwrap().push(path);
+                                n.fetch_sub(1, Ordering::SeqCst);
+                                Ok::<_, Infallible>(
+                                    hyper::Response::builder()
+                                        .status(201)
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                         .await;
@@ -285,7 +306,13 @@ async fn two_hundred_queued_jobs_run_at_most_the_configured_concurrency() {
     })
     .await;
     until("200 receipts", Duration::from_secs(30), async || {
-        p.copy.state.list(Prefix::Done.as_str()).await.unwrap().len() >= JOBS
+        p.copy
+            .state
+            .list(Prefix::Done.as_str())
+            .await
+            .unwrap()
+            .len()
+            >= JOBS
     })
     .await;
     let peak = receiver.peak.load(Ordering::SeqCst);
@@ -299,7 +326,11 @@ async fn two_hundred_queued_jobs_run_at_most_the_configured_concurrency() {
     want.sort();
     assert_eq!(paths, want, "each file delivered once");
     serve.terminate();
-    assert!(exit_status(&mut serve, Duration::from_secs(40)).await.success());
+    assert!(
+        exit_status(&mut serve, Duration::from_secs(40))
+            .await
+            .success()
+    );
 }
 
 #[tokio::test]
@@ -322,7 +353,11 @@ async fn sigterm_mid_copy_exits_cleanly_within_the_grace_period_and_the_copy_res
     first.wait_for_line("stopping: no new jobs").await;
     // While it stops, the webhook refuses work and says when to come back.
     let (status, body, retry_after) = post(&url, &p.container, "big.bin").await;
-    assert_eq!((status, retry_after.as_deref()), (503, Some("30")), "{body}");
+    assert_eq!(
+        (status, retry_after.as_deref()),
+        (503, Some("30")),
+        "{body}"
+    );
     let status = exit_status(&mut first, Duration::from_secs(3 + 20)).await;
     let logs = first.output();
     assert!(status.success(), "{status}:\n{logs}");
@@ -351,9 +386,17 @@ async fn sigterm_mid_copy_exits_cleanly_within_the_grace_period_and_the_copy_res
     })
     .await;
     let resumed = resumed_parts(&second.output());
-    assert_eq!(resumed, [kept as u64], "resumed from the checkpoint the stop kept");
+    assert_eq!(
+        resumed,
+        [kept as u64],
+        "resumed from the checkpoint the stop kept"
+    );
     assert_eq!(p.s3_versions("big.bin").await, (1, Some(sha)));
     assert_eq!(open_uploads(&p).await, 0);
     second.terminate();
-    assert!(exit_status(&mut second, Duration::from_secs(40)).await.success());
+    assert!(
+        exit_status(&mut second, Duration::from_secs(40))
+            .await
+            .success()
+    );
 }

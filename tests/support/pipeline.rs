@@ -440,7 +440,11 @@ impl ServeProcess {
     /// The webhook's base URL (`http://ADDR/`), once it listens.
     pub async fn webhook_url(&mut self) -> String {
         let line = self.wait_for_line("webhook listening on ").await;
-        line.split("webhook listening on ").nth(1).unwrap().trim().to_string()
+        line.split("webhook listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// Sends SIGTERM.
