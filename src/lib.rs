@@ -163,12 +163,15 @@ pub struct LocalRunner {
     pub webhook_addr: Option<SocketAddr>,
     queue: JobQueue,
     worker: Option<Worker>,
+    /// The webhook server (answers 503 while stopping, until the runner is dropped).
+    webhook_task: Option<tokio::task::JoinHandle<()>>,
+    /// Schedules that take work in (export-pull): ended by the stop.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalRunner {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.webhook_task) {
             t.abort();
         }
         if let Some(w) = &self.worker {
@@ -219,7 +222,6 @@ impl LocalRunner {
     ) -> anyhow::Result<Self> {
         let (queue, rx) = JobQueue::new();
         let bucket = services.config.state.bucket.clone();
-        let mut tasks = Vec::new();
         let mut running_worker = None;
         if let Some(options) = worker {
             let concurrency = options.concurrency.max(1);
@@ -256,12 +258,13 @@ impl LocalRunner {
             });
         }
         let mut webhook_addr = None;
+        let mut webhook_task = None;
         if services.config.webhook.is_some() {
             let webhook = Arc::new(services.webhook().await?);
             let listener = TcpListener::bind(listen).await?;
             webhook_addr = Some(listener.local_addr()?);
             let runs_jobs = running_worker.is_some();
-            tasks.push(tokio::spawn(serve(
+            webhook_task = Some(tokio::spawn(serve(
                 listener,
                 webhook,
                 queue.clone(),
@@ -273,7 +276,8 @@ impl LocalRunner {
             webhook_addr,
             queue,
             worker: running_worker,
-            tasks,
+            webhook_task,
+            tasks: Vec::new(),
         })
     }
 
@@ -341,11 +345,7 @@ impl LocalRunner {
         self.queue.shared.closed.store(true, Ordering::SeqCst);
         // The export schedule takes work in; a message it had not saved yet is redelivered by
         // the broker. The webhook server stays up to answer 503 until the process ends.
-        for t in self
-            .tasks
-            .iter()
-            .skip(usize::from(self.webhook_addr.is_some()))
-        {
+        for t in &self.tasks {
             t.abort();
         }
         let Some(worker) = self.worker.take() else {
@@ -681,5 +681,105 @@ impl ViewScheduler {
             );
         }
         finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast tier of the start-up scan: an in-memory state store.
+
+    use std::collections::BTreeMap;
+
+    use async_trait::async_trait;
+    use ferry_shared::layout::job_key;
+    use ferry_shared::source::SourceObject;
+    use ferry_shared::state::{PutMode, StateError, Versioned};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct MemState(Mutex<BTreeMap<String, Bytes>>);
+
+    #[async_trait]
+    impl StateStore for MemState {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+            Ok(lock(&self.0).get(key).map(|b| Versioned {
+                body: b.clone(),
+                etag: "e".into(),
+            }))
+        }
+        async fn put(&self, key: &str, body: Bytes, _: PutMode) -> Result<String, StateError> {
+            lock(&self.0).insert(key.to_string(), body);
+            Ok("e".into())
+        }
+        async fn delete(&self, key: &str) -> Result<(), StateError> {
+            lock(&self.0).remove(key);
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+            Ok(lock(&self.0)
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect())
+        }
+    }
+
+    async fn job(state: &MemState, id: &str, destinations: &[&str]) -> String {
+        let job = TransferJob {
+            id: id.into(),
+            route: "r".into(),
+            source: "src".into(),
+            object: SourceObject {
+                container: "c".into(),
+                name: format!("{id}.csv"),
+                size: 1,
+                etag: "0x1".into(),
+                content_md5: None,
+                content_type: None,
+                url: None,
+            },
+            destinations: destinations.iter().map(|d| d.to_string()).collect(),
+            target_folder: None,
+            correlation_id: id.into(),
+            created_at: ferry_shared::job::now_rfc3339(),
+            export: None,
+        };
+        let key = job_key("r", id);
+        state.put_json(&key, &job, PutMode::Create).await.unwrap();
+        key
+    }
+
+    async fn mark(state: &MemState, key: &str) {
+        state
+            .put(key, Bytes::from_static(b"{}"), PutMode::Overwrite)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn pending_jobs_are_those_without_every_receipt_or_a_dead_letter() {
+        let state = MemState::default();
+        let fresh = job(&state, "fresh", &["a", "b"]).await;
+        let partial = job(&state, "partial", &["a", "b"]).await;
+        mark(&state, &receipt_key("partial", "a")).await;
+        job(&state, "done", &["a", "b"]).await;
+        mark(&state, &receipt_key("done", "a")).await;
+        mark(&state, &receipt_key("done", "b")).await;
+        job(&state, "dead", &["a"]).await;
+        mark(&state, &failure_key("dead")).await;
+        // A job that cannot be read is logged and left out; it never hides the others.
+        mark(&state, &receipt_key("corrupt", "a")).await;
+        state
+            .put(
+                &job_key("r", "corrupt"),
+                Bytes::from_static(b"not json"),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        let mut want = vec![fresh, partial];
+        want.sort();
+        assert_eq!(pending_jobs(&state).await.unwrap(), want);
     }
 }
