@@ -217,7 +217,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// An HTTP destination that holds each request for `hold` and records the most requests it
-/// ever had in flight at once, and every path it received.
+/// ever had in flight at once, and every path it received; it answers 503 to paths containing
+/// `fail`.
 struct CountingReceiver {
     port: u16,
     peak: Arc<AtomicUsize>,
@@ -248,11 +249,12 @@ impl CountingReceiver {
                                 let path = req.uri().path().to_string();
                                 let _ = req.into_body().collect().await;
                                 tokio::time::sleep(hold).await;
+                                let status = if path.contains("fail") { 503 } else { 201 };
                                 ps.lock().unwrap().push(path);
                                 n.fetch_sub(1, Ordering::SeqCst);
                                 Ok::<_, Infallible>(
                                     hyper::Response::builder()
-                                        .status(201)
+                                        .status(status)
                                         .body(Full::new(Bytes::new()))
                                         .unwrap(),
                                 )
@@ -274,19 +276,88 @@ impl CountingReceiver {
     }
 }
 
-#[tokio::test]
-async fn two_hundred_queued_jobs_run_at_most_the_configured_concurrency() {
-    const JOBS: usize = 200;
-    const CONCURRENCY: usize = 3;
-    let receiver = CountingReceiver::start(Duration::from_millis(60)).await;
-    let p = Pipeline::new(Options {
+/// A pipeline whose route `all` delivers only to a `CountingReceiver`.
+async fn counted_pipeline(receiver: &CountingReceiver) -> Pipeline {
+    Pipeline::new(Options {
         all_route_destinations: Some(vec!["counted"]),
         extra_destinations: Some(json!({"counted": {
             "type": "http", "url": format!("http://127.0.0.1:{}/files/{{name}}", receiver.port), "timeout_secs": 30
         }})),
         ..Default::default()
     })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_its_redelivery_holds_no_slot() {
+    let receiver = CountingReceiver::start(Duration::ZERO).await;
+    let p = counted_pipeline(&receiver).await;
+    // One slot and a redelivery an hour away: a wait that held the slot would block the rest.
+    let runner = ferry::LocalRunner::start_with_options(
+        &p.copy,
+        "127.0.0.1:0".parse().unwrap(),
+        ferry::WorkerOptions {
+            concurrency: 1,
+            redelivery_delay: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .unwrap();
+    let mut keys = Vec::new();
+    for name in ["fail-first.csv", "then-ok.csv"] {
+        p.upload(name, 1, 100).await;
+        let (_, answer) = p.notify(name).await;
+        keys.push(job_of(&answer, "all"));
+    }
+    runner.enqueue(&keys[0].1);
+    until(
+        "the first job's attempt to fail",
+        Duration::from_secs(30),
+        async || !receiver.paths.lock().unwrap().is_empty(),
+    )
     .await;
+    runner.enqueue(&keys[1].1);
+    // A duplicate offer of the waiting job is dropped, not run beside it.
+    runner.enqueue(&keys[0].1);
+    until(
+        "the second job delivered",
+        Duration::from_secs(30),
+        async || {
+            p.copy
+                .state
+                .get(&receipt_key(&keys[1].0, "counted"))
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+    let fails = |r: &CountingReceiver| {
+        r.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.contains("fail"))
+            .count()
+    };
+    let before = fails(&receiver);
+    let report = runner.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        (report.not_started, report.interrupted.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    assert!(p.failure(&keys[0].0).await.is_none(), "waiting, not dead");
+    // Only the first attempt (with its in-run retries) reached the receiver.
+    assert_eq!(fails(&receiver), before);
+}
+
+#[tokio::test]
+async fn two_hundred_queued_jobs_run_at_most_the_configured_concurrency() {
+    const JOBS: usize = 200;
+    const CONCURRENCY: usize = 3;
+    let receiver = CountingReceiver::start(Duration::from_millis(60)).await;
+    let p = counted_pipeline(&receiver).await;
     // 200 jobs written before the start (as a crash would leave them): all pending at once.
     let names: Vec<String> = (0..JOBS).map(|i| format!("q-{i:03}.csv")).collect();
     let p = &p;
