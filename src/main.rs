@@ -4,10 +4,16 @@
 //! - `ferry demo-views`: a view synced into PostgreSQL and S3 by the local scheduler (moto,
 //!   PostgreSQL, a stand-in view).
 //! - `ferry serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS]
-//!   [--ingest-only]`: the webhook server (when the config has a `webhook` section) and the job
-//!   worker (not with `--ingest-only`); the view-sync scheduler when it has `views` (every 5
-//!   minutes unless `--sync-every 30s` etc.); token-refresh and export-pull every SECS (default
-//!   60) when it has pub/sub export sources.
+//!   [--reconcile-every DURATION|off]
+//!   [--concurrency N] [--grace-period DURATION] [--ingest-only]`: the webhook server (when the
+//!   config has a `webhook` section) and the job worker (not with `--ingest-only`), which first
+//!   picks up every job a previous run left unfinished and runs at most N jobs at once (default
+//!   4); the view-sync scheduler when it has `views` (every 5 minutes unless `--sync-every 30s`
+//!   etc.); token-refresh and export-pull every SECS (default 60) when it has pub/sub export
+//!   sources; the reconciliation sweep of the webhook routes at start and then every DURATION
+//!   (default 1h; `off` to disable) when it has webhook routes. SIGTERM or Ctrl-C stops it cleanly: no new work (the webhook answers 503), running
+//!   copies finish or keep what they can resume within the grace period (default 30s), exit 0;
+//!   the next start picks up whatever was interrupted.
 //! - `ferry sync-views --config FILE [VIEW...]`: sync views once now (all when none named);
 //!   prints the summary, fails when a view failed.
 //! - `ferry run-job --config FILE JOB_KEY`: run one job now (prints the outcome).
@@ -28,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use ferry::{LocalRunner, ViewScheduler};
+use ferry::{LocalRunner, ViewScheduler, WorkerOptions};
 use ferry_shared::config::Config;
 use ferry_shared::services::Services;
 use lambda_runtime::{Context, LambdaEvent};
@@ -53,6 +59,15 @@ fn positional(args: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM; names the one that came.
+async fn stop_requested() -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").map_err(Into::into),
+        _ = term.recv() => Ok("SIGTERM"),
+    }
 }
 
 async fn services(args: &[String]) -> anyhow::Result<Services> {
@@ -85,7 +100,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ferry_shared::telemetry::init();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N] | reconcile --config FILE [--route R]... [--dry-run] [--lookback DURATION] | state-layout [--markdown]"
+            "usage: ferry demo | demo-views | serve --config FILE [--listen ADDR] [--sync-every DURATION] [--pull-every SECS] [--reconcile-every DURATION] [--concurrency N] [--grace-period DURATION] [--ingest-only] | sync-views --config FILE [VIEW...] | run-job --config FILE JOB_KEY | replay --config FILE JOB_ID JOB_KEY | token-refresh --config FILE | export-pull --config FILE [--seconds N] | reconcile --config FILE [--route R]... [--dry-run] [--lookback DURATION] | state-layout [--markdown]"
         );
     };
     let rest = &args[1..];
@@ -128,14 +143,38 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "60".into())
                 .parse()
                 .context("--pull-every takes seconds")?;
+            let concurrency: usize = flag(rest, "--concurrency")
+                .map_or(Ok(ferry::DEFAULT_CONCURRENCY), |n| n.parse())
+                .ok()
+                .filter(|n| *n >= 1)
+                .context("--concurrency takes a whole number of at least 1")?;
+            let grace = match flag(rest, "--grace-period") {
+                Some(d) => humantime::parse_duration(&d)
+                    .context("--grace-period takes a duration such as 30s or 2m")?,
+                None => ferry::DEFAULT_GRACE_PERIOD,
+            };
             let mut runner = if rest.iter().any(|a| a == "--ingest-only") {
                 LocalRunner::start_ingest_only(&services, listen).await?
             } else {
-                LocalRunner::start(&services, listen, Duration::from_secs(10)).await?
+                let options = WorkerOptions {
+                    concurrency,
+                    ..WorkerOptions::default()
+                };
+                LocalRunner::start_with_options(&services, listen, options).await?
             };
             runner
                 .start_export_schedule(&services, Duration::from_secs(pull_every.max(1)))
                 .await?;
+            match flag(rest, "--reconcile-every").as_deref() {
+                Some("off") => {}
+                every => {
+                    let every = humantime::parse_duration(every.unwrap_or("1h"))
+                        .context("--reconcile-every takes a duration such as 10m or 1h, or off")?;
+                    runner
+                        .start_reconcile_schedule(&services, every.max(Duration::from_secs(1)))
+                        .await?;
+                }
+            }
             if let Some(addr) = runner.webhook_addr {
                 println!("webhook listening on http://{addr}/");
             }
@@ -149,9 +188,24 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 );
                 scheduler = Some(ViewScheduler::start(sync, every));
             }
-            println!("Ctrl-C to stop");
-            tokio::signal::ctrl_c().await?;
-            drop((runner, scheduler));
+            println!("Ctrl-C or SIGTERM to stop");
+            let signal = stop_requested().await?;
+            println!(
+                "{signal}: stopping (grace period {})",
+                humantime::format_duration(grace)
+            );
+            let views = async {
+                if let Some(s) = scheduler {
+                    s.stop(grace).await;
+                }
+            };
+            let (report, ()) = tokio::join!(runner.shutdown(grace), views);
+            println!(
+                "stopped: {} interrupted, {} still running at the end of the grace period, {} not started; the next start picks them up",
+                report.interrupted.len(),
+                report.abandoned.len(),
+                report.not_started
+            );
             Ok(())
         }
         "sync-views" => {

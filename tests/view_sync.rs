@@ -19,6 +19,7 @@ use ferry_shared::view_sync::lease::{
 use ferry_shared::view_sync::record::Cursor;
 use ferry_shared::view_sync::{SyncFailure, SyncOutcome, SyncReport, ViewSource, ViewSync};
 use lambda_runtime::{Context, LambdaEvent};
+use support::fault_proxy::{Fault, FaultProxy};
 use support::sinks::{self, SinkUnderTest, expected};
 use support::view::{MockView, ON_BEHALF_OF, cursor_of, record, records};
 
@@ -587,6 +588,7 @@ async fn a_live_lease_is_reported_an_expired_one_taken_over_and_released_after()
         expires_at_ms: now_ms() + 60_000,
         renewed_at: "2026-11-22T00:00:00Z".into(),
         released: false,
+        acquired_at_ms: now_ms(),
     };
     env.state
         .put_json(&lease_key(VIEW), &live, PutMode::Create)
@@ -781,4 +783,148 @@ async fn the_local_scheduler_fires_the_sync_on_an_interval_until_dropped() {
         "no sync after the scheduler was dropped"
     );
     assert_eq!(s.probe.held(VIEW).await.latest, expected(&env.view.all()));
+}
+
+#[tokio::test]
+async fn a_view_response_cut_off_mid_body_is_read_again_from_the_saved_watermark_in_the_same_run() {
+    let env = env().await;
+    let s = sinks::http().await;
+    env.view.push(records(0, 30));
+    // The first response is cut after 2000 bytes (headers and about half the records).
+    let proxy = FaultProxy::start(env.view.server.address().port()).await;
+    proxy.plan([Fault::CutResponseAfter(2000)]);
+    let mut config = view_config(&env, 5, 5);
+    config.url = config.url.replace(
+        &format!(":{}/", env.view.server.address().port()),
+        &format!(":{}/", proxy.port),
+    );
+    let mut sync = ViewSync::new(env.state.clone(), fast_retry(), "cut");
+    sync.add_view(
+        VIEW,
+        ViewSource {
+            config,
+            password: PASSWORD.to_string().into(),
+            http: ferry_shared::http_client::build(Duration::from_secs(5)),
+            sink: s.sink.clone(),
+        },
+    );
+    let r = synced(sync.sync(VIEW).await.unwrap());
+    assert_eq!((r.records, r.watermark_after), (30, c(cursor_of(29))));
+    assert_eq!(watermark(&env).await.unwrap().0, cursor_of(29));
+    // Asked twice in the one run: from the start, then from the watermark saved before the cut
+    // (a chunk boundary: the chunks read before the cut were delivered first).
+    let asked = env.view.asked();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(asked[0], "");
+    let resumed: u64 = asked[1].parse().expect("asked again from a watermark");
+    assert_eq!((resumed - cursor_of(0)) / 7 % 5, 4, "{asked:?}");
+    assert!(
+        resumed < cursor_of(29),
+        "the cut came before the end: {asked:?}"
+    );
+    // Every record delivered, each exactly once on the wire.
+    assert_eq!(s.probe.held(VIEW).await.latest, expected(&env.view.all()));
+    let sinks::Probe::Http(receiver) = &s.probe else {
+        unreachable!()
+    };
+    let keys = receiver.keys(VIEW);
+    assert_eq!(keys.len(), 30);
+    assert!(keys.values().all(|n| *n == 1), "{keys:?}");
+    assert!(
+        support::logs::text()
+            .lines()
+            .any(|l| l.contains("view response cut off mid-body")
+                && l.contains("\"level\":\"WARN\"")),
+        "the cut is logged"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_its_holder_stopped_renewing_is_reported_stale_at_warn_and_fails_the_function() {
+    let env = env().await;
+    let s = sinks::s3().await;
+    env.view.push(records(0, 3));
+    // lease_secs is 60: a live holder renews once 15 s have passed. This one took the lease
+    // 200 s ago and last renewed it 50 s ago (10 s left): it died or is stuck.
+    let now = now_ms();
+    let dead = LeaseRecord {
+        holder: "lambda-stream-9/dead0001".into(),
+        expires_at_ms: now + 10_000,
+        renewed_at: "2026-11-22T00:00:00Z".into(),
+        released: false,
+        acquired_at_ms: now - 200_000,
+    };
+    env.state
+        .put_json(&lease_key(VIEW), &dead, PutMode::Create)
+        .await
+        .unwrap();
+    let sync = engine(&env, s.sink.clone(), 10, "next");
+    let outcome = sync.sync(VIEW).await.unwrap();
+    let SyncOutcome::LeaseStale {
+        view,
+        holder,
+        age_secs,
+        silent_secs,
+        ..
+    } = &outcome
+    else {
+        panic!("expected a stale lease: {outcome:?}");
+    };
+    assert_eq!(
+        (view.as_str(), holder.as_str()),
+        (VIEW, "lambda-stream-9/dead0001")
+    );
+    assert!(
+        age_secs.is_some_and(|a| (199..=202).contains(&a)),
+        "{outcome:?}"
+    );
+    assert!((49..=52).contains(silent_secs), "{outcome:?}");
+    assert_eq!(
+        serde_json::to_value(&outcome).unwrap()["status"],
+        "lease_stale"
+    );
+    assert!(env.view.asked().is_empty(), "the view was not read");
+    let line = support::logs::text()
+        .lines()
+        .find(|l| l.contains("lambda-stream-9/dead0001") && l.contains("expected run time"))
+        .expect("a log line names the holder")
+        .to_string();
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(line["fields"]["age_secs"].as_u64().is_some(), "{line}");
+    // The scheduled function fails, so its error metric shows that nothing syncs.
+    let e = view_sync::handle(
+        &sync,
+        LambdaEvent::new(serde_json::json!({"views": [VIEW]}), Context::default()),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("lambda-stream-9/dead0001") && text.contains("past its expected run time"),
+        "{text}"
+    );
+    // A lease renewed on time is still only "held" (not stale) ...
+    let live = LeaseRecord {
+        expires_at_ms: now_ms() + 50_000,
+        ..dead.clone()
+    };
+    env.state
+        .put_json(&lease_key(VIEW), &live, PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert!(matches!(
+        sync.sync(VIEW).await.unwrap(),
+        SyncOutcome::LeaseHeld { .. }
+    ));
+    // ... and once the stale one expires, the next run takes over and syncs.
+    let expired = LeaseRecord {
+        expires_at_ms: now_ms() - 1,
+        ..dead
+    };
+    env.state
+        .put_json(&lease_key(VIEW), &expired, PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(synced(sync.sync(VIEW).await.unwrap()).records, 3);
 }

@@ -7,6 +7,12 @@
 //! (S3 multipart keeps its parts with a checkpoint); at `deadline - margin/2` a delivery still
 //! running is dropped, and at `deadline - margin/4` the whole run is. Such a run ends in
 //! [`JobError::Interrupted`]: never a dead letter, whatever the attempt count.
+//!
+//! A process that shuts down (the local runner on SIGTERM) has no deadline known in advance:
+//! it gives the engine a [`StopSignal`] and, when it must stop, fires it with its grace period.
+//! From then on no job, delivery or retry starts; deliveries already running may finish until
+//! three quarters of the grace period are gone and are dropped then (S3 multipart keeps the
+//! checkpoint of the parts it stored), and the run ends, `Interrupted`, before seven eighths.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +106,7 @@ impl Retryable for JobError {
 }
 
 /// The instants a run with a deadline works to (see the module doc).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cutoffs {
     /// No job or delivery starts from here on; deliveries in flight are told to stop here.
     stop: tokio::time::Instant,
@@ -119,20 +125,128 @@ impl Cutoffs {
             drop_run: before(margin / 4),
         }
     }
+
+    /// The cutoffs of a shutdown that leaves `grace` from now (see the module doc).
+    fn shutdown(grace: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            stop: now,
+            drop_delivery: now + grace * 3 / 4,
+            drop_run: now + grace * 7 / 8,
+        }
+    }
+
+    /// Each instant the earlier of the two.
+    fn min(self, other: Self) -> Self {
+        Self {
+            stop: self.stop.min(other.stop),
+            drop_delivery: self.drop_delivery.min(other.drop_delivery),
+            drop_run: self.drop_run.min(other.drop_run),
+        }
+    }
 }
 
-fn passed(at: Option<tokio::time::Instant>) -> bool {
-    at.is_some_and(|at| tokio::time::Instant::now() >= at)
+/// Fires a [`StopSignal`]: held by the process that shuts down.
+#[derive(Debug)]
+pub struct StopHandle(tokio::sync::watch::Sender<Option<Cutoffs>>);
+
+/// Lets a process stop the runs of an engine early (see the module doc), e.g. the local runner
+/// on SIGTERM. Made with [`stop_signal`], given to [`TransferEngine::with_stop_signal`].
+#[derive(Debug, Clone)]
+pub struct StopSignal(tokio::sync::watch::Receiver<Option<Cutoffs>>);
+
+/// A new, unfired stop signal and the handle that fires it.
+pub fn stop_signal() -> (StopHandle, StopSignal) {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    (StopHandle(tx), StopSignal(rx))
 }
 
-/// Awaits `fut`, or gives `None` once `at` is reached (never, without one).
-async fn unless_past<F: std::future::Future>(
-    at: Option<tokio::time::Instant>,
-    fut: F,
-) -> Option<F::Output> {
-    match at {
-        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
-        None => Some(fut.await),
+impl StopHandle {
+    /// Tells every run of the engines holding the signal to stop, ending within `grace` from
+    /// now: nothing new starts; running deliveries get three quarters of it to finish. Firing
+    /// again only ever brings the cutoffs closer.
+    pub fn stop(&self, grace: Duration) {
+        let cutoffs = Cutoffs::shutdown(grace);
+        self.0
+            .send_modify(|c| *c = Some(c.map_or(cutoffs, |old| old.min(cutoffs))));
+    }
+
+    /// True once [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+}
+
+/// What bounds one run: the invocation's deadline (fixed when the run starts) and the
+/// process's stop signal (may fire while it runs); each cutoff is the earlier of the two.
+#[derive(Clone)]
+struct RunLimits {
+    deadline: Option<Cutoffs>,
+    stop: Option<StopSignal>,
+}
+
+impl RunLimits {
+    /// The cutoffs as known now (`None`: unbounded so far).
+    fn now(&self) -> Option<Cutoffs> {
+        let stopped = self.stop.as_ref().and_then(|s| *s.0.borrow());
+        match (self.deadline, stopped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The instant no work starts from, as known now.
+    fn stop_at(&self) -> Option<tokio::time::Instant> {
+        self.now().map(|c| c.stop)
+    }
+
+    /// The instant deliveries are dropped, as known now.
+    fn drop_delivery_at(&self) -> Option<tokio::time::Instant> {
+        self.now().map(|c| c.drop_delivery)
+    }
+
+    /// True once no work may start.
+    fn stopped(&self) -> bool {
+        self.stop_at()
+            .is_some_and(|at| tokio::time::Instant::now() >= at)
+    }
+
+    /// Returns once the cutoff `pick` chooses is reached (never, while there is none).
+    async fn reached(&self, pick: fn(&Cutoffs) -> tokio::time::Instant) {
+        let mut signal = self.stop.as_ref().map(|s| s.0.clone());
+        loop {
+            let at = self.now().map(|c| pick(&c));
+            let changed = async {
+                let fired = match signal.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !fired {
+                    // No signal, or its handle is gone: it never fires.
+                    std::future::pending::<()>().await;
+                }
+            };
+            match at {
+                Some(at) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return,
+                    () = changed => {}
+                },
+                None => changed.await,
+            }
+        }
+    }
+
+    /// Awaits `fut`, or gives `None` once the cutoff `pick` chooses is reached.
+    async fn unless_past<F: std::future::Future>(
+        &self,
+        pick: fn(&Cutoffs) -> tokio::time::Instant,
+        fut: F,
+    ) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = self.reached(pick) => None,
+        }
     }
 }
 
@@ -144,6 +258,7 @@ pub struct TransferEngine {
     retry: RetryPolicy,
     max_attempts: u32,
     deadline_margin: Duration,
+    stop: Option<StopSignal>,
 }
 
 impl TransferEngine {
@@ -164,6 +279,15 @@ impl TransferEngine {
             deadline_margin: Duration::from_secs(
                 crate::config::TransferConfig::default().deadline_margin_secs,
             ),
+            stop: None,
+        }
+    }
+
+    /// Runs of this engine also end early when `signal` fires (see the module doc).
+    pub fn with_stop_signal(self, signal: StopSignal) -> Self {
+        Self {
+            stop: Some(signal),
+            ..self
         }
     }
 
@@ -191,17 +315,22 @@ impl TransferEngine {
         attempt: u32,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<JobOutcome, JobError> {
-        let cutoffs = deadline.map(|d| Cutoffs::new(d, self.deadline_margin));
+        let limits = RunLimits {
+            deadline: deadline.map(|d| Cutoffs::new(d, self.deadline_margin)),
+            stop: self.stop.clone(),
+        };
         let interrupted = |progress: &str| JobError::Interrupted {
             job_id: job_key.to_string(),
             progress: progress.to_string(),
         };
-        if passed(cutoffs.map(|c| c.stop)) {
-            return Err(interrupted("not started: too close to the deadline"));
+        if limits.stopped() {
+            return Err(interrupted(
+                "not started: too close to the deadline, or shutting down",
+            ));
         }
         let run = async {
             let state = self.state.as_ref();
-            let retry = self.retry.until(cutoffs.map(|c| c.drop_delivery));
+            let retry = self.retry.until(limits.drop_delivery_at());
             let Some((job, _)) = retry
                 .run("load job", || state.get_json::<TransferJob>(job_key))
                 .await?
@@ -209,11 +338,12 @@ impl TransferEngine {
                 return Err(JobError::Missing(job_key.to_string()));
             };
             let span = tracing::info_span!("job", job_id = %job.id, correlation_id = %job.correlation_id, route = %job.route);
-            self.run_job(job_key, &job, attempt, cutoffs)
+            self.run_job(job_key, &job, attempt, &limits)
                 .instrument(span)
                 .await
         };
-        unless_past(cutoffs.map(|c| c.drop_run), run)
+        limits
+            .unless_past(|c| c.drop_run, run)
             .await
             .unwrap_or_else(|| Err(interrupted("cut off while finishing (receipts or state)")))
     }
@@ -223,12 +353,11 @@ impl TransferEngine {
         job_key: &str,
         job: &TransferJob,
         attempt: u32,
-        cutoffs: Option<Cutoffs>,
+        limits: &RunLimits,
     ) -> Result<JobOutcome, JobError> {
         let state = self.state.as_ref();
         // State requests may go on until deliveries are dropped; deliveries retry until the stop.
-        let retry = self.retry.until(cutoffs.map(|c| c.drop_delivery));
-        let stop = cutoffs.map(|c| c.stop);
+        let retry = self.retry.until(limits.drop_delivery_at());
         let interrupted = |progress: String| {
             tracing::info!(%progress, "job stopped at the deadline; the next invocation continues");
             Err(JobError::Interrupted {
@@ -264,30 +393,32 @@ impl TransferEngine {
                 already_done,
             });
         }
-        if passed(stop) {
+        if limits.stopped() {
             return interrupted(format!(
                 "not started: {} destinations pending",
                 pending.len()
             ));
         }
-        let prepared =
-            match unless_past(cutoffs.map(|c| c.drop_delivery), self.prepare(job, &retry)).await {
-                None => return interrupted("cut off while preparing the file".into()),
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    // Nothing can be delivered without the file: every pending destination fails alike.
-                    tracing::warn!(error = %e, "cannot prepare the file");
-                    let errors = pending
-                        .iter()
-                        .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
-                        .collect();
-                    return self.settle(job_key, job, attempt, errors).await;
-                }
-            };
+        let prepared = match limits
+            .unless_past(|c| c.drop_delivery, self.prepare(job, &retry))
+            .await
+        {
+            None => return interrupted("cut off while preparing the file".into()),
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                // Nothing can be delivered without the file: every pending destination fails alike.
+                tracing::warn!(error = %e, "cannot prepare the file");
+                let errors = pending
+                    .iter()
+                    .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
+                    .collect();
+                return self.settle(job_key, job, attempt, errors).await;
+            }
+        };
         let results = join_all(
             pending
                 .iter()
-                .map(|d| self.deliver(job, &prepared, d, cutoffs, &retry)),
+                .map(|d| self.deliver(job, &prepared, d, limits, &retry)),
         )
         .await;
         let mut errors = BTreeMap::new();
@@ -430,14 +561,14 @@ impl TransferEngine {
     }
 
     /// Delivers the job's object to one destination (with retries) and writes its receipt.
-    /// With cutoffs, the destination is told to stop at `stop` and dropped at `drop_delivery`;
-    /// either way the result is `Interrupted`.
+    /// With cutoffs, the destination is told to stop at `stop` (when known as it starts) and
+    /// dropped at `drop_delivery`; either way the result is `Interrupted`.
     async fn deliver(
         &self,
         job: &TransferJob,
         prepared: &Prepared,
         dest_name: &str,
-        cutoffs: Option<Cutoffs>,
+        limits: &RunLimits,
         retry: &RetryPolicy,
     ) -> Result<Receipt, DestinationError> {
         let dest = self.destinations.get(dest_name).ok_or_else(|| {
@@ -454,14 +585,13 @@ impl TransferEngine {
             content_type: prepared.content_type.clone(),
             content_md5: md5.clone(),
             idempotency_key: format!("{}:{dest_name}", job.id),
-            stop_at: cutoffs.map(|c| c.stop),
+            stop_at: limits.stop_at(),
         };
-        let stop = cutoffs.map(|c| c.stop);
         // Deliveries are retried only until the stop: a retry after it could not finish.
-        let delivery_retry = retry.until(stop);
+        let delivery_retry = retry.until(limits.stop_at());
         let started = Instant::now();
         let attempts = delivery_retry.run(dest_name, || async {
-            if passed(stop) {
+            if limits.stopped() {
                 return Err(DestinationError::Interrupted {
                     kept_bytes: 0,
                     size,
@@ -487,12 +617,13 @@ impl TransferEngine {
             })?;
             Ok((written, digests))
         });
-        let (written, digests) = unless_past(cutoffs.map(|c| c.drop_delivery), attempts)
+        let (written, digests) = limits
+            .unless_past(|c| c.drop_delivery, attempts)
             .await
             .unwrap_or_else(|| {
                 tracing::warn!(
                     destination = dest_name,
-                    "delivery dropped at the deadline: the destination did not stop in time"
+                    "delivery dropped at the deadline (or shutdown): the destination did not stop in time"
                 );
                 Err(DestinationError::Interrupted {
                     kept_bytes: 0,
@@ -623,6 +754,8 @@ mod tests {
         Hangs,
         /// Fails with a retryable error.
         Fails,
+        /// Takes this long, then delivers (whatever the stop instant).
+        Slow(Duration),
     }
 
     struct Fake(Kind);
@@ -652,6 +785,7 @@ mod tests {
                     });
                 }
                 (Kind::Hangs, Some(_)) => std::future::pending::<()>().await,
+                (Kind::Slow(d), _) => tokio::time::sleep(d).await,
                 _ => {}
             }
             let mut sink = Vec::new();
@@ -786,5 +920,45 @@ mod tests {
             "the job was not even read"
         );
         assert!(!has(&state, &receipt_key("j1", "ok")));
+    }
+
+    #[tokio::test]
+    async fn a_stop_signal_lets_short_deliveries_finish_drops_long_ones_and_starts_nothing() {
+        let dests = [
+            ("quick", Kind::Slow(Duration::from_millis(50))),
+            ("long", Kind::Slow(Duration::from_secs(30))),
+        ];
+        let (engine, state) = engine(&dests, Duration::from_secs(5)).await;
+        let (handle, signal) = stop_signal();
+        let engine = engine.with_stop_signal(signal);
+        let run = engine.run(JOB_KEY, 99);
+        tokio::pin!(run);
+        // Both deliveries are under way when the process is told to stop.
+        tokio::select! {
+            r = &mut run => panic!("finished before the stop: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        handle.stop(Duration::from_millis(800));
+        assert!(handle.is_stopped());
+        let result = run.await;
+        let Err(JobError::Interrupted { progress, .. }) = result else {
+            panic!("expected an interruption: {result:?}");
+        };
+        assert!(progress.contains("quick: delivered"), "{progress}");
+        assert!(
+            progress.contains("long: 0 of 1000 bytes kept"),
+            "{progress}"
+        );
+        assert!(has(&state, &receipt_key("j1", "quick")));
+        assert!(!has(&state, &receipt_key("j1", "long")));
+        assert!(!has(&state, &failure_key("j1")), "never dead-lettered");
+        // Once stopped, no run starts at all.
+        let gets = state.gets.load(Ordering::SeqCst);
+        let again = engine.run(JOB_KEY, 1).await;
+        assert!(
+            matches!(&again, Err(JobError::Interrupted { progress, .. }) if progress.contains("not started")),
+            "{again:?}"
+        );
+        assert_eq!(state.gets.load(Ordering::SeqCst), gets, "nothing was read");
     }
 }

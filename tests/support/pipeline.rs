@@ -406,3 +406,89 @@ pub fn job_of(answer: &Value, route: &str) -> (String, String) {
         job["job_key"].as_str().unwrap().to_string(),
     )
 }
+
+/// A `ferry serve` child process on a pipeline's copy config. Its stdout and stderr go to a
+/// file (a pipe nobody reads would fill and stall it); killed when dropped.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl ServeProcess {
+    /// Everything it printed and logged so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it printed a line containing `needle` (panics with its output after 60 s
+    /// or when it exits first); returns that line.
+    pub async fn wait_for_line(&mut self, needle: &str) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if started.elapsed() > Duration::from_secs(60)
+                || self.child.try_wait().unwrap().is_some()
+            {
+                panic!("ferry serve never printed {needle:?}:\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The webhook's base URL (`http://ADDR/`), once it listens.
+    pub async fn webhook_url(&mut self) -> String {
+        let line = self.wait_for_line("webhook listening on ").await;
+        line.split("webhook listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Pipeline {
+    /// Writes the copy config into `dir` and returns a starter of `ferry serve` processes on it
+    /// (`--listen 127.0.0.1:0` plus `args`), each logging to its own file in `dir`.
+    pub fn serve_starter(&self, dir: &std::path::Path) -> impl FnMut(&[&str]) -> ServeProcess {
+        let config_path = dir.join("ferry.json");
+        std::fs::write(&config_path, self.copy_config.to_string()).unwrap();
+        let dir = dir.to_path_buf();
+        let mut started = 0;
+        move |args| {
+            started += 1;
+            let log = dir.join(format!("serve-{started}.log"));
+            let out = std::fs::File::create(&log).unwrap();
+            // The reconciliation sweep (at start, then hourly) would find the files a test
+            // announces itself: off unless the test asks for it.
+            let sweep: &[&str] = if args.contains(&"--reconcile-every") {
+                &[]
+            } else {
+                &["--reconcile-every", "off"]
+            };
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(&config_path)
+                .args(sweep)
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            ServeProcess { child, log }
+        }
+    }
+}

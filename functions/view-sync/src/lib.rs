@@ -2,10 +2,11 @@
 //! every configured view). Syncs each named view once with the shared engine, one after the
 //! other, and answers a per-view summary. Any view that failed makes the invocation fail (after
 //! the others ran), so the failure shows in the function's error metrics; a view whose lease is
-//! held by another run is not a failure.
+//! held by another run is not a failure, unless that run is past its expected run time
+//! (`lease_stale`: it died holding the lease, and nothing syncs until the lease expires).
 
 use ferry_shared::retry::Retryable as _;
-use ferry_shared::view_sync::ViewSync;
+use ferry_shared::view_sync::{SyncOutcome, ViewSync};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
 
@@ -42,7 +43,19 @@ pub async fn handle(
     let mut failures = Vec::new();
     for name in &names {
         match sync.sync(name).await {
-            Ok(outcome) => results.push(serde_json::to_value(&outcome)?),
+            Ok(outcome) => {
+                if let SyncOutcome::LeaseStale {
+                    holder,
+                    silent_secs,
+                    ..
+                } = &outcome
+                {
+                    failures.push(format!(
+                        "view {name}: the lease is held by {holder}, which has not renewed it for {silent_secs} s (past its expected run time); nothing syncs until it expires"
+                    ));
+                }
+                results.push(serde_json::to_value(&outcome)?);
+            }
             Err(e) => {
                 results.push(serde_json::json!({
                     "status": "failed", "view": name, "error": e.to_string(), "retryable": e.is_retryable()

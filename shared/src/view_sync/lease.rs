@@ -3,6 +3,11 @@
 //! (`If-None-Match: *`), taken over only after it expired and only by compare-and-swap on the
 //! version that was read, renewed and released by compare-and-swap on the holder's own version.
 //! The watermark only moves forward, by compare-and-swap.
+//!
+//! A live holder renews its lease between chunks once a quarter of its TTL has passed, so a
+//! lease whose remaining time fell below a quarter of the TTL has not been renewed for three
+//! quarters of it: its holder died (or is stuck) and the lease only blocks other runs until it
+//! expires. [`Acquired::Busy`] says so (`stale`), and the sync reports it as its own outcome.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +31,9 @@ pub struct LeaseRecord {
     /// Set when the holder finished; the lease is then free.
     #[serde(default)]
     pub released: bool,
+    /// Unix milliseconds when the holder took it (0 in leases written before this field).
+    #[serde(default)]
+    pub acquired_at_ms: u64,
 }
 
 /// The stored watermark: every record up to this cursor has been delivered.
@@ -56,6 +64,7 @@ pub struct Lease {
     holder: String,
     etag: String,
     expires_at_ms: u64,
+    acquired_at_ms: u64,
     ttl: Duration,
 }
 
@@ -65,7 +74,20 @@ pub enum Acquired {
     /// This run holds it now.
     Held(Lease),
     /// Another run holds it, until `expires_at_ms`.
-    Busy { holder: String, expires_at_ms: u64 },
+    Busy {
+        holder: String,
+        expires_at_ms: u64,
+        /// When the holder took it (0: not recorded).
+        acquired_at_ms: u64,
+        /// Not renewed for three quarters of `ttl`: the holder is past its expected run time.
+        stale: bool,
+    },
+}
+
+/// True when a live lease with `expires_at_ms` and this `ttl` has less than a quarter of the
+/// TTL left: a live holder would have renewed it (see the module doc).
+pub fn is_stale(expires_at_ms: u64, ttl: Duration, now_ms: u64) -> bool {
+    expires_at_ms.saturating_sub(now_ms) < ttl.as_millis() as u64 / 4
 }
 
 impl Lease {
@@ -90,15 +112,19 @@ impl Lease {
                     return Ok(Acquired::Busy {
                         holder: l.holder.clone(),
                         expires_at_ms: l.expires_at_ms,
+                        acquired_at_ms: l.acquired_at_ms,
+                        stale: is_stale(l.expires_at_ms, ttl, now_ms()),
                     });
                 }
                 Some((_, etag)) => PutMode::Update(etag.clone()),
             };
+            let now = now_ms();
             let record = LeaseRecord {
                 holder: holder.to_string(),
-                expires_at_ms: now_ms() + ttl.as_millis() as u64,
+                expires_at_ms: now + ttl.as_millis() as u64,
                 renewed_at: now_rfc3339(),
                 released: false,
+                acquired_at_ms: now,
             };
             match retry
                 .run("write lease", || state.put_json(key, &record, mode.clone()))
@@ -110,6 +136,7 @@ impl Lease {
                         holder: holder.to_string(),
                         etag,
                         expires_at_ms: record.expires_at_ms,
+                        acquired_at_ms: record.acquired_at_ms,
                         ttl,
                     }));
                 }
@@ -128,15 +155,15 @@ impl Lease {
         &self.holder
     }
 
-    /// Renews the lease when less than half its time is left. Fails with `PreconditionFailed`
-    /// when another run took it over (this run must stop).
+    /// Renews the lease once a quarter of its time has passed (less than three quarters
+    /// left). Fails with `PreconditionFailed` when another run took it over (this run must stop).
     pub async fn keep(
         &mut self,
         state: &dyn StateStore,
         retry: &RetryPolicy,
     ) -> Result<(), StateError> {
         let left = self.expires_at_ms.saturating_sub(now_ms());
-        if left > self.ttl.as_millis() as u64 / 2 {
+        if left > self.ttl.as_millis() as u64 * 3 / 4 {
             return Ok(());
         }
         self.write(state, retry, false).await
@@ -165,6 +192,7 @@ impl Lease {
             },
             renewed_at: now_rfc3339(),
             released,
+            acquired_at_ms: self.acquired_at_ms,
         };
         let mode = PutMode::Update(self.etag.clone());
         self.etag = retry
@@ -258,4 +286,20 @@ pub async fn advance_watermark(
     Err(StateError::Transient(format!(
         "{key}: the watermark kept changing while advancing it"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_stale_once_three_quarters_of_its_ttl_passed_without_renewal() {
+        let ttl = Duration::from_secs(100);
+        let now = 1_000_000;
+        // Renewed 70 s ago: 30 s left, a live holder may still renew at its next chunk.
+        assert!(!is_stale(now + 30_000, ttl, now));
+        // Renewed 76 s ago: 24 s left, a live holder would have renewed 50 s ago.
+        assert!(is_stale(now + 24_000, ttl, now));
+        assert!(!is_stale(now + 100_000, ttl, now));
+    }
 }

@@ -2,13 +2,20 @@
 //!
 //! One run of one view:
 //! 1. take the view's lease (`leases/view-sync-<view>.json`); if another run holds it, stop and
-//!    say who (`SyncOutcome::LeaseHeld`);
+//!    say who (`SyncOutcome::LeaseHeld`); when that run is past its expected run time (it has
+//!    not renewed the lease for three quarters of its TTL: it died or is stuck), say so at warn
+//!    with the holder and the lease's age (`SyncOutcome::LeaseStale`): nothing syncs until the
+//!    lease expires, and a scheduler must see that;
 //! 2. read the watermark (`watermarks/<view>.json`: value + ETag; absent = read everything);
 //! 3. `GET <url>?onbehalfof=<user>&previouslastsubmissionid=<watermark or empty>` with HTTP Basic
 //!    auth, and split the JSON array as it streams in (never the whole response in memory);
 //! 4. deliver the records to the sink in chunks of `chunk_size`, and after each delivered chunk
 //!    advance the watermark to the chunk's last cursor by compare-and-swap (never backwards); a
-//!    chunk that fails stops the run with the watermark at the previous chunk;
+//!    chunk that fails stops the run with the watermark at the previous chunk; a response cut
+//!    off mid-body (reset, read timeout) is not a failure of the view: once the chunks read
+//!    before the cut are delivered, the same run asks again (the GET is idempotent) from the
+//!    watermark it saved, within the retry policy (tries, backoff, budget), so nothing is
+//!    delivered twice and nothing is skipped;
 //! 5. release the lease.
 //!
 //! Ordering rule: the view promises ascending `lastSubmissionId`. The watermark is only correct
@@ -57,6 +64,19 @@ pub enum SyncOutcome {
         view: String,
         holder: String,
         /// RFC 3339 time the lease expires unless renewed.
+        expires_at: String,
+    },
+    /// Another run holds the view's lease but is past its expected run time (it has not renewed
+    /// the lease for three quarters of its TTL): it died or is stuck, and nothing syncs until
+    /// the lease expires. Not a success: the function reports it as a failure.
+    LeaseStale {
+        view: String,
+        holder: String,
+        /// Seconds since the holder took the lease (`None`: not recorded by the holder).
+        age_secs: Option<u64>,
+        /// Seconds since the holder last renewed it.
+        silent_secs: u64,
+        /// RFC 3339 time the lease expires.
         expires_at: String,
     },
 }
@@ -252,11 +272,34 @@ impl ViewSync {
                     Ok(Acquired::Busy {
                         holder,
                         expires_at_ms,
+                        acquired_at_ms,
+                        stale,
                     }) => {
                         let expires_at = humantime::format_rfc3339_seconds(
                             std::time::UNIX_EPOCH + Duration::from_millis(expires_at_ms),
                         )
                         .to_string();
+                        if stale {
+                            let now = lease::now_ms();
+                            let renewed_ms = expires_at_ms.saturating_sub(ttl.as_millis() as u64);
+                            let silent_secs = now.saturating_sub(renewed_ms) / 1000;
+                            let age_secs = (acquired_at_ms > 0)
+                                .then(|| now.saturating_sub(acquired_at_ms) / 1000);
+                            tracing::warn!(
+                                %holder,
+                                age_secs,
+                                silent_secs,
+                                %expires_at,
+                                "view lease held past its holder's expected run time: the holder died or is stuck; nothing syncs until the lease expires"
+                            );
+                            return Ok(SyncOutcome::LeaseStale {
+                                view: name.to_string(),
+                                holder,
+                                age_secs,
+                                silent_secs,
+                                expires_at,
+                            });
+                        }
                         tracing::info!(%holder, %expires_at, "lease held by another run; nothing to do");
                         return Ok(SyncOutcome::LeaseHeld {
                             view: name.to_string(),
@@ -320,9 +363,41 @@ impl ViewSync {
         progress.watermark = read_watermark(state, &self.retry, name).await?;
         let asked = progress.watermark.value.clone();
         progress.position = asked.clone();
-        progress.report.watermark_before = asked.clone();
+        progress.report.watermark_before = asked;
+        // Each pass reads from the watermark saved so far; a pass whose response was cut off
+        // mid-body runs again (only that: the request's own retries already happened in it).
+        let run = tokio::sync::Mutex::new((lease, &mut *progress));
+        self.retry
+            .run("read the view again after a cut-off response", || async {
+                let mut guard = run.lock().await;
+                let (lease, progress) = &mut *guard;
+                self.pass(name, view, lease, progress).await
+            })
+            .await
+            .map_err(|e| e.failure)?;
+        if progress.report.skipped > 0 {
+            tracing::warn!(
+                skipped = progress.report.skipped,
+                "the view returned records at or below the watermark it was asked for; they were not delivered again"
+            );
+        }
+        Ok(())
+    }
 
-        let response = self.fetch(view, asked.as_ref()).await?;
+    /// Reads the view once from the saved watermark (`progress.position`) and delivers what it
+    /// returns, chunk by chunk.
+    async fn pass(
+        &self,
+        name: &str,
+        view: &ViewSource,
+        lease: &mut Lease,
+        progress: &mut Progress,
+    ) -> Result<(), PassError> {
+        let asked = progress.position.clone();
+        let response = self
+            .fetch(view, asked.as_ref())
+            .await
+            .map_err(PassError::fatal)?;
         // The next chunk is read and parsed while the previous one is being delivered: a
         // one-slot channel keeps at most three chunks in memory (building, queued, delivering)
         // and chunks are delivered strictly in order, each before the watermark moves past it.
@@ -333,9 +408,10 @@ impl ViewSync {
             // On a failure `queued` is dropped here, which stops the reader at its next chunk.
             while let Some(records) = queued.recv().await {
                 self.deliver(name, view, lease, records, delivered_progress)
-                    .await?;
+                    .await
+                    .map_err(PassError::fatal)?;
             }
-            Ok::<_, SyncFailure>(())
+            Ok::<_, PassError>(())
         };
         // A delivery failure ends the run at once (the reader is dropped mid-response); a read
         // failure (bad record, out of order, cut connection) first lets the chunks handed over
@@ -353,18 +429,23 @@ impl ViewSync {
                 }
             }
         };
-        let skipped = match read {
-            Ok(skipped) | Err(ReadStop::DeliveryStopped { skipped }) => skipped,
-            Err(ReadStop::Failed(failure)) => return Err(failure),
-        };
-        progress.report.skipped += skipped;
-        if progress.report.skipped > 0 {
-            tracing::warn!(
-                skipped = progress.report.skipped,
-                "the view returned records at or below the watermark it was asked for; they were not delivered again"
-            );
+        match read {
+            Ok(skipped) | Err(ReadStop::DeliveryStopped { skipped }) => {
+                progress.report.skipped += skipped;
+                Ok(())
+            }
+            Err(ReadStop::Failed(failure)) => Err(PassError::fatal(failure)),
+            Err(ReadStop::Cut { failure, skipped }) => {
+                progress.report.skipped += skipped;
+                tracing::warn!(
+                    error = %failure,
+                    watermark = ?progress.position.as_ref().map(Cursor::as_str),
+                    delivered = progress.report.records,
+                    "view response cut off mid-body; the chunks read before the cut are delivered, the rest is asked for again from the saved watermark"
+                );
+                Err(PassError { failure, cut: true })
+            }
         }
-        Ok(())
     }
 
     /// Delivers one chunk, then moves the watermark to its last cursor.
@@ -475,8 +556,44 @@ impl ViewSync {
 enum ReadStop {
     /// Delivery failed and dropped its end of the channel; `skipped` records were counted so far.
     DeliveryStopped { skipped: u64 },
+    /// The connection broke (reset, read timeout) after the response began: the view is not at
+    /// fault and the same request can be sent again.
+    Cut { failure: SyncFailure, skipped: u64 },
     /// The response could not be read or broke the rules.
     Failed(SyncFailure),
+}
+
+/// Why one pass over the view ended early; only a cut-off response is worth another pass.
+struct PassError {
+    failure: SyncFailure,
+    cut: bool,
+}
+
+impl PassError {
+    fn fatal(failure: SyncFailure) -> Self {
+        Self {
+            failure,
+            cut: false,
+        }
+    }
+}
+
+impl std::fmt::Display for PassError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.failure.fmt(f)
+    }
+}
+
+impl Retryable for PassError {
+    fn is_retryable(&self) -> bool {
+        self.cut
+    }
+    fn retries_stopped(self, why: RetryStop) -> Self {
+        Self {
+            failure: self.failure.retries_stopped(why),
+            ..self
+        }
+    }
 }
 
 impl From<SyncFailure> for ReadStop {
@@ -509,7 +626,10 @@ async fn read_chunks(
     let mut last: Option<Cursor> = None;
     let mut skipped = 0;
     while let Some(piece) = body.next().await {
-        let piece = piece.map_err(|e| transport(&e, secs))?;
+        let piece = piece.map_err(|e| ReadStop::Cut {
+            failure: transport(&e, secs),
+            skipped,
+        })?;
         let mut index = splitter.elements();
         splitter.feed(&piece, |bytes| {
             index += 1;
