@@ -10,7 +10,7 @@ use super::{S3Endpoint, default_io_timeout_secs};
 use crate::secret::SecretRef;
 
 /// A place files are delivered to.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DestinationConfig {
     /// An S3 bucket (multipart upload for large files).
@@ -39,7 +39,7 @@ impl DestinationConfig {
 }
 
 /// An S3 bucket (see [`DestinationConfig::S3`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3DestinationConfig {
     /// Target bucket.
@@ -69,7 +69,7 @@ impl S3DestinationConfig {
 }
 
 /// An SFTP server (see [`DestinationConfig::Sftp`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SftpConfig {
     /// Host name or address.
@@ -106,7 +106,7 @@ impl SftpConfig {
 }
 
 /// An HTTP endpoint (see [`DestinationConfig::Http`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpDestinationConfig {
     /// Target URL. `{name}` is replaced by the (percent-encoded) file name.
@@ -136,7 +136,7 @@ impl HttpDestinationConfig {
 }
 
 /// A local directory (see [`DestinationConfig::LocalDir`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalDirConfig {
     /// Directory files are written to (created if missing).

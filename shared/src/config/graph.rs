@@ -9,7 +9,9 @@ use crate::secret::SecretRef;
 const MIB: u64 = 1024 * 1024;
 
 /// What Graph does when a file of the same name exists.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictBehavior {
     /// Replace it (the other destinations' overwrite semantics).
@@ -51,7 +53,7 @@ fn default_timeout_secs() -> u64 {
 /// A OneDrive or SharePoint document library reached through Microsoft Graph (app-only).
 /// Address the drive by exactly one of: `drive_id`; `hostname` + `site_path` (+ `library`);
 /// `user`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphConfig {
     /// The drive's id, when known (skips the lookup at cold start).

@@ -1,6 +1,7 @@
 //! The configuration file: state store, webhook, sources, destinations, routes, views and sinks.
 //! Every struct refuses unknown fields so a typo is an error, not a silently ignored setting.
-//! Field docs here are the user's reference (see docs/config.md for a worked example).
+//! Field docs here are the user's reference: docs/config.md and docs/config.schema.json are generated
+//! from them (`reference`).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use thiserror::Error;
 
 mod destinations;
 mod graph;
+pub mod reference;
 mod sinks;
 mod sources;
 
@@ -37,7 +39,7 @@ pub enum ConfigError {
 }
 
 /// The whole ferry configuration, shared by every function.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where ferry keeps its state: jobs, receipts, dead letters, watermarks, leases.
@@ -73,7 +75,7 @@ pub struct Config {
 /// How the reconciliation sweep finds blobs whose webhook never came: it lists each webhook
 /// route's container (from the glob's literal folders) and creates the job the webhook would
 /// have created for every blob the route takes that was created within the lookback window.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileConfig {
     /// Blobs created (else last modified) longer ago than this are left alone. Keep it shorter
@@ -133,7 +135,7 @@ fn default_reconcile_concurrency() -> usize {
 
 /// An S3-compatible endpoint. Credentials come from the standard AWS chain (the Lambda role,
 /// or `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` locally), never from this file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Endpoint {
     /// AWS region; defaults to the environment's (`AWS_REGION`), else `us-east-1`.
@@ -148,7 +150,7 @@ pub struct S3Endpoint {
 }
 
 /// The state bucket.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// Bucket that holds ferry's state objects.
@@ -159,7 +161,7 @@ pub struct StateConfig {
 }
 
 /// The webhook-ingest function.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Shared secret the caller must present, in the `X-Ferry-Token` header, as
@@ -185,7 +187,7 @@ fn default_io_timeout_secs() -> u64 {
 }
 
 /// Which webhook notifications become jobs, and where their files go.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Route name: part of job keys, so letters, digits, `-`, `_`, `.` only.
@@ -218,7 +220,7 @@ pub struct RouteConfig {
 }
 
 /// Retry and give-up rules for transfers.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferConfig {
     /// Deliveries of one job before it is recorded under `failed/` (SQS receive count).
@@ -301,7 +303,7 @@ fn default_transfer_deadline_margin_secs() -> u64 {
 /// A REST view read incrementally (Flowfinity style): `GET <url>?onbehalfof=<user>&
 /// previouslastsubmissionid=<watermark>` with HTTP Basic auth, answering a JSON array of records
 /// with `RecordID` and `lastSubmissionId`, sorted ascending by `lastSubmissionId`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ViewConfig {
     /// The view's URL, without the `onbehalfof` and `previouslastsubmissionid` parameters (ferry

@@ -11,7 +11,7 @@ use crate::secret::SecretRef;
 
 /// A place view records are delivered to. Every sink is idempotent per record version
 /// (`RecordID`, `lastSubmissionId`), so a rerun after a failure applies nothing twice.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
     /// An HTTP endpoint that receives each record as a JSON `POST` with an `Idempotency-Key`
@@ -39,7 +39,7 @@ impl SinkConfig {
 }
 
 /// An HTTP endpoint (see [`SinkConfig::Http`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkConfig {
     /// Target URL.
@@ -73,7 +73,7 @@ impl HttpSinkConfig {
 }
 
 /// An S3 bucket of JSON Lines objects (see [`SinkConfig::S3Jsonl`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3JsonlConfig {
     /// Target bucket.
@@ -87,7 +87,7 @@ pub struct S3JsonlConfig {
 }
 
 /// A PostgreSQL table (see [`SinkConfig::Postgres`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Host name or address.

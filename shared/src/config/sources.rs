@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::SecretRef;
 
 /// A place files are read from.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     /// An Azure Blob Storage account read with a SAS token.
@@ -15,6 +15,11 @@ pub enum SourceConfig {
     /// vendor's token service hands out a Service Bus subscription (file notifications) and
     /// SAS-signed blob base URLs (the files). `export-pull` turns notifications into jobs for the
     /// routes that name this source; `blob-copy` downloads the files with the same tokens.
+    ///
+    /// The connection string and blob URLs are never configured: the token service hands them
+    /// out. One with `UseDevelopmentEmulator=true` (a local emulator or fake) is spoken to over
+    /// plain `http://`, on a loopback host only; for a local token service and Azure AD
+    /// stand-in, point `tenant_service_url` and `aad.authority_url` at them.
     PubsubExport(Box<PubsubExportConfig>),
 }
 
@@ -29,7 +34,7 @@ impl SourceConfig {
 }
 
 /// An Azure Blob Storage account (see [`SourceConfig::AzureBlob`]).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AzureBlobConfig {
     /// Account URL: `https://<account>.blob.core.windows.net`, or the emulator's
@@ -48,7 +53,7 @@ fn default_read_timeout_secs() -> u64 {
 }
 
 /// A pub/sub file export source (see `SourceConfig::PubsubExport`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PubsubExportConfig {
     /// The tenant's service URL; tokens come from
@@ -144,7 +149,7 @@ fn default_max_line_bytes() -> usize {
 }
 
 /// Azure AD (Entra ID) client credentials for the token service.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AadConfig {
     /// Authority host; tokens come from `{authority_url}/{tenant_id}/oauth2/v2.0/token`.
