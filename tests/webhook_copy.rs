@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use ferry_shared::state::StateStoreExt as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::fault_proxy::{Fault, FaultProxy};
@@ -671,4 +672,77 @@ async fn function_url_event_with_base64_form_body_is_accepted() {
     assert_eq!(response.status(), 202, "{answer}");
     assert_eq!(answer["jobs"].as_array().unwrap().len(), 1);
     p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn name_templates_rename_on_every_destination_and_keep_the_jobs_date() {
+    let p = Pipeline::new(Options {
+        name_template: Some("AGENCY_{stem}_{date:%Y%m%d}.{ext}"),
+        ..Options::default()
+    })
+    .await;
+    let mut expected = Vec::new();
+    for (i, (name, backdate)) in [
+        ("hmis-export.zip", None),
+        ("late-file.csv", Some("2026-11-28T23:59:59Z")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sha = p.upload(name, 40 + i as u64, 50_000).await;
+        let (status, answer) = p.notify(name).await;
+        assert_eq!(status, 202, "{answer}");
+        let (_, key) = job_of(&answer, "all");
+        let (mut job, _) = p
+            .copy
+            .state
+            .get_json::<ferry_shared::job::TransferJob>(&key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            job.name_template.as_deref(),
+            Some("AGENCY_{stem}_{date:%Y%m%d}.{ext}")
+        );
+        if let Some(then) = backdate {
+            // A job created just before midnight and retried the next day: the name keeps the
+            // day it was created (the template is rendered with the job's own time).
+            job.created_at = then.to_string();
+            p.copy
+                .state
+                .put_json(&key, &job, ferry_shared::state::PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let day = job.created_at[..10].replace('-', "");
+        let (stem, ext) = name.rsplit_once('.').unwrap();
+        let rendered = format!("AGENCY_{stem}_{day}.{ext}");
+        assert!(!p.copy(&key, 1).await, "{name} delivered");
+        expected.push((rendered, sha));
+    }
+    assert!(expected[1].0.contains("20261128"), "{expected:?}");
+    for (rendered, sha) in &expected {
+        let sftp = p
+            .sftp_file(rendered)
+            .unwrap_or_else(|| panic!("SFTP has {rendered}"));
+        assert_eq!(&hex::encode(Sha256::digest(&sftp)), sha);
+        assert_eq!(
+            p.s3_versions(rendered).await,
+            (1, Some(sha.clone())),
+            "S3 {rendered}"
+        );
+        let bodies = p.http_bodies(rendered).await;
+        assert_eq!(bodies.len(), 1, "HTTP {rendered}");
+        assert_eq!(&hex::encode(Sha256::digest(&bodies[0])), sha);
+    }
+    // An unsafe template never loads.
+    let mut config = p.copy_config.clone();
+    config["routes"][0]["name_template"] = "../{name}".into();
+    let e = ferry_shared::config::Config::from_json(&config.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("can render an unsafe name") && e.contains("route \"all\""),
+        "{e}"
+    );
 }

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
 use crate::job::{FailureRecord, Receipt, TransferJob, now_rfc3339};
 use crate::layout::{failure_key, receipt_key};
+use crate::name_template::{NameParts, NameTemplate};
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::{Source, SourceObject};
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
@@ -50,6 +51,29 @@ fn strip_gz(name: &str) -> String {
         }
         _ => name.to_string(),
     }
+}
+
+/// The name a job's file gets at its destinations: the route's template rendered with the job's
+/// own values (its creation time, not today's), else the (decompressed) source name.
+fn delivered_name(job: &TransferJob, prepared: &Prepared) -> Result<String, DestinationError> {
+    let Some(template) = &job.name_template else {
+        return Ok(prepared.name.clone());
+    };
+    let refused = |e: String| DestinationError::Rejected(format!("name_template: {e}"));
+    let template = NameTemplate::parse(template).map_err(|e| refused(e.to_string()))?;
+    let created = chrono::DateTime::parse_from_rfc3339(&job.created_at)
+        .map_err(|e| refused(format!("job created_at {:?}: {e}", job.created_at)))?
+        .with_timezone(&chrono::Utc);
+    template
+        .render(&NameParts {
+            path: &prepared.name,
+            container: &prepared.object.container,
+            blob_type: job.export.as_ref().map_or("", |e| e.blob_type.as_str()),
+            route: &job.route,
+            job_id: &job.id,
+            created,
+        })
+        .map_err(|e| refused(e.to_string()))
 }
 
 /// How a job run ended when it did not need another attempt.
@@ -579,8 +603,9 @@ impl TransferEngine {
             Some(s) => (s.size, Some(s.md5_base64.clone())),
             None => (object.size, object.content_md5.clone()),
         };
+        let name = delivered_name(job, prepared)?;
         let delivery = Delivery {
-            name: join_path(job.target_folder.as_deref().unwrap_or(""), &prepared.name),
+            name: join_path(job.target_folder.as_deref().unwrap_or(""), &name),
             size,
             content_type: prepared.content_type.clone(),
             content_md5: md5.clone(),
@@ -816,6 +841,7 @@ mod tests {
             },
             destinations: dests.iter().map(|(n, _)| n.to_string()).collect(),
             target_folder: None,
+            name_template: None,
             correlation_id: "corr".into(),
             created_at: now_rfc3339(),
             export: None,

@@ -26,6 +26,10 @@ pub struct TransferJob {
     /// Folder under each destination's root.
     #[serde(default)]
     pub target_folder: Option<String>,
+    /// The route's name template when the job was created (rendered with `created_at`, so every
+    /// run of the job writes the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_template: Option<String>,
     /// Correlation id of the request that created the job (for following it through logs).
     pub correlation_id: String,
     /// RFC 3339 creation time.

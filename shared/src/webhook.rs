@@ -348,6 +348,7 @@ pub(crate) async fn create_route_job(
         object,
         destinations: route.destinations.clone(),
         target_folder: route.target_folder.clone(),
+        name_template: route.name_template.clone(),
         correlation_id: cid.to_string(),
         created_at: now_rfc3339(),
         export: None,

@@ -82,6 +82,8 @@ pub struct Options {
     pub part_size_mib: Option<u64>,
     /// Destinations of the catch-all route `all` (default sftp, s3 and http).
     pub all_route_destinations: Option<Vec<&'static str>>,
+    /// `name_template` of the "all" route.
+    pub name_template: Option<&'static str>,
     /// More destinations by name (e.g. `graph` on the Graph fake), added to the config.
     pub extra_destinations: Option<Value>,
 }
@@ -158,6 +160,9 @@ impl Pipeline {
                 ],
                 "transfer": transfer
             });
+            if let Some(t) = opts.name_template {
+                config["routes"][0]["name_template"] = t.into();
+            }
             for (name, dest) in opts
                 .extra_destinations
                 .iter()

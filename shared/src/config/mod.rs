@@ -217,6 +217,16 @@ pub struct RouteConfig {
     /// Folder (or key prefix) under each destination's own root to put files in.
     #[serde(default)]
     pub target_folder: Option<String>,
+    /// Renames what the route delivers, e.g. `AGENCY_HMIS_{date}.zip`, `{date:%Y/%m}/{name}` or
+    /// `{stem}.{ext}`. Placeholders: `{name}` (the file name), `{path}` (with its folders),
+    /// `{stem}` and `{ext}` (the name without / only its last extension), `{container}`,
+    /// `{blob_type}` (pub/sub exports), `{route}`, `{job_id}`, `{date}` (`%Y-%m-%d`), `{time}`
+    /// (`%H%M%S`) and `{date:FORMAT}` (strftime); `{{` and `}}` for braces. Dates are UTC and the
+    /// job's creation time (when the file was announced), so a retry or replay on another day
+    /// writes the same name. A template that could render an unsafe or empty name is refused
+    /// when the config loads. Default: the file's own name.
+    #[serde(default)]
+    pub name_template: Option<String>,
 }
 
 /// Retry and give-up rules for transfers.
@@ -479,6 +489,11 @@ impl Config {
                 }
             }
             if let Err(e) = self.route_selector(route) {
+                return invalid(format!("route {:?}: {e}", route.name));
+            }
+            if let Some(template) = &route.name_template
+                && let Err(e) = crate::name_template::NameTemplate::parse(template)
+            {
                 return invalid(format!("route {:?}: {e}", route.name));
             }
             if let Some(folder) = &route.target_folder
