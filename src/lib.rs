@@ -15,8 +15,12 @@
 //!   what they can resume (S3 multipart keeps its parts and checkpoint); whatever was interrupted
 //!   is neither dead-lettered nor lost: the next start picks it up.
 
+pub mod check;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
 pub mod demo_views;
+pub mod inspect;
 
 use std::collections::{BTreeSet, HashSet};
 use std::convert::Infallible;
@@ -423,8 +427,8 @@ impl LocalRunner {
             not_started,
         };
         tracing::warn!(
-            interrupted = ?report.interrupted,
-            abandoned = ?report.abandoned,
+            interrupted = %report.interrupted.join(", "),
+            abandoned = %report.abandoned.join(", "),
             not_started = report.not_started,
             "stopped: the interrupted and unstarted jobs are picked up by the next start"
         );
