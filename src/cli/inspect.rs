@@ -47,10 +47,11 @@ pub async fn jobs(
     services: &Services,
     filter: &JobFilter,
     limit: Option<usize>,
+    page_size: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let state = services.state.as_ref();
-    let mut pages = Pager::new(state, jobs_prefix(filter.route.as_deref()));
+    let mut pages = Pager::with_page_size(state, jobs_prefix(filter.route.as_deref()), page_size);
     let mut counts = [0usize; 3];
     let mut shown = 0usize;
     let limit = limit.unwrap_or(usize::MAX);
@@ -245,10 +246,11 @@ pub async fn show(services: &Services, id: &str, json: bool) -> anyhow::Result<E
 pub async fn failed(
     services: &Services,
     route: Option<&str>,
+    page_size: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let state = services.state.as_ref();
-    let mut pages = Pager::new(state, Prefix::Failed.as_str());
+    let mut pages = Pager::with_page_size(state, Prefix::Failed.as_str(), page_size);
     let (mut jobs, mut messages) = (0usize, 0usize);
     while let Some(keys) = pages.next_page().await? {
         for letter in dead_letters_in_page(state, keys).await {
@@ -304,10 +306,11 @@ pub async fn find(
     services: &Services,
     name: &str,
     route: Option<&str>,
+    page_size: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let state = services.state.as_ref();
-    let mut pages = Pager::new(state, jobs_prefix(route));
+    let mut pages = Pager::with_page_size(state, jobs_prefix(route), page_size);
     let mut found = 0usize;
     while let Some(keys) = pages.next_page().await? {
         for item in file_in_page(state, keys, name).await {

@@ -32,6 +32,7 @@ pub const EXIT_USAGE: u8 = 2;
     about = "Run ferry locally and operate it: serve the pipeline, run one job or sync now, inspect and replay jobs.",
     long_about = None,
     arg_required_else_help = true,
+    term_width = 100,
     after_help = "Exit codes: 0 ok; 1 the operation failed (a job dead-lettered, a view failed, a check failed, nothing found); 2 usage or config error.\nResults go to stdout (--json for scripts), logs to stderr (RUST_LOG=debug for more).\nThe demos are their own binary: `make demo` (cargo run --features demo --bin ferry-demo)."
 )]
 pub struct Cli {
@@ -196,6 +197,9 @@ Examples:
         /// Stop after this many jobs.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Keys read per listing request (tests use a small page to cross page boundaries).
+        #[arg(long, hide = true, default_value_t = ferry::inspect::PAGE_SIZE, value_name = "N")]
+        page_size: usize,
         #[command(flatten)]
         out: JsonArg,
     },
@@ -227,6 +231,9 @@ Replay a job with `ferry replay JOB_ID`, or all of them with `ferry replay --all
         /// Only failed jobs of this route (refused messages have no route and are left out).
         #[arg(long, value_name = "ROUTE")]
         route: Option<String>,
+        /// Keys read per listing request (tests use a small page to cross page boundaries).
+        #[arg(long, hide = true, default_value_t = ferry::inspect::PAGE_SIZE, value_name = "N")]
+        page_size: usize,
         #[command(flatten)]
         out: JsonArg,
     },
@@ -247,6 +254,9 @@ Examples:
         /// Only jobs of this route.
         #[arg(long, value_name = "ROUTE")]
         route: Option<String>,
+        /// Keys read per listing request (tests use a small page to cross page boundaries).
+        #[arg(long, hide = true, default_value_t = ferry::inspect::PAGE_SIZE, value_name = "N")]
+        page_size: usize,
         #[command(flatten)]
         out: JsonArg,
     },
@@ -504,6 +514,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             since,
             state,
             limit,
+            page_size,
             out,
         } => {
             let services = services(&config).await?;
@@ -512,24 +523,30 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 since: since.map(|d| std::time::SystemTime::now() - d),
                 state,
             };
-            inspect::jobs(&services, &filter, limit, out.json).await
+            inspect::jobs(&services, &filter, limit, page_size, out.json).await
         }
         Command::Show { config, id, out } => {
             let services = services(&config).await?;
             inspect::show(&services, &id, out.json).await
         }
-        Command::Failed { config, route, out } => {
+        Command::Failed {
+            config,
+            route,
+            page_size,
+            out,
+        } => {
             let services = services(&config).await?;
-            inspect::failed(&services, route.as_deref(), out.json).await
+            inspect::failed(&services, route.as_deref(), page_size, out.json).await
         }
         Command::Find {
             config,
             name,
             route,
+            page_size,
             out,
         } => {
             let services = services(&config).await?;
-            inspect::find(&services, &name, route.as_deref(), out.json).await
+            inspect::find(&services, &name, route.as_deref(), page_size, out.json).await
         }
         Command::Replay {
             config,
