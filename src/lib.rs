@@ -266,7 +266,8 @@ impl LocalRunner {
         if services.config.webhook.is_some() {
             let webhook = Arc::new(services.webhook().await?);
             let listener = TcpListener::bind(listen).await?;
-            webhook_addr = Some(listener.local_addr()?);
+            let bound = listener.local_addr()?;
+            webhook_addr = Some(bound);
             let runs_jobs = running_worker.is_some();
             webhook_task = Some(tokio::spawn(serve(
                 listener,
@@ -274,7 +275,7 @@ impl LocalRunner {
                 queue.clone(),
                 runs_jobs,
             )));
-            tracing::info!(webhook_addr = %listen, worker = runs_jobs, "local runner listening");
+            tracing::info!(webhook_addr = %bound, worker = runs_jobs, "local runner listening");
         }
         Ok(Self {
             webhook_addr,
