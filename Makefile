@@ -4,11 +4,16 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/infra/terraform.rc
 # Local runs talk to moto only: never let an AWS SDK probe the EC2 metadata address.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo test setup lint fmt unit bench
+.PHONY: demo demo-views test setup lint fmt unit bench
 
-## demo: install and start Azurite, moto and sshd on loopback, then run the end-to-end demo.
+## demo: install and start Azurite, moto and sshd on loopback, then run the end-to-end demo
+## (the `ferry-demo` binary: feature `demo`, so the operational `ferry` never links the harness).
 demo: setup
-	$(CARGO) run --quiet --bin ferry -- demo
+	$(CARGO) run --quiet --features demo --bin ferry-demo -- copy
+
+## demo-views: the scheduled view sync into PostgreSQL and S3 on local components.
+demo-views: setup
+	$(CARGO) run --quiet --features demo --bin ferry-demo -- views
 
 ## test: install the local components, then every test (unit, integration, conformance, terraform).
 test: setup
@@ -27,6 +32,7 @@ unit:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features demo -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,4 +1,4 @@
-//! `ferry demo`: the whole webhook-triggered export copy on local components. Starts Azurite,
+//! `ferry-demo` (`make demo`): the whole webhook-triggered export copy on local components. Starts Azurite,
 //! moto and sshd, uploads a sample HMIS export zip to a container guarded by a stored access
 //! policy, fires the webhook, and shows the file delivered to SFTP and S3 with its receipts.
 

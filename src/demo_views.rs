@@ -1,4 +1,4 @@
-//! `ferry demo-views`: the scheduled incremental view sync on local components. Starts moto (the
+//! `ferry-demo views` (`make demo-views`): the scheduled incremental view sync on local components. Starts moto (the
 //! state bucket and an S3 "lake") and PostgreSQL, serves a Flowfinity-style view from a small
 //! local stand-in (Basic auth, `onbehalfof`, `previouslastsubmissionid`), and lets the local
 //! scheduler sync it into PostgreSQL and S3 JSON Lines while new records arrive.

@@ -15,8 +15,12 @@
 //!   what they can resume (S3 multipart keeps its parts and checkpoint); whatever was interrupted
 //!   is neither dead-lettered nor lost: the next start picks it up.
 
+pub mod check;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
 pub mod demo_views;
+pub mod inspect;
 
 use std::collections::{BTreeSet, HashSet};
 use std::convert::Infallible;
@@ -262,7 +266,8 @@ impl LocalRunner {
         if services.config.webhook.is_some() {
             let webhook = Arc::new(services.webhook().await?);
             let listener = TcpListener::bind(listen).await?;
-            webhook_addr = Some(listener.local_addr()?);
+            let bound = listener.local_addr()?;
+            webhook_addr = Some(bound);
             let runs_jobs = running_worker.is_some();
             webhook_task = Some(tokio::spawn(serve(
                 listener,
@@ -270,7 +275,7 @@ impl LocalRunner {
                 queue.clone(),
                 runs_jobs,
             )));
-            tracing::info!(webhook_addr = %listen, worker = runs_jobs, "local runner listening");
+            tracing::info!(webhook_addr = %bound, worker = runs_jobs, "local runner listening");
         }
         Ok(Self {
             webhook_addr,
@@ -423,8 +428,8 @@ impl LocalRunner {
             not_started,
         };
         tracing::warn!(
-            interrupted = ?report.interrupted,
-            abandoned = ?report.abandoned,
+            interrupted = %report.interrupted.join(", "),
+            abandoned = %report.abandoned.join(", "),
             not_started = report.not_started,
             "stopped: the interrupted and unstarted jobs are picked up by the next start"
         );

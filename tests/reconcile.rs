@@ -87,6 +87,7 @@ async fn sweep_creates_exactly_the_missed_jobs_and_nothing_is_delivered_twice() 
             "--dry-run",
             "--lookback",
             "1h",
+            "--json",
             "--config",
         ])
         .arg(&config_path)
@@ -98,13 +99,8 @@ async fn sweep_creates_exactly_the_missed_jobs_and_nothing_is_delivered_twice() 
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Log lines (JSON, one per line) come first; the summary is the pretty-printed object.
-    let summary_at = stdout.find("{\n").expect("a summary");
-    let dry: serde_json::Value = serde_json::Deserializer::from_str(&stdout[summary_at..])
-        .into_iter()
-        .next()
-        .unwrap()
-        .unwrap();
+    // Logs go to stderr: stdout is the summary alone.
+    let dry: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is the summary");
     assert_eq!(dry["dry_run"], true);
     let dry_all = &dry["routes"][0];
     assert_eq!(

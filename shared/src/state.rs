@@ -31,6 +31,15 @@ pub struct Versioned {
     pub etag: String,
 }
 
+/// One page of a listing (see [`StateStore::list_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Keys of this page, in key order.
+    pub keys: Vec<String>,
+    /// The key to pass as `start_after` for the next page; `None` after the last page.
+    pub next: Option<String>,
+}
+
 /// What went wrong with a state operation.
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -74,6 +83,32 @@ pub trait StateStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StateError>;
     /// Lists keys under a prefix, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError>;
+    /// Lists at most `max` keys under a prefix that sort after `start_after`, in key order:
+    /// inspection reads a large prefix page by page instead of loading it whole. The default
+    /// slices a full [`list`](Self::list); a backend that can page overrides it.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Page, StateError> {
+        let keys: Vec<String> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter(|k| start_after.is_none_or(|after| k.as_str() > after))
+            .take(max.saturating_add(1))
+            .collect();
+        Ok(page_of(keys, max))
+    }
+}
+
+/// The first `max` of `keys`, with a `next` when there were more.
+fn page_of(mut keys: Vec<String>, max: usize) -> Page {
+    let more = keys.len() > max;
+    keys.truncate(max);
+    let next = if more { keys.last().cloned() } else { None };
+    Page { keys, next }
 }
 
 /// Typed JSON helpers over any `StateStore`.
@@ -224,6 +259,37 @@ impl StateStore for S3StateStore {
         keys.sort();
         Ok(keys)
     }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Page, StateError> {
+        let max_keys = i32::try_from(max.clamp(1, 1000)).unwrap_or(1000);
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_string))
+            .max_keys(max_keys)
+            .send()
+            .await
+            .map_err(|e| to_state_error("list", prefix, classify(&e), None))?;
+        let mut keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        keys.sort();
+        let next = if page.is_truncated().unwrap_or(false) {
+            keys.last().cloned()
+        } else {
+            None
+        };
+        Ok(Page { keys, next })
+    }
 }
 
 /// A state store limited to what one function may do by the state layout
@@ -274,5 +340,15 @@ impl StateStore for Scoped {
         // Listing reveals key names only; a function that may read below a prefix may list it.
         self.check(Access::Get, "list", prefix)?;
         self.inner.list(prefix).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Page, StateError> {
+        self.check(Access::Get, "list", prefix)?;
+        self.inner.list_page(prefix, start_after, max).await
     }
 }

@@ -1,14 +1,21 @@
-//! Structured logs: JSON lines (Lambda and local runs alike), filtered by `RUST_LOG`.
+//! Structured logs, filtered by `RUST_LOG`. The Lambda functions log JSON lines to stdout without
+//! timestamps (Lambda stamps each line itself); the local `ferry` command logs to stderr, so its
+//! stdout carries only results, with timestamps, as human text or JSON lines.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global JSON subscriber once; later calls are no-ops. `FERRY_LOG_FORMAT=text`
-/// switches to human-readable lines for local use.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Installs the global subscriber of a Lambda function once; later calls are no-ops: JSON lines
+/// on stdout. `FERRY_LOG_FORMAT=text` switches to human-readable lines.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let text = std::env::var("FERRY_LOG_FORMAT").is_ok_and(|v| v == "text");
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_target(false);
     let _ = if text {
         builder.try_init()
@@ -19,6 +26,44 @@ pub fn init() {
             .with_current_span(true)
             .with_span_list(false)
             .without_time()
+            .try_init()
+    };
+}
+
+/// How a local command writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human lines (`2026-11-29T12:00:00.123Z  INFO message key=value`) when stderr is a
+    /// terminal, JSON lines otherwise (a log file or a collector).
+    Auto,
+    /// Human lines with a timestamp, level and fields.
+    Text,
+    /// One JSON object per line with a `timestamp` field; the fields sit at the top level.
+    Json,
+}
+
+/// Installs the global subscriber of a local command (the `ferry` binary) once; later calls
+/// are no-ops. Every line goes to stderr, with a timestamp.
+pub fn init_local(format: LogFormat) {
+    let text = match format {
+        LogFormat::Auto => std::io::stderr().is_terminal(),
+        LogFormat::Text => true,
+        LogFormat::Json => false,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let _ = if text {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     };
 }

@@ -315,7 +315,7 @@ impl TokenCache {
             }
         };
         let stored = self.remember(Arc::new(stored));
-        tracing::info!(source = %self.source, generation = stored.generation, expires_in_secs = stored.expires_in().as_secs(), bases = ?stored.base_urls(), "tokens refreshed");
+        tracing::info!(source = %self.source, generation = stored.generation, expires_in_secs = stored.expires_in().as_secs(), bases = %stored.base_urls().join(", "), "tokens refreshed");
         Ok(stored)
     }
 

@@ -329,8 +329,8 @@ impl ViewSync {
                         records = report.records,
                         chunks = report.chunks,
                         skipped = report.skipped,
-                        watermark_before = ?report.watermark_before.as_ref().map(Cursor::as_str),
-                        watermark_after = ?report.watermark_after.as_ref().map(Cursor::as_str),
+                        watermark_before = report.watermark_before.as_ref().map(Cursor::as_str),
+                        watermark_after = report.watermark_after.as_ref().map(Cursor::as_str),
                         ms = report.duration_ms,
                         "view synced"
                     );
@@ -439,7 +439,7 @@ impl ViewSync {
                 progress.report.skipped += skipped;
                 tracing::warn!(
                     error = %failure,
-                    watermark = ?progress.position.as_ref().map(Cursor::as_str),
+                    watermark = progress.position.as_ref().map(Cursor::as_str),
                     delivered = progress.report.records,
                     "view response cut off mid-body; the chunks read before the cut are delivered, the rest is asked for again from the saved watermark"
                 );
@@ -495,7 +495,7 @@ impl ViewSync {
             location = %receipt.location,
             records = receipt.records,
             applied = receipt.applied,
-            after = ?chunk.after.as_ref().map(Cursor::as_str),
+            after = chunk.after.as_ref().map(Cursor::as_str),
             watermark = %last,
             "chunk delivered"
         );
