@@ -15,6 +15,7 @@
 //!   what they can resume (S3 multipart keeps its parts and checkpoint); whatever was interrupted
 //!   is neither dead-lettered nor lost: the next start picks it up.
 
+pub mod check;
 pub mod demo;
 pub mod demo_views;
 

@@ -9,6 +9,7 @@ pub mod http_client;
 pub mod job;
 pub mod layout;
 pub mod names;
+pub mod probe;
 pub mod pubsub;
 pub mod reconcile;
 pub mod redact;
