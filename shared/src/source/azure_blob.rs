@@ -707,6 +707,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sas_times_parse_with_fractions_and_as_bare_dates() {
+        let at = |s: &str| {
+            parse_sas_time(s)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        assert_eq!(at("2026-11-29T10:00:00Z"), 1_795_946_400);
+        assert_eq!(at("2026-11-29T10:00:00.1234567Z"), 1_795_946_400);
+        assert_eq!(at("2026-11-29"), 1_795_946_400 - 10 * 3600);
+        assert!(parse_sas_time("soon").is_none());
+    }
+
+    #[test]
     fn list_page_reads_names_etags_times_and_the_next_marker() {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?>
 <EnumerationResults ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1" ContainerName="exports">
