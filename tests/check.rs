@@ -485,6 +485,34 @@ async fn a_missing_destination_bucket_and_state_bucket_are_found() {
     assert_eq!(what, format!("bucket {state_missing:?} does not exist"));
 }
 
+#[tokio::test]
+async fn a_bucket_these_credentials_may_not_use_is_access_denied() {
+    // A private moto with IAM enforcement on: the bucket exists, but the credentials ferry runs
+    // with (moto's dummy keys, known to no IAM user) are refused.
+    support::aws_test_env();
+    let moto = ferry_harness::Moto::start().unwrap();
+    let archive = unique("denied");
+    moto.create_bucket(&archive).await.unwrap();
+    ferry_harness::MotoApi::new(&moto.endpoint)
+        .enforce_iam()
+        .await
+        .unwrap();
+    let cfg = config(
+        json!({"destinations": {"archive": {"type": "s3", "bucket": archive,
+        "endpoint": {"endpoint_url": moto.endpoint, "force_path_style": true}}}}),
+    )
+    .await;
+    let reports = probe(&cfg).await;
+    output(&reports, &[]);
+    let (what, fix) = problem(&reports, Section::Destination, "archive");
+    assert!(
+        what.starts_with(&format!("access to bucket {archive:?} denied (HTTP 403)")),
+        "{what}"
+    );
+    assert!(fix.contains("s3:ListBucket"), "{fix}");
+    others_ok(&reports, &["archive"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP destination and sink
 
