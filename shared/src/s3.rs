@@ -113,7 +113,8 @@ pub async fn probe_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> crate::p
             "create the bucket (Terraform does for the state bucket) or correct the bucket name and endpoint",
         ),
         Some(401 | 403) => Problem::new(
-            format!("access to bucket {bucket:?} denied (HTTP 403): {text}"),
+            // HeadBucket answers carry no body: the status is all there is to say.
+            format!("access to bucket {bucket:?} denied (HTTP 403)"),
             "grant the credentials ferry runs with s3:ListBucket on the bucket and s3:GetObject/PutObject on its keys (the function roles Terraform creates do)",
         ),
         _ => Problem::new(

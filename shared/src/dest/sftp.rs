@@ -594,8 +594,12 @@ impl SftpDestination {
             Some(_) => {}
         }
         let not_writable = |step: &str, e: DestinationError| {
+            let reason = match e {
+                DestinationError::Rejected(m) | DestinationError::Transient { reason: m, .. } => m,
+                other => other.to_string(),
+            };
             Problem::new(
-                format!("directory {dir} is not writable by {user}: {step} failed: {e}"),
+                format!("directory {dir} is not writable by {user}: {step} failed: {reason}"),
                 format!(
                     "let {user} create, rename and delete files in {dir} (or choose a directory it may write to)"
                 ),
