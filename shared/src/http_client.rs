@@ -89,6 +89,50 @@ pub fn header_map(
     Ok(map)
 }
 
+/// `ferry check` for an HTTP endpoint (HTTP destinations and sinks): one `HEAD` with the
+/// configured headers. Unreachable and 401/403 are problems; any other answer (404 and 405
+/// included: many endpoints take only PUT or POST) shows the endpoint is there and took the
+/// credentials. Texts carry the URL without its query, never a header value.
+pub async fn probe_endpoint(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &reqwest::header::HeaderMap,
+) -> crate::probe::ProbeResult {
+    use crate::probe::Problem;
+    let shown = crate::redact::redact_url(url);
+    let resp = http
+        .head(url)
+        .headers(headers.clone())
+        .send()
+        .await
+        .map_err(|e| {
+            Problem::new(
+                format!("{shown} is unreachable: {}", describe_transport(e)),
+                "check the url, and that this machine can reach the endpoint (DNS, firewall, TLS)",
+            )
+        })?;
+    match classify(&resp) {
+        HttpClass::Refused { status } => Err(Problem::new(
+            format!("{shown} refused the credentials (HTTP {status})"),
+            "check the secret headers (e.g. Authorization) against what the endpoint expects",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A transport error with its causes (connection refused, DNS, TLS), for operators; without
+/// the URL.
+pub fn describe_transport(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    crate::redact::redact_embedded_urls(&text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod metrics;
 pub mod name_template;
 pub mod names;
+pub mod probe;
 pub mod pubsub;
 pub mod reconcile;
 pub mod redact;

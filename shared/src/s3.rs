@@ -93,3 +93,33 @@ where
         _ => S3Failure::Transient(text),
     }
 }
+
+/// `ferry check` for a bucket (state, S3 destinations, S3 sinks): HeadBucket, which needs
+/// `s3:ListBucket` on it. Tells a missing bucket from refused credentials.
+pub async fn probe_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> crate::probe::ProbeResult {
+    use crate::probe::Problem;
+    let Err(e) = client.head_bucket().bucket(bucket).send().await else {
+        return Ok(());
+    };
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let text = match classify(&e) {
+        S3Failure::Transient(t) | S3Failure::Permanent(t) => t,
+        S3Failure::NotFound => "not found".into(),
+        S3Failure::PreconditionFailed => "precondition failed".into(),
+    };
+    Err(match status {
+        Some(404) => Problem::new(
+            format!("bucket {bucket:?} does not exist"),
+            "create the bucket (Terraform does for the state bucket) or correct the bucket name and endpoint",
+        ),
+        Some(401 | 403) => Problem::new(
+            // HeadBucket answers carry no body: the status is all there is to say.
+            format!("access to bucket {bucket:?} denied (HTTP 403)"),
+            "grant the credentials ferry runs with s3:ListBucket on the bucket and s3:GetObject/PutObject on its keys (the function roles Terraform creates do)",
+        ),
+        _ => Problem::new(
+            format!("cannot reach bucket {bucket:?}: {text}"),
+            "check the endpoint and region, and that this machine can reach S3",
+        ),
+    })
+}

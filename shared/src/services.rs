@@ -22,6 +22,7 @@ use crate::dest::s3::S3Destination;
 use crate::dest::sftp::SftpDestination;
 use crate::engine::TransferEngine;
 use crate::layout::Function;
+use crate::probe::{ProbeReport, ProbeResult, Problem, Section};
 use crate::pubsub::pull::ExportPuller;
 use crate::pubsub::servicebus::ServiceBusClient;
 use crate::reconcile::Reconciler;
@@ -326,6 +327,188 @@ impl Services {
             SinkConfig::S3Jsonl(c) => Arc::new(S3JsonlSink::from_config(c).await),
             SinkConfig::Postgres(c) => Arc::new(PostgresSink::from_config(c, &self.secrets).await?),
         })
+    }
+}
+
+/// How long `ferry check` waits for one item's probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+type ProbeFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = ProbeResult> + Send + 'a>>;
+
+impl Services {
+    /// `ferry check`: the config's validation first, then a probe of the state bucket and of
+    /// every source, destination, sink and view, with its real credentials, all at once, each
+    /// cut off after `timeout`. One report per item, in that order. Each probe lives with its
+    /// backend; this is the one place that maps a config kind to its probe.
+    pub async fn probe_all(&self, timeout: Duration) -> Vec<ProbeReport> {
+        let config = &self.config;
+        let mut items: Vec<(Section, String, String, ProbeFuture<'_>)> = Vec::new();
+        let config_result = config.validate().map_err(|e| {
+            Problem::new(
+                e.to_string(),
+                "correct the config (docs/config.md describes every field)",
+            )
+        });
+        items.push((
+            Section::State,
+            config.state.bucket.clone(),
+            "s3".into(),
+            Box::pin(async move {
+                let client = crate::s3::client(&config.state.endpoint).await;
+                crate::s3::probe_bucket(&client, &config.state.bucket).await
+            }),
+        ));
+        for (name, source) in &config.sources {
+            let (kind, fut): (&str, ProbeFuture<'_>) = match source {
+                SourceConfig::AzureBlob(c) => {
+                    let containers: BTreeSet<String> = config
+                        .routes
+                        .iter()
+                        .filter(|r| &r.source == name)
+                        .filter_map(|r| r.container.clone())
+                        .collect();
+                    let containers: Vec<String> = containers.into_iter().collect();
+                    (
+                        "azure_blob",
+                        Box::pin(async move {
+                            AzureBlobSource::from_config(c, &self.secrets, self.retry, 0)
+                                .await
+                                .map_err(|e| Problem::setup(&e))?
+                                .probe(&containers)
+                                .await
+                        }),
+                    )
+                }
+                SourceConfig::PubsubExport(p) => (
+                    "pubsub_export",
+                    Box::pin(async move {
+                        crate::token::service::TokenService::from_config(
+                            name,
+                            p,
+                            &self.secrets,
+                            self.retry,
+                        )
+                        .await
+                        .map_err(|e| Problem::setup(&e))?
+                        .probe()
+                        .await
+                    }),
+                ),
+            };
+            items.push((Section::Source, name.clone(), kind.into(), fut));
+        }
+        for (name, dest) in &config.destinations {
+            let (kind, fut): (&str, ProbeFuture<'_>) = match dest {
+                DestinationConfig::S3(c) => (
+                    "s3",
+                    Box::pin(
+                        async move { S3Destination::from_config(c, None).await.probe().await },
+                    ),
+                ),
+                DestinationConfig::Sftp(c) => (
+                    "sftp",
+                    Box::pin(async move {
+                        SftpDestination::from_config(c, &self.secrets)
+                            .await
+                            .map_err(|e| Problem::setup(&e))?
+                            .probe()
+                            .await
+                    }),
+                ),
+                DestinationConfig::Http(c) => (
+                    "http",
+                    Box::pin(async move {
+                        HttpDestination::from_config(c, &self.secrets)
+                            .await
+                            .map_err(|e| Problem::setup(&e))?
+                            .probe()
+                            .await
+                    }),
+                ),
+                DestinationConfig::LocalDir(c) => (
+                    "local_dir",
+                    Box::pin(async move { LocalDirDestination::from_config(c).probe().await }),
+                ),
+                DestinationConfig::Graph(g) => (
+                    "graph",
+                    Box::pin(crate::dest::graph::GraphDestination::probe_config(
+                        name,
+                        g,
+                        &self.secrets,
+                        self.retry,
+                    )),
+                ),
+            };
+            items.push((Section::Destination, name.clone(), kind.into(), fut));
+        }
+        for (name, sink) in &config.sinks {
+            let (kind, fut): (&str, ProbeFuture<'_>) = match sink {
+                SinkConfig::Http(c) => (
+                    "http",
+                    Box::pin(async move {
+                        HttpSink::from_config(c, &self.secrets, self.retry)
+                            .await
+                            .map_err(|e| Problem::setup(&e))?
+                            .probe()
+                            .await
+                    }),
+                ),
+                SinkConfig::S3Jsonl(c) => (
+                    "s3_jsonl",
+                    Box::pin(async move { S3JsonlSink::from_config(c).await.probe().await }),
+                ),
+                SinkConfig::Postgres(c) => (
+                    "postgres",
+                    Box::pin(async move {
+                        PostgresSink::from_config(c, &self.secrets)
+                            .await
+                            .map_err(|e| Problem::setup(&e))?
+                            .probe()
+                            .await
+                    }),
+                ),
+            };
+            items.push((Section::Sink, name.clone(), kind.into(), fut));
+        }
+        let view_state = self.state_for(Function::ViewSync);
+        for (name, view) in &config.views {
+            let state = view_state.clone();
+            items.push((
+                Section::View,
+                name.clone(),
+                "view".into(),
+                Box::pin(async move {
+                    let password = self
+                        .secrets
+                        .resolve(&view.password)
+                        .await
+                        .map_err(|e| Problem::setup(&e.into()))?;
+                    crate::view_sync::probe_view(name, view, &password, state.as_ref(), &self.retry)
+                        .await
+                }),
+            ));
+        }
+        let probes = items
+            .into_iter()
+            .map(|(section, name, kind, fut)| async move {
+                let result = match tokio::time::timeout(timeout, fut).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Problem::new(
+                        format!("no answer within {}s", timeout.as_secs()),
+                        "check that this machine can reach it (firewall, allow-list, DNS)",
+                    )),
+                };
+                ProbeReport::new(section, &name, &kind, result)
+            });
+        let mut reports = vec![ProbeReport::new(
+            Section::Config,
+            "config",
+            "json",
+            config_result,
+        )];
+        reports.extend(futures_util::future::join_all(probes).await);
+        reports
     }
 }
 

@@ -294,6 +294,11 @@ impl State {
             self.count("get_drive");
             return ResponseTemplate::new(200).set_body_json(json!({"id": self.drive_id}));
         }
+        // Any other drive id: Graph's answer for a drive that does not exist (or is not shared
+        // with the app).
+        if method == "GET" && rest.starts_with("drives/") && !rest[7..].contains('/') {
+            return error(404, "itemNotFound", "The resource could not be found.");
+        }
         if method == "DELETE"
             && let Some(id) = rest.strip_prefix(&format!("drives/{}/items/", self.drive_id))
         {

@@ -80,6 +80,66 @@ impl GraphDestination {
         retry: RetryPolicy,
     ) -> Result<Self, SetupError> {
         let bad = |e: String| SetupError::Config(format!("graph destination {name:?}: {e}"));
+        let mut dest = Self::unresolved(name, config, secrets, state, retry).await?;
+        dest.drive_id = dest
+            .resolve_drive(config)
+            .await
+            .map_err(|e| bad(format!("resolving the drive: {e}")))?;
+        tracing::info!(destination = name, drive_id = %dest.drive_id, "graph drive resolved");
+        Ok(dest)
+    }
+
+    /// `ferry check`: builds the destination and looks its drive up (a token from Azure AD,
+    /// then the drive, site or library), the lookup every cold start makes. Writes nothing.
+    pub async fn probe_config(
+        name: &str,
+        config: &GraphConfig,
+        secrets: &SecretResolver,
+        retry: RetryPolicy,
+    ) -> crate::probe::ProbeResult {
+        use crate::probe::Problem;
+        let dest = Self::unresolved(name, config, secrets, None, retry)
+            .await
+            .map_err(|e| Problem::setup(&e))?;
+        let address = match (&config.drive_id, &config.user, &config.hostname) {
+            (Some(id), _, _) => format!("drive_id {id:?}"),
+            (None, Some(user), _) => format!("the OneDrive of user {user:?}"),
+            _ => format!(
+                "site {}{} library {:?}",
+                config.hostname.as_deref().unwrap_or(""),
+                config.site_path.as_deref().unwrap_or(""),
+                config.library.as_deref().unwrap_or("(default)")
+            ),
+        };
+        match dest.resolve_drive(config).await {
+            Ok(_) => Ok(()),
+            Err(DestinationError::Unauthorized(m)) => Err(Problem::new(
+                format!("access refused while looking up {address}: {m}"),
+                "check tenant_id, client_id and the secret or certificate; the app needs Sites.ReadWrite.All or a Sites.Selected write grant on the site (docs/deploy.md)",
+            )),
+            Err(DestinationError::Transient { reason, .. }) => Err(Problem::new(
+                format!("cannot reach Microsoft Graph: {reason}"),
+                "check graph_url and that this machine can reach it",
+            )),
+            Err(e) => Err(Problem::new(
+                match e {
+                    DestinationError::Rejected(m) => format!("drive not found: {address}: {m}"),
+                    other => format!("drive not found: {address}: {other}"),
+                },
+                "correct drive_id, user or hostname/site_path/library (Graph Explorer: GET /sites/{hostname}:/{site-path}:/drives lists a site's libraries and their ids)",
+            )),
+        }
+    }
+
+    /// The destination with its credentials but without its drive id.
+    async fn unresolved(
+        name: &str,
+        config: &GraphConfig,
+        secrets: &SecretResolver,
+        state: Option<Arc<dyn StateStore>>,
+        retry: RetryPolicy,
+    ) -> Result<Self, SetupError> {
+        let bad = |e: String| SetupError::Config(format!("graph destination {name:?}: {e}"));
         config.validate().map_err(bad)?;
         let credential = AadCredential::resolve(
             config.client_secret.as_ref(),
@@ -102,7 +162,7 @@ impl GraphDestination {
             credential,
             retry,
         );
-        let mut dest = Self {
+        Ok(Self {
             http,
             aad,
             graph_url: config.graph_url.trim_end_matches('/').to_string(),
@@ -113,13 +173,7 @@ impl GraphDestination {
             simple_max_bytes: config.simple_upload_max_bytes,
             checkpoints: state,
             retry,
-        };
-        dest.drive_id = dest
-            .resolve_drive(config)
-            .await
-            .map_err(|e| bad(format!("resolving the drive: {e}")))?;
-        tracing::info!(destination = name, drive_id = %dest.drive_id, "graph drive resolved");
-        Ok(dest)
+        })
     }
 
     /// The drive id every upload goes to.

@@ -69,6 +69,15 @@ impl HttpDestination {
     }
 }
 
+impl HttpDestination {
+    /// `ferry check`: a `HEAD` of the URL (`{name}` filled with a probe name) with the
+    /// configured headers; unreachable or 401/403 is a problem.
+    pub async fn probe(&self) -> crate::probe::ProbeResult {
+        let url = self.url.replace("{name}", "ferry-check");
+        crate::http_client::probe_endpoint(&self.http, &url, &self.headers).await
+    }
+}
+
 #[async_trait]
 impl Destination for HttpDestination {
     fn kind(&self) -> &'static str {

@@ -27,6 +27,36 @@ impl LocalDirDestination {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
+
+    /// `ferry check`: the folder (created on first write when missing) can take a file: a
+    /// probe file is created in it, or in its nearest existing parent, and removed again.
+    pub async fn probe(&self) -> crate::probe::ProbeResult {
+        use crate::probe::Problem;
+        let mut dir = self.root.as_path();
+        while !dir.exists() {
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => break,
+            }
+        }
+        if !dir.is_dir() {
+            return Err(Problem::new(
+                format!("{} is not a directory", dir.display()),
+                "correct path in the config",
+            ));
+        }
+        let probe = dir.join(format!(".ferry-check-{:016x}", rand::random::<u64>()));
+        tokio::fs::write(&probe, b"ferry check\n")
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    format!("cannot write in {}: {e}", dir.display()),
+                    "let the user ferry runs as write in the folder, or choose another path",
+                )
+            })?;
+        let _ = tokio::fs::remove_file(&probe).await;
+        Ok(())
+    }
 }
 
 fn io_err(context: &str, e: std::io::Error) -> DestinationError {

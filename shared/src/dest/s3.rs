@@ -102,6 +102,13 @@ impl S3Destination {
     }
 }
 
+impl S3Destination {
+    /// `ferry check`: the bucket exists and these credentials may use it.
+    pub async fn probe(&self) -> crate::probe::ProbeResult {
+        crate::s3::probe_bucket(&self.client, &self.bucket).await
+    }
+}
+
 /// The delivery's checkpoint key, from its `<job-id>:<destination>` idempotency key.
 fn progress_key(delivery: &Delivery) -> String {
     let (job_id, destination) = delivery

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
+use crate::probe::{ProbeResult, Problem};
 use crate::secret::expose;
 
 /// Bytes read from the source per step; russh-sftp splits them into pipelined write requests.
@@ -524,6 +525,139 @@ impl SftpDestination {
                 tracing::warn!(path = temp, error = %e, "could not remove temporary file")
             }
             Err(e) => tracing::warn!(path = temp, error = %e, "could not remove temporary file"),
+        }
+    }
+}
+
+impl SftpDestination {
+    /// `ferry check`: connects (the pinned host key, then the credentials), checks that
+    /// `directory` exists, and writes a small probe file there under a temporary name, renames
+    /// it and deletes it: the three things a delivery does. Leaves nothing behind that it could
+    /// delete.
+    pub async fn probe(&self) -> ProbeResult {
+        let conn = self.connect().await.map_err(|e| self.connect_problem(e))?;
+        let result = self.probe_directory(&conn.sftp).await;
+        conn.close().await;
+        result
+    }
+
+    fn connect_problem(&self, e: DestinationError) -> Problem {
+        let server = format!("{}:{}", self.host, self.port);
+        match e {
+            DestinationError::UntrustedHost(m) => Problem::new(
+                format!("host key mismatch: {m}"),
+                format!(
+                    "if the server's key was changed on purpose, confirm the offered fingerprint with its administrator and put that key in host_key (`ssh-keyscan -p {} {}`); otherwise do not connect: someone may be in between",
+                    self.port, self.host
+                ),
+            ),
+            DestinationError::Unauthorized(m) => Problem::new(
+                format!("authentication refused: {m}"),
+                "check username and the private key or password secret; for a key, the server must list its public key in the user's authorized_keys",
+            ),
+            other => Problem::new(
+                format!("cannot open an SFTP session on {server}: {other}"),
+                "check host and port, and that this machine can reach the server (firewall, allow-list)",
+            ),
+        }
+    }
+
+    async fn probe_directory(&self, sftp: &SftpSession) -> ProbeResult {
+        let dir = if self.directory.is_empty() {
+            "."
+        } else {
+            self.directory.as_str()
+        };
+        let user = &self.username;
+        let stat_problem = |e: DestinationError| {
+            Problem::new(
+                format!("cannot look up directory {dir}: {e}"),
+                "check directory",
+            )
+        };
+        match self.stat(sftp, dir).await.map_err(stat_problem)? {
+            None => {
+                return Err(Problem::new(
+                    format!(
+                        "directory {dir} does not exist on {}:{}",
+                        self.host, self.port
+                    ),
+                    format!("create it (writable by {user}) or correct directory in the config"),
+                ));
+            }
+            Some(meta) if !meta.is_dir() => {
+                return Err(Problem::new(
+                    format!("{dir} on {}:{} is not a directory", self.host, self.port),
+                    "correct directory in the config",
+                ));
+            }
+            Some(_) => {}
+        }
+        let not_writable = |step: &str, e: DestinationError| {
+            let reason = match e {
+                DestinationError::Rejected(m) | DestinationError::Transient { reason: m, .. } => m,
+                other => other.to_string(),
+            };
+            Problem::new(
+                format!("directory {dir} is not writable by {user}: {step} failed: {reason}"),
+                format!(
+                    "let {user} create, rename and delete files in {dir} (or choose a directory it may write to)"
+                ),
+            )
+        };
+        let name = format!("ferry-check-{:016x}", rand::random::<u64>());
+        let temp = join_path(&self.directory, &format!(".{name}.part"));
+        let target = join_path(&self.directory, &format!(".{name}"));
+        let mut file = self
+            .bounded(
+                "create probe file",
+                sftp.open_with_flags(
+                    temp.as_str(),
+                    OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                ),
+            )
+            .await
+            .map_err(|e| not_writable("create a file", e))?
+            .map_err(|e| not_writable("create a file", sftp_error(&format!("create {temp}"), e)))?;
+        let written = async {
+            file.write_all(b"ferry check\n").await?;
+            file.shutdown().await
+        };
+        let written = self.bounded("write probe file", written).await;
+        let written = match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DestinationError::from_io(&format!("write {temp}"), &e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.discard(sftp, &temp).await;
+            return Err(not_writable("write a file", e));
+        }
+        let renamed = match self
+            .bounded("rename", sftp.rename(temp.as_str(), target.as_str()))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(sftp_error(&format!("rename {temp} to {target}"), e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = renamed {
+            self.discard(sftp, &temp).await;
+            return Err(not_writable("rename a file", e));
+        }
+        match self
+            .bounded("remove", sftp.remove_file(target.as_str()))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(not_writable(
+                "delete a file",
+                sftp_error(
+                    &format!("remove {target} (left behind: delete it by hand)"),
+                    e,
+                ),
+            )),
+            Err(e) => Err(not_writable("delete a file", e)),
         }
     }
 }

@@ -99,6 +99,14 @@ impl HttpSink {
     }
 }
 
+impl HttpSink {
+    /// `ferry check`: a `HEAD` of the URL with the configured headers; unreachable or 401/403
+    /// is a problem.
+    pub async fn probe(&self) -> crate::probe::ProbeResult {
+        crate::http_client::probe_endpoint(&self.http, &self.url, &self.headers).await
+    }
+}
+
 #[async_trait]
 impl Sink for HttpSink {
     fn kind(&self) -> &'static str {

@@ -76,6 +76,7 @@ impl PostgresSink {
                 tracing::warn!(sink = %location, error = %describe(&e), "PostgreSQL connection closed");
             }
         });
+        self.ensure_schema(&client).await?;
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {} (
                 view_name text NOT NULL,
@@ -99,6 +100,111 @@ impl PostgresSink {
             }
         }
         Ok(client)
+    }
+
+    /// The schema part of `schema.table`, if the table names one.
+    fn schema(&self) -> Option<&str> {
+        self.table.split_once('.').map(|(schema, _)| schema)
+    }
+
+    /// Creates the table's schema when it is missing. Looked up first: `CREATE SCHEMA IF NOT
+    /// EXISTS` needs the CREATE privilege on the database even when the schema exists. A user
+    /// who may not create it gets an error that says what to run instead.
+    async fn ensure_schema(&self, client: &tokio_postgres::Client) -> Result<(), SinkError> {
+        let Some(schema) = self.schema() else {
+            return Ok(());
+        };
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+            .await
+            .map_err(|e| classify(&self.location, &e))?
+            .is_some();
+        if exists {
+            return Ok(());
+        }
+        // The name passed `valid_sql_table` (lowercase letters, digits, `_`): safe unquoted.
+        match client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(sink = %self.location, schema, "created the missing schema");
+                Ok(())
+            }
+            // Another session created it at the same moment.
+            Err(e)
+                if e.code().is_some_and(|c| {
+                    *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                        || *c == tokio_postgres::error::SqlState::DUPLICATE_SCHEMA
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                Err(SinkError::Rejected(format!(
+                    "{}: schema {schema:?} does not exist and this user may not create it ({}); create it as the database owner: CREATE SCHEMA {schema} AUTHORIZATION <the sink's user>",
+                    self.location,
+                    describe(&e)
+                )))
+            }
+            Err(e) => Err(classify(&self.location, &e)),
+        }
+    }
+
+    /// `ferry check`: connects and logs in (nothing is created or written). A missing schema
+    /// is fine when this user may create it (the first delivery does); otherwise it is a problem.
+    pub async fn probe(&self) -> crate::probe::ProbeResult {
+        use crate::probe::Problem;
+        let (client, connection) = self
+            .config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| {
+                let user = self.config.get_user().unwrap_or("");
+                match classify(&self.location, &e) {
+                    SinkError::Unauthorized(m) => Problem::new(
+                        format!("PostgreSQL refused the login of user {user:?}: {m}"),
+                        "check user, password secret and dbname, and that pg_hba.conf lets this user in from this machine",
+                    ),
+                    SinkError::Transient { reason, .. } => Problem::new(
+                        format!("cannot connect to PostgreSQL: {reason}"),
+                        "check host and port, that the server is running and accepts TCP connections (listen_addresses), and firewalls",
+                    ),
+                    other => Problem::new(
+                        format!("PostgreSQL refused the connection: {other}"),
+                        "check dbname and the user's rights",
+                    ),
+                }
+            })?;
+        let task = tokio::spawn(connection);
+        let result = async {
+            let Some(schema) = self.schema() else {
+                return Ok(());
+            };
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                     has_database_privilege(current_database(), 'CREATE')",
+                    &[&schema],
+                )
+                .await
+                .map_err(|e| Problem::new(format!("{}: {}", self.location, describe(&e)), "check the user's rights"))?;
+            let (exists, may_create): (bool, bool) = (row.get(0), row.get(1));
+            if exists || may_create {
+                Ok(())
+            } else {
+                Err(Problem::new(
+                    format!("schema {schema:?} does not exist and user {:?} may not create it", self.config.get_user().unwrap_or("")),
+                    format!("create it as the database owner: CREATE SCHEMA {schema} AUTHORIZATION <the sink's user>"),
+                ))
+            }
+        }
+        .await;
+        drop(client);
+        task.abort();
+        result
     }
 
     /// Where rows go: `postgres://host:port/db/table`.

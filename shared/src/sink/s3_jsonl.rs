@@ -34,6 +34,11 @@ impl S3JsonlSink {
         )
     }
 
+    /// `ferry check`: the bucket exists and these credentials may use it.
+    pub async fn probe(&self) -> crate::probe::ProbeResult {
+        crate::s3::probe_bucket(&self.client, &self.bucket).await
+    }
+
     /// A sink over a client built once at cold start.
     pub fn new(client: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Self {
         Self {

@@ -19,6 +19,7 @@ use tokio_util::io::StreamReader;
 use super::{ListPage, ListedObject, Source, SourceError, SourceObject};
 use crate::ByteReader;
 use crate::http_client::{HttpClass, classify};
+use crate::probe::{ProbeResult, Problem};
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::secret::expose;
@@ -276,6 +277,162 @@ impl Inner {
         parse_list(container, &body)
             .map_err(|e| SourceError::Permanent(format!("{what} returned unreadable XML: {e}")))
     }
+}
+
+/// What a probe request found.
+enum Answer {
+    /// 2xx.
+    Success,
+    /// Any other status, with Azure's error code (`x-ms-error-code`).
+    Status { status: u16, code: String },
+}
+
+impl AzureBlobSource {
+    /// `ferry check`: can this SAS do what ferry needs on `containers` (the containers the
+    /// source's routes name)? Reads the SAS's own `se` (expiry) and `sp` (permissions) when it
+    /// carries them, then asks Azure: List Blobs with `maxresults=1` (needs `l`, which the
+    /// reconcile sweep uses) and a Get Blob of a name that does not exist (404 with `r`, 403
+    /// `AuthorizationPermissionMismatch` without it). Reads nothing and writes nothing.
+    pub async fn probe(&self, containers: &[String]) -> ProbeResult {
+        let inner = &self.inner;
+        let account = inner.account_url.clone().unwrap_or_default();
+        let (signed, _) = inner
+            .credentials
+            .sign(&format!("{account}/probe"))
+            .await
+            .map_err(|e| Problem::new(e.to_string(), "check the source's SAS secret"))?;
+        let sas: Vec<(String, String)> = url::Url::parse(&signed)
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default();
+        let param = |k: &str| sas.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let renew = "issue a new SAS (or extend the stored access policy's expiry) and store it in the source's sas secret";
+        if let Some(se) = param("se")
+            && let Some(expiry) = parse_sas_time(se)
+            && expiry <= std::time::SystemTime::now()
+        {
+            return Err(Problem::new(format!("the SAS expired at {se}"), renew));
+        }
+        let mut lacks = Vec::new();
+        if let Some(sp) = param("sp") {
+            if !sp.contains('r') {
+                lacks.push(LACKS_R);
+            }
+            if !sp.contains('l') {
+                lacks.push(LACKS_L);
+            }
+        }
+        for container in containers {
+            if !lacks.is_empty() {
+                break;
+            }
+            let plain = format!("{account}/{}", utf8_percent_encode(container, PATH_KEEP));
+            let shown = redact_url(&plain);
+            let list = self
+                .probe_request(&plain, "restype=container&comp=list&maxresults=1")
+                .await?;
+            let read = self
+                .probe_request(
+                    &format!("{plain}/.ferry-check-{:016x}", rand::random::<u64>()),
+                    "",
+                )
+                .await?;
+            for (answer, missing, needs_success) in
+                [(&list, LACKS_L, true), (&read, LACKS_R, false)]
+            {
+                match answer {
+                    Answer::Success => {}
+                    // A read of a blob that does not exist: the SAS may read.
+                    Answer::Status { status: 404, code }
+                        if !needs_success && code == "BlobNotFound" => {}
+                    Answer::Status { status: 403, code }
+                        if code == "AuthorizationPermissionMismatch" =>
+                    {
+                        lacks.push(missing)
+                    }
+                    Answer::Status { status: 404, code } if code == "ContainerNotFound" => {
+                        return Err(Problem::new(
+                            format!("container {container:?} does not exist at {shown}"),
+                            "create the container or correct the route's container name",
+                        ));
+                    }
+                    Answer::Status { status: 403, code } => {
+                        return Err(Problem::new(
+                            format!(
+                                "Azure refused the SAS on container {container:?} (HTTP 403 {code}): it is expired, revoked (its stored access policy was changed or removed) or not signed for this account and container"
+                            ),
+                            renew,
+                        ));
+                    }
+                    Answer::Status { status, code } => {
+                        return Err(Problem::new(
+                            format!("{shown} answered HTTP {status} {code}"),
+                            "check account_url and the container name",
+                        ));
+                    }
+                }
+            }
+        }
+        if lacks.is_empty() {
+            return Ok(());
+        }
+        Err(Problem::new(
+            format!("the SAS lacks {}", lacks.join(" and ")),
+            "add the missing permissions to the SAS (or to its stored access policy): ferry needs r (read) to copy files and l (list) for the reconcile sweep",
+        ))
+    }
+
+    /// One signed GET for the probe (no retries: a check answers quickly); the status and
+    /// Azure's error code.
+    async fn probe_request(&self, plain: &str, query: &str) -> Result<Answer, Problem> {
+        let resp = self
+            .inner
+            .send(plain, |http, signed| {
+                let url = if query.is_empty() {
+                    signed
+                } else {
+                    format!("{signed}&{query}")
+                };
+                http.get(url).header("x-ms-version", API_VERSION)
+            })
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    format!("cannot reach {}: {e}", redact_url(plain)),
+                    "check account_url and that this machine can reach the storage account",
+                )
+            })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(Answer::Success);
+        }
+        let header = resp
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let code = match header {
+            Some(code) => code,
+            None => {
+                let body = resp.text().await.unwrap_or_default();
+                body.split_once("<Code>")
+                    .and_then(|(_, rest)| rest.split_once("</Code>"))
+                    .map_or_else(|| "error".to_string(), |(code, _)| code.to_string())
+            }
+        };
+        Ok(Answer::Status { status, code })
+    }
+}
+
+const LACKS_R: &str = "r (read: Get Blob answered 403 AuthorizationPermissionMismatch)";
+const LACKS_L: &str = "l (list: List Blobs answered 403 AuthorizationPermissionMismatch; the reconcile sweep needs it)";
+
+/// A SAS time (`se`, `st`): `2026-11-29T10:00:00Z`, with optional fractions, or a bare date.
+fn parse_sas_time(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim();
+    if text.len() == 10 {
+        return humantime::parse_rfc3339_weak(&format!("{text}T00:00:00Z")).ok();
+    }
+    humantime::parse_rfc3339_weak(text).ok()
 }
 
 /// The parts of a List Blobs answer ferry reads (the XML has many more, ignored).
@@ -548,6 +705,21 @@ impl Source for AzureBlobSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sas_times_parse_with_fractions_and_as_bare_dates() {
+        let at = |s: &str| {
+            parse_sas_time(s)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        assert_eq!(at("2026-11-29T10:00:00Z"), 1_795_946_400);
+        assert_eq!(at("2026-11-29T10:00:00.1234567Z"), 1_795_946_400);
+        assert_eq!(at("2026-11-29"), 1_795_946_400 - 10 * 3600);
+        assert!(parse_sas_time("soon").is_none());
+    }
 
     #[test]
     fn list_page_reads_names_etags_times_and_the_next_marker() {

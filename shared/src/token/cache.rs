@@ -79,38 +79,7 @@ impl TokenCache {
         state: &Arc<dyn StateStore>,
         retry: RetryPolicy,
     ) -> Result<Arc<Self>, crate::setup::SetupError> {
-        let aad = &p.aad;
-        let credential = crate::azure_ad::AadCredential::resolve(
-            aad.client_secret.as_ref(),
-            aad.certificate.as_ref(),
-            aad.private_key.as_ref(),
-            secrets,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::setup::SetupError::Config(m) => {
-                crate::setup::SetupError::Config(format!("source {name:?}: {m}"))
-            }
-            other => other,
-        })?;
-        let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
-        let aad_client = crate::azure_ad::AadClient::new(
-            http.clone(),
-            &aad.authority_url,
-            &aad.tenant_id,
-            &aad.client_id,
-            &aad.scope,
-            credential,
-            retry,
-        );
-        let service = super::service::TokenService::new(
-            http,
-            &p.tenant_service_url,
-            &p.integration_name,
-            aad_client,
-            Duration::from_secs(p.default_token_ttl_secs),
-            retry,
-        );
+        let service = super::service::TokenService::from_config(name, p, secrets, retry).await?;
         Ok(Arc::new(Self::new(
             name,
             state.clone(),

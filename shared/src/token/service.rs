@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{BlobBase, ExportTokens, TokenError, now_ms};
 use crate::azure_ad::AadClient;
 use crate::http_client::{HttpClass, classify};
+use crate::probe::{ProbeResult, Problem};
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::secret::expose;
@@ -56,6 +57,78 @@ impl TokenService {
             default_ttl,
             retry,
         }
+    }
+
+    /// The token service client of pub/sub export source `name`, from its config: resolves the
+    /// Azure AD credential (nothing is requested yet).
+    pub async fn from_config(
+        name: &str,
+        p: &crate::config::PubsubExportConfig,
+        secrets: &crate::secret::SecretResolver,
+        retry: RetryPolicy,
+    ) -> Result<Self, crate::setup::SetupError> {
+        let aad = &p.aad;
+        let credential = crate::azure_ad::AadCredential::resolve(
+            aad.client_secret.as_ref(),
+            aad.certificate.as_ref(),
+            aad.private_key.as_ref(),
+            secrets,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::setup::SetupError::Config(m) => {
+                crate::setup::SetupError::Config(format!("source {name:?}: {m}"))
+            }
+            other => other,
+        })?;
+        let http = crate::http_client::build(Duration::from_secs(p.read_timeout_secs));
+        let aad_client = AadClient::new(
+            http.clone(),
+            &aad.authority_url,
+            &aad.tenant_id,
+            &aad.client_id,
+            &aad.scope,
+            credential,
+            retry,
+        );
+        Ok(Self::new(
+            http,
+            &p.tenant_service_url,
+            &p.integration_name,
+            aad_client,
+            Duration::from_secs(p.default_token_ttl_secs),
+            retry,
+        ))
+    }
+
+    /// `ferry check`: one Azure AD token and one call to the token service, without retries;
+    /// the tokens it hands out are dropped (nothing is stored, the shared copy is untouched).
+    pub async fn probe(&self) -> ProbeResult {
+        let tokens = self.issue_once().await.map_err(|e| {
+            let fix = match &e {
+                TokenError::PermissionsNotGranted { .. } => {
+                    "ask the vendor to grant this app registration (aad.client_id) access to the integration's file export; ferry picks the tokens up once it is granted"
+                }
+                TokenError::Unauthorized { .. } => {
+                    "check aad.scope (the token service's application ID URI + /.default) and the app registration"
+                }
+                TokenError::Aad(_) => {
+                    "check aad.tenant_id, aad.client_id and the client secret or certificate (expired? rotated?)"
+                }
+                TokenError::Transient { .. } => {
+                    "check tenant_service_url and that this machine can reach it; try again later if the service is down"
+                }
+                _ => "check tenant_service_url and integration_name",
+            };
+            Problem::new(e.to_string(), fix)
+        })?;
+        if tokens.expires_in().is_zero() {
+            return Err(Problem::new(
+                "the token service handed out SAS tokens that are already expired",
+                "ask the vendor to check the integration's file export",
+            ));
+        }
+        Ok(())
     }
 
     async fn call(&self, bearer: &SecretString) -> Result<Result<Value, u16>, TokenError> {

@@ -552,6 +552,70 @@ impl ViewSync {
     }
 }
 
+/// `ferry check` for view `name`: one request as a sync would send it (Basic auth,
+/// `onbehalfof`, the saved watermark so the answer is only what is new), judged by its status
+/// alone; the body is not read. 401/403, 404, other failures and an unreachable host are
+/// problems. The watermark is read from `state` when it can be; without it the view is asked
+/// from its beginning (still only the status is read).
+pub async fn probe_view(
+    name: &str,
+    config: &ViewConfig,
+    password: &SecretString,
+    state: &dyn StateStore,
+    retry: &RetryPolicy,
+) -> crate::probe::ProbeResult {
+    use crate::probe::Problem;
+    let after = read_watermark(state, retry, name)
+        .await
+        .ok()
+        .and_then(|w| w.value);
+    let mut url = url::Url::parse(&config.url)
+        .map_err(|e| Problem::new(format!("bad view url: {e}"), "correct url"))?;
+    url.query_pairs_mut()
+        .append_pair("onbehalfof", &config.on_behalf_of)
+        .append_pair(
+            "previouslastsubmissionid",
+            after.as_ref().map_or("", Cursor::as_str),
+        );
+    let shown = redact_url(config.url.as_str());
+    let http = crate::http_client::build(Duration::from_secs(config.timeout_secs));
+    let response = http
+        .get(url)
+        .basic_auth(&config.username, Some(crate::secret::expose(password)))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| {
+            Problem::new(
+                format!(
+                    "{shown} is unreachable: {}",
+                    crate::http_client::describe_transport(e)
+                ),
+                "check url, and that this machine can reach the view's server",
+            )
+        })?;
+    let status = response.status().as_u16();
+    drop(response);
+    match status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(Problem::new(
+            format!(
+                "the view refused user {:?} (HTTP {status}) at {shown}",
+                config.username
+            ),
+            "check username and the password secret, and that this user may read the view on behalf of on_behalf_of",
+        )),
+        404 => Err(Problem::new(
+            format!("view not found (HTTP 404) at {shown}"),
+            "check url: the view's REST URL as the application shows it (the view may have been renamed or deleted)",
+        )),
+        s => Err(Problem::new(
+            format!("the view answered HTTP {s} at {shown}"),
+            "check url and on_behalf_of; try again later if the server is failing",
+        )),
+    }
+}
+
 /// Why reading the view stopped early.
 enum ReadStop {
     /// Delivery failed and dropped its end of the channel; `skipped` records were counted so far.
