@@ -278,6 +278,32 @@ async fn an_expired_sas_is_found() {
     others_ok(&reports, &["clienttrack"]);
     // Exit status 1 when anything failed.
     assert_eq!(ferry::check::exit_code(&reports), ExitCode::from(1));
+    // The same through the operator's command: exit 1, a JSON report on stdout, no secret.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["check", "--json", "--config"])
+        .arg(&path)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report: Value = serde_json::from_str(&stdout).expect("one JSON report on stdout");
+    let failed: Vec<String> = report
+        .as_array()
+        .expect("an array of items")
+        .iter()
+        .filter(|r| r["status"] != "ok")
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(failed, ["clienttrack"], "{stdout}");
+    let sig = sas
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sig="))
+        .unwrap();
+    assert!(!stdout.contains(sig) && !String::from_utf8_lossy(&out.stderr).contains(sig));
 }
 
 #[tokio::test]
