@@ -478,6 +478,7 @@ mod tests {
             destinations: vec!["a".into(), "b".into()],
             target_folder: None,
             name_template: None,
+            after_delivery: Default::default(),
             correlation_id: id.into(),
             created_at: "2026-11-29T10:00:00Z".into(),
             export: None,
@@ -498,6 +499,7 @@ mod tests {
             duration_ms: 0,
             transform: None,
             remote_hash: None,
+            source_action: None,
         }
     }
 

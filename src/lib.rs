@@ -788,6 +788,7 @@ mod tests {
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
             target_folder: None,
             name_template: None,
+            after_delivery: Default::default(),
             correlation_id: id.into(),
             created_at: ferry_shared::job::now_rfc3339(),
             export: None,

@@ -746,3 +746,94 @@ async fn name_templates_rename_on_every_destination_and_keep_the_jobs_date() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn delete_after_delivery_waits_for_every_receipt_and_records_it() {
+    let p = Pipeline::new(Options {
+        after_delivery: Some("delete"),
+        source_permissions: Some("rld"),
+        http_status: Some(503),
+        ..Options::default()
+    })
+    .await;
+    let admin = ferry_harness::shared().azurite.admin();
+    let name = "delete-me.csv";
+    let sha = p.upload(name, 61, 80_000).await;
+    let (status, answer) = p.notify(name).await;
+    assert_eq!(status, 202, "{answer}");
+    let (job_id, key) = job_of(&answer, "all");
+    // The HTTP destination fails: two receipts of three, and the file stays.
+    assert!(p.copy(&key, 1).await, "redelivery requested");
+    assert_eq!(p.receipts(&job_id).await.len(), 2);
+    assert!(
+        admin.get_blob(&p.container, name).await.is_ok(),
+        "kept while a destination is missing"
+    );
+    // The endpoint recovers: the last receipt, then the delete.
+    p.http.reset().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(&p.http)
+        .await;
+    assert!(!p.copy(&key, 2).await);
+    assert!(
+        admin.get_blob(&p.container, name).await.is_err(),
+        "deleted after the last receipt"
+    );
+    let receipts = p.receipts(&job_id).await;
+    assert_eq!(receipts.len(), 3);
+    for (dest, r) in &receipts {
+        assert_eq!(r.sha256, sha, "{dest}");
+        assert_eq!(
+            r.source_action.as_ref().map(|a| a.action.as_str()),
+            Some("deleted"),
+            "{dest}'s receipt says what was done to the source"
+        );
+    }
+    // A redelivery finds it all done: no error, receipts unchanged.
+    assert!(!p.copy(&key, 3).await);
+    assert!(p.failure(&job_id).await.is_none());
+    assert_eq!(p.receipts(&job_id).await, receipts);
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn delete_without_d_is_a_clear_dead_letter_and_the_file_stays() {
+    let p = Pipeline::new(Options {
+        after_delivery: Some("delete"),
+        ..Options::default()
+    })
+    .await;
+    let name = "keep-me.csv";
+    p.upload(name, 62, 10_000).await;
+    let (_, answer) = p.notify(name).await;
+    let (job_id, key) = job_of(&answer, "all");
+    assert!(
+        !p.copy(&key, 1).await,
+        "not retried: it cannot succeed without a new SAS"
+    );
+    assert_eq!(
+        p.receipts(&job_id).await.len(),
+        3,
+        "every destination delivered"
+    );
+    let failure = p.failure(&job_id).await.expect("a dead letter");
+    assert!(
+        failure.reason.contains("`d` (delete) permission"),
+        "{}",
+        failure.reason
+    );
+    assert!(
+        failure.reason.contains("AuthorizationPermissionMismatch"),
+        "Azurite's refusal: {}",
+        failure.reason
+    );
+    let admin = ferry_harness::shared().azurite.admin();
+    assert!(
+        admin.get_blob(&p.container, name).await.is_ok(),
+        "the file stays"
+    );
+    for r in p.receipts(&job_id).await.values() {
+        assert!(r.source_action.is_none());
+    }
+}

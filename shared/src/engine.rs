@@ -23,11 +23,11 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
-use crate::job::{FailureRecord, Receipt, TransferJob, now_rfc3339};
+use crate::job::{AfterDelivery, FailureRecord, Receipt, SourceAction, TransferJob, now_rfc3339};
 use crate::layout::{failure_key, receipt_key};
 use crate::name_template::{NameParts, NameTemplate};
 use crate::retry::{RetryPolicy, Retryable};
-use crate::source::{Source, SourceObject};
+use crate::source::{Source, SourceError, SourceObject};
 use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
 use crate::transform::{Limits, Spooled, gunzip};
 use crate::verify::verifying;
@@ -411,11 +411,14 @@ impl TransferEngine {
         }
         let already_done = job.destinations.len() - pending.len();
         if pending.is_empty() {
-            tracing::info!("every destination already has a receipt; nothing to do");
-            return Ok(JobOutcome::Completed {
+            tracing::info!("every destination already has a receipt; nothing to deliver");
+            let outcome = JobOutcome::Completed {
                 delivered: 0,
                 already_done,
-            });
+            };
+            return self
+                .after_delivery(job_key, job, attempt, &retry, outcome)
+                .await;
         }
         if limits.stopped() {
             return interrupted(format!(
@@ -466,12 +469,102 @@ impl TransferEngine {
             return interrupted(progress.join("; "));
         }
         if errors.is_empty() {
-            return Ok(JobOutcome::Completed {
+            let outcome = JobOutcome::Completed {
                 delivered: pending.len(),
                 already_done,
-            });
+            };
+            return self
+                .after_delivery(job_key, job, attempt, &retry, outcome)
+                .await;
         }
         self.settle(job_key, job, attempt, errors).await
+    }
+
+    /// Once every destination has its receipt: the route's action on the source file. Deleting
+    /// is pinned to the copied version (If-Match); a file already gone counts as done; the
+    /// receipts then record what was done. A refused delete (no `d` in the SAS) dead-letters the
+    /// job with that reason: the deliveries stand, and a replay retries only the delete.
+    async fn after_delivery(
+        &self,
+        job_key: &str,
+        job: &TransferJob,
+        attempt: u32,
+        retry: &RetryPolicy,
+        outcome: JobOutcome,
+    ) -> Result<JobOutcome, JobError> {
+        if job.after_delivery != AfterDelivery::Delete {
+            return Ok(outcome);
+        }
+        let Some(source) = self.sources.get(&job.source) else {
+            let reason = format!("source {:?} is not configured", job.source);
+            let errors = BTreeMap::from([("source".to_string(), (reason, false))]);
+            return self.settle(job_key, job, attempt, errors).await;
+        };
+        let state = self.state.as_ref();
+        let mut receipts = Vec::new();
+        for dest in &job.destinations {
+            let key = receipt_key(&job.id, dest);
+            if let Some((receipt, _)) = retry
+                .run("read receipt", || state.get_json::<Receipt>(&key))
+                .await?
+            {
+                receipts.push((key, receipt));
+            }
+        }
+        if !receipts.is_empty() && receipts.iter().all(|(_, r)| r.source_action.is_some()) {
+            return Ok(outcome);
+        }
+        let deleted = match retry
+            .run("delete source file", || source.delete(&job.object))
+            .await
+        {
+            // A conditional delete of a file already gone may answer 412: look before judging.
+            Err(SourceError::Changed { .. })
+                if matches!(
+                    source.stat(&job.object.container, &job.object.name).await,
+                    Err(SourceError::NotFound(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            other => other,
+        };
+        let action = match deleted {
+            Ok(true) => "deleted",
+            Ok(false) => "already_gone",
+            Err(e) => {
+                let reason = match &e {
+                    SourceError::AccessDenied { code } => format!(
+                        "every destination has its receipt, but deleting the source file was refused ({code}): the SAS lacks the `d` (delete) permission that after_delivery: delete needs; add `d` to the SAS or its stored access policy, then replay"
+                    ),
+                    SourceError::Changed { .. } => {
+                        "every destination has its receipt, but the source file was replaced after it was copied: the new version is kept (not deleted)".to_string()
+                    }
+                    other => format!(
+                        "every destination has its receipt, but deleting the source file failed: {other}"
+                    ),
+                };
+                let retryable = e.is_retryable();
+                let errors = BTreeMap::from([("source".to_string(), (reason, retryable))]);
+                return self.settle(job_key, job, attempt, errors).await;
+            }
+        };
+        let done = SourceAction {
+            action: action.to_string(),
+            at: now_rfc3339(),
+        };
+        for (key, mut receipt) in receipts {
+            if receipt.source_action.is_none() {
+                receipt.source_action = Some(done.clone());
+                retry
+                    .run("record source action", || {
+                        state.put_json(&key, &receipt, PutMode::Overwrite)
+                    })
+                    .await?;
+            }
+        }
+        tracing::info!(action, file = %job.object.name, "source file dealt with after delivery");
+        Ok(outcome)
     }
 
     /// Decides between another attempt and a dead letter for failed destinations
@@ -675,6 +768,7 @@ impl TransferEngine {
             duration_ms: elapsed.as_millis() as u64,
             transform: prepared.staged.as_ref().map(|_| "gunzip".to_string()),
             remote_hash: written.remote_hash,
+            source_action: None,
         };
         let state = self.state.as_ref();
         let key = receipt_key(&job.id, dest_name);
@@ -842,6 +936,7 @@ mod tests {
             destinations: dests.iter().map(|(n, _)| n.to_string()).collect(),
             target_folder: None,
             name_template: None,
+            after_delivery: Default::default(),
             correlation_id: "corr".into(),
             created_at: now_rfc3339(),
             export: None,

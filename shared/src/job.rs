@@ -30,6 +30,9 @@ pub struct TransferJob {
     /// run of the job writes the same name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_template: Option<String>,
+    /// What to do to the source file once every destination has its receipt (from the route).
+    #[serde(default, skip_serializing_if = "AfterDelivery::is_none")]
+    pub after_delivery: AfterDelivery,
     /// Correlation id of the request that created the job (for following it through logs).
     pub correlation_id: String,
     /// RFC 3339 creation time.
@@ -167,6 +170,40 @@ pub struct Receipt {
     /// The destination's own hash of what it stored, when it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_hash: Option<RemoteHash>,
+    /// What was done to the source file after every destination had its receipt (routes with
+    /// `after_delivery: delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_action: Option<SourceAction>,
+}
+
+/// What a route does to the source file once every destination of a job has a receipt.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterDelivery {
+    /// Leave it where it is (the source's own retention removes it).
+    #[default]
+    None,
+    /// Delete it (pinned to the version that was copied: a file replaced meanwhile is kept).
+    /// The source's SAS needs `d`.
+    Delete,
+}
+
+impl AfterDelivery {
+    /// True for the default, so jobs and configs without it stay as they were.
+    pub fn is_none(&self) -> bool {
+        *self == AfterDelivery::None
+    }
+}
+
+/// Recorded in each receipt once the source file was dealt with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceAction {
+    /// `deleted`, or `already_gone` when a previous run (or someone else) had deleted it.
+    pub action: String,
+    /// RFC 3339 time of the action.
+    pub at: String,
 }
 
 /// A hash the destination computed itself over what it stored (e.g. OneDrive's quickXorHash),

@@ -84,6 +84,10 @@ pub struct Options {
     pub all_route_destinations: Option<Vec<&'static str>>,
     /// `name_template` of the "all" route.
     pub name_template: Option<&'static str>,
+    /// `after_delivery` of the "all" route.
+    pub after_delivery: Option<&'static str>,
+    /// Permissions of the container's stored access policy the source's SAS names (`rl`).
+    pub source_permissions: Option<&'static str>,
     /// More destinations by name (e.g. `graph` on the Graph fake), added to the config.
     pub extra_destinations: Option<Value>,
 }
@@ -100,7 +104,7 @@ impl Pipeline {
             .set_access_policy(
                 &container,
                 "ferry-read",
-                "rl",
+                opts.source_permissions.unwrap_or("rl"),
                 SystemTime::now() + Duration::from_secs(3600),
             )
             .await
@@ -162,6 +166,9 @@ impl Pipeline {
             });
             if let Some(t) = opts.name_template {
                 config["routes"][0]["name_template"] = t.into();
+            }
+            if let Some(a) = opts.after_delivery {
+                config["routes"][0]["after_delivery"] = a.into();
             }
             for (name, dest) in opts
                 .extra_destinations

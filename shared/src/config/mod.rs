@@ -227,6 +227,12 @@ pub struct RouteConfig {
     /// when the config loads. Default: the file's own name.
     #[serde(default)]
     pub name_template: Option<String>,
+    /// What to do to the source file once every destination has a receipt: `none` (default)
+    /// or `delete` (never before the last receipt, never when a destination failed; only the
+    /// version that was copied). Deleting needs `d` in the source's SAS; without it the job is
+    /// dead-lettered with that reason after delivering, and a replay only retries the delete.
+    #[serde(default)]
+    pub after_delivery: crate::job::AfterDelivery,
 }
 
 /// Retry and give-up rules for transfers.

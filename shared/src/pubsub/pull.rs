@@ -554,6 +554,7 @@ impl ExportPuller {
             destinations: route.destinations.clone(),
             target_folder: route.target_folder.clone(),
             name_template: route.name_template.clone(),
+            after_delivery: route.after_delivery,
             correlation_id: notice.correlation_id.clone(),
             created_at: now_rfc3339(),
             export: Some(ExportFile {

@@ -239,6 +239,35 @@ impl Inner {
 }
 
 impl Inner {
+    /// Delete Blob, pinned to the copied version: 202 deleted, 404 already gone, 412 replaced.
+    async fn delete_once(&self, object: &SourceObject) -> Result<bool, SourceError> {
+        let plain = self.object_url(object)?;
+        let resp = self
+            .send(&plain, |http, signed| {
+                let req = http
+                    .delete(signed)
+                    .header("x-ms-version", API_VERSION)
+                    .header("x-ms-delete-snapshots", "include");
+                if object.etag.is_empty() {
+                    req
+                } else {
+                    req.header("if-match", object.etag.as_str())
+                }
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        let what = format!("Delete Blob {}", redact_url(&plain));
+        match check_status(resp, &what) {
+            Ok(_) => Ok(true),
+            Err(SourceError::Changed { .. }) => Err(SourceError::Changed {
+                etag: object.etag.clone(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// List Blobs (design 6b): one page of `container`, names starting with `prefix`.
     async fn list_once(
         &self,
@@ -660,6 +689,14 @@ impl Source for AzureBlobSource {
             resolved.content_type = object.content_type.clone();
         }
         Ok(resolved)
+    }
+
+    async fn delete(&self, object: &SourceObject) -> Result<bool, SourceError> {
+        let inner = &self.inner;
+        inner
+            .retry
+            .run("azure delete blob", || inner.delete_once(object))
+            .await
     }
 
     async fn list_page(

@@ -157,6 +157,14 @@ pub trait Source: Send + Sync {
             "this source cannot list its objects".into(),
         ))
     }
+    /// Deletes the object, pinned to `object.etag` when it has one (a replaced file is kept:
+    /// `SourceError::Changed`). `Ok(false)` when it was already gone. Sources that cannot
+    /// delete say so.
+    async fn delete(&self, _object: &SourceObject) -> Result<bool, SourceError> {
+        Err(SourceError::Permanent(
+            "this source cannot delete its objects".into(),
+        ))
+    }
     /// Opens the object's bytes, pinned to `object.etag`. Broken connections are resumed with
     /// range reads inside the stream; errors that survive that surface as `io::Error`s wrapping
     /// a `SourceError` (see `source_error_in`).
