@@ -8,6 +8,7 @@ pub mod engine;
 pub mod http_client;
 pub mod job;
 pub mod layout;
+pub mod metrics;
 pub mod names;
 pub mod pubsub;
 pub mod reconcile;
