@@ -21,6 +21,7 @@ use ferry_shared::view_sync::{ViewSource, ViewSync};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use support::pipeline::{Options, Pipeline, job_of};
+use support::pubsub::{Aad, ServiceBus, TokenService};
 use support::view::{MockView, ON_BEHALF_OF, records};
 
 /// One test at a time: the capture is shared by the process.
@@ -420,6 +421,138 @@ async fn view_sync_counts_records_and_reports_the_watermark_age() {
         1.0,
         "{failed:?}"
     );
+    assert_cold_starts_once();
+}
+
+#[tokio::test]
+async fn token_refresh_and_export_pull_count_tokens_and_messages_by_outcome() {
+    const CLIENT_ID: &str = "metrics-export-client";
+    const CLIENT_SECRET: &str = "aad-client-secret-Mt4~k8Rz1";
+    const INTEGRATION: &str = "ferry-metrics-export";
+    const SB_KEY: &str = "sbkey-bWV0cmljcy10ZXN0LWtleS0xMjM0NTY=";
+    support::aws_test_env();
+    support::logs::init();
+    let c = ferry_harness::shared();
+    let container = support::unique("export");
+    let admin = c.azurite.admin();
+    admin.create_container(&container).await.unwrap();
+    admin
+        .set_access_policy(
+            &container,
+            "gen-1",
+            "rl",
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    let blob_base = format!(
+        "http://127.0.0.1:{}/devstoreaccount1/{container}",
+        c.azurite.port
+    );
+    let aad = Aad::start(CLIENT_ID, Some(CLIENT_SECRET)).await;
+    let tokens = TokenService::start(&aad, INTEGRATION).await;
+    let bus = ServiceBus::start("listen", SB_KEY, Duration::from_secs(30)).await;
+    let sas = admin.container_sas_for_policy(&container, "gen-1");
+    tokens.answer(
+        &bus.connection_string(SB_KEY),
+        &bus.subscription,
+        &[format!("{blob_base}?{sas}")],
+    );
+    let state_bucket = support::unique("state");
+    c.moto.create_bucket(&state_bucket).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let source = support::unique("eg");
+    let config = json!({
+        "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
+        "sources": {&source: {
+            "type": "pubsub_export",
+            "tenant_service_url": tokens.server.uri(),
+            "integration_name": INTEGRATION,
+            "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
+                    "scope": "api://eg-tenant-service/.default", "client_secret": support::file_secret(CLIENT_SECRET)},
+            "read_timeout_secs": 5, "receive_timeout_secs": 1, "deadline_margin_secs": 1,
+            "stop_when_idle": true, "min_refresh_interval_secs": 1
+        }},
+        "destinations": {"out": {"type": "local_dir", "path": out.path()}},
+        "routes": [{"name": "items", "source": &source, "blob_types": ["Gateway.ItemChanges"], "destinations": ["out"]}]
+    });
+    let notice = |blob_type: &str, id: &str, uri: &str| {
+        json!({"blobType": blob_type, "correlationId": id, "contentType": "application/x-jsonlines",
+               "contentEncoding": "", "uri": uri, "properties": {}})
+        .to_string()
+        .into_bytes()
+    };
+    // Wanted, unwanted, a uri on a foreign host, not a notification at all; and one wanted
+    // message waiting in the dead-letter subqueue.
+    bus.send(notice(
+        "Gateway.ItemChanges",
+        "c-1",
+        &format!("{blob_base}/a.jsonl"),
+    ));
+    bus.send(notice(
+        "Gateway.StockChanges",
+        "c-2",
+        &format!("{blob_base}/b.jsonl"),
+    ));
+    bus.send(notice(
+        "Gateway.ItemChanges",
+        "c-3",
+        "https://elsewhere.example/x/c.jsonl",
+    ));
+    bus.send(b"not json".to_vec());
+    bus.send_dead_letter(
+        notice(
+            "Gateway.ItemChanges",
+            "c-4",
+            &format!("{blob_base}/d.jsonl"),
+        ),
+        "MaxDeliveryCountExceeded",
+    );
+
+    let services = support::services(&config).await;
+    let caches = services.token_caches().await.unwrap();
+    let pullers = services.export_pullers().await.unwrap();
+    let (_, refreshed) = captured(async {
+        let event = LambdaEvent::new(json!({}), Context::default());
+        token_refresh::handle(&caches, event).await.unwrap()
+    })
+    .await;
+    let dims = [("Source", source.as_str())];
+    assert_eq!(
+        sum(&refreshed, "TokensRefreshed", "token-refresh", &dims),
+        1.0
+    );
+    assert_eq!(
+        sum(&refreshed, "TokenRefreshFailures", "token-refresh", &dims),
+        0.0
+    );
+
+    let (summary, pulled) = captured(async {
+        let mut context = Context::default();
+        context.deadline = ferry_shared::token::now_ms() + 20_000;
+        export_pull::handle(&pullers, LambdaEvent::new(json!({}), context))
+            .await
+            .unwrap()["sources"][0]
+            .clone()
+    })
+    .await;
+    let f = "export-pull";
+    let field = |k: &str| summary[k].as_f64().unwrap();
+    for (metric, value) in [
+        // The subscription's four (the dead-lettered one is counted as drained).
+        ("ExportMessagesPulled", 4.0),
+        ("ExportJobsCreated", 2.0),
+        ("ExportMessagesSkipped", 1.0),
+        ("ExportMessagesRefused", 2.0),
+        ("ExportDeadLettersDrained", 1.0),
+        ("ExportDeadLetterJobs", 1.0),
+        ("ExportDeadLettersRefused", 0.0),
+    ] {
+        assert_eq!(sum(&pulled, metric, f, &dims), value, "{metric}: {summary}");
+    }
+    assert_eq!(field("received"), 4.0, "{summary}");
+    // The tokens token-refresh stored were used: export-pull refreshed none.
+    assert_eq!(sum(&pulled, "TokensRefreshed", f, &dims), 0.0);
     assert_cold_starts_once();
 }
 
