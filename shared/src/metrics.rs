@@ -30,8 +30,12 @@ use serde_json::{Map, Value, json};
 /// The CloudWatch namespace of every ferry metric.
 pub const NAMESPACE: &str = "ferry";
 
-/// EMF allows at most this many values per metric in one line (and 100 metrics per directive).
+/// EMF allows at most this many values per metric in one line.
 pub const MAX_VALUES: usize = 100;
+
+/// EMF allows at most this many metrics per directive: a dimension set with more is split
+/// over several lines.
+pub const MAX_METRICS: usize = 100;
 
 /// Where metric lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,10 +230,13 @@ impl Recorder {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let lines: Vec<String> = series
-            .into_iter()
-            .map(|(dims, metrics)| line(timestamp, &dims, &metrics).to_string())
-            .collect();
+        let mut lines = Vec::new();
+        for (dims, metrics) in series {
+            let metrics: Vec<(&'static str, Series)> = metrics.into_iter().collect();
+            for group in metrics.chunks(MAX_METRICS) {
+                lines.push(line(timestamp, &dims, group).to_string());
+            }
+        }
         let mut target = lock(&TARGET);
         match &mut *target {
             Target::Off => {}
@@ -247,7 +254,7 @@ impl Recorder {
 }
 
 /// One EMF line: the directive, then every dimension and metric as a root member.
-fn line(timestamp: u64, dims: &DimensionSet, metrics: &BTreeMap<&'static str, Series>) -> Value {
+fn line(timestamp: u64, dims: &DimensionSet, metrics: &[(&'static str, Series)]) -> Value {
     let keys: Vec<&str> = dims.iter().map(|(k, _)| *k).collect();
     let mut sets = vec![keys.clone()];
     if keys.len() > 1 {
@@ -333,5 +340,37 @@ mod tests {
             json!([["Function"]])
         );
         assert!(captured().iter().all(|l| !l.contains("Outside")));
+    }
+
+    #[tokio::test]
+    async fn more_than_a_directive_holds_is_split_over_lines() {
+        capture();
+        invocation("unit-test-split", async {
+            for i in 0..(MAX_METRICS + 1) {
+                let name: &'static str = Box::leak(format!("M{i:03}").into_boxed_str());
+                add(name, Unit::Count, 1.0, &[("Part", "A")]);
+            }
+            for _ in 0..(MAX_VALUES + 5) {
+                sample("S", Unit::Milliseconds, 1.0, &[("Part", "B")]);
+            }
+        })
+        .await;
+        let lines: Vec<Value> = captured()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &Value| v["Function"] == "unit-test-split" && v.get("Part").is_some())
+            .collect();
+        let sizes: Vec<usize> = lines
+            .iter()
+            .map(|l| {
+                l["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(sizes, [MAX_METRICS, 1, 1], "{lines:?}");
+        let samples = lines.iter().find(|l| l["Part"] == "B").unwrap();
+        assert_eq!(samples["S"].as_array().unwrap().len(), MAX_VALUES);
     }
 }
