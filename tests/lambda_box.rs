@@ -548,6 +548,26 @@ async fn deployed_functions_run_with_their_own_roles() {
     }
     secrets_resolved_are_granted(&deployed, &logs);
 
+    // Metrics: each function printed EMF lines named by its deployed function name (Lambda's
+    // AWS_LAMBDA_FUNCTION_NAME), with one cold start; blob-copy's bytes to SFTP on route hmis
+    // are the two files it delivered there (the webhook's and the missed one).
+    for (f, lines) in &logs {
+        let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+        let name = &deployed.function_names[f];
+        assert!(
+            !emf.is_empty() && emf.iter().all(|l| l["Function"] == json!(name)),
+            "{f} printed EMF lines for {name}: {emf:?}"
+        );
+        let cold: f64 = emf.iter().filter_map(|l| l["ColdStart"].as_f64()).sum();
+        assert_eq!(cold, 1.0, "one cold start of {f}");
+    }
+    let sftp_bytes: f64 = logs["blob-copy"]
+        .iter()
+        .filter(|l| l["Route"] == "hmis" && l["Destination"] == SFTP_DEST)
+        .filter_map(|l| l["BytesDelivered"].as_f64())
+        .sum();
+    assert_eq!(sftp_bytes, (bytes.len() + missed_bytes.len()) as f64);
+
     // Negatives: the same function with one S3 grant removed fails, naming what was denied.
     let t = Instant::now();
     let role = &deployed.role_names["view-sync"];

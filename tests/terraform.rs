@@ -318,6 +318,7 @@ fn complete_example_applies_to_moto_without_drift_and_destroys() {
     deployed.assert_iam(&api);
     deployed.assert_state_grants_match_layout(&api);
     deployed.assert_logs_and_alarms(&api, out("alarm_topic_arn").as_str().unwrap());
+    deployed.assert_dashboard(&api, out("dashboard_name").as_str().unwrap());
     deployed.assert_secrets_hold_no_value(&api);
     assert_state_holds_no_secret_value(&tf, &example, &env);
 
@@ -1231,9 +1232,23 @@ impl Deployed {
                 format!("ferry/{NAME}/{metric} GreaterThanOrEqualToThreshold "),
             );
         }
+        // On ferry's own EMF metrics, by the Function-only dimension set.
+        for (alarm, metric, function) in [
+            ("delivery-failures", "DeliveryFailures", "blob-copy"),
+            ("dead-letters", "JobsDeadLettered", "blob-copy"),
+            ("view-lag", "WatermarkAge", "view-sync"),
+        ] {
+            expected.insert(
+                format!("{NAME}-{alarm}"),
+                format!(
+                    "ferry/{metric} GreaterThanOrEqualToThreshold {}",
+                    self.name(function)
+                ),
+            );
+        }
         assert_eq!(
             alarms, expected,
-            "alarms on DLQ depth, on each function's errors, on missed webhooks and dead-lettered exports"
+            "alarms on DLQ depth, on each function's errors, on missed webhooks and dead-lettered exports, on delivery failures, dead letters and view lag"
         );
         for (function, message, metric, value) in [
             (
@@ -1271,6 +1286,93 @@ impl Deployed {
                 "{filters}"
             );
         }
+    }
+
+    /// The dashboard's widgets chart ferry's metrics of the deployed functions (by SEARCH over
+    /// their dimensions) and AWS's: queue age, DLQ depth, each function's errors, throttles and
+    /// p95 duration.
+    fn assert_dashboard(&self, api: &MotoApi, dashboard_name: &str) {
+        assert_eq!(dashboard_name, NAME);
+        let xml = api.query(
+            "monitoring",
+            &[
+                ("Action", "GetDashboard"),
+                ("Version", "2010-08-01"),
+                ("DashboardName", dashboard_name),
+            ],
+        );
+        let body = xml_first(&xml, "DashboardBody").unwrap_or_else(|| panic!("{xml}"));
+        let body: Value = serde_json::from_str(&xml_unescape(&body)).unwrap();
+        let widgets = body["widgets"].as_array().unwrap();
+        let titles: Vec<&str> = widgets
+            .iter()
+            .map(|w| w["properties"]["title"].as_str().unwrap())
+            .collect();
+        // Every expression and metric array of every widget, as text.
+        let charted: Vec<String> = widgets
+            .iter()
+            .flat_map(|w| w["properties"]["metrics"].as_array().unwrap().clone())
+            .map(|m| m.to_string())
+            .collect();
+        let charts = |needle: &str| charted.iter().any(|m| m.contains(needle));
+        for (metric, function) in [
+            ("FilesDelivered", "blob-copy"),
+            ("BytesDelivered", "blob-copy"),
+            ("DeliveryFailures", "blob-copy"),
+            ("JobsDeadLettered", "blob-copy"),
+            ("DeliveryDuration", "blob-copy"),
+            ("WebhookRequests", "webhook-ingest"),
+            ("WatermarkAge", "view-sync"),
+            ("ViewRecordsSynced", "view-sync"),
+        ] {
+            let search = charted
+                .iter()
+                .find(|m| m.contains(&format!("MetricName=\\\"{metric}\\\"")))
+                .unwrap_or_else(|| panic!("no widget charts {metric}: {charted:#?}"));
+            assert!(
+                search.contains("SEARCH(")
+                    && search.contains("{ferry,Function,")
+                    && search.contains(&format!("Function=\\\"{}\\\"", self.name(function))),
+                "{metric} is searched in namespace ferry for {function}: {search}"
+            );
+        }
+        let jobs_queue = format!("{NAME}-jobs");
+        let dlq = format!("{NAME}-jobs-dlq");
+        assert!(
+            charted
+                .iter()
+                .any(|m| m.contains("ApproximateAgeOfOldestMessage")
+                    && m.contains(&format!("\"{jobs_queue}\""))),
+            "queue age of {jobs_queue}: {charted:#?}"
+        );
+        assert!(
+            charted
+                .iter()
+                .any(|m| m.contains("ApproximateNumberOfMessagesVisible")
+                    && m.contains(&format!("\"{dlq}\""))),
+            "DLQ depth of {dlq}: {charted:#?}"
+        );
+        for f in FUNCTIONS {
+            let name = self.name(f);
+            for metric in ["Errors", "Throttles"] {
+                assert!(
+                    charts(&format!(
+                        "[\"AWS/Lambda\",\"{metric}\",\"FunctionName\",\"{name}\""
+                    )),
+                    "{metric} of {name}: {charted:#?}"
+                );
+            }
+            assert!(
+                charted.iter().any(|m| m
+                    .contains(&format!("\"Duration\",\"FunctionName\",\"{name}\""))
+                    && m.contains("\"p95\"")),
+                "p95 duration of {name}: {charted:#?}"
+            );
+        }
+        assert!(
+            titles.iter().any(|t| t.starts_with("View lag")),
+            "{titles:?}"
+        );
     }
 
     fn assert_secrets_hold_no_value(&self, api: &MotoApi) {

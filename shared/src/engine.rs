@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
 use crate::job::{AfterDelivery, FailureRecord, Receipt, SourceAction, TransferJob, now_rfc3339};
 use crate::layout::{failure_key, receipt_key};
+use crate::metrics::{self, Unit};
 use crate::name_template::{NameParts, NameTemplate};
 use crate::retry::{RetryPolicy, Retryable};
 use crate::source::{Source, SourceError, SourceObject};
@@ -366,8 +367,8 @@ impl TransferEngine {
                 .instrument(span)
                 .await
         };
-        limits
-            .unless_past(|c| c.drop_run, run)
+        let run = limits.unless_past(|c| c.drop_run, run);
+        metrics::invocation("blob-copy", run)
             .await
             .unwrap_or_else(|| Err(interrupted("cut off while finishing (receipts or state)")))
     }
@@ -437,7 +438,10 @@ impl TransferEngine {
                 tracing::warn!(error = %e, "cannot prepare the file");
                 let errors = pending
                     .iter()
-                    .map(|d| (d.to_string(), (e.to_string(), e.is_retryable())))
+                    .map(|d| {
+                        record_failure(&job.route, d, &e);
+                        (d.to_string(), (e.to_string(), e.is_retryable()))
+                    })
                     .collect();
                 return self.settle(job_key, job, attempt, errors).await;
             }
@@ -459,6 +463,7 @@ impl TransferEngine {
                     progress.push(format!("{dest}: {kept_bytes} of {size} bytes kept"));
                 }
                 Err(e) => {
+                    record_failure(&job.route, dest, &e);
                     progress.push(format!("{dest}: failed ({e})"));
                     errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
                 }
@@ -585,6 +590,7 @@ impl TransferEngine {
             .collect::<Vec<_>>()
             .join("; ");
         if retryable && attempt < self.max_attempts {
+            metrics::add("JobsRetried", Unit::Count, 1.0, &[("Route", &job.route)]);
             tracing::warn!(attempt, max_attempts = self.max_attempts, %reason, "job failed; will be retried");
             return Err(JobError::RetryLater {
                 job_id: job.id.clone(),
@@ -611,6 +617,17 @@ impl TransferEngine {
             })
             .await?;
         tracing::error!(attempt, reason = %record.reason, failed_key = %fkey, "job dead-lettered");
+        let kind = if retryable {
+            "attempts_exhausted"
+        } else {
+            "permanent"
+        };
+        metrics::add(
+            "JobsDeadLettered",
+            Unit::Count,
+            1.0,
+            &[("Route", &job.route), ("Kind", kind)],
+        );
         Ok(JobOutcome::DeadLettered {
             reason: record.reason,
         })
@@ -790,10 +807,33 @@ impl TransferEngine {
                     DestinationError::Rejected(reason)
                 }
             })?;
+        let dims = [("Route", job.route.as_str()), ("Destination", dest_name)];
+        metrics::add("FilesDelivered", Unit::Count, 1.0, &dims);
+        metrics::add("BytesDelivered", Unit::Bytes, receipt.bytes as f64, &dims);
+        metrics::sample(
+            "DeliveryDuration",
+            Unit::Milliseconds,
+            elapsed.as_secs_f64() * 1000.0,
+            &dims,
+        );
         let mb_per_s = receipt.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6);
         tracing::info!(destination = dest_name, location = %receipt.location, bytes = receipt.bytes, ms = receipt.duration_ms, mb_per_s = format!("{mb_per_s:.1}"), "delivered");
         Ok(receipt)
     }
+}
+
+/// Counts one destination's failed attempt, by the failure's kind.
+fn record_failure(route: &str, destination: &str, e: &DestinationError) {
+    metrics::add(
+        "DeliveryFailures",
+        Unit::Count,
+        1.0,
+        &[
+            ("Route", route),
+            ("Destination", destination),
+            ("Kind", e.kind()),
+        ],
+    );
 }
 
 #[cfg(test)]

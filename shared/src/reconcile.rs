@@ -93,6 +93,27 @@ impl SweepSummary {
         self.routes.iter().map(|r| r.created).sum()
     }
 
+    /// Counts the sweep per `Route`: blobs listed, jobs created (missed webhooks), already
+    /// known, names refused, and routes that could not be swept. A dry run counts nothing.
+    pub fn record_metrics(&self) {
+        use crate::metrics::{Unit, add};
+        if self.dry_run {
+            return;
+        }
+        for r in &self.routes {
+            let dims = [("Route", r.route.as_str())];
+            for (name, value) in [
+                ("ReconcileListed", r.listed),
+                ("ReconcileCreated", r.created),
+                ("ReconcileAlreadyKnown", r.already_known),
+                ("ReconcileRefused", r.refused_name),
+                ("ReconcileFailures", u64::from(r.error.is_some())),
+            ] {
+                add(name, Unit::Count, value as f64, &dims);
+            }
+        }
+    }
+
     /// Every route's error, as `route "<name>": <error>`.
     pub fn errors(&self) -> Vec<String> {
         self.routes
@@ -193,6 +214,17 @@ impl Reconciler {
     /// is reported once in its entry and the others are still swept; an unknown route name is
     /// an error before anything is listed.
     pub async fn sweep(&self, options: &SweepOptions) -> Result<SweepSummary, String> {
+        crate::metrics::invocation("reconcile", async {
+            let result = self.sweep_routes(options).await;
+            if let Ok(summary) = &result {
+                summary.record_metrics();
+            }
+            result
+        })
+        .await
+    }
+
+    async fn sweep_routes(&self, options: &SweepOptions) -> Result<SweepSummary, String> {
         if let Some(unknown) = options
             .routes
             .iter()

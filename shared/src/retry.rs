@@ -131,6 +131,12 @@ impl RetryPolicy {
                 }
             })
             .notify(|e: &E, wait: Duration| {
+                crate::metrics::add(
+                    "Retries",
+                    crate::metrics::Unit::Count,
+                    1.0,
+                    &[("Operation", what)],
+                );
                 tracing::warn!(operation = what, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
             })
             .await;

@@ -143,8 +143,28 @@ impl WebhookService {
         })
     }
 
-    /// Handles one call. Never panics on input; every rejection carries a reason.
+    /// Handles one call. Never panics on input; every rejection carries a reason. Counts the
+    /// call in `WebhookRequests` by `Outcome` (accepted, duplicate, refused) and `Status`.
     pub async fn handle(&self, req: WebhookRequest) -> WebhookResponse {
+        crate::metrics::invocation("webhook-ingest", async {
+            let answer = self.answer(req).await;
+            let outcome = match answer.status {
+                202 => "accepted",
+                200 => "duplicate",
+                _ => "refused",
+            };
+            crate::metrics::add(
+                "WebhookRequests",
+                crate::metrics::Unit::Count,
+                1.0,
+                &[("Outcome", outcome), ("Status", &answer.status.to_string())],
+            );
+            answer
+        })
+        .await
+    }
+
+    async fn answer(&self, req: WebhookRequest) -> WebhookResponse {
         let cid = req.correlation_id.as_str();
         if !matches!(req.method, Method::GET | Method::POST | Method::PUT) {
             return reject(
@@ -316,6 +336,12 @@ impl WebhookService {
                 "duplicate"
             }
         };
+        crate::metrics::add(
+            "WebhookJobs",
+            crate::metrics::Unit::Count,
+            1.0,
+            &[("Route", &route.name), ("Outcome", status)],
+        );
         Ok((id, key, status))
     }
 }

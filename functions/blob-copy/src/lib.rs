@@ -65,8 +65,16 @@ pub fn deadline(context: &lambda_runtime::Context) -> Option<tokio::time::Instan
 }
 
 /// Runs every job in the batch before the invocation's deadline; returns the messages to
-/// redeliver (failed, or stopped at the deadline).
+/// redeliver (failed, or stopped at the deadline). The invocation's metrics (files, bytes and
+/// durations per route and destination, failures, dead letters, retries) are written at its end.
 pub async fn handle(
+    engine: &TransferEngine,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    ferry_shared::metrics::invocation("blob-copy", run_batch(engine, event)).await
+}
+
+async fn run_batch(
     engine: &TransferEngine,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {

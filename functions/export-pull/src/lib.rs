@@ -26,7 +26,12 @@ pub fn budget(context: &lambda_runtime::Context) -> Duration {
 
 /// Runs every source's puller for `budget` (less its margin); all summaries, or the first error
 /// after every puller has stopped.
+/// One invocation: its metrics (per source) are written when it ends.
 pub async fn run(pullers: &[ExportPuller], budget: Duration) -> Result<Vec<PullSummary>, Error> {
+    ferry_shared::metrics::invocation("export-pull", pull_all(pullers, budget)).await
+}
+
+async fn pull_all(pullers: &[ExportPuller], budget: Duration) -> Result<Vec<PullSummary>, Error> {
     let started = Instant::now();
     let results = join_all(pullers.iter().map(|p| {
         let until = started + budget.saturating_sub(p.deadline_margin());

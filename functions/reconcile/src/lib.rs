@@ -45,8 +45,13 @@ impl ReconcileRequest {
     }
 }
 
-/// Runs one sweep; fails (after sweeping every route) when a route could not be swept.
+/// Runs one sweep; fails (after sweeping every route) when a route could not be swept. Its
+/// metrics (per route: listed, created, already known, refused) are written when it ends.
 pub async fn handle(reconciler: &Reconciler, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    ferry_shared::metrics::invocation("reconcile", sweep(reconciler, event)).await
+}
+
+async fn sweep(reconciler: &Reconciler, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
     let request: ReconcileRequest = if payload.is_null() {
         ReconcileRequest::default()

@@ -11,11 +11,13 @@ use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
 
 /// Refreshes what is due; fails the invocation (so the schedule's alarms see it) when any source
-/// could not be refreshed, naming the cause (e.g. permissions not granted yet).
-pub async fn handle(
-    caches: &[Arc<TokenCache>],
-    _event: LambdaEvent<Value>,
-) -> Result<Value, Error> {
+/// could not be refreshed, naming the cause (e.g. permissions not granted yet). Its metrics
+/// (`TokensRefreshed`, `TokenRefreshFailures` per source) are written when it ends.
+pub async fn handle(caches: &[Arc<TokenCache>], event: LambdaEvent<Value>) -> Result<Value, Error> {
+    ferry_shared::metrics::invocation("token-refresh", refresh(caches, event)).await
+}
+
+async fn refresh(caches: &[Arc<TokenCache>], _event: LambdaEvent<Value>) -> Result<Value, Error> {
     let results = join_all(
         caches
             .iter()

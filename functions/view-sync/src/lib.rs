@@ -27,8 +27,16 @@ pub fn parse_request(payload: serde_json::Value) -> Result<SyncRequest, serde_js
     serde_json::from_value(payload)
 }
 
-/// Runs the requested views; `Ok` with a summary when none failed.
+/// Runs the requested views; `Ok` with a summary when none failed. One invocation's metrics
+/// (records synced per view, watermark age, failures) are written when it ends.
 pub async fn handle(
+    sync: &ViewSync,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, Error> {
+    ferry_shared::metrics::invocation("view-sync", sync_views(sync, event)).await
+}
+
+async fn sync_views(
     sync: &ViewSync,
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, Error> {

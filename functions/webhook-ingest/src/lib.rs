@@ -4,8 +4,13 @@
 use ferry_shared::webhook::{WebhookRequest, WebhookService};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 
-/// Handles one function URL request.
+/// Handles one function URL request; its metrics (`WebhookRequests`, `WebhookJobs`) are
+/// written when it ends.
 pub async fn handle(service: &WebhookService, request: Request) -> Result<Response<Body>, Error> {
+    ferry_shared::metrics::invocation("webhook-ingest", respond(service, request)).await
+}
+
+async fn respond(service: &WebhookService, request: Request) -> Result<Response<Body>, Error> {
     let correlation_id = request
         .lambda_context_ref()
         .map(|c| c.request_id.clone())

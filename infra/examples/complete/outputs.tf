@@ -82,3 +82,8 @@ output "ferry_config" {
   description = "The FERRY_CONFIG every function receives (JSON; secret references only)."
   value       = local.config_json
 }
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of deliveries, bytes, failures, dead letters, queue age, DLQ depth, function errors/throttles/duration and view lag."
+  value       = aws_cloudwatch_dashboard.ferry.dashboard_name
+}

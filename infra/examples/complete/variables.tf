@@ -380,3 +380,25 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "delivery_failures_alarm_threshold" {
+  description = "Failed delivery attempts (ferry metric `DeliveryFailures`, every route and destination, retried ones included) within 15 minutes that raise the `delivery-failures` alarm."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.delivery_failures_alarm_threshold >= 1
+    error_message = "delivery_failures_alarm_threshold must be at least 1."
+  }
+}
+
+variable "view_lag_alarm_seconds" {
+  description = "Raise the `view-lag` alarm when a view's watermark (ferry metric `WatermarkAge`, reported by each view-sync run) has not moved for this many seconds. A view that is quiet for longer than this raises it too: set it above the longest quiet spell of your views. Null: no alarm."
+  type        = number
+  default     = 86400
+
+  validation {
+    condition     = var.view_lag_alarm_seconds == null || try(var.view_lag_alarm_seconds >= 60, false)
+    error_message = "view_lag_alarm_seconds must be null or at least 60."
+  }
+}

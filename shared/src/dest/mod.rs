@@ -119,6 +119,24 @@ impl Retryable for DestinationError {
 }
 
 impl DestinationError {
+    /// The failure's kind as a metric dimension (`Kind` of `DeliveryFailures`): bounded,
+    /// `snake_case`, never the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DestinationError::Source(SourceError::AccessDenied { .. }) => "source_access_denied",
+            DestinationError::Source(SourceError::NotFound(_)) => "source_not_found",
+            DestinationError::Source(SourceError::Transient { .. }) => "source_unavailable",
+            DestinationError::Source(_) => "source_refused",
+            DestinationError::Unauthorized(_) => "unauthorized",
+            DestinationError::UntrustedHost(_) => "untrusted_host",
+            DestinationError::Transient { .. } => "unavailable",
+            DestinationError::Rejected(_) => "rejected",
+            DestinationError::Verification(_) => "verification",
+            DestinationError::Transform(_) => "transform",
+            DestinationError::Interrupted { .. } => "interrupted",
+        }
+    }
+
     /// Classifies an I/O error from a write: the source's own error if it came from the stream,
     /// a verification error if the verifier raised it, else a transient destination failure.
     pub fn from_io(context: &str, e: &std::io::Error) -> Self {

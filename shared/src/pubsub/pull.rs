@@ -88,6 +88,28 @@ pub struct PullSummary {
     pub job_keys: Vec<String>,
 }
 
+impl PullSummary {
+    /// Counts the run per `Source`: messages pulled, jobs created, skipped and refused messages
+    /// (poison included), lost locks, and the dead-letter drain's messages, jobs and refusals.
+    pub fn record_metrics(&self) {
+        use crate::metrics::{Unit, add};
+        let dims = [("Source", self.source.as_str())];
+        for (name, value) in [
+            ("ExportMessagesPulled", self.received),
+            ("ExportJobsCreated", self.jobs_created),
+            ("ExportJobsExisting", self.jobs_existing),
+            ("ExportMessagesSkipped", self.skipped),
+            ("ExportMessagesRefused", self.refused + self.poison),
+            ("ExportLocksLost", self.lock_lost + self.locks_lost),
+            ("ExportDeadLettersDrained", self.dead_letter_drained),
+            ("ExportDeadLetterJobs", self.dead_letter_jobs),
+            ("ExportDeadLettersRefused", self.dead_letter_refused),
+        ] {
+            add(name, Unit::Count, value as f64, &dims);
+        }
+    }
+}
+
 /// Why a run stopped early.
 #[derive(Debug, Error)]
 pub enum PullError {
@@ -191,6 +213,23 @@ impl ExportPuller {
     /// Drains the dead-letter subqueue (when `drain_dead_letters`), then receives and handles
     /// messages until `until` (or the first empty receive with `stop_when_idle`).
     pub async fn run(&self, until: Instant) -> Result<PullSummary, PullError> {
+        crate::metrics::invocation("export-pull", async {
+            let result = self.pull(until).await;
+            match &result {
+                Ok(summary) => summary.record_metrics(),
+                Err(_) => crate::metrics::add(
+                    "ExportPullFailures",
+                    crate::metrics::Unit::Count,
+                    1.0,
+                    &[("Source", &self.source)],
+                ),
+            }
+            result
+        })
+        .await
+    }
+
+    async fn pull(&self, until: Instant) -> Result<PullSummary, PullError> {
         let mut summary = PullSummary {
             source: self.source.clone(),
             ..Default::default()

@@ -241,6 +241,10 @@ impl TokenCache {
 
     /// The scheduled refresh: refreshes when the stored tokens expire within `refresh_ahead`.
     pub async fn refresh_if_due(&self) -> Result<RefreshOutcome, TokenError> {
+        crate::metrics::invocation("token-refresh", self.refresh_when_due()).await
+    }
+
+    async fn refresh_when_due(&self) -> Result<RefreshOutcome, TokenError> {
         let mut flight = self.flight.lock().await;
         if let Some(t) = self.adopt_stored().await?
             && t.expires_in() > self.settings.refresh_ahead
@@ -267,9 +271,17 @@ impl TokenCache {
     ) -> Result<Arc<ExportTokens>, TokenError> {
         tracing::info!(source = %self.source, reason = why, "refreshing tokens from the token service");
         *flight = Some(Instant::now());
+        let dims = [("Source", self.source.as_str())];
         let fresh = self.issuer.issue().await.inspect_err(|e| {
+            crate::metrics::add(
+                "TokenRefreshFailures",
+                crate::metrics::Unit::Count,
+                1.0,
+                &dims,
+            );
             tracing::error!(source = %self.source, error = %e, "token refresh failed");
         })?;
+        crate::metrics::add("TokensRefreshed", crate::metrics::Unit::Count, 1.0, &dims);
         self.issued.fetch_add(1, Ordering::SeqCst);
         let stored = match self.save(fresh.clone()).await {
             Ok(t) => t,

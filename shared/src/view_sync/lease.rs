@@ -212,6 +212,9 @@ pub struct WatermarkState {
     pub value: Option<Cursor>,
     /// ETag of the stored object (`None` when absent).
     pub etag: Option<String>,
+    /// When the watermark was last moved (its `updated_at`; `None` when absent or unreadable):
+    /// how far behind the view the sink may be (`WatermarkAge`).
+    pub updated_at: Option<SystemTime>,
 }
 
 /// Reads the watermark of `view`.
@@ -230,6 +233,7 @@ pub async fn read_watermark(
             Some((w, etag)) => WatermarkState {
                 value: Some(w.last_submission_id),
                 etag: Some(etag),
+                updated_at: humantime::parse_rfc3339_weak(&w.updated_at).ok(),
             },
         },
     )
@@ -273,6 +277,7 @@ pub async fn advance_watermark(
                 *known = WatermarkState {
                     value: Some(to.clone()),
                     etag: Some(etag),
+                    updated_at: Some(SystemTime::now()),
                 };
                 return Ok(to.clone());
             }

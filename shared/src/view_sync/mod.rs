@@ -153,6 +153,64 @@ pub enum SyncFailure {
     LeaseLost,
 }
 
+impl SyncFailure {
+    /// The failure's kind as a metric dimension (`Kind` of `ViewSyncFailures`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncFailure::UnknownView => "unknown_view",
+            SyncFailure::State(_) => "state",
+            SyncFailure::Unauthorized { .. } => "unauthorized",
+            SyncFailure::ViewHttp { .. } => "view_http",
+            SyncFailure::Timeout { .. } => "timeout",
+            SyncFailure::Transport(_) => "transport",
+            SyncFailure::Malformed(_) => "malformed",
+            SyncFailure::InvalidRecord { .. } => "invalid_record",
+            SyncFailure::OutOfOrder { .. } => "out_of_order",
+            SyncFailure::Sink { .. } => "sink",
+            SyncFailure::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+/// Counts a run of `view`: records synced and skipped (also those delivered before a failure),
+/// failures by kind, and a stale lease as a failure of kind `lease_stale`.
+fn record_metrics(view: &str, result: &Result<SyncOutcome, SyncError>) {
+    use crate::metrics::{Unit, add};
+    let dims = [("View", view)];
+    match result {
+        Ok(SyncOutcome::Synced(report)) => {
+            add(
+                "ViewRecordsSynced",
+                Unit::Count,
+                report.records as f64,
+                &dims,
+            );
+            add(
+                "ViewRecordsSkipped",
+                Unit::Count,
+                report.skipped as f64,
+                &dims,
+            );
+        }
+        Ok(SyncOutcome::LeaseHeld { .. }) => {}
+        Ok(SyncOutcome::LeaseStale { .. }) => add(
+            "ViewSyncFailures",
+            Unit::Count,
+            1.0,
+            &[("View", view), ("Kind", "lease_stale")],
+        ),
+        Err(e) => {
+            add("ViewRecordsSynced", Unit::Count, e.delivered as f64, &dims);
+            add(
+                "ViewSyncFailures",
+                Unit::Count,
+                1.0,
+                &[("View", view), ("Kind", e.failure.kind())],
+            );
+        }
+    }
+}
+
 impl Retryable for SyncFailure {
     fn is_retryable(&self) -> bool {
         match self {
@@ -250,6 +308,15 @@ impl ViewSync {
 
     /// Runs one sync of `name`.
     pub async fn sync(&self, name: &str) -> Result<SyncOutcome, SyncError> {
+        crate::metrics::invocation("view-sync", async {
+            let result = self.sync_once(name).await;
+            record_metrics(name, &result);
+            result
+        })
+        .await
+    }
+
+    async fn sync_once(&self, name: &str) -> Result<SyncOutcome, SyncError> {
         let fail = |failure| SyncError {
             view: name.to_string(),
             failure,
@@ -322,6 +389,17 @@ impl ViewSync {
             lease.release(state, &self.retry).await;
             let mut report = progress.report;
             report.watermark_after = progress.watermark.value.clone();
+            if let Some(at) = progress.watermark.updated_at {
+                let age = std::time::SystemTime::now()
+                    .duration_since(at)
+                    .unwrap_or_default();
+                crate::metrics::sample(
+                    "WatermarkAge",
+                    crate::metrics::Unit::Seconds,
+                    age.as_secs() as f64,
+                    &[("View", name)],
+                );
+            }
             report.duration_ms = started.elapsed().as_millis() as u64;
             match result {
                 Ok(()) => {
