@@ -108,6 +108,16 @@ impl Services {
         {
             destinations.insert(name.to_string(), self.destination(name, &state).await?);
         }
+        let mut encryption = BTreeMap::new();
+        for route in routes {
+            if let Some(encrypt) = &route.encrypt {
+                let recipients = encrypt.load(&self.secrets).await.map_err(|e| match e {
+                    crate::encrypt::LoadError::Secret(e) => SetupError::Secret(e),
+                    e => SetupError::Config(format!("route {:?}: {e}", route.name)),
+                })?;
+                encryption.insert(route.name.clone(), Arc::new(recipients));
+            }
+        }
         Ok(TransferEngine::new(
             state,
             sources,
@@ -117,7 +127,8 @@ impl Services {
         )
         .with_deadline_margin(Duration::from_secs(
             self.config.transfer.deadline_margin_secs,
-        )))
+        ))
+        .with_encryption(encryption))
     }
 
     /// webhook-ingest: the webhook token and the sources of webhook routes (those with a
