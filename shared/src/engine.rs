@@ -1104,6 +1104,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_that_asks_for_encryption_is_never_delivered_unencrypted() {
+        // The route lost its `encrypt` (or blob-copy has no keys for it): refuse, never plaintext.
+        let (engine, state) = engine(&[("ok", Kind::Delivers)], Duration::from_secs(5)).await;
+        let (mut job, _) = state
+            .get_json::<TransferJob>(JOB_KEY)
+            .await
+            .unwrap()
+            .unwrap();
+        job.encrypt = true;
+        state
+            .put_json(JOB_KEY, &job, PutMode::Overwrite)
+            .await
+            .unwrap();
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert!(
+            matches!(&outcome, JobOutcome::DeadLettered { reason } if reason.contains("refusing to deliver it unencrypted")),
+            "{outcome:?}"
+        );
+        assert!(!has(&state, &receipt_key("j1", "ok")));
+    }
+
+    #[tokio::test]
     async fn no_job_starts_within_the_margin() {
         let (engine, state) = engine(&[("ok", Kind::Delivers)], Duration::from_secs(5)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(4);

@@ -38,6 +38,9 @@ impl Keyring {
     /// `faked_time` backdates its creation (for an already expired key).
     pub fn new(uid: &str, algo: &str, usage: &str, expire: &str, faked_time: Option<&str>) -> Self {
         let home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+        // gpg warns about a home others can read.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let ring = Self {
             home,
             uid: uid.to_string(),
