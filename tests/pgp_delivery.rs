@@ -208,6 +208,21 @@ async fn unusable_recipient_keys_are_refused_naming_the_key() {
         e.contains("expired") && e.contains(&expired.fingerprint()) && e.contains("route \"all\""),
         "{e}"
     );
+    // ferry check reports it on the route, with what to do.
+    let reports = services
+        .probe_all(ferry_shared::services::PROBE_TIMEOUT)
+        .await;
+    let route = reports
+        .iter()
+        .find(|r| r.section == ferry_shared::probe::Section::Route && r.name == "all")
+        .expect("a report for the route's keys");
+    assert!(
+        route.line().starts_with("FAIL route all (encrypt): ")
+            && route.line().contains(&expired.fingerprint())
+            && route.line().contains("gpg --export"),
+        "{}",
+        route.line()
+    );
     let mut config = p.copy_config.clone();
     config["routes"][0]["encrypt"] = json!({"recipients": []});
     let e = ferry_shared::config::Config::from_json(&config.to_string())

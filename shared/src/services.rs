@@ -500,6 +500,26 @@ impl Services {
                 }),
             ));
         }
+        for route in &config.routes {
+            let Some(encrypt) = &route.encrypt else {
+                continue;
+            };
+            items.push((
+                Section::Route,
+                route.name.clone(),
+                "encrypt".into(),
+                Box::pin(async move {
+                    encrypt.load(&self.secrets).await.map(|_| ()).map_err(|e| match e {
+                        crate::encrypt::LoadError::Secret(e) => Problem::setup(&e.into()),
+                        e => Problem::new(
+                            e.to_string(),
+                            "give the recipient's current public key (gpg --export --armor KEYID); \
+                             an expired key needs a new expiry date or a new key from its owner",
+                        ),
+                    })
+                }),
+            ));
+        }
         let probes = items
             .into_iter()
             .map(|(section, name, kind, fut)| async move {
