@@ -20,7 +20,7 @@ test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --workspace --no-fail-fast
 
-## setup: install Azurite, moto, OpenSSH server and PostgreSQL (the last two via apt when missing; idempotent).
+## setup: install Azurite, moto, OpenSSH server, PostgreSQL and GnuPG (the last three via apt when missing; idempotent).
 setup:
 	bash scripts/install-components.sh
 

@@ -4,6 +4,7 @@
 #   - moto server (PyPI `moto[server]`) -> .local/venv/bin/moto_server
 #   - OpenSSH server (Debian)           -> /usr/sbin/sshd (never left running as a system service)
 #   - PostgreSQL server (Debian)        -> /usr/lib/postgresql/*/bin (no system cluster left running)
+#   - GnuPG (Debian `gnupg`)            -> gpg, gpg-agent (the encryption tests decrypt with it)
 # Everything except sshd goes under the git-ignored .local/ of the repository.
 # Quiet and fast when everything is already present; fails loudly otherwise.
 set -euo pipefail
@@ -166,8 +167,27 @@ install_postgres() {
     say "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin | tail -n 1)"
 }
 
+# True when gpg and its agent are on this machine (the pgp tests generate keys and decrypt).
+have_gpg() {
+    command -v gpg >/dev/null 2>&1 && command -v gpg-agent >/dev/null 2>&1 && command -v gpgconf >/dev/null 2>&1
+}
+
+install_gpg() {
+    have_gpg && return 0
+    command -v apt-get >/dev/null 2>&1 || die "gpg is missing and apt-get is not available: install GnuPG by hand"
+    [[ "$(id -u)" == 0 ]] || die "gpg is missing; installing gnupg needs root (run: sudo apt-get install -y gnupg)"
+    say "installing gnupg (apt-get) ..."
+    (
+        export DEBIAN_FRONTEND=noninteractive
+        run_logged "apt-get update" apt-get update -q
+        run_logged "apt-get install gnupg" apt-get install -y -q --no-install-recommends gnupg
+    )
+    have_gpg || die "apt-get install finished but gpg, gpg-agent or gpgconf is missing"
+    say "GnuPG installed: $(command -v gpg)"
+}
+
 # Fast path: nothing to do.
-if [[ -x "$AZURITE_BIN" && -x "$MOTO_BIN" && -x "$SSHD_BIN" ]] && have_postgres; then
+if [[ -x "$AZURITE_BIN" && -x "$MOTO_BIN" && -x "$SSHD_BIN" ]] && have_postgres && have_gpg; then
     exit 0
 fi
 
@@ -182,3 +202,4 @@ install_azurite
 install_moto
 install_sshd
 install_postgres
+install_gpg

@@ -479,6 +479,7 @@ mod tests {
             target_folder: None,
             name_template: None,
             after_delivery: Default::default(),
+            encrypt: false,
             correlation_id: id.into(),
             created_at: "2026-11-29T10:00:00Z".into(),
             export: None,
@@ -500,6 +501,7 @@ mod tests {
             transform: None,
             remote_hash: None,
             source_action: None,
+            plaintext: None,
         }
     }
 

@@ -789,6 +789,7 @@ mod tests {
             target_folder: None,
             name_template: None,
             after_delivery: Default::default(),
+            encrypt: false,
             correlation_id: id.into(),
             created_at: ferry_shared::job::now_rfc3339(),
             export: None,

@@ -36,7 +36,7 @@ const PRICES: &str = "Gateway.PriceChanges";
 const STOCK: &str = "Gateway.StockChanges";
 const CUSTOMERS: &str = "Gateway.CustomerChanges";
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Options {
     /// Serve blobs through a fault proxy.
     proxy: bool,
@@ -48,6 +48,8 @@ struct Options {
     lock_config_secs: Option<u64>,
     /// `min_refresh_interval_secs` in ferry's config.
     min_refresh_secs: u64,
+    /// `encrypt` of the `items` route.
+    encrypt: Option<Value>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             stop_when_idle: true,
             lock_config_secs: None,
             min_refresh_secs: 1,
+            encrypt: None,
         }
     }
 }
@@ -141,6 +144,9 @@ impl Export {
             ],
             "transfer": {"max_attempts": 3, "retries": 3, "initial_backoff_ms": 10, "max_backoff_ms": 200, "max_resumes": 5}
         });
+        if let Some(encrypt) = &opts.encrypt {
+            config["routes"][0]["encrypt"] = encrypt.clone();
+        }
         if let Some(secs) = opts.lock_config_secs {
             config["sources"][SOURCE]["lock_duration_secs"] = json!(secs);
         }
@@ -1554,5 +1560,58 @@ async fn a_blob_refusal_just_after_a_refresh_is_retried_later_not_dead_lettered(
         std::fs::read(e.out.join("items/young/blob.xml")).unwrap(),
         plain
     );
+    e.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn a_gzip_export_is_decompressed_then_encrypted_and_gpg_decrypts_it() {
+    if !support::gpg::have_gpg() {
+        return;
+    }
+    let partner = support::gpg::Keyring::new(
+        "Retail Partner <edi@partner.test>",
+        "future-default",
+        "default",
+        "never",
+        None,
+    );
+    let e = Export::new(Options {
+        encrypt: Some(json!({"recipients": [{"armored": partner.public_armored()}]})),
+        ..Options::default()
+    })
+    .await;
+    let plain = jsonl(91, 200_000);
+    e.upload("enc/items.jsonl.gz", &gz(&plain, 2)).await;
+    e.bus.send(notice(
+        ITEMS,
+        "corr-enc",
+        "application/x-jsonlines",
+        true,
+        &e.blob_url("enc/items.jsonl.gz"),
+        false,
+    ));
+    e.pull().await;
+    let jobs = e.jobs().await;
+    let items: Vec<_> = jobs
+        .iter()
+        .filter(|k| k.starts_with("jobs/items/"))
+        .collect();
+    assert_eq!(items.len(), 1, "{jobs:?}");
+    assert!(!e.copy(items[0]).await, "delivered");
+    let job = e.job(items[0]).await;
+    assert!(job.encrypt);
+    let ciphertext =
+        std::fs::read(e.out.join("items/enc/items.jsonl.pgp")).expect("encrypted file");
+    let receipt = e.receipt(&job.id, "out").await.expect("receipt");
+    assert_eq!(receipt.transform.as_deref(), Some("gunzip+pgp"));
+    assert_eq!(receipt.bytes, ciphertext.len() as u64);
+    let plain_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&plain));
+    let recorded = receipt.plaintext.expect("plaintext digest");
+    assert_eq!(
+        (recorded.bytes, recorded.sha256.as_str()),
+        (plain.len() as u64, plain_sha.as_str())
+    );
+    let work = tempfile::tempdir().unwrap();
+    assert_eq!(partner.decrypt_sha(&ciphertext, work.path()), plain_sha);
     e.assert_logs_clean();
 }

@@ -23,7 +23,10 @@ use thiserror::Error;
 use tracing::Instrument;
 
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
-use crate::job::{AfterDelivery, FailureRecord, Receipt, SourceAction, TransferJob, now_rfc3339};
+use crate::encrypt::{Plaintext, Recipients, encrypt_to_spool};
+use crate::job::{
+    AfterDelivery, FailureRecord, PlaintextDigest, Receipt, SourceAction, TransferJob, now_rfc3339,
+};
 use crate::layout::{failure_key, receipt_key};
 use crate::metrics::{self, Unit};
 use crate::name_template::{NameParts, NameTemplate};
@@ -33,14 +36,18 @@ use crate::state::{PutMode, StateError, StateStore, StateStoreExt};
 use crate::transform::{Limits, Spooled, gunzip};
 use crate::verify::verifying;
 
-/// The file as it will be delivered: the resolved object, and the staged decompressed copy
-/// when the route wants one.
+/// The file as it will be delivered: the resolved object, and the staged decompressed and/or
+/// encrypted copy when the route wants one.
 struct Prepared {
     object: SourceObject,
     source: Arc<dyn Source>,
     name: String,
     content_type: Option<String>,
     staged: Option<Spooled>,
+    /// `gunzip`, `pgp` or `gunzip+pgp` when `staged` holds a transformed copy.
+    transform: Option<&'static str>,
+    /// What was encrypted (encrypted deliveries).
+    plaintext: Option<Plaintext>,
 }
 
 /// `a/b.jsonl.gz` -> `a/b.jsonl` (names without the suffix are kept).
@@ -55,10 +62,15 @@ fn strip_gz(name: &str) -> String {
 }
 
 /// The name a job's file gets at its destinations: the route's template rendered with the job's
-/// own values (its creation time, not today's), else the (decompressed) source name.
+/// own values (its creation time, not today's), else the (decompressed) source name, with `.pgp`
+/// appended when the job encrypts.
 fn delivered_name(job: &TransferJob, prepared: &Prepared) -> Result<String, DestinationError> {
     let Some(template) = &job.name_template else {
-        return Ok(prepared.name.clone());
+        return Ok(if job.encrypt {
+            format!("{}.pgp", prepared.name)
+        } else {
+            prepared.name.clone()
+        });
     };
     let refused = |e: String| DestinationError::Rejected(format!("name_template: {e}"));
     let template = NameTemplate::parse(template).map_err(|e| refused(e.to_string()))?;
@@ -284,6 +296,7 @@ pub struct TransferEngine {
     max_attempts: u32,
     deadline_margin: Duration,
     stop: Option<StopSignal>,
+    encryption: BTreeMap<String, Arc<Recipients>>,
 }
 
 impl TransferEngine {
@@ -305,7 +318,13 @@ impl TransferEngine {
                 crate::config::TransferConfig::default().deadline_margin_secs,
             ),
             stop: None,
+            encryption: BTreeMap::new(),
         }
+    }
+
+    /// The OpenPGP recipients of each route that encrypts (route name -> its checked keys).
+    pub fn with_encryption(self, encryption: BTreeMap<String, Arc<Recipients>>) -> Self {
+        Self { encryption, ..self }
     }
 
     /// Runs of this engine also end early when `signal` fires (see the module doc).
@@ -634,8 +653,9 @@ impl TransferEngine {
     }
 
     /// The transform step: reads the object's current properties (pub/sub export jobs are saved
-    /// without them) and, for a gzip file the route wants decompressed, decompresses it once
-    /// under the job's caps into a staged file that every destination then reads.
+    /// without them) and, for a gzip file the route wants decompressed and/or a route that
+    /// encrypts, decompresses (under the job's caps) and then encrypts once into a staged file
+    /// that every destination then reads.
     async fn prepare(
         &self,
         job: &TransferJob,
@@ -648,49 +668,101 @@ impl TransferEngine {
             .resolve(&job.object)
             .await
             .map_err(DestinationError::Source)?;
-        let Some(export) = job.export.as_ref().filter(|e| e.decompresses()) else {
-            return Ok(Prepared {
-                name: object.name.clone(),
-                content_type: object.content_type.clone(),
-                object,
-                source: source.clone(),
-                staged: None,
-            });
+        let export = job.export.as_ref().filter(|e| e.decompresses());
+        let recipients = match job.encrypt {
+            false => None,
+            true => Some(self.encryption.get(&job.route).cloned().ok_or_else(|| {
+                DestinationError::Rejected(format!(
+                    "the job asks for OpenPGP encryption but route {:?} has no encrypt recipients \
+                     configured; refusing to deliver it unencrypted",
+                    job.route
+                ))
+            })?),
         };
-        let limits = Limits {
+        let (name, content_type) = match export {
+            Some(e) => (strip_gz(&object.name), e.content_type.clone()),
+            None => (object.name.clone(), object.content_type.clone()),
+        };
+        let transform = match (export.is_some(), recipients.is_some()) {
+            (false, false) => {
+                return Ok(Prepared {
+                    name,
+                    content_type,
+                    object,
+                    source: source.clone(),
+                    staged: None,
+                    transform: None,
+                    plaintext: None,
+                });
+            }
+            (true, false) => "gunzip",
+            (false, true) => "pgp",
+            (true, true) => "gunzip+pgp",
+        };
+        let limits = export.map(|export| Limits {
             max_bytes: export.max_decompressed_bytes,
             max_line_bytes: export.is_line_oriented().then_some(export.max_line_bytes),
-        };
-        let staged = retry
-            .run("decompress", || async {
+        });
+        let literal_name = name.rsplit('/').next().unwrap_or(&name).to_string();
+        let (staged, plaintext) = retry
+            .run(transform, || async {
                 let reader = source
                     .open(&object)
                     .await
                     .map_err(DestinationError::Source)?;
                 let (reader, digests) = verifying(reader, object.size, object.content_md5.clone());
-                let staged = Spooled::write(gunzip(reader, limits), &std::env::temp_dir())
-                    .await
-                    .map_err(|e| DestinationError::from_io("decompressing", &e))?;
+                let reader = match limits {
+                    Some(limits) => gunzip(reader, limits),
+                    None => reader,
+                };
+                let dir = std::env::temp_dir();
+                let (staged, plaintext) = match &recipients {
+                    Some(r) => {
+                        let (staged, plaintext) =
+                            encrypt_to_spool(reader, r.clone(), literal_name.clone(), &dir)
+                                .await
+                                .map_err(|e| DestinationError::from_io("encrypting", &e))?;
+                        (staged, Some(plaintext))
+                    }
+                    None => (
+                        Spooled::write(reader, &dir)
+                            .await
+                            .map_err(|e| DestinationError::from_io("decompressing", &e))?,
+                        None,
+                    ),
+                };
                 if digests.get().is_none() {
                     return Err(DestinationError::Verification(
-                        "the gzip data ended before the file did".into(),
+                        if limits.is_some() {
+                            "the gzip data ended before the file did"
+                        } else {
+                            "the encryption ended before the whole file was read"
+                        }
+                        .into(),
                     ));
                 }
-                Ok(staged)
+                Ok((staged, plaintext))
             })
             .await?;
         tracing::info!(
-            compressed_bytes = object.size,
+            source_bytes = object.size,
             bytes = staged.size,
-            "decompressed"
+            plaintext_bytes = plaintext.as_ref().map_or(staged.size, |p| p.bytes),
+            transform,
+            "transformed"
         );
-        let name = strip_gz(&object.name);
         Ok(Prepared {
             name,
-            content_type: export.content_type.clone(),
+            content_type: if recipients.is_some() {
+                Some("application/octet-stream".into())
+            } else {
+                content_type
+            },
             object,
             source: source.clone(),
             staged: Some(staged),
+            transform: Some(transform),
+            plaintext,
         })
     }
 
@@ -783,9 +855,13 @@ impl TransferEngine {
             sha256: digests.sha256_hex,
             delivered_at: now_rfc3339(),
             duration_ms: elapsed.as_millis() as u64,
-            transform: prepared.staged.as_ref().map(|_| "gunzip".to_string()),
+            transform: prepared.transform.map(str::to_string),
             remote_hash: written.remote_hash,
             source_action: None,
+            plaintext: prepared.plaintext.as_ref().map(|p| PlaintextDigest {
+                bytes: p.bytes,
+                sha256: p.sha256_hex.clone(),
+            }),
         };
         let state = self.state.as_ref();
         let key = receipt_key(&job.id, dest_name);
@@ -977,6 +1053,7 @@ mod tests {
             target_folder: None,
             name_template: None,
             after_delivery: Default::default(),
+            encrypt: false,
             correlation_id: "corr".into(),
             created_at: now_rfc3339(),
             export: None,
@@ -1064,6 +1141,28 @@ mod tests {
             "{outcome:?}"
         );
         assert!(has(&state, &failure_key("j1")));
+    }
+
+    #[tokio::test]
+    async fn a_job_that_asks_for_encryption_is_never_delivered_unencrypted() {
+        // The route lost its `encrypt` (or blob-copy has no keys for it): refuse, never plaintext.
+        let (engine, state) = engine(&[("ok", Kind::Delivers)], Duration::from_secs(5)).await;
+        let (mut job, _) = state
+            .get_json::<TransferJob>(JOB_KEY)
+            .await
+            .unwrap()
+            .unwrap();
+        job.encrypt = true;
+        state
+            .put_json(JOB_KEY, &job, PutMode::Overwrite)
+            .await
+            .unwrap();
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert!(
+            matches!(&outcome, JobOutcome::DeadLettered { reason } if reason.contains("refusing to deliver it unencrypted")),
+            "{outcome:?}"
+        );
+        assert!(!has(&state, &receipt_key("j1", "ok")));
     }
 
     #[tokio::test]

@@ -33,6 +33,10 @@ pub struct TransferJob {
     /// What to do to the source file once every destination has its receipt (from the route).
     #[serde(default, skip_serializing_if = "AfterDelivery::is_none")]
     pub after_delivery: AfterDelivery,
+    /// The route encrypts with OpenPGP (its `encrypt`; the recipients' keys are the route's as
+    /// loaded by blob-copy). A job that asks for it is never delivered in plaintext.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
     /// Correlation id of the request that created the job (for following it through logs).
     pub correlation_id: String,
     /// RFC 3339 creation time.
@@ -163,8 +167,8 @@ pub struct Receipt {
     pub delivered_at: String,
     /// Milliseconds the delivery took.
     pub duration_ms: u64,
-    /// Processing between source and destination (`gunzip`), when there was any; the byte
-    /// count and digests are then those of the delivered (decompressed) bytes.
+    /// Processing between source and destination (`gunzip`, `pgp`, `gunzip+pgp`), when there
+    /// was any; the byte count and digests are then those of the delivered bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<String>,
     /// The destination's own hash of what it stored, when it reports one.
@@ -174,6 +178,19 @@ pub struct Receipt {
     /// `after_delivery: delete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_action: Option<SourceAction>,
+    /// For an encrypted delivery (`transform` names `pgp`): the plaintext that was encrypted,
+    /// while `bytes`, `md5` and `sha256` are the ciphertext the destination holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<PlaintextDigest>,
+}
+
+/// The plaintext of an encrypted delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaintextDigest {
+    /// Bytes of plaintext (after decompression, when the route decompresses).
+    pub bytes: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
 }
 
 /// What a route does to the source file once every destination of a job has a receipt.

@@ -4,6 +4,7 @@
 pub mod azure_ad;
 pub mod config;
 pub mod dest;
+pub mod encrypt;
 pub mod engine;
 pub mod http_client;
 pub mod job;

@@ -62,6 +62,8 @@ pub enum Section {
     Sink,
     /// An entry of `views`.
     View,
+    /// A route's own settings (its OpenPGP recipient keys).
+    Route,
 }
 
 impl Section {
@@ -74,6 +76,7 @@ impl Section {
             Section::Destination => "destination",
             Section::Sink => "sink",
             Section::View => "view",
+            Section::Route => "route",
         }
     }
 }

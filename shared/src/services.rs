@@ -108,6 +108,16 @@ impl Services {
         {
             destinations.insert(name.to_string(), self.destination(name, &state).await?);
         }
+        let mut encryption = BTreeMap::new();
+        for route in routes {
+            if let Some(encrypt) = &route.encrypt {
+                let recipients = encrypt.load(&self.secrets).await.map_err(|e| match e {
+                    crate::encrypt::LoadError::Secret(e) => SetupError::Secret(e),
+                    e => SetupError::Config(format!("route {:?}: {e}", route.name)),
+                })?;
+                encryption.insert(route.name.clone(), Arc::new(recipients));
+            }
+        }
         Ok(TransferEngine::new(
             state,
             sources,
@@ -117,7 +127,8 @@ impl Services {
         )
         .with_deadline_margin(Duration::from_secs(
             self.config.transfer.deadline_margin_secs,
-        )))
+        ))
+        .with_encryption(encryption))
     }
 
     /// webhook-ingest: the webhook token and the sources of webhook routes (those with a
@@ -486,6 +497,26 @@ impl Services {
                         .map_err(|e| Problem::setup(&e.into()))?;
                     crate::view_sync::probe_view(name, view, &password, state.as_ref(), &self.retry)
                         .await
+                }),
+            ));
+        }
+        for route in &config.routes {
+            let Some(encrypt) = &route.encrypt else {
+                continue;
+            };
+            items.push((
+                Section::Route,
+                route.name.clone(),
+                "encrypt".into(),
+                Box::pin(async move {
+                    encrypt.load(&self.secrets).await.map(|_| ()).map_err(|e| match e {
+                        crate::encrypt::LoadError::Secret(e) => Problem::setup(&e.into()),
+                        e => Problem::new(
+                            e.to_string(),
+                            "give the recipient's current public key (gpg --export --armor KEYID); \
+                             an expired key needs a new expiry date or a new key from its owner",
+                        ),
+                    })
                 }),
             ));
         }

@@ -51,6 +51,8 @@ pub enum TransformError {
     LineTooLong { limit: usize, line: u64 },
     #[error("the file is not valid gzip: {0}")]
     Corrupt(String),
+    #[error("OpenPGP encryption refused: {0}")]
+    Encrypt(String),
 }
 
 impl Retryable for TransformError {
@@ -180,6 +182,15 @@ impl Spooled {
             size,
             md5_base64: base64::engine::general_purpose::STANDARD.encode(md5.finalize()),
         })
+    }
+
+    /// A file already written by the caller (e.g. the encrypting step) at `path`.
+    pub fn from_file(path: tempfile::TempPath, size: u64, md5_base64: String) -> Self {
+        Self {
+            path,
+            size,
+            md5_base64,
+        }
     }
 
     /// A fresh reader over the staged bytes.

@@ -376,6 +376,7 @@ pub(crate) async fn create_route_job(
         target_folder: route.target_folder.clone(),
         name_template: route.name_template.clone(),
         after_delivery: route.after_delivery,
+        encrypt: route.encrypt.is_some(),
         correlation_id: cid.to_string(),
         created_at: now_rfc3339(),
         export: None,

@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod data;
 pub mod fault_proxy;
+pub mod gpg;
 pub mod graph;
 pub mod logs;
 pub mod pipeline;

@@ -90,6 +90,8 @@ pub struct Options {
     pub source_permissions: Option<&'static str>,
     /// More destinations by name (e.g. `graph` on the Graph fake), added to the config.
     pub extra_destinations: Option<Value>,
+    /// `encrypt` of the "all" route.
+    pub encrypt: Option<Value>,
 }
 
 impl Pipeline {
@@ -166,6 +168,9 @@ impl Pipeline {
             });
             if let Some(t) = opts.name_template {
                 config["routes"][0]["name_template"] = t.into();
+            }
+            if let Some(e) = &opts.encrypt {
+                config["routes"][0]["encrypt"] = e.clone();
             }
             if let Some(a) = opts.after_delivery {
                 config["routes"][0]["after_delivery"] = a.into();
@@ -361,6 +366,19 @@ impl Pipeline {
             Err(_) => None,
         };
         (count, sha)
+    }
+
+    /// The bytes of `clienttrack/<name>` in the S3 destination.
+    pub async fn s3_object(&self, name: &str) -> Option<Vec<u8>> {
+        let o = super::moto_s3()
+            .await
+            .get_object()
+            .bucket(&self.archive_bucket)
+            .key(format!("clienttrack/{name}"))
+            .send()
+            .await
+            .ok()?;
+        Some(o.body.collect().await.unwrap().into_bytes().to_vec())
     }
 
     pub async fn http_bodies(&self, name_path: &str) -> Vec<Vec<u8>> {

@@ -233,6 +233,17 @@ pub struct RouteConfig {
     /// dead-lettered with that reason after delivering, and a replay only retries the delete.
     #[serde(default)]
     pub after_delivery: crate::job::AfterDelivery,
+    /// Encrypt every file of the route with OpenPGP before delivering it, to each of
+    /// `recipients` (e.g. `{"recipients": [{"armored": "-----BEGIN PGP PUBLIC KEY BLOCK-----..."},
+    /// {"secrets_manager": {"id": "partner-pgp-key"}}]}`). Binary OpenPGP (what `gpg --decrypt`
+    /// reads); with `decompress` the file is decompressed first. Without a `name_template` the
+    /// delivered name gets `.pgp` appended; with one, write the suffix yourself
+    /// (`"{name}.pgp"`). Receipts keep the ciphertext's bytes and digests (what the destination
+    /// holds) and add the plaintext's size and SHA-256. Keys are checked at load (inline) and at
+    /// blob-copy's cold start (secret references): a revoked or expired key, or one without an
+    /// encryption (sub)key, is refused naming its fingerprint and user id. Default: no encryption.
+    #[serde(default)]
+    pub encrypt: Option<crate::encrypt::EncryptConfig>,
 }
 
 /// Retry and give-up rules for transfers.
@@ -499,6 +510,11 @@ impl Config {
             }
             if let Some(template) = &route.name_template
                 && let Err(e) = crate::name_template::NameTemplate::parse(template)
+            {
+                return invalid(format!("route {:?}: {e}", route.name));
+            }
+            if let Some(encrypt) = &route.encrypt
+                && let Err(e) = encrypt.validate()
             {
                 return invalid(format!("route {:?}: {e}", route.name));
             }

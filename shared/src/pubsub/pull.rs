@@ -594,6 +594,7 @@ impl ExportPuller {
             target_folder: route.target_folder.clone(),
             name_template: route.name_template.clone(),
             after_delivery: route.after_delivery,
+            encrypt: route.encrypt.is_some(),
             correlation_id: notice.correlation_id.clone(),
             created_at: now_rfc3339(),
             export: Some(ExportFile {
