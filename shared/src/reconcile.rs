@@ -17,13 +17,11 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 
 use crate::config::{ReconcileConfig, RouteConfig};
-use crate::job::job_id;
-use crate::layout::job_key;
 use crate::names;
 use crate::retry::RetryPolicy;
 use crate::source::{ListedObject, Source, SourceError};
 use crate::state::StateStore;
-use crate::webhook::{CompiledRoute, JobWrite, create_route_job};
+use crate::webhook::{CompiledRoute, JobWrite, create_route_job, route_job_id};
 
 /// What one sweep should do.
 #[derive(Debug, Clone, Default)]
@@ -279,7 +277,7 @@ impl Reconciler {
                 "reconcile sweep of route done"
             );
             if found.created > 0 {
-                // The line the "missed webhooks" alarm counts (Terraform metric filter).
+                // Said at warn: operators grep for it (the alarm reads ReconcileCreated).
                 tracing::warn!(
                     correlation_id = %options.correlation_id,
                     route = %name,
@@ -387,7 +385,7 @@ impl Reconciler {
                 let object = listed.object;
                 let name = object.name.clone();
                 if options.dry_run {
-                    let key = job_key(&route.name, &job_id(&route.name, &route.source, &object));
+                    let (_, key) = route_job_id(route, &object);
                     let exists = self
                         .retry
                         .run("check job", || state.get(&key))

@@ -355,6 +355,13 @@ pub(crate) enum JobWrite {
     Exists,
 }
 
+/// The deterministic id and key of `object`'s job on a webhook route.
+pub(crate) fn route_job_id(route: &RouteConfig, object: &SourceObject) -> (String, String) {
+    let id = job_id(&route.name, &route.source, object);
+    let key = job_key(&route.name, &id);
+    (id, key)
+}
+
 /// Writes the job of `object` for a webhook route, create-once, with the deterministic id
 /// (`job::job_id`) that the webhook and the reconciliation sweep both use: whichever comes
 /// second finds the job and delivers nothing again. Returns (job id, job key, what happened).
@@ -365,8 +372,7 @@ pub(crate) async fn create_route_job(
     object: SourceObject,
     cid: &str,
 ) -> Result<(String, String, JobWrite), StateError> {
-    let id = job_id(&route.name, &route.source, &object);
-    let key = job_key(&route.name, &id);
+    let (id, key) = route_job_id(route, &object);
     let job = TransferJob {
         id: id.clone(),
         route: route.name.clone(),

@@ -101,6 +101,28 @@ locals {
         description = "A transfer job was dead-lettered (recorded under failed/): a file was not delivered to every destination. Fix the cause, then replay it (`ferry replay`)."
       }
     },
+    # What the scheduled functions found: a missed webhook (the sweep created its job) and a
+    # Service Bus message that reached a subscription's dead-letter subqueue.
+    !local.scheduled["reconcile"].deploy ? {} : {
+      "missed-webhooks" = {
+        function    = "${var.name}-reconcile"
+        metric      = "ReconcileCreated"
+        statistic   = "Sum"
+        period      = 300
+        threshold   = 1
+        description = "The reconciliation sweep found files whose webhook never came and created their jobs (they are being delivered now). Check the SaaS webhook's deliveries and ferry's webhook URL; reconcile's log lines name the route and the files."
+      }
+    },
+    !local.scheduled["export-pull"].deploy ? {} : {
+      "dead-lettered-exports" = {
+        function    = "${var.name}-export-pull"
+        metric      = "ExportDeadLettersDrained"
+        statistic   = "Sum"
+        period      = 300
+        threshold   = 1
+        description = "export-pull found messages in a subscription's dead-letter subqueue (they had reached MaxDeliveryCount): valid ones became jobs, the others are under failed/. Find out why they were delivered so often (lock lost while saving, token refused)."
+      }
+    },
     local.view_sync_name == null || var.view_lag_alarm_seconds == null ? {} : {
       "view-lag" = {
         function    = local.view_sync_name
