@@ -175,7 +175,7 @@ fn clone_source_error(e: &SourceError) -> SourceError {
     }
 }
 
-/// The seam every destination implements; `tests/destination_conformance.rs` holds the suite
+/// The seam every destination implements; `tests/it/destination_conformance.rs` holds the suite
 /// each one passes against its real server.
 #[async_trait]
 pub trait Destination: Send + Sync {

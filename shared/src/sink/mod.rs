@@ -1,6 +1,6 @@
 //! Sinks: where view records go. A sink receives records in chunks and must be idempotent per
 //! record version (`RecordID`, `lastSubmissionId`): a rerun after a failure delivers the same
-//! records again, and applying them again must change nothing. `tests/sink_conformance.rs` holds
+//! records again, and applying them again must change nothing. `tests/it/sink_conformance.rs` holds
 //! the suite every sink passes against its real server.
 
 pub mod http;

@@ -7,7 +7,7 @@
 //! Authorization header reached an uploadUrl, that the client broke no protocol rule, and that
 //! no secret, token or uploadUrl reached a log line.
 
-mod support;
+use crate::support;
 
 use std::pin::Pin;
 use std::sync::Arc;

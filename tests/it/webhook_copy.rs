@@ -3,7 +3,7 @@
 //! through the webhook-ingest Lambda adapter, jobs through blob-copy's SQS handler, exactly as in
 //! production; ingest and copy get separate clients, as separate Lambdas would.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! letter, a replayed job, a pending job and a refused pub/sub message; and `sync-views` printing
 //! every view's outcome when one of them fails.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -19,7 +19,7 @@
 //! Terraform runs in temporary copies of `infra/` (support/terraform.rs), so no `.terraform/`,
 //! lock file or state lands in the source tree, and a state left by `make deploy` is never used.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

@@ -5,7 +5,7 @@
 //! keys (expired, revoked, sign-only, garbage, a private key) are refused at config load or at
 //! cold start with a message naming the key. Without `gpg` the tests say so and return.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};

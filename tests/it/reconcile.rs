@@ -3,7 +3,7 @@
 //! endpoint that counts what it received. The sweep must find exactly the blobs whose webhook
 //! never came, and the webhook and the sweep together must never deliver a file twice.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};

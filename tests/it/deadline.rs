@@ -4,7 +4,7 @@
 //! invocation finishes it without sending the stored parts again. Interrupted runs are never
 //! dead-lettered, whatever the attempt count.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The state store contract, run against every implementation on its real server (S3 on moto):
 //! create-once, compare-and-swap, and their behaviour under concurrent writers.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! record; apply a newer version of a record; never let an older version win; and classify
 //! failures so the engine retries only what can succeed.
 
-mod support;
+use crate::support;
 
 use ferry_shared::retry::Retryable as _;
 use ferry_shared::sink::{Chunk, SinkError};

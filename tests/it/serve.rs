@@ -4,7 +4,7 @@
 //! checkpoint), at most `--concurrency` jobs run at once (observed at the destination), and
 //! SIGTERM stops cleanly within the grace period, leaving the copy to resume on the next start.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -4,7 +4,7 @@
 //! nothing duplicated, the final state (receipts, failed/) explains what happened, and no secret
 //! reached a log line.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

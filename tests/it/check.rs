@@ -4,7 +4,7 @@
 //! with a secret in it. Also the PostgreSQL sink's missing schema: created when the user may,
 //! a clear error when not.
 
-mod support;
+use crate::support;
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,7 @@
 //! Secrets referenced from config resolve from AWS Secrets Manager (moto here), plain or as a key
 //! of a JSON secret, and a missing secret is a clear error that names the reference only.
 
-mod support;
+use crate::support;
 
 use ferry_shared::secret::{SecretRef, expose};
 

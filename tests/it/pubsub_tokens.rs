@@ -4,7 +4,7 @@
 //! between concurrent refreshers, single-flight refresh with a storm limit, refresh ahead of the
 //! SAS expiry, and clear errors without secrets.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

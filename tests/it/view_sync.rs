@@ -2,7 +2,7 @@
 //! the records after the cursor it is asked for, and the real sinks (PostgreSQL from the harness,
 //! S3 JSON Lines on moto, the HTTP receiver stand-in).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! export-pull Lambda handler, jobs through blob-copy's SQS handler, as in production; the two
 //! get separate clients and token caches, as separate Lambdas would, and share the stored tokens.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

@@ -15,7 +15,7 @@
 //! Where `terraform` or the provider mirror is missing, `build.rs` leaves `cfg(ferry_terraform)`
 //! unset and the deploy test is reported as ignored with the reason, never as passed.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

@@ -5,7 +5,7 @@
 //! spaces, unicode and folders, replace an existing file on overwrite, and leave nothing at the
 //! final name (and no stray temporary objects) when the stream fails mid-way or verifies wrong.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
