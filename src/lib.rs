@@ -570,7 +570,7 @@ async fn answer(
     };
     let lambda_request =
         lambda_http::Request::from_parts(parts, lambda_http::Body::Binary(body.to_vec()));
-    let response = match webhook_ingest::handle(webhook, lambda_request).await {
+    let (response, answer) = match webhook_ingest::handle_answer(webhook, lambda_request).await {
         Ok(r) => r,
         Err(e) => {
             return hyper::Response::builder()
@@ -584,16 +584,9 @@ async fn answer(
     };
     let (parts, body) = response.into_parts();
     let bytes = Bytes::copy_from_slice(body.as_ref());
-    if runs_jobs
-        && parts.status.as_u16() == 202
-        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
-    {
-        for job in v["jobs"].as_array().into_iter().flatten() {
-            if job["status"] == "accepted"
-                && let Some(key) = job["job_key"].as_str()
-            {
-                queue.offer(key);
-            }
+    if runs_jobs {
+        for job in answer.accepted_jobs() {
+            queue.offer(&job.job_key);
         }
     }
     hyper::Response::from_parts(parts, Full::new(bytes))

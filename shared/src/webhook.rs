@@ -11,6 +11,7 @@ use bytes::Bytes;
 use globset::GlobMatcher;
 use http::{HeaderMap, Method};
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -39,7 +40,46 @@ pub struct WebhookRequest {
     pub correlation_id: String,
 }
 
-/// The answer: status code and a JSON body.
+/// What a webhook call did, overall (`accepted` when at least one route's job is new) and per
+/// route's job (`accepted` or `duplicate`). The same words are the body's `status` fields and the
+/// `Outcome` dimension of the webhook metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    /// A new job was written (202).
+    Accepted,
+    /// Every job already existed: a repeated or late call (200).
+    Duplicate,
+    /// The call was refused (4xx/5xx with a reason).
+    Refused,
+}
+
+impl WebhookOutcome {
+    /// The snake_case name, as in the body and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Accepted => "accepted",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// One matching route's job, as the answer lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoutedJob {
+    /// The route.
+    pub route: String,
+    /// The job's id (the same for every call about the same file version and route).
+    pub job_id: String,
+    /// Where the job is in the state store (`jobs/...`).
+    pub job_key: String,
+    /// `accepted` (written by this call) or `duplicate` (it existed).
+    pub status: WebhookOutcome,
+}
+
+/// The answer: status code and a JSON body, with the typed outcome and jobs the body was made
+/// from (front ends that run jobs themselves, like the local runner, read these, not the JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookResponse {
     /// HTTP status.
@@ -48,6 +88,19 @@ pub struct WebhookResponse {
     pub body: Value,
     /// Seconds for a `Retry-After` header (on 503).
     pub retry_after_secs: Option<u64>,
+    /// What the call did.
+    pub outcome: WebhookOutcome,
+    /// The matching routes' jobs (empty when refused).
+    pub jobs: Vec<RoutedJob>,
+}
+
+impl WebhookResponse {
+    /// The jobs this call wrote (a front end that runs jobs queues exactly these).
+    pub fn accepted_jobs(&self) -> impl Iterator<Item = &RoutedJob> {
+        self.jobs
+            .iter()
+            .filter(|j| j.status == WebhookOutcome::Accepted)
+    }
 }
 
 /// A route with its glob compiled: which webhook files it takes. The reconciliation sweep uses
@@ -115,6 +168,8 @@ fn reject(
         status,
         body: json!({"error": error, "reason": reason, "correlation_id": correlation_id}),
         retry_after_secs: if status == 503 { Some(30) } else { None },
+        outcome: WebhookOutcome::Refused,
+        jobs: Vec::new(),
     }
 }
 
@@ -148,16 +203,14 @@ impl WebhookService {
     pub async fn handle(&self, req: WebhookRequest) -> WebhookResponse {
         crate::metrics::invocation("webhook-ingest", async {
             let answer = self.answer(req).await;
-            let outcome = match answer.status {
-                202 => "accepted",
-                200 => "duplicate",
-                _ => "refused",
-            };
             crate::metrics::add(
                 "WebhookRequests",
                 crate::metrics::Unit::Count,
                 1.0,
-                &[("Outcome", outcome), ("Status", &answer.status.to_string())],
+                &[
+                    ("Outcome", answer.outcome.as_str()),
+                    ("Status", &answer.status.to_string()),
+                ],
             );
             answer
         })
@@ -300,49 +353,62 @@ impl WebhookService {
             self.write_job(route, object, file, cid)
         });
         let mut jobs = Vec::new();
-        let mut any_new = false;
-        for (route, written) in routes.iter().zip(join_all(writes).await) {
-            let (id, key, status) = match written {
-                Ok(job) => job,
+        for written in join_all(writes).await {
+            match written {
+                Ok(job) => jobs.push(job),
                 Err(e) => return reject(503, "state_unavailable", e.to_string(), cid),
-            };
-            any_new |= status == "accepted";
-            jobs.push(json!({"route": route.name, "job_id": id, "job_key": key, "status": status}));
+            }
         }
+        let outcome = if jobs.iter().any(|j| j.status == WebhookOutcome::Accepted) {
+            WebhookOutcome::Accepted
+        } else {
+            WebhookOutcome::Duplicate
+        };
         WebhookResponse {
-            status: if any_new { 202 } else { 200 },
-            body: json!({"status": if any_new { "accepted" } else { "duplicate" }, "jobs": jobs, "correlation_id": cid}),
+            status: if outcome == WebhookOutcome::Accepted {
+                202
+            } else {
+                200
+            },
+            body: json!({"status": outcome, "jobs": jobs, "correlation_id": cid}),
             retry_after_secs: None,
+            outcome,
+            jobs,
         }
     }
 
-    /// Writes one route's job create-once; returns (job id, job key, "accepted" | "duplicate").
+    /// Writes one route's job create-once.
     async fn write_job(
         &self,
         route: &RouteConfig,
         object: SourceObject,
         file: &str,
         cid: &str,
-    ) -> Result<(String, String, &'static str), StateError> {
+    ) -> Result<RoutedJob, StateError> {
         let (id, key, written) =
             create_route_job(self.state.as_ref(), &self.retry, route, object, cid).await?;
         let status = match written {
             JobWrite::Created => {
                 tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "job created");
-                "accepted"
+                WebhookOutcome::Accepted
             }
             JobWrite::Exists => {
                 tracing::info!(correlation_id = cid, job_id = %id, route = %route.name, file, "duplicate webhook; job exists");
-                "duplicate"
+                WebhookOutcome::Duplicate
             }
         };
         crate::metrics::add(
             "WebhookJobs",
             crate::metrics::Unit::Count,
             1.0,
-            &[("Route", &route.name), ("Outcome", status)],
+            &[("Route", &route.name), ("Outcome", status.as_str())],
         );
-        Ok((id, key, status))
+        Ok(RoutedJob {
+            route: route.name.clone(),
+            job_id: id,
+            job_key: key,
+            status,
+        })
     }
 }
 
