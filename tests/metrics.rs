@@ -529,7 +529,7 @@ async fn token_refresh_and_export_pull_count_tokens_and_messages_by_outcome() {
 
     let (summary, pulled) = captured(async {
         let mut context = Context::default();
-        context.deadline = ferry_shared::token::now_ms() + 20_000;
+        context.deadline = ferry_shared::clock::now_ms() + 20_000;
         export_pull::handle(&pullers, LambdaEvent::new(json!({}), context))
             .await
             .unwrap()["sources"][0]

@@ -2,6 +2,7 @@
 //! destinations, view sync and sinks, retries, secrets and telemetry. Function crates stay thin and call in here.
 
 pub mod azure_ad;
+pub mod clock;
 pub mod config;
 pub mod dest;
 pub mod encrypt;

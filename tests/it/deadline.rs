@@ -9,9 +9,9 @@ use crate::support;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
+use ferry_shared::clock::now_ms;
 use ferry_shared::engine::TransferEngine;
 use ferry_shared::state::StateStoreExt as _;
-use ferry_shared::token::now_ms;
 use lambda_runtime::{Context, LambdaEvent};
 use md5::{Digest as _, Md5};
 use serde_json::Value;

@@ -228,7 +228,7 @@ impl Export {
     /// Runs export-pull's Lambda handler with `budget` until the deadline.
     async fn pull_with(pullers: &[ExportPuller], budget: Duration) -> Result<Value, String> {
         let mut context = Context::default();
-        context.deadline = ferry_shared::token::now_ms() + budget.as_millis() as u64;
+        context.deadline = ferry_shared::clock::now_ms() + budget.as_millis() as u64;
         export_pull::handle(
             pullers,
             LambdaEvent::new(json!({"source": "aws.scheduler"}), context),

@@ -296,7 +296,7 @@ async fn certificate_client_assertion_is_rs256_with_x5t_and_verifies_with_openss
             (&claims["iss"], &claims["sub"]),
             (&json!(CLIENT_ID), &json!(CLIENT_ID))
         );
-        let now = ferry_shared::token::now_ms() / 1000;
+        let now = ferry_shared::clock::now_ms() / 1000;
         let (nbf, exp) = (
             claims["nbf"].as_u64().unwrap(),
             claims["exp"].as_u64().unwrap(),

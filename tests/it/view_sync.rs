@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ferry_shared::clock::now_ms;
 use ferry_shared::config::ViewConfig;
 use ferry_shared::layout::{lease_key, watermark_key};
 use ferry_shared::retry::RetryPolicy;
 use ferry_shared::sink::{Chunk, Sink, SinkError, SinkReceipt};
 use ferry_shared::state::{PutMode, S3StateStore, StateStore, StateStoreExt};
-use ferry_shared::view_sync::lease::{
-    LeaseRecord, Watermark, WatermarkState, advance_watermark, now_ms,
-};
+use ferry_shared::view_sync::lease::{LeaseRecord, Watermark, WatermarkState, advance_watermark};
 use ferry_shared::view_sync::record::Cursor;
 use ferry_shared::view_sync::{SyncFailure, SyncOutcome, SyncReport, ViewSource, ViewSync};
 use lambda_runtime::{Context, LambdaEvent};

@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use ferry_shared::clock::now_ms;
 use ferry_shared::engine::{JobError, JobOutcome, TransferEngine};
 use ferry_shared::layout::Prefix;
-use ferry_shared::token::now_ms;
 use futures_util::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 

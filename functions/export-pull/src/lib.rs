@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use ferry_shared::clock::now_ms;
 use ferry_shared::pubsub::pull::{ExportPuller, PullSummary};
-use ferry_shared::token::now_ms;
 use futures_util::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};

@@ -22,11 +22,12 @@ use thiserror::Error;
 use url::Url;
 
 use super::connection::{Connection, SbAuth, parse_connection_string, sas_token};
+use crate::clock::now_ms;
 use crate::http_client::{HttpClass, classify};
 use crate::retry::{RetryPolicy, RetryStop, Retryable};
 use crate::secret::expose;
 use crate::token::cache::TokenCache;
-use crate::token::{ExportTokens, TokenError, now_ms};
+use crate::token::{ExportTokens, TokenError};
 
 /// Lifetime of the SAS tokens we sign for each request.
 const SAS_LIFETIME_SECS: u64 = 600;

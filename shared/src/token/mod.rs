@@ -10,12 +10,13 @@
 pub mod cache;
 pub mod service;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 
+use crate::clock::now_ms;
 use crate::pubsub::uri;
 use crate::redact::redact_url;
 use crate::retry::{RetryStop, Retryable};
@@ -137,13 +138,6 @@ pub struct ExportTokens {
 
 fn serialize_secret<S: Serializer>(value: &SecretString, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(expose(value))
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ExportTokens {

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::{BlobBase, ExportTokens, TokenError, now_ms};
+use super::{BlobBase, ExportTokens, TokenError};
 use crate::azure_ad::AadClient;
+use crate::clock::now_ms;
 use crate::http_client::{HttpClass, classify};
 use crate::probe::{ProbeResult, Problem};
 use crate::redact::redact_url;

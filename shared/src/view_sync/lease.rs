@@ -9,11 +9,12 @@
 //! quarters of it: its holder died (or is stuck) and the lease only blocks other runs until it
 //! expires. [`Acquired::Busy`] says so (`stale`), and the sync reports it as its own outcome.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::record::Cursor;
+use crate::clock::now_ms;
 use crate::job::now_rfc3339;
 use crate::layout::watermark_key;
 use crate::retry::RetryPolicy;
@@ -47,14 +48,6 @@ pub struct Watermark {
     pub updated_at: String,
     /// Which run wrote it.
     pub updated_by: String,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A lease this run holds.

@@ -347,7 +347,7 @@ impl ViewSync {
                         )
                         .to_string();
                         if stale {
-                            let now = lease::now_ms();
+                            let now = crate::clock::now_ms();
                             let renewed_ms = expires_at_ms.saturating_sub(ttl.as_millis() as u64);
                             let silent_secs = now.saturating_sub(renewed_ms) / 1000;
                             let age_secs = (acquired_at_ms > 0)
