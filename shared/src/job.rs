@@ -104,6 +104,32 @@ impl ExportFile {
     }
 }
 
+/// Why a pub/sub message was refused instead of becoming a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionKind {
+    /// The body cannot be read as a file notification (not JSON, fields missing).
+    Poison,
+    /// The notification points outside the token's blob base URLs.
+    RefusedUri,
+}
+
+impl RejectionKind {
+    /// The snake_case name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionKind::Poison => "poison",
+            RejectionKind::RefusedUri => "refused_uri",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A pub/sub message refused before it became a job (poison body, refused uri), kept in
 /// `failed/` with its body so it can be looked at; the message itself is completed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +138,8 @@ pub struct RejectedMessage {
     pub id: String,
     /// Source name.
     pub source: String,
-    /// `poison` (unparseable) or `refused_uri` (outside the token's blob bases).
-    pub kind: String,
+    /// Why it was refused.
+    pub kind: RejectionKind,
     /// Why (secret-free).
     pub reason: String,
     /// Service Bus message id.

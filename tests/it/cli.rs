@@ -263,7 +263,7 @@ async fn inspection_of_a_real_run_with_a_success_a_dead_letter_and_a_replay() {
     let rejected = RejectedMessage {
         id: msg_id.clone(),
         source: "egretail".into(),
-        kind: "refused_uri".into(),
+        kind: ferry_shared::job::RejectionKind::RefusedUri,
         reason: "uri host evil.example is not one of the token's blob bases".into(),
         message_id: "m-77".into(),
         sequence_number: 77,

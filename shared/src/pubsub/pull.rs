@@ -26,7 +26,8 @@ use super::message::{self, FileNotice};
 use super::servicebus::{Received, SbError, ServiceBusClient, Settled, SubQueue};
 use crate::config::{PubsubExportConfig, RouteConfig};
 use crate::job::{
-    ExportFile, RejectedMessage, TransferJob, export_job_id, now_rfc3339, rejected_message_id,
+    ExportFile, RejectedMessage, RejectionKind, TransferJob, export_job_id, now_rfc3339,
+    rejected_message_id,
 };
 use crate::layout::{failure_key, job_key};
 use crate::redact::redact_body;
@@ -503,7 +504,8 @@ impl ExportPuller {
         let notice = match notice {
             Ok(n) => n,
             Err(reason) => {
-                self.reject(message, None, "poison", &reason).await?;
+                self.reject(message, None, RejectionKind::Poison, &reason)
+                    .await?;
                 return Ok(Outcome::Rejected { refused: false });
             }
         };
@@ -523,7 +525,7 @@ impl ExportPuller {
         let located = match self.locate(&notice.uri).await? {
             Ok(l) => l,
             Err(reason) => {
-                self.reject(message, Some(&notice), "refused_uri", &reason)
+                self.reject(message, Some(&notice), RejectionKind::RefusedUri, &reason)
                     .await?;
                 return Ok(Outcome::Rejected { refused: true });
             }
@@ -615,7 +617,7 @@ impl ExportPuller {
         &self,
         message: &Received,
         notice: Option<&FileNotice>,
-        kind: &str,
+        kind: RejectionKind,
         reason: &str,
     ) -> Result<(), StateError> {
         // Without BrokerProperties the Location (unique per message and lock) identifies it.
@@ -628,7 +630,7 @@ impl ExportPuller {
         let record = RejectedMessage {
             id: id.clone(),
             source: self.source.clone(),
-            kind: kind.to_string(),
+            kind,
             reason: reason.to_string(),
             message_id: message.broker.message_id.clone(),
             sequence_number: message.broker.sequence_number,
@@ -648,7 +650,7 @@ impl ExportPuller {
                 state.put_json(&key, &record, PutMode::Overwrite)
             })
             .await?;
-        tracing::error!(kind, %reason, dead_letter_reason = message.dead_letter_reason.as_deref(), failed_key = %key, "message refused; recorded and completed");
+        tracing::error!(kind = kind.as_str(), %reason, dead_letter_reason = message.dead_letter_reason.as_deref(), failed_key = %key, "message refused; recorded and completed");
         Ok(())
     }
 }
