@@ -430,21 +430,9 @@ async fn token_refresh_and_export_pull_count_tokens_and_messages_by_outcome() {
     const CLIENT_SECRET: &str = "aad-client-secret-Mt4~k8Rz1";
     const INTEGRATION: &str = "ferry-metrics-export";
     const SB_KEY: &str = "sbkey-bWV0cmljcy10ZXN0LWtleS0xMjM0NTY=";
-    support::aws_test_env();
-    support::logs::init();
+    let container = support::container_with_policy("export", "gen-1", "rl").await;
     let c = ferry_harness::shared();
-    let container = support::unique("export");
     let admin = c.azurite.admin();
-    admin.create_container(&container).await.unwrap();
-    admin
-        .set_access_policy(
-            &container,
-            "gen-1",
-            "rl",
-            std::time::SystemTime::now() + Duration::from_secs(3600),
-        )
-        .await
-        .unwrap();
     let blob_base = format!(
         "http://127.0.0.1:{}/devstoreaccount1/{container}",
         c.azurite.port

@@ -88,21 +88,8 @@ struct Export {
 
 impl Export {
     async fn new(opts: Options) -> Self {
-        support::aws_test_env();
-        support::logs::init();
+        let container = support::container_with_policy("export", "gen-1", "rl").await;
         let c = ferry_harness::shared();
-        let container = support::unique("export");
-        let admin = c.azurite.admin();
-        admin.create_container(&container).await.unwrap();
-        admin
-            .set_access_policy(
-                &container,
-                "gen-1",
-                "rl",
-                SystemTime::now() + Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
         let proxy = if opts.proxy {
             Some(FaultProxy::start(c.azurite.port).await)
         } else {

@@ -44,21 +44,9 @@ struct Tokens {
 
 impl Tokens {
     async fn new(secret: Option<&str>) -> Self {
-        support::aws_test_env();
-        support::logs::init();
+        let container = support::container_with_policy("tokens", "gen-1", "rl").await;
         let c = ferry_harness::shared();
-        let container = support::unique("tokens");
         let admin = c.azurite.admin();
-        admin.create_container(&container).await.unwrap();
-        admin
-            .set_access_policy(
-                &container,
-                "gen-1",
-                "rl",
-                SystemTime::now() + Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
         admin.put_blob(&container, "a.xml", b"<a/>").await.unwrap();
         let state_bucket = support::unique("state");
         c.moto.create_bucket(&state_bucket).await.unwrap();

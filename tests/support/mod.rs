@@ -223,3 +223,25 @@ impl ferry_shared::state::StateStore for SlowPuts {
         self.inner.list(prefix).await
     }
 }
+
+/// The set-up every Azurite-backed suite starts with: test env and log capture on, a new
+/// container named after `prefix`, and a stored access policy `policy` with `permissions` for an
+/// hour (the policy's SAS is `admin.container_sas_for_policy(&container, policy)`, and removing
+/// the policy revokes it). Returns the container's name.
+pub async fn container_with_policy(prefix: &str, policy: &str, permissions: &str) -> String {
+    aws_test_env();
+    logs::init();
+    let container = unique(prefix);
+    let admin = ferry_harness::shared().azurite.admin();
+    admin.create_container(&container).await.unwrap();
+    admin
+        .set_access_policy(
+            &container,
+            policy,
+            permissions,
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    container
+}

@@ -96,21 +96,14 @@ pub struct Options {
 
 impl Pipeline {
     pub async fn new(opts: Options) -> Self {
-        super::aws_test_env();
-        super::logs::init();
+        let container = super::container_with_policy(
+            "exports",
+            "ferry-read",
+            opts.source_permissions.unwrap_or("rl"),
+        )
+        .await;
         let c = ferry_harness::shared();
-        let container = super::unique("exports");
         let admin = c.azurite.admin();
-        admin.create_container(&container).await.unwrap();
-        admin
-            .set_access_policy(
-                &container,
-                "ferry-read",
-                opts.source_permissions.unwrap_or("rl"),
-                SystemTime::now() + Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
         let sas = admin.container_sas_for_policy(&container, "ferry-read");
         let copy_sas = match opts.copy_sas_expires_in {
             Some(d) => admin.container_sas(&container, "rl", SystemTime::now() + d),
