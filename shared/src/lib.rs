@@ -9,6 +9,7 @@ pub mod encrypt;
 pub mod engine;
 pub mod http_client;
 pub mod job;
+pub mod json;
 pub mod layout;
 pub mod metrics;
 pub mod name_template;

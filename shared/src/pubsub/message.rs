@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::token::service::field;
+use crate::json::field_ci;
 
 /// Longest accepted `blobType` / `correlationId`.
 const MAX_ID_CHARS: usize = 256;
@@ -36,7 +36,7 @@ pub fn parse(body: &[u8]) -> Result<FileNotice, String> {
         return Err("body is not a JSON object".into());
     }
     let text = |name: &str, required: bool| -> Result<Option<String>, String> {
-        match field(&value, name) {
+        match field_ci(&value, name).map_err(|e| e.to_string())? {
             None | Some(Value::Null) if !required => Ok(None),
             None | Some(Value::Null) => Err(format!("{name} is missing")),
             Some(Value::String(s)) if s.trim().is_empty() && required => {
@@ -69,7 +69,10 @@ pub fn parse(body: &[u8]) -> Result<FileNotice, String> {
             ));
         }
     };
-    let properties = field(&value, "properties").cloned().unwrap_or(Value::Null);
+    let properties = field_ci(&value, "properties")
+        .map_err(|e| e.to_string())?
+        .cloned()
+        .unwrap_or(Value::Null);
     Ok(FileNotice {
         blob_type,
         correlation_id,
@@ -83,6 +86,15 @@ pub fn parse(body: &[u8]) -> Result<FileNotice, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_in_two_spellings_is_poison_not_first_come() {
+        let body = br#"{"blobType":"T","correlationId":"c","uri":"https://a/c/x.jsonl","URI":"https://evil/c/y.jsonl"}"#;
+        assert_eq!(
+            parse(body).unwrap_err(),
+            "uri is given twice, in two spellings"
+        );
+    }
 
     #[test]
     fn camel_and_pascal_case_parse_alike() {

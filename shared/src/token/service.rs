@@ -12,6 +12,7 @@ use super::{BlobBase, ExportTokens, TokenError};
 use crate::azure_ad::AadClient;
 use crate::clock::now_ms;
 use crate::http_client::{HttpClass, classify};
+use crate::json::field_ci;
 use crate::probe::{ProbeResult, Problem};
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
@@ -197,23 +198,18 @@ impl TokenIssuer for TokenService {
     }
 }
 
-/// A field of a JSON object, by case-insensitive name.
-pub fn field<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
-    object
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
-}
-
 /// Parses the token service's answer into a token set (generation 0).
 pub fn parse_answer(
     body: &Value,
     integration: &str,
     default_ttl: Duration,
 ) -> Result<ExportTokens, TokenError> {
+    let field = |name: &str| {
+        field_ci(body, name)
+            .map_err(|e| TokenError::BadResponse(format!("the token service's answer: {e}")))
+    };
     let text = |name: &str| {
-        field(body, name)
+        field(name)?
             .and_then(Value::as_str)
             .filter(|s| !s.trim().is_empty())
             .map(|s| s.trim().to_string())
@@ -221,7 +217,7 @@ pub fn parse_answer(
     };
     let connection_string = text("serviceBusSubscriptionConnectionString")?;
     let subscription_name = text("serviceBusSubscriptionName")?;
-    let urls = field(body, "blobBaseUrlsWithToken")
+    let urls = field("blobBaseUrlsWithToken")?
         .and_then(Value::as_array)
         .ok_or_else(|| {
             TokenError::BadResponse("the token service sent no blobBaseUrlsWithToken".into())

@@ -167,21 +167,12 @@ impl Record {
     }
 }
 
-/// The value of `name`, matched case-insensitively; two spellings of it are an error.
+/// The value of `name`, by the crate's one case-insensitive rule (`crate::json`).
 fn field<'a>(
     body: &'a serde_json::Map<String, serde_json::Value>,
     name: &'static str,
 ) -> Result<Option<&'a serde_json::Value>, RecordError> {
-    let mut found = None;
-    for (k, v) in body {
-        if k.eq_ignore_ascii_case(name) {
-            if found.is_some() {
-                return Err(RecordError::Ambiguous(name));
-            }
-            found = Some(v);
-        }
-    }
-    Ok(found)
+    crate::json::field_in(body, name).map_err(|_| RecordError::Ambiguous(name))
 }
 
 #[cfg(test)]
