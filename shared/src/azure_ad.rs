@@ -32,7 +32,12 @@ use crate::secret::expose;
 pub enum AadError {
     /// Azure AD refused the client credentials (wrong secret, unknown client, expired certificate).
     #[error("Azure AD refused the client credentials ({code}): {description}")]
-    Rejected { code: String, description: String },
+    Rejected {
+        /// Azure AD's error code.
+        code: String,
+        /// Azure AD's error description.
+        description: String,
+    },
     /// The configured credentials cannot be used (unreadable certificate or key).
     #[error("token credentials unusable: {0}")]
     Config(String),
@@ -42,7 +47,9 @@ pub enum AadError {
     /// 5xx, 429, 408, resets, timeouts.
     #[error("token endpoint temporarily unavailable: {reason}")]
     Transient {
+        /// What happened (secret-free).
         reason: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
 }

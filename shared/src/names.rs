@@ -9,33 +9,73 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// Why a name was refused; the text is shown to the caller.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NameError {
+    /// The name is empty.
     #[error("{field} is empty")]
-    Empty { field: &'static str },
+    Empty {
+        /// Which name (`file`, `container`, `route name`...).
+        field: &'static str,
+    },
+    /// The name is longer than the limit for its kind.
     #[error("{field} is longer than {max} bytes")]
-    TooLong { field: &'static str, max: usize },
+    TooLong {
+        /// Which name.
+        field: &'static str,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The name is only whitespace.
     #[error("{field} is only whitespace: unsafe name")]
-    Blank { field: &'static str },
+    Blank {
+        /// Which name.
+        field: &'static str,
+    },
+    /// The name contains a control character (a newline could forge log lines or headers).
     #[error("{field} contains a control character: unsafe name")]
-    ControlCharacter { field: &'static str },
+    ControlCharacter {
+        /// Which name.
+        field: &'static str,
+    },
     /// Bidirectional overrides/isolates and zero-width characters let a name display as
     /// something it is not (`invoice\u{202E}piz.exe` shows as `invoiceexe.zip`).
     #[error(
         "{field} contains U+{code_point:04X}, a bidirectional-control or zero-width character that makes a name display as something it is not: unsafe name"
     )]
     InvisibleCharacter {
+        /// Which name.
         field: &'static str,
+        /// The offending character.
         code_point: u32,
     },
+    /// The name contains a backslash (a folder separator on Windows shares).
     #[error("{field} contains a backslash: unsafe name")]
-    Backslash { field: &'static str },
+    Backslash {
+        /// Which name.
+        field: &'static str,
+    },
+    /// The name starts with `/`.
     #[error("{field} is an absolute path: unsafe name")]
-    Absolute { field: &'static str },
+    Absolute {
+        /// Which name.
+        field: &'static str,
+    },
+    /// The name has a `.` or `..` segment (path traversal).
     #[error("{field} contains a '..' or '.' path segment: unsafe name")]
-    DotSegment { field: &'static str },
+    DotSegment {
+        /// Which name.
+        field: &'static str,
+    },
+    /// The name has an empty segment (`a//b`, a trailing `/`).
     #[error("{field} contains an empty path segment: unsafe name")]
-    EmptySegment { field: &'static str },
+    EmptySegment {
+        /// Which name.
+        field: &'static str,
+    },
+    /// Not a valid Azure container name.
     #[error("{field} must be 3-63 lowercase letters, digits or single hyphens")]
-    BadContainer { field: &'static str },
+    BadContainer {
+        /// Which name.
+        field: &'static str,
+    },
 }
 
 /// True for the characters that change how a name displays without being seen: zero-width

@@ -44,10 +44,17 @@ impl std::fmt::Display for SecretRef {
 /// Why a secret could not be read. Never contains the value.
 #[derive(Debug, Error)]
 pub enum SecretError {
+    /// The secret does not exist (or the env variable is unset).
     #[error("secret {0} is not set")]
     Missing(String),
+    /// The secret exists but could not be read.
     #[error("secret {reference} could not be read: {reason}")]
-    Unreadable { reference: String, reason: String },
+    Unreadable {
+        /// The secret reference (a name or ARN, never the value).
+        reference: String,
+        /// What happened (secret-free).
+        reason: String,
+    },
 }
 
 /// Resolves `SecretRef`s and caches the values for `ttl`.

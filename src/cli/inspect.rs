@@ -43,7 +43,7 @@ fn file_of(job: &TransferJob) -> String {
 }
 
 /// `ferry jobs`: one line per job, page by page.
-pub async fn jobs(
+pub(super) async fn jobs(
     services: &Services,
     filter: &JobFilter,
     limit: Option<usize>,
@@ -212,7 +212,7 @@ fn print_message(m: &RejectedMessage) {
 }
 
 /// `ferry show JOB_ID`: exit 1 when there is no such job.
-pub async fn show(services: &Services, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn show(services: &Services, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let state = services.state.as_ref();
     if let Some((m, _)) = state
         .get_json::<RejectedMessage>(&failure_key(id))
@@ -243,7 +243,7 @@ pub async fn show(services: &Services, id: &str, json: bool) -> anyhow::Result<E
 }
 
 /// `ferry failed`: every dead letter with its reason, page by page.
-pub async fn failed(
+pub(super) async fn failed(
     services: &Services,
     route: Option<&str>,
     page_size: usize,
@@ -302,7 +302,7 @@ pub async fn failed(
 }
 
 /// `ferry find NAME`: every job for that file; exit 1 when there is none.
-pub async fn find(
+pub(super) async fn find(
     services: &Services,
     name: &str,
     route: Option<&str>,
@@ -345,7 +345,7 @@ async fn replay_one(
 }
 
 /// `ferry replay JOB_ID`: exit 1 when the job fails again.
-pub async fn replay(
+pub(super) async fn replay(
     services: &Services,
     id: &str,
     key: Option<&str>,
@@ -373,7 +373,7 @@ pub async fn replay(
 
 /// `ferry replay --all-failed`: every dead-lettered job (of `route`), one line each; exit 1
 /// when any fails again.
-pub async fn replay_all(
+pub(super) async fn replay_all(
     services: &Services,
     route: Option<&str>,
     json: bool,

@@ -21,9 +21,9 @@ use ferry_shared::setup::SetupError;
 use ferry_shared::telemetry::LogFormat;
 
 /// The operation ran and failed.
-pub const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 /// Bad usage or a bad config: nothing was done.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,7 +35,7 @@ pub const EXIT_USAGE: u8 = 2;
     term_width = 100,
     after_help = "Exit codes: 0 ok; 1 the operation failed (a job dead-lettered, a view failed, a check failed, nothing found); 2 usage or config error.\nResults go to stdout (--json for scripts), logs to stderr (RUST_LOG=debug for more).\nThe demos are their own binary: `make demo` (cargo run --features demo --bin ferry-demo)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log lines on stderr (with timestamps): `text`, `json`, or `auto` (text on a terminal).
     #[arg(long, global = true, hide_possible_values = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
     pub log_format: LogFormatArg,
@@ -67,7 +67,7 @@ impl From<LogFormatArg> for LogFormat {
 
 /// `--config FILE`, or `FERRY_CONFIG_FILE`.
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// The ferry config (JSON; reference in docs/config.md).
     #[arg(long, short = 'c', env = "FERRY_CONFIG_FILE", value_name = "FILE")]
     pub config: PathBuf,
@@ -75,7 +75,7 @@ pub struct ConfigArg {
 
 /// `--json`.
 #[derive(Debug, Args)]
-pub struct JsonArg {
+pub(crate) struct JsonArg {
     /// Print results as JSON (one document, or one object per line for listings).
     #[arg(long)]
     pub json: bool,
@@ -83,7 +83,7 @@ pub struct JsonArg {
 
 /// `ferry serve --metrics`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MetricsArg {
+pub(crate) enum MetricsArg {
     /// Print the functions' metric lines (CloudWatch Embedded Metric Format) to stdout.
     Print,
     /// Do not emit metrics.
@@ -92,7 +92,7 @@ pub enum MetricsArg {
 
 /// `--reconcile-every`: a duration, or `off`.
 #[derive(Debug, Clone, Copy)]
-pub enum Every {
+pub(crate) enum Every {
     /// Run on this interval.
     Every(Duration),
     /// Never.
@@ -119,7 +119,7 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the pipeline: webhook server, job worker, view and pub/sub schedules, reconcile sweep.
     #[command(after_help = "\
 The webhook server runs when the config has a `webhook` section; the job worker (not with
@@ -413,7 +413,7 @@ impl Command {
 
 /// A usage or config error: reported with the command's usage, exit code 2.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -434,7 +434,7 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
 }
 
 /// Reads and validates the config; every failure is a config error (exit 2).
-pub async fn services(config: &ConfigArg) -> anyhow::Result<Services> {
+pub(crate) async fn services(config: &ConfigArg) -> anyhow::Result<Services> {
     let path = config.config.display();
     let text = std::fs::read_to_string(&config.config)
         .map_err(|e| UsageError(format!("cannot read the config {path}: {e}")))?;
@@ -443,7 +443,7 @@ pub async fn services(config: &ConfigArg) -> anyhow::Result<Services> {
 }
 
 /// Runs the parsed command; prints an error (and the usage for a usage error) to stderr.
-pub fn main(cli: Cli) -> ExitCode {
+pub(crate) fn main(cli: Cli) -> ExitCode {
     ferry_shared::telemetry::init_local(cli.log_format.into());
     let name = cli.command.name();
     let result = tokio::runtime::Runtime::new()
@@ -614,7 +614,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints one JSON document (pretty) or line (compact) to stdout.
-pub fn print_json(value: &impl serde::Serialize, pretty: bool) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize, pretty: bool) -> anyhow::Result<()> {
     let text = if pretty {
         serde_json::to_string_pretty(value)?
     } else {

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::{EXIT_FAILED, print_json};
 
 /// `ferry serve`'s settings.
-pub struct ServeOptions {
+pub(super) struct ServeOptions {
     pub listen: SocketAddr,
     pub sync_every: Duration,
     pub pull_every: Duration,
@@ -40,7 +40,7 @@ async fn stop_requested() -> anyhow::Result<&'static str> {
 }
 
 /// `ferry serve`: runs until SIGTERM or Ctrl-C, then stops cleanly (exit 0).
-pub async fn serve(services: &Services, o: ServeOptions) -> anyhow::Result<ExitCode> {
+pub(super) async fn serve(services: &Services, o: ServeOptions) -> anyhow::Result<ExitCode> {
     let mut runner = if o.ingest_only {
         LocalRunner::start_ingest_only(services, o.listen).await?
     } else {
@@ -89,7 +89,7 @@ pub async fn serve(services: &Services, o: ServeOptions) -> anyhow::Result<ExitC
 }
 
 /// The key of `job`: itself when it is a key, else looked up from the id.
-pub async fn resolve_job_key(services: &Services, job: &str) -> anyhow::Result<String> {
+pub(super) async fn resolve_job_key(services: &Services, job: &str) -> anyhow::Result<String> {
     if job.starts_with(Prefix::Jobs.as_str()) {
         return Ok(job.to_string());
     }
@@ -100,7 +100,7 @@ pub async fn resolve_job_key(services: &Services, job: &str) -> anyhow::Result<S
 }
 
 /// A job run's outcome as the CLI reports it: (success, human text, JSON).
-pub fn describe_outcome(
+pub(super) fn describe_outcome(
     job_key: &str,
     result: Result<JobOutcome, JobError>,
 ) -> (bool, String, serde_json::Value) {
@@ -136,7 +136,11 @@ pub fn describe_outcome(
 }
 
 /// `ferry run-job`: exit 1 unless the job completed.
-pub async fn run_job(services: &Services, job: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn run_job(
+    services: &Services,
+    job: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let key = resolve_job_key(services, job).await?;
     let engine = services.engine().await?;
     let (ok, text, value) = describe_outcome(&key, engine.run(&key, 1).await);
@@ -153,7 +157,7 @@ pub async fn run_job(services: &Services, job: &str, json: bool) -> anyhow::Resu
 }
 
 /// `ferry sync-views`: every view's outcome, then exit 1 when any failed.
-pub async fn sync_views(
+pub(super) async fn sync_views(
     services: &Services,
     views: Vec<String>,
     json: bool,
@@ -228,7 +232,7 @@ pub async fn sync_views(
 }
 
 /// `ferry token-refresh`: exit 1 when a source could not be refreshed.
-pub async fn token_refresh(services: &Services, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn token_refresh(services: &Services, json: bool) -> anyhow::Result<ExitCode> {
     let caches = services.token_caches().await?;
     let event = LambdaEvent::new(json!({}), Context::default());
     let report = token_refresh::handle(&caches, event)
@@ -251,7 +255,7 @@ pub async fn token_refresh(services: &Services, json: bool) -> anyhow::Result<Ex
 
 /// `ferry export-pull`: receives for `seconds` (the sources' deadline margins are added, so the
 /// whole time is spent receiving), then prints what each source did and the new job keys.
-pub async fn export_pull(
+pub(super) async fn export_pull(
     services: &Services,
     seconds: Duration,
     json: bool,
@@ -289,7 +293,7 @@ pub async fn export_pull(
 }
 
 /// `ferry reconcile`: exit 1 when a route could not be swept.
-pub async fn reconcile(
+pub(super) async fn reconcile(
     services: &Services,
     routes: Vec<String>,
     dry_run: bool,

@@ -116,7 +116,12 @@ impl PullSummary {
 pub enum PullError {
     /// Service Bus (or the tokens it needs) failed for good.
     #[error("source {source_name:?}: {error}")]
-    Bus { source_name: String, error: SbError },
+    Bus {
+        /// The configured source.
+        source_name: String,
+        /// The underlying error.
+        error: SbError,
+    },
 }
 
 /// Drains one pub/sub export source into jobs.

@@ -37,14 +37,24 @@ const SAS_LIFETIME_SECS: u64 = 600;
 pub enum SbError {
     /// Credentials refused even after a token refresh.
     #[error("service bus refused the credentials (HTTP {status}) even after a token refresh")]
-    Unauthorized { status: u16 },
+    Unauthorized {
+        /// The HTTP status.
+        status: u16,
+    },
     /// The subscription does not exist (any more).
     #[error("service bus subscription {path} does not exist (HTTP {status})")]
-    EntityGone { path: String, status: u16 },
+    EntityGone {
+        /// The entity path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+    },
     /// 5xx, 429, 408, resets, timeouts.
     #[error("service bus temporarily unavailable: {reason}")]
     Transient {
+        /// What happened (secret-free).
         reason: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
     /// Anything else: bad connection string, a protocol violation, other 4xx.

@@ -12,18 +12,30 @@ use crate::names;
 /// Why a message's blob URL was refused.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum UriRefusal {
+    /// Not an absolute URL.
     #[error("uri is not a valid absolute URL")]
     Invalid,
+    /// Neither http nor https.
     #[error("uri scheme {0:?} is not http or https")]
     Scheme(String),
+    /// Whitespace, a control character or a backslash anywhere in it.
     #[error("uri contains whitespace, a control character or a backslash")]
     BadCharacter,
+    /// User info, a query or a fragment (a notification must not bring its own SAS).
     #[error("uri carries user info, a query or a fragment")]
     ExtraParts,
+    /// A `.` or `..` path segment (it could climb out of the token's container).
     #[error("uri contains a '.' or '..' path segment")]
     DotSegment,
+    /// Not below any blob base URL the token service handed out.
     #[error("uri {uri} is not under any of the token's blob base URLs ({bases})")]
-    OutsideBases { uri: String, bases: String },
+    OutsideBases {
+        /// The refused URI (it carries no credentials).
+        uri: String,
+        /// The allowed bases, without their SAS.
+        bases: String,
+    },
+    /// Below a base, but the blob name breaks the name rules.
     #[error("uri names an unusable blob: {0}")]
     BadName(String),
 }

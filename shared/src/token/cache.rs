@@ -36,12 +36,16 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(60);
 pub enum RefreshOutcome {
     /// The stored tokens have enough life left.
     NotDue {
+        /// The token set's generation.
         generation: u64,
+        /// Time left before the tokens expire.
         expires_in: Duration,
     },
     /// New tokens were fetched (or adopted from a concurrent refresher) and stored.
     Refreshed {
+        /// The token set's generation.
         generation: u64,
+        /// Time left before the tokens expire.
         expires_in: Duration,
     },
 }

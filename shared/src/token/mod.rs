@@ -34,12 +34,18 @@ pub enum TokenError {
     #[error(
         "the token service answered 403 Forbidden for integration {integration:?}: permissions not granted yet (the vendor must grant this app registration access to the integration's file export)"
     )]
-    PermissionsNotGranted { integration: String },
+    PermissionsNotGranted {
+        /// The integration the tokens are for.
+        integration: String,
+    },
     /// The token service refused a fresh Azure AD token (401).
     #[error(
         "the token service refused the Azure AD token (401) for integration {integration:?}: check aad.scope and the app registration"
     )]
-    Unauthorized { integration: String },
+    Unauthorized {
+        /// The integration the tokens are for.
+        integration: String,
+    },
     /// Credentials in the config cannot be used (unreadable certificate or key).
     #[error("token credentials unusable: {0}")]
     Config(String),
@@ -49,7 +55,9 @@ pub enum TokenError {
     /// 5xx, 429, 408, resets, timeouts.
     #[error("token endpoint temporarily unavailable: {reason}")]
     Transient {
+        /// What happened (secret-free).
         reason: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
     /// The current tokens were refused, but they were refreshed less than

@@ -68,7 +68,9 @@ pub enum Acquired {
     Held(Lease),
     /// Another run holds it, until `expires_at_ms`.
     Busy {
+        /// The run that holds the lease.
         holder: String,
+        /// When the lease expires, in ms since the Unix epoch.
         expires_at_ms: u64,
         /// When the holder took it (0: not recorded).
         acquired_at_ms: u64,

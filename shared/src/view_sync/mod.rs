@@ -61,7 +61,9 @@ pub enum SyncOutcome {
     Synced(SyncReport),
     /// Another run holds the view's lease; this one did nothing.
     LeaseHeld {
+        /// The view.
         view: String,
+        /// The run that holds the lease.
         holder: String,
         /// RFC 3339 time the lease expires unless renewed.
         expires_at: String,
@@ -70,7 +72,9 @@ pub enum SyncOutcome {
     /// the lease for three quarters of its TTL): it died or is stuck, and nothing syncs until
     /// the lease expires. Not a success: the function reports it as a failure.
     LeaseStale {
+        /// The view.
         view: String,
+        /// The run that holds the lease.
         holder: String,
         /// Seconds since the holder took the lease (`None`: not recorded by the holder).
         age_secs: Option<u64>,
@@ -117,38 +121,72 @@ pub struct SyncError {
 /// What went wrong in a run.
 #[derive(Debug, Error)]
 pub enum SyncFailure {
+    /// The view is not in the config.
     #[error("no such view in the config")]
     UnknownView,
+    /// The state store failed (watermark or lease).
     #[error("state store: {0}")]
     State(#[from] StateError),
+    /// The view refused the credentials (401/403).
     #[error("the view refused the credentials (HTTP {status}): check the username and password")]
-    Unauthorized { status: u16 },
+    Unauthorized {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The view answered an HTTP error.
     #[error("the view answered HTTP {status} ({url})")]
     ViewHttp {
+        /// The HTTP status.
         status: u16,
+        /// The URL, without credentials.
         url: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
+    /// The view did not answer in time.
     #[error("the view did not answer within {secs} s")]
-    Timeout { secs: u64 },
+    Timeout {
+        /// The timeout, in seconds.
+        secs: u64,
+    },
+    /// The connection failed or broke.
     #[error("cannot read the view: {0}")]
     Transport(String),
+    /// The response is not a JSON array of records.
     #[error("the view's response is not a JSON array of records: {0}")]
     Malformed(#[from] SplitError),
+    /// A record is unusable.
     #[error("record {index} of the response refused: {reason}")]
-    InvalidRecord { index: u64, reason: RecordError },
+    InvalidRecord {
+        /// Position of the record in the response, from 0.
+        index: u64,
+        /// What happened (secret-free).
+        reason: RecordError,
+    },
     #[error(
         "records out of order: record {index} (RecordID {record_id}) has lastSubmissionId {found} after {previous}; \
          the view must be sorted ascending by lastSubmissionId, so nothing from this chunk on was delivered"
     )]
+    /// A record came after one with a higher lastSubmissionId.
     OutOfOrder {
+        /// Position of the record in the response, from 0.
         index: u64,
+        /// Its RecordID.
         record_id: String,
+        /// Its lastSubmissionId.
         found: Cursor,
+        /// The lastSubmissionId of the record before it.
         previous: Cursor,
     },
+    /// The sink failed.
     #[error("sink {sink} failed: {error}")]
-    Sink { sink: String, error: SinkError },
+    Sink {
+        /// The sink.
+        sink: String,
+        /// The underlying error.
+        error: SinkError,
+    },
+    /// Another run took the lease.
     #[error("lost the lease to another run; stopped before the next chunk")]
     LeaseLost,
 }

@@ -21,8 +21,10 @@ pub struct Cursor(String);
 /// Why a cursor value was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CursorError {
+    /// Not a non-negative integer.
     #[error("lastSubmissionId {0:?} is not a non-negative integer")]
     NotAnInteger(String),
+    /// More digits than a cursor may have.
     #[error("lastSubmissionId is longer than {MAX_CURSOR_DIGITS} digits")]
     TooLong,
 }
@@ -120,16 +122,21 @@ pub struct Record {
 /// Why a record was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordError {
+    /// The record is not a JSON object.
     #[error("not a JSON object: {0}")]
     NotAnObject(String),
+    /// A required field is absent.
     #[error("field {0} is missing")]
     Missing(&'static str),
+    /// A field is spelled twice in different cases.
     #[error("field {0} appears more than once with different casing")]
     Ambiguous(&'static str),
     #[error(
         "RecordID is empty, longer than {MAX_RECORD_ID_BYTES} bytes, contains control characters, or is not a string or integer"
     )]
+    /// The RecordID is unusable.
     BadRecordId,
+    /// The lastSubmissionId is unusable.
     #[error(transparent)]
     Cursor(#[from] CursorError),
 }

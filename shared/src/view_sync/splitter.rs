@@ -13,10 +13,20 @@ use thiserror::Error;
 pub enum SplitError {
     /// Not JSON of the expected shape at `offset` (bytes from the start of the response).
     #[error("malformed JSON array at byte {offset}: {reason}")]
-    Malformed { offset: u64, reason: String },
+    Malformed {
+        /// Bytes from the start of the response.
+        offset: u64,
+        /// What happened (secret-free).
+        reason: String,
+    },
     /// One element is larger than the configured limit.
     #[error("record {index} is larger than {max} bytes")]
-    TooLarge { index: u64, max: usize },
+    TooLarge {
+        /// Position of the record in the response, from 0.
+        index: u64,
+        /// The limit, in bytes.
+        max: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

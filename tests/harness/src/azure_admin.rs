@@ -29,9 +29,9 @@ use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 
 /// The storage service version used for requests and SAS tokens.
-pub const API_VERSION: &str = "2025-01-05";
+pub(crate) const API_VERSION: &str = "2025-01-05";
 /// Block size used by [`AzureAdmin::put_blob_from_file`].
-pub const BLOCK_SIZE: usize = 4 * 1024 * 1024;
+pub(crate) const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 /// Put Block requests in flight at once.
 const BLOCKS_IN_FLIGHT: usize = 4;
 
@@ -73,26 +73,35 @@ impl std::fmt::Debug for AzureAdmin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutBlobResult {
     /// The blob's ETag, with its quotes as the service sent it.
+    /// The ETag the service gave the new blob (quoted).
     pub etag: String,
     /// Base64 MD5 of the content, when the blob has one.
     pub content_md5: Option<String>,
+    /// Size in bytes.
     pub size: u64,
 }
 
 /// Properties of an existing blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobProperties {
+    /// The blob's ETag (quoted).
     pub etag: String,
+    /// Base64 MD5 of the content, when the blob has one.
     pub content_md5: Option<String>,
+    /// Size in bytes.
     pub size: u64,
 }
 
 /// A stored access policy of a container (values as the service returns them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessPolicy {
+    /// The policy's id (what a SAS names in `si`).
     pub id: String,
+    /// When it starts to be valid.
     pub start: Option<String>,
+    /// When it stops being valid.
     pub expiry: Option<String>,
+    /// Its permission letters (`rl`, `rld`).
     pub permission: Option<String>,
 }
 
@@ -118,6 +127,7 @@ impl AzureAdmin {
         })
     }
 
+    /// The storage account name.
     pub fn account(&self) -> &str {
         &self.account
     }
@@ -127,6 +137,7 @@ impl AzureAdmin {
         self.base.as_str().trim_end_matches('/').to_string()
     }
 
+    /// The container's URL (no SAS).
     pub fn container_url(&self, container: &str) -> String {
         self.url_for(Some(container), None).to_string()
     }

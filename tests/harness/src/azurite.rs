@@ -16,6 +16,7 @@ pub const ACCOUNT_KEY: &str =
 /// A running Azurite blob service. Killed on Drop.
 #[derive(Debug)]
 pub struct Azurite {
+    /// The loopback TCP port it listens on.
     pub port: u16,
     /// `http://127.0.0.1:PORT/devstoreaccount1` (path-style).
     pub account_url: String,

@@ -83,8 +83,11 @@ fn run_installer() -> anyhow::Result<()> {
 /// The three local components, started together.
 #[derive(Debug)]
 pub struct Components {
+    /// Azure Blob Storage emulator.
     pub azurite: Azurite,
+    /// S3 (and the other AWS services) emulator.
     pub moto: Moto,
+    /// OpenSSH server with SFTP.
     pub sshd: Sshd,
 }
 

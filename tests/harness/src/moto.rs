@@ -13,9 +13,11 @@ pub const REGION: &str = "us-east-1";
 /// A running moto server. Killed on Drop.
 #[derive(Debug)]
 pub struct Moto {
+    /// The loopback TCP port it listens on.
     pub port: u16,
     /// `http://127.0.0.1:PORT` (use path-style addressing).
     pub endpoint: String,
+    /// The server's log file (printed when a test fails to reach it).
     pub log_path: PathBuf,
     http: reqwest::Client,
     process: ServerProcess,
@@ -23,6 +25,7 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Installs moto if needed (scripts/install-components.sh) and starts it on a free port.
     pub fn start() -> anyhow::Result<Self> {
         crate::ensure_installed()?;
         let bin = Self::bin();
@@ -110,6 +113,8 @@ impl Moto {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The server process id, while it runs.
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()

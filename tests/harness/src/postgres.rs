@@ -18,6 +18,7 @@ use crate::process::{READY_TIMEOUT, RunDir, ServerProcess, run_checked, start_on
 /// A running PostgreSQL server. Killed on Drop; its data directory goes with the run directory.
 #[derive(Debug)]
 pub struct Postgres {
+    /// The loopback TCP port it listens on.
     pub port: u16,
     /// `127.0.0.1`
     pub host: String,
@@ -33,6 +34,7 @@ pub struct Postgres {
     pub bin_dir: PathBuf,
     /// Folder of the server's unix socket (trust authentication there).
     pub socket_dir: PathBuf,
+    /// The server's log file (printed when a test fails to reach it).
     pub log_path: PathBuf,
     process: ServerProcess,
     dir: RunDir,
@@ -226,6 +228,8 @@ impl Postgres {
             dir,
         })
     }
+
+    /// The server process id, while it runs.
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()

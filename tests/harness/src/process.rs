@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, anyhow, bail};
 
 /// How long a server gets to start accepting TCP connections.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -109,12 +109,12 @@ fn pid_alive(pid: u32) -> bool {
 /// A private directory for one server run (data, logs, keys). Removed on Drop and at
 /// process exit, unless `FERRY_HARNESS_KEEP=1` is set.
 #[derive(Debug)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     path: PathBuf,
 }
 
 impl RunDir {
-    pub fn new(component: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(component: &str) -> anyhow::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         sweep_stale_dirs();
         let base = base_dir();
@@ -133,7 +133,7 @@ impl RunDir {
         Ok(Self { path })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -311,7 +311,7 @@ fn spawn_guarded(mut cmd: Command) -> io::Result<Child> {
 
 /// One running server: killed (whole process group) on Drop.
 #[derive(Debug)]
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     name: String,
     child: Option<Child>,
     log_path: PathBuf,
@@ -319,7 +319,7 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Spawns `program args..` with stdout and stderr appended to `log_path`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: &str,
         program: &Path,
         args: &[String],
@@ -332,7 +332,7 @@ impl ServerProcess {
 
     /// Like `spawn`, but as another user (`(uid, gid)`, set before exec; PDEATHSIG is armed
     /// after the switch, so it survives it): for servers that refuse to run as root.
-    pub fn spawn_as(
+    pub(crate) fn spawn_as(
         name: &str,
         program: &Path,
         args: &[String],
@@ -354,7 +354,7 @@ impl ServerProcess {
 
     /// Spawns `program` (no arguments) with exactly the environment `env` (nothing inherited
     /// from this process), as a sandbox would start it; stdout and stderr appended to `log_path`.
-    pub fn spawn_clean_env(
+    pub(crate) fn spawn_clean_env(
         name: &str,
         program: &Path,
         cwd: &Path,
@@ -388,25 +388,25 @@ impl ServerProcess {
         })
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// `Some(status)` when the server has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         match self.child.as_mut() {
             Some(child) => child.try_wait().ok().flatten(),
             None => None,
         }
     }
 
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child.is_some() && self.exited().is_none()
     }
 
     /// Waits until the server accepts TCP connections on `port`. `Err` (with the tail of
     /// the log) when it exits first or `timeout` passes.
-    pub fn wait_ready(&mut self, port: u16, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(&mut self, port: u16, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
@@ -444,7 +444,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM to the whole process group, SIGKILL after a grace period; reaps the child.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -493,7 +493,7 @@ pub fn log_tail(path: &Path) -> String {
 }
 
 /// Runs a short helper command to completion; `Err` with its output when it fails.
-pub fn run_checked(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+pub(crate) fn run_checked(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -511,7 +511,7 @@ pub fn run_checked(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
 
 /// Starts a server on a fresh port, retrying on a new port when it dies before it
 /// listens (another process may have grabbed the port in between).
-pub fn start_on_free_port<T>(
+pub(crate) fn start_on_free_port<T>(
     attempts: usize,
     mut start: impl FnMut(u16) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {

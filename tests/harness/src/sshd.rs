@@ -15,6 +15,7 @@ const SSHD_BIN: &str = "/usr/sbin/sshd";
 /// A running sshd. Killed (with its per-connection processes) on Drop.
 #[derive(Debug)]
 pub struct Sshd {
+    /// The loopback TCP port it listens on.
     pub port: u16,
     /// The server's public host key: `ssh-ed25519 AAAA...` (no comment).
     pub host_key: String,
@@ -147,9 +148,12 @@ impl Sshd {
             .with_context(|| format!("restarting sshd on port {}", self.port))
     }
 
+    /// Whether the server process is still alive.
     pub fn is_running(&mut self) -> bool {
         self.process.as_mut().is_some_and(ServerProcess::is_running)
     }
+
+    /// The server process id, while it runs.
 
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(ServerProcess::pid)
