@@ -115,7 +115,6 @@ impl Moto {
     }
 
     /// The server process id, while it runs.
-
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }

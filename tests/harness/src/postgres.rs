@@ -230,7 +230,6 @@ impl Postgres {
     }
 
     /// The server process id, while it runs.
-
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }

@@ -154,7 +154,6 @@ impl Sshd {
     }
 
     /// The server process id, while it runs.
-
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(ServerProcess::pid)
     }
