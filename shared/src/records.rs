@@ -480,7 +480,216 @@ fn one_xml_element(text: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    //! Fast tier: `load` over an in-memory state store, source and sink (the real sinks are
+    //! proven in tests/records.rs and tests/sink_conformance.rs).
+
+    use std::collections::BTreeMap;
+    use std::io::Write as _;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
     use super::*;
+    use crate::ByteReader;
+    use crate::sink::SinkReceipt;
+    use crate::source::SourceObject;
+    use crate::state::Versioned;
+
+    #[derive(Default)]
+    struct MemState(Mutex<BTreeMap<String, Bytes>>);
+
+    #[async_trait]
+    impl StateStore for MemState {
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+            Ok(self.0.lock().unwrap().get(key).map(|b| Versioned {
+                body: b.clone(),
+                etag: "e".into(),
+            }))
+        }
+        async fn put(&self, key: &str, body: Bytes, _: PutMode) -> Result<String, StateError> {
+            self.0.lock().unwrap().insert(key.into(), body);
+            Ok("e".into())
+        }
+        async fn delete(&self, key: &str) -> Result<(), StateError> {
+            self.0.lock().unwrap().remove(key);
+            Ok(())
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
+            let map = self.0.lock().unwrap();
+            Ok(map
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect())
+        }
+    }
+
+    struct MemSource(Vec<u8>);
+
+    #[async_trait]
+    impl Source for MemSource {
+        async fn stat(&self, _: &str, _: &str) -> Result<SourceObject, SourceError> {
+            unreachable!("jobs carry their object")
+        }
+        async fn open(&self, _: &SourceObject) -> Result<ByteReader, SourceError> {
+            Ok(Box::pin(std::io::Cursor::new(self.0.clone())))
+        }
+    }
+
+    /// Keeps (view, record id) -> (cursor, body), applying only a greater cursor, as the real
+    /// sinks do; counts every application.
+    #[derive(Default)]
+    struct MemSink {
+        rows: Mutex<BTreeMap<(String, String), (Cursor, serde_json::Value)>>,
+        applications: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl Sink for MemSink {
+        fn kind(&self) -> &'static str {
+            "memory"
+        }
+        async fn deliver(&self, view: &str, chunk: &Chunk) -> Result<SinkReceipt, SinkError> {
+            let mut rows = self.rows.lock().unwrap();
+            let mut applied = 0;
+            for r in &chunk.records {
+                let key = (view.to_string(), r.record_id.clone());
+                if rows.get(&key).is_none_or(|(c, _)| *c < r.cursor) {
+                    rows.insert(key, (r.cursor.clone(), r.body.clone().into()));
+                    applied += 1;
+                }
+            }
+            *self.applications.lock().unwrap() += applied;
+            Ok(SinkReceipt {
+                location: "memory://".into(),
+                records: chunk.records.len(),
+                applied,
+            })
+        }
+    }
+
+    fn job(name: &str) -> TransferJob {
+        TransferJob {
+            id: "j1".into(),
+            route: "r".into(),
+            source: "s".into(),
+            object: SourceObject {
+                container: "c".into(),
+                name: name.into(),
+                size: 0,
+                etag: "0x1".into(),
+                content_md5: None,
+                content_type: None,
+                url: None,
+            },
+            destinations: Vec::new(),
+            target_folder: None,
+            name_template: None,
+            after_delivery: Default::default(),
+            encrypt: false,
+            correlation_id: "request-cid".into(),
+            created_at: now_rfc3339(),
+            export: None,
+        }
+    }
+
+    fn plan(sink: Arc<MemSink>, format: RecordFormat, chunk_lines: usize) -> RecordsPlan {
+        RecordsPlan {
+            sink_name: "mem".into(),
+            sink,
+            config: RecordsConfig {
+                sink: "mem".into(),
+                format,
+                chunk_lines,
+                max_line_bytes: 256,
+                max_total_bytes: 1 << 20,
+            },
+        }
+    }
+
+    async fn run(
+        data: &[u8],
+        name: &str,
+        plan: &RecordsPlan,
+        state: &MemState,
+        stop: &AtomicBool,
+    ) -> Result<Option<RecordsReceipt>, RecordsError> {
+        let mut j = job(name);
+        j.object.size = data.len() as u64;
+        let source = MemSource(data.to_vec());
+        let stopped = || stop.load(Ordering::SeqCst);
+        load(state, &source, &j, plan, &RetryPolicy::default(), &stopped).await
+    }
+
+    #[tokio::test]
+    async fn a_gzip_webhook_file_of_xml_lines_loads_by_line_and_a_stopped_run_resumes_without_doubles()
+     {
+        let mut xml = Vec::new();
+        for i in 1..=9 {
+            writeln!(xml, r#"<Price item="{i}" amount="{i}.00"/>"#).unwrap();
+            if i == 4 {
+                xml.extend_from_slice(b"\r\n"); // an empty line (CRLF) is skipped, still counted
+            }
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&xml).unwrap();
+        let gz = gz.finish().unwrap();
+        let (state, sink) = (MemState::default(), Arc::new(MemSink::default()));
+        let plan = plan(sink.clone(), RecordFormat::XmlLines, 4);
+        // Stopped before the first chunk: nothing loaded, no receipt.
+        let stop = AtomicBool::new(true);
+        let e = run(&gz, "prices.xml.gz", &plan, &state, &stop)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RecordsError::Interrupted { loaded: 0 }), "{e}");
+        stop.store(false, Ordering::SeqCst);
+        let receipt = run(&gz, "prices.xml.gz", &plan, &state, &stop)
+            .await
+            .unwrap()
+            .expect("a receipt");
+        assert_eq!(
+            (receipt.records, receipt.applied, receipt.chunks),
+            (9, 9, 3)
+        );
+        assert_eq!(receipt.view, "r/j1");
+        let rows = sink.rows.lock().unwrap().clone();
+        // Webhook files are keyed by the job id (their correlation id is the request's).
+        let (cursor, body) = &rows[&("r/j1".to_string(), "j1:6".to_string())];
+        assert_eq!(cursor.as_str(), "6", "line 6 (after the empty line 5)");
+        assert_eq!(body["xml"], r#"<Price item="5" amount="5.00"/>"#);
+        // A second run skips by the receipt; without it, applies nothing again.
+        assert!(
+            run(&gz, "prices.xml.gz", &plan, &state, &stop)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        state.0.lock().unwrap().clear();
+        let again = run(&gz, "prices.xml.gz", &plan, &state, &stop)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.applied, again.already_present), (0, 9));
+        assert_eq!(*sink.applications.lock().unwrap(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_plain_file_over_the_total_cap_is_refused_before_reading() {
+        let (state, sink) = (MemState::default(), Arc::new(MemSink::default()));
+        let mut plan = plan(sink.clone(), RecordFormat::Jsonl, 10);
+        plan.config.max_total_bytes = 100;
+        let data = b"{\"a\":1}\n".repeat(20);
+        let e = run(&data, "big.jsonl", &plan, &state, &AtomicBool::new(false))
+            .await
+            .unwrap_err();
+        assert!(
+            !e.is_retryable() && e.to_string().contains("max_total_bytes"),
+            "{e}"
+        );
+        assert!(sink.rows.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn jsonl_lines_must_be_one_object() {
