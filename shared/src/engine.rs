@@ -297,6 +297,7 @@ pub struct TransferEngine {
     deadline_margin: Duration,
     stop: Option<StopSignal>,
     encryption: BTreeMap<String, Arc<Recipients>>,
+    records: BTreeMap<String, Arc<crate::records::RecordsPlan>>,
 }
 
 impl TransferEngine {
@@ -319,7 +320,14 @@ impl TransferEngine {
             ),
             stop: None,
             encryption: BTreeMap::new(),
+            records: BTreeMap::new(),
         }
+    }
+
+    /// The record loading of each route that has `records` (route name -> its sink and
+    /// settings); see [`crate::records`].
+    pub fn with_records(self, records: BTreeMap<String, Arc<crate::records::RecordsPlan>>) -> Self {
+        Self { records, ..self }
     }
 
     /// The OpenPGP recipients of each route that encrypts (route name -> its checked keys).
@@ -437,7 +445,7 @@ impl TransferEngine {
                 already_done,
             };
             return self
-                .after_delivery(job_key, job, attempt, &retry, outcome)
+                .finish(job_key, job, attempt, limits, &retry, outcome)
                 .await;
         }
         if limits.stopped() {
@@ -498,10 +506,71 @@ impl TransferEngine {
                 already_done,
             };
             return self
-                .after_delivery(job_key, job, attempt, &retry, outcome)
+                .finish(job_key, job, attempt, limits, &retry, outcome)
                 .await;
         }
         self.settle(job_key, job, attempt, errors).await
+    }
+
+    /// Once every destination has its receipt: the route's record loading (when it has
+    /// `records`; see [`crate::records`]), then its action on the source file.
+    async fn finish(
+        &self,
+        job_key: &str,
+        job: &TransferJob,
+        attempt: u32,
+        limits: &RunLimits,
+        retry: &RetryPolicy,
+        outcome: JobOutcome,
+    ) -> Result<JobOutcome, JobError> {
+        if let Some(plan) = self.records.get(&job.route) {
+            use crate::records::{RecordsError, load};
+            let Some(source) = self.sources.get(&job.source) else {
+                let reason = format!("source {:?} is not configured", job.source);
+                let errors = BTreeMap::from([(plan.label(), (reason, false))]);
+                return self.settle(job_key, job, attempt, errors).await;
+            };
+            let stopped = || limits.stopped();
+            let loading = load(
+                self.state.as_ref(),
+                source.as_ref(),
+                job,
+                plan,
+                retry,
+                &stopped,
+            );
+            match limits.unless_past(|c| c.drop_delivery, loading).await {
+                Some(Ok(_)) => {}
+                None | Some(Err(RecordsError::Interrupted { .. })) => {
+                    let progress =
+                        format!("{}: stopped (a rerun skips what is loaded)", plan.label());
+                    tracing::info!(%progress, "job stopped at the deadline; the next invocation continues");
+                    return Err(JobError::Interrupted {
+                        job_id: job.id.clone(),
+                        progress,
+                    });
+                }
+                Some(Err(RecordsError::State(e))) => return Err(e.into()),
+                Some(Err(e)) => {
+                    tracing::warn!(sink = %plan.sink_name, error = %e, "loading records failed");
+                    metrics::add(
+                        "RecordLoadFailures",
+                        Unit::Count,
+                        1.0,
+                        &[
+                            ("Route", &job.route),
+                            ("Sink", &plan.sink_name),
+                            ("Kind", e.kind()),
+                        ],
+                    );
+                    let errors =
+                        BTreeMap::from([(plan.label(), (e.to_string(), e.is_retryable()))]);
+                    return self.settle(job_key, job, attempt, errors).await;
+                }
+            }
+        }
+        self.after_delivery(job_key, job, attempt, retry, outcome)
+            .await
     }
 
     /// Once every destination has its receipt: the route's action on the source file. Deleting

@@ -241,6 +241,12 @@ pub fn receipt_key(id: &str, destination: &str) -> String {
     format!("{}{id}/{destination}.json", Prefix::Done.as_str())
 }
 
+/// `done/<job-id>/records/<sink>.json`: the receipt of a route's record loading (a
+/// destination name cannot contain `/`, so it never collides with a destination's receipt).
+pub fn records_receipt_key(id: &str, sink: &str) -> String {
+    format!("{}{id}/records/{sink}.json", Prefix::Done.as_str())
+}
+
 /// `failed/<id>.json`
 pub fn failure_key(id: &str) -> String {
     format!("{}{id}.json", Prefix::Failed.as_str())

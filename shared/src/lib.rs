@@ -17,6 +17,7 @@ pub mod names;
 pub mod probe;
 pub mod pubsub;
 pub mod reconcile;
+pub mod records;
 pub mod redact;
 pub mod retry;
 pub mod s3;

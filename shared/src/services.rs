@@ -88,7 +88,8 @@ impl Services {
         Arc::new(Scoped::new(self.state.clone(), function))
     }
 
-    /// blob-copy: the transfer engine over the sources and destinations that routes name.
+    /// blob-copy: the transfer engine over the sources, destinations and record sinks that
+    /// routes name.
     pub async fn engine(&self) -> Result<TransferEngine, SetupError> {
         let state = self.state_for(Function::BlobCopy);
         let routes = &self.config.routes;
@@ -118,6 +119,28 @@ impl Services {
                 encryption.insert(route.name.clone(), Arc::new(recipients));
             }
         }
+        // Only the sinks that routes load records into (and only their secrets).
+        let mut sinks: BTreeMap<&str, Arc<dyn Sink>> = BTreeMap::new();
+        let mut records = BTreeMap::new();
+        for route in routes {
+            let Some(config) = &route.records else {
+                continue;
+            };
+            let sink = match sinks.get(config.sink.as_str()) {
+                Some(sink) => sink.clone(),
+                None => {
+                    let sink = self.sink(&config.sink).await?;
+                    sinks.insert(config.sink.as_str(), sink.clone());
+                    sink
+                }
+            };
+            let plan = crate::records::RecordsPlan {
+                sink_name: config.sink.clone(),
+                sink,
+                config: config.clone(),
+            };
+            records.insert(route.name.clone(), Arc::new(plan));
+        }
         Ok(TransferEngine::new(
             state,
             sources,
@@ -128,7 +151,8 @@ impl Services {
         .with_deadline_margin(Duration::from_secs(
             self.config.transfer.deadline_margin_secs,
         ))
-        .with_encryption(encryption))
+        .with_encryption(encryption)
+        .with_records(records))
     }
 
     /// webhook-ingest: the webhook token and the sources of webhook routes (those with a
@@ -619,7 +643,8 @@ mod tests {
             },
             "routes": [
                 {"name": "zips", "source": "ct", "container": "exports", "destinations": ["partner"]},
-                {"name": "items", "source": "eg", "blob_types": ["Gateway.ItemChanges"], "destinations": ["hook"]}
+                {"name": "items", "source": "eg", "blob_types": ["Gateway.ItemChanges"], "destinations": ["hook"]},
+                {"name": "item-rows", "source": "eg", "blob_types": ["Gateway.ItemChanges"], "records": {"sink": "db", "format": "jsonl"}}
             ],
             "views": {"cases": {"url": "http://127.0.0.1:9/view", "on_behalf_of": "ops", "username": "svc", "password": f("cases-password"), "sink": "api"}},
             "sinks": {
@@ -670,7 +695,13 @@ mod tests {
             (Function::WebhookIngest, &["webhook-token", "ct-sas"]),
             (
                 Function::BlobCopy,
-                &["ct-sas", "eg-aad", "partner-password", "hook-auth"],
+                &[
+                    "ct-sas",
+                    "eg-aad",
+                    "partner-password",
+                    "hook-auth",
+                    "db-password",
+                ],
             ),
             (Function::ViewSync, &["cases-password", "api-auth"]),
             (Function::TokenRefresh, &["eg-aad"]),

@@ -219,6 +219,11 @@ impl LineSplitter {
         }
     }
 
+    /// The line number (1-based, empty lines counted) of the line `next_record` returned last.
+    pub fn line_number(&self) -> u64 {
+        self.line
+    }
+
     /// The next non-empty line, or `None` at the end.
     pub async fn next_record(&mut self) -> io::Result<Option<Bytes>> {
         loop {

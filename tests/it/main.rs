@@ -23,6 +23,7 @@ mod pubsub_export;
 mod pubsub_tokens;
 mod readme_config;
 mod reconcile;
+mod records;
 mod secrets;
 mod serve;
 mod sink_conformance;

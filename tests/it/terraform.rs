@@ -398,7 +398,11 @@ fn full_config_vars() -> Value {
             {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
              "name_contains": "HMIS", "destinations": ["archive", "partner", "intake", "sharepoint"]},
             {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
-             "decompress": true, "destinations": ["archive"]},
+             "decompress": true, "destinations": ["archive"], "encrypt_recipients": ["partner"]},
+            {"name": "item-rows", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
+             "records": {"sink": "records", "format": "jsonl"}},
+            {"name": "price-lake", "source": "egretail", "blob_types": ["Gateway.PriceChanges"],
+             "records": {"sink": "lake", "format": "xml_lines", "chunk_lines": 500}},
         ],
         "views": {"cases": {"url": "http://127.0.0.1:18083/api/view/cases", "on_behalf_of": "ops",
             "username": "svc", "sink": "lake", "chunk_size": 100}},
@@ -774,7 +778,12 @@ impl Deployed {
                 {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
                  "name_contains": "HMIS", "destinations": ["archive", "partner", "intake", "sharepoint"]},
                 {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
-                 "decompress": true, "destinations": ["archive"]},
+                 "decompress": true, "destinations": ["archive"],
+                 "encrypt": {"recipients": [secret("routes/items/pgp-recipients/partner")]}},
+                {"name": "item-rows", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
+                 "records": {"sink": "records", "format": "jsonl"}},
+                {"name": "price-lake", "source": "egretail", "blob_types": ["Gateway.PriceChanges"],
+                 "records": {"sink": "lake", "format": "xml_lines", "chunk_lines": 500}},
             ],
             "transfer": {"max_attempts": 5},
             "views": {"cases": {"url": "http://127.0.0.1:18083/api/view/cases", "on_behalf_of": "ops",
@@ -929,12 +938,18 @@ impl Deployed {
             .map(String::from)
             .into(),
         );
+        // ... and, write only, the S3 sink its routes' records load into.
+        expected_s3.get_mut("blob-copy").unwrap().insert(
+            "arn:aws:s3:::customer-lake/views/*".into(),
+            ["s3:PutObject".to_string()].into(),
+        );
         expected_s3.get_mut("view-sync").unwrap().insert(
             "arn:aws:s3:::customer-lake/views/*".into(),
             ["s3:PutObject".to_string()].into(),
         );
         // Exactly the secrets each function's code resolves for this config (the HTTP sink
-        // `records` is named by no view: its header secret reaches no function).
+        // `records` is named by no view but by a route's records: its header secret reaches
+        // blob-copy only; the route's OpenPGP recipient key too).
         let aad = "sources/egretail/aad-client-secret";
         let expected_secrets: BTreeMap<&str, BTreeSet<String>> = [
             (
@@ -949,6 +964,8 @@ impl Deployed {
                     "destinations/partner/private-key",
                     "destinations/intake/headers/authorization",
                     "destinations/sharepoint/client-secret",
+                    "sinks/records/headers/authorization",
+                    "routes/items/pgp-recipients/partner",
                 ],
             ),
             ("view-sync", vec!["views/cases/password"]),
@@ -1359,6 +1376,7 @@ impl Deployed {
                 "destinations/intake/headers/authorization",
                 "views/cases/password",
                 "sinks/records/headers/authorization",
+                "routes/items/pgp-recipients/partner",
             ]
             .into()
         );

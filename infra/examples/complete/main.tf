@@ -36,6 +36,7 @@ locals {
   route_sources      = toset([for r in var.routes : r.source])
   route_destinations = toset(flatten([for r in var.routes : r.destinations]))
   view_sinks         = toset([for v in var.views : v.sink])
+  records_sinks      = toset([for r in var.routes : r.records.sink if r.records != null])
   webhook_routes     = [for r in var.routes : r if contains(keys(var.sources), r.source)]
   pubsub_routes      = [for r in var.routes : r if contains(keys(var.pubsub_sources), r.source)]
 
@@ -76,8 +77,8 @@ resource "terraform_data" "config_checks" {
       error_message = "Route names must be unique."
     }
     precondition {
-      condition     = alltrue([for r in var.routes : can(regex("^[A-Za-z0-9_.-]{1,64}$", r.name)) && length(r.destinations) > 0])
-      error_message = "Route names may use letters, digits, '-', '_' and '.' only, and every route needs at least one destination."
+      condition     = alltrue([for r in var.routes : can(regex("^[A-Za-z0-9_.-]{1,64}$", r.name)) && (length(r.destinations) > 0 || r.records != null)])
+      error_message = "Route names may use letters, digits, '-', '_' and '.' only, and every route needs at least one destination or records."
     }
     precondition {
       condition     = alltrue([for r in local.webhook_routes : r.container != null && r.blob_types == null && r.decompress == null])
@@ -94,6 +95,10 @@ resource "terraform_data" "config_checks" {
     precondition {
       condition     = var.jobs_expiration_days == null || coalesce(var.reconcile_lookback_hours, 168) < var.jobs_expiration_days * 24
       error_message = "reconcile_lookback_hours (default 168) must be shorter than jobs_expiration_days: a sweep looking further back than jobs are kept would create a second job for a file delivered long ago."
+    }
+    precondition {
+      condition     = length(setsubtract(local.records_sinks, local.sink_names)) == 0
+      error_message = "Routes' records name sinks that are in neither var.s3_jsonl_sinks nor var.http_sinks: ${join(", ", setsubtract(local.records_sinks, local.sink_names))}."
     }
     precondition {
       condition     = length(local.sink_names) == length(distinct(local.sink_names))
@@ -116,6 +121,11 @@ locals {
   http_sink_headers = merge([
     for k, sink in var.http_sinks : {
       for h in sink.secret_headers : "${k}/headers/${lower(h)}" => { sink = k, header = h }
+    }
+  ]...)
+  pgp_recipients = merge([
+    for r in var.routes : {
+      for k in r.encrypt_recipients : "${r.name}/pgp-recipients/${k}" => { route = r.name, recipient = k }
     }
   ]...)
 }
@@ -182,7 +192,16 @@ resource "aws_secretsmanager_secret" "sink_header" {
   recovery_window_in_days = var.secret_recovery_window_in_days
 }
 
+resource "aws_secretsmanager_secret" "pgp_recipient" {
+  for_each = local.pgp_recipients
+
+  name                    = "${var.name}/routes/${each.key}"
+  description             = "ferry: armored OpenPGP public key of the recipient ${each.value.recipient} that blob-copy encrypts the files of route ${each.value.route} to."
+  recovery_window_in_days = var.secret_recovery_window_in_days
+}
+
 locals {
+  pgp_ref    = { for k, s in aws_secretsmanager_secret.pgp_recipient : k => { secrets_manager = { id = s.arn } } }
   sas_ref    = { for k, s in aws_secretsmanager_secret.source_sas : k => { secrets_manager = { id = s.arn } } }
   aad_ref    = { for k, s in aws_secretsmanager_secret.aad_client_secret : k => { secrets_manager = { id = s.arn } } }
   dest_h_ref = { for k, s in aws_secretsmanager_secret.http_destination_header : k => { secrets_manager = { id = s.arn } } }
@@ -275,8 +294,15 @@ locals {
           } : f => v if v != null }
         },
       )
-      # Optional route fields left null (and decompress = false) are omitted.
-      routes = [for r in var.routes : { for k, v in r : k => v if v != null && v != false }]
+      # Optional route fields left null (and decompress = false, no destinations) are omitted;
+      # records without its null limits; encrypt_recipients becomes `encrypt` over their secrets.
+      routes = [for r in var.routes : merge(
+        { for k, v in r : k => v if v != null && v != false && !contains(["records", "encrypt_recipients"], k) && !(k == "destinations" && try(length(v), 1) == 0) },
+        r.records == null ? {} : { records = { for k, v in r.records : k => v if v != null } },
+        length(r.encrypt_recipients) == 0 ? {} : {
+          encrypt = { recipients = [for k in r.encrypt_recipients : local.pgp_ref["${r.name}/pgp-recipients/${k}"]] }
+        },
+      )]
       transfer = {
         max_attempts = var.transfer_max_attempts
       }
@@ -326,13 +352,16 @@ locals {
       [aws_secretsmanager_secret.webhook_token.arn],
       [for k, s in aws_secretsmanager_secret.source_sas : s.arn if contains(local.azure_route_sources, k)],
     )
-    # The sources and destinations of its routes.
+    # The sources, destinations and record sinks of its routes.
     "blob-copy" = concat(
       [for k, s in aws_secretsmanager_secret.source_sas : s.arn if contains(local.route_sources, k)],
       [for k, s in aws_secretsmanager_secret.aad_client_secret : s.arn if contains(local.route_sources, k)],
       [for k, s in aws_secretsmanager_secret.sftp_private_key : s.arn if contains(local.route_destinations, k)],
       [for k, s in aws_secretsmanager_secret.http_destination_header : s.arn if contains(local.route_destinations, local.http_destination_headers[k].destination)],
       [for k, s in aws_secretsmanager_secret.graph_client_secret : s.arn if contains(local.route_destinations, k)],
+      # The sinks its routes load records into, and its routes' OpenPGP recipient keys.
+      [for k, s in aws_secretsmanager_secret.sink_header : s.arn if contains(local.records_sinks, local.http_sink_headers[k].sink)],
+      [for s in aws_secretsmanager_secret.pgp_recipient : s.arn],
     )
     # Its views' passwords and the secret headers of the sinks they deliver to.
     "view-sync" = concat(
@@ -455,6 +484,9 @@ module "blob_copy" {
   queue_arn                        = module.wiring.jobs_queue_arn
   queue_visibility_timeout_seconds = module.wiring.jobs_queue_visibility_timeout_seconds
   s3_destinations                  = [for k, d in var.s3_destinations : d if contains(local.route_destinations, k)]
+  s3_record_sinks = [
+    for k, s in var.s3_jsonl_sinks : { bucket = s.bucket, prefix = s.prefix } if contains(local.records_sinks, k)
+  ]
 
   depends_on = [terraform_data.config_checks]
 }

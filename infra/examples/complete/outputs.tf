@@ -60,7 +60,7 @@ output "schedule_names" {
 }
 
 output "secret_arns" {
-  description = "Secrets created empty, to be filled by an operator, by purpose (`webhook-token`, `sources/<s>/sas`, `sources/<s>/aad-client-secret`, `destinations/<d>/private-key`, `destinations/<d>/headers/<h>`, `destinations/<d>/client-secret`, `views/<v>/password`, `sinks/<s>/headers/<h>`): `aws secretsmanager put-secret-value --secret-id <arn> --secret-string <value>` (for the private key: `--secret-string file://key.pem`). ARNs only, never values."
+  description = "Secrets created empty, to be filled by an operator, by purpose (`webhook-token`, `sources/<s>/sas`, `sources/<s>/aad-client-secret`, `destinations/<d>/private-key`, `destinations/<d>/headers/<h>`, `destinations/<d>/client-secret`, `views/<v>/password`, `sinks/<s>/headers/<h>`, `routes/<r>/pgp-recipients/<k>`): `aws secretsmanager put-secret-value --secret-id <arn> --secret-string <value>` (for the private key: `--secret-string file://key.pem`). ARNs only, never values."
   value = merge(
     { "webhook-token" = aws_secretsmanager_secret.webhook_token.arn },
     { for k, s in aws_secretsmanager_secret.source_sas : "sources/${k}/sas" => s.arn },
@@ -70,6 +70,7 @@ output "secret_arns" {
     { for k, s in aws_secretsmanager_secret.graph_client_secret : "destinations/${k}/client-secret" => s.arn },
     { for k, s in aws_secretsmanager_secret.view_password : "views/${k}/password" => s.arn },
     { for k, s in aws_secretsmanager_secret.sink_header : "sinks/${k}" => s.arn },
+    { for k, s in aws_secretsmanager_secret.pgp_recipient : "routes/${k}" => s.arn },
   )
 }
 

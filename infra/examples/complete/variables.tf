@@ -225,17 +225,25 @@ variable "graph_destinations" {
 }
 
 variable "routes" {
-  description = "Which files go where. A webhook route names an Azure Blob source (`sources`) and a container, with optional filters on the file name; a pub/sub route names a pub/sub source and the `blob_types` it takes (`decompress` delivers gzip'd files decompressed). Every route names the destinations that each receive a copy."
+  description = "Which files go where. A webhook route names an Azure Blob source (`sources`) and a container, with optional filters on the file name; a pub/sub route names a pub/sub source and the `blob_types` it takes (`decompress` delivers gzip'd files decompressed). A route names the destinations that each receive a copy, and/or `records`: a sink (a key of `s3_jsonl_sinks` or `http_sinks`) that the lines of each file are loaded into (`format` `jsonl` or `xml_lines`; null limits take ferry's defaults). `encrypt_recipients` names the OpenPGP recipients of the route: each gets a secret `<name>/routes/<route>/pgp-recipients/<recipient>` (created empty; put the recipient's armored public key in it) that only blob-copy may read."
   type = list(object({
     name          = string
     source        = string
-    destinations  = list(string)
+    destinations  = optional(list(string), [])
     container     = optional(string)
     file_glob     = optional(string)
     name_contains = optional(string)
     target_folder = optional(string)
     blob_types    = optional(list(string))
     decompress    = optional(bool)
+    records = optional(object({
+      sink            = string
+      format          = string
+      chunk_lines     = optional(number)
+      max_line_bytes  = optional(number)
+      max_total_bytes = optional(number)
+    }))
+    encrypt_recipients = optional(list(string), [])
   }))
   default = [
     {
@@ -247,6 +255,12 @@ variable "routes" {
       destinations  = ["archive", "partner"]
     },
   ]
+
+  validation {
+    condition = alltrue([for r in var.routes : (r.records == null || contains(["jsonl", "xml_lines"], try(r.records.format, "")))
+    && alltrue([for k in r.encrypt_recipients : can(regex("^[A-Za-z0-9_.-]+$", k))])])
+    error_message = "A route's records.format is jsonl or xml_lines; encrypt_recipients are names of letters, digits, '-', '_' and '.'."
+  }
 }
 
 variable "views" {
@@ -269,7 +283,7 @@ variable "views" {
 }
 
 variable "s3_jsonl_sinks" {
-  description = "S3 sinks of views, by name: one JSON Lines object per chunk below `prefix`. view-sync may write below the prefixes of the sinks its views name."
+  description = "S3 sinks of views and of routes' `records`, by name: one JSON Lines object per chunk below `prefix`. view-sync may write below the prefixes of the sinks its views name, blob-copy below those its routes' records name."
   type = map(object({
     bucket = string
     prefix = optional(string, "")
@@ -278,7 +292,7 @@ variable "s3_jsonl_sinks" {
 }
 
 variable "http_sinks" {
-  description = "HTTP sinks of views, by name: each record is POSTed as JSON to `url`. `headers` are plain; each name in `secret_headers` gets a secret `<name>/sinks/<sink>/headers/<lower-case header>` (created empty)."
+  description = "HTTP sinks of views and of routes' `records`, by name: each record is POSTed as JSON to `url`. `headers` are plain; each name in `secret_headers` gets a secret `<name>/sinks/<sink>/headers/<lower-case header>` (created empty)."
   type = map(object({
     url            = string
     headers        = optional(map(string), {})

@@ -2,7 +2,7 @@
 # transfer job and reports failed messages individually (ReportBatchItemFailures). Its state
 # bucket access comes in as data (`state_grants`, from infra/state-layout.json: jobs/, done/,
 # failed/, progress/, tokens/ with pub/sub sources); it writes to the S3 destination prefixes of
-# its routes only, and stages decompressed files in /tmp (`ephemeral_storage_size`).
+# its routes and the S3 sink prefixes its routes' records name only, and stages decompressed files in /tmp (`ephemeral_storage_size`).
 
 data "aws_partition" "current" {}
 
@@ -36,6 +36,17 @@ data "aws_iam_policy_document" "access" {
       resources = distinct([
         for d in var.s3_destinations : "arn:${data.aws_partition.current.partition}:s3:::${d.bucket}/${d.prefix}*"
       ])
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.s3_record_sinks) > 0 ? [1] : []
+
+    content {
+      sid       = "LoadRecordsIntoS3Sinks"
+      effect    = "Allow"
+      actions   = ["s3:PutObject"]
+      resources = distinct([for s in var.s3_record_sinks : "arn:${data.aws_partition.current.partition}:s3:::${s.bucket}/${s.prefix}*"])
     }
   }
 }

@@ -71,6 +71,15 @@ variable "s3_destinations" {
   default = []
 }
 
+variable "s3_record_sinks" {
+  description = "S3 JSON Lines sinks that the routes' `records` load into: per bucket the key prefix the function may write below (PutObject only: one object per chunk). An empty prefix allows the whole bucket."
+  type = list(object({
+    bucket = string
+    prefix = optional(string, "")
+  }))
+  default = []
+}
+
 variable "function_settings" {
   description = <<-EOT
     What every ferry function takes, passed on to the lambda-function module (which validates it):

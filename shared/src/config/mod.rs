@@ -10,6 +10,7 @@ use thiserror::Error;
 
 mod destinations;
 mod graph;
+mod records;
 pub mod reference;
 mod sinks;
 mod sources;
@@ -18,6 +19,7 @@ pub use destinations::{
     DestinationConfig, HttpDestinationConfig, LocalDirConfig, S3DestinationConfig, SftpConfig,
 };
 pub use graph::{ConflictBehavior, GraphConfig};
+pub use records::{RecordFormat, RecordsConfig};
 pub use sinks::{HttpSinkConfig, PostgresConfig, S3JsonlConfig, SinkConfig, valid_sql_table};
 pub use sources::{AadConfig, AzureBlobConfig, PubsubExportConfig, SourceConfig};
 
@@ -212,7 +214,9 @@ pub struct RouteConfig {
     /// Substring the file name must contain (case-sensitive), e.g. `HMIS`.
     #[serde(default)]
     pub name_contains: Option<String>,
-    /// Destination names (in `destinations`) that each receive a copy.
+    /// Destination names (in `destinations`) that each receive a copy. May be empty when the
+    /// route loads `records` instead.
+    #[serde(default)]
     pub destinations: Vec<String>,
     /// Folder (or key prefix) under each destination's own root to put files in.
     #[serde(default)]
@@ -244,6 +248,16 @@ pub struct RouteConfig {
     /// encryption (sub)key, is refused naming its fingerprint and user id. Default: no encryption.
     #[serde(default)]
     pub encrypt: Option<crate::encrypt::EncryptConfig>,
+    /// Load the lines of each file (jsonl or xml lines, decompressed when gzip'd) into a record
+    /// sink (in `sinks`), e.g. `{"sink": "db", "format": "jsonl"}`, besides or instead of
+    /// delivering the file. Runs after every destination has its receipt and before
+    /// `after_delivery`; writes its own receipt (`done/<job-id>/records/<sink>.json`). Each
+    /// record is keyed by (`correlationId`, line number), so a rerun applies nothing twice. A
+    /// bad line (not one JSON object / XML element, too long, not UTF-8) dead-letters the job
+    /// naming the line: the lines before it stay loaded, and a replay of the fixed file loads
+    /// the rest without loading any line twice. Default: no records.
+    #[serde(default)]
+    pub records: Option<RecordsConfig>,
 }
 
 /// Retry and give-up rules for transfers.
@@ -494,8 +508,14 @@ impl Config {
                     route.name, route.source
                 ));
             }
-            if route.destinations.is_empty() {
-                return invalid(format!("route {:?} has no destinations", route.name));
+            if route.destinations.is_empty() && route.records.is_none() {
+                return invalid(format!(
+                    "route {:?} has no destinations (and no records)",
+                    route.name
+                ));
+            }
+            if let Err(e) = self.validate_records(route) {
+                return invalid(format!("route {:?}: {e}", route.name));
             }
             for d in &route.destinations {
                 if !self.destinations.contains_key(d) {
@@ -538,6 +558,27 @@ impl Config {
             }
         }
         self.validate_views()
+    }
+
+    /// A route's `records`: a known sink, sane caps; a route that only loads records takes no
+    /// file-delivery settings.
+    fn validate_records(&self, route: &RouteConfig) -> Result<(), String> {
+        let Some(records) = &route.records else {
+            return Ok(());
+        };
+        if !self.sinks.contains_key(&records.sink) {
+            return Err(format!("records names unknown sink {:?}", records.sink));
+        }
+        records.validate()?;
+        if route.destinations.is_empty()
+            && (route.encrypt.is_some()
+                || route.name_template.is_some()
+                || route.target_folder.is_some()
+                || route.decompress)
+        {
+            return Err("encrypt, name_template, target_folder and decompress apply to delivered files; this route has no destinations".into());
+        }
+        Ok(())
     }
 
     fn validate_views(&self) -> Result<(), ConfigError> {
@@ -730,6 +771,65 @@ mod tests {
                 .to_string();
             assert!(e.contains(want), "{to}: {e}");
         }
+        // A route may load records instead of delivering the file; the sink must exist and the
+        // caps be sane.
+        let with_records = |records: &str, dests: &str| {
+            PUBSUB
+                .replace(
+                    "\"destinations\": {\"disk\"",
+                    "\"sinks\": {\"db\": {\"type\": \"postgres\", \"host\": \"h\", \"user\": \"u\", \"dbname\": \"d\", \"table\": \"rows\"}}, \"destinations\": {\"disk\"",
+                )
+                .replace(
+                    "\"decompress\": true, \"destinations\": [\"disk\"]",
+                    &format!("{dests}\"records\": {records}"),
+                )
+        };
+        let c =
+            Config::from_json(&with_records(r#"{"sink": "db", "format": "jsonl"}"#, "")).unwrap();
+        let records = c.routes[0].records.as_ref().unwrap();
+        assert!(c.routes[0].destinations.is_empty());
+        assert_eq!(
+            (records.format, records.chunk_lines, records.max_line_bytes),
+            (RecordFormat::Jsonl, 1000, 1 << 20)
+        );
+        for (records, dests, want) in [
+            (r#"{"sink": "nope", "format": "jsonl"}"#, "", "unknown sink"),
+            (r#"{"sink": "db", "format": "csv"}"#, "", "unknown variant"),
+            (
+                r#"{"sink": "db", "format": "jsonl", "chunk": 5}"#,
+                "",
+                "unknown field",
+            ),
+            (
+                r#"{"sink": "db", "format": "jsonl", "chunk_lines": 0}"#,
+                "",
+                "chunk_lines",
+            ),
+            (
+                r#"{"sink": "db", "format": "jsonl", "max_line_bytes": 8}"#,
+                "",
+                "max_line_bytes",
+            ),
+            (
+                r#"{"sink": "db", "format": "xml_lines", "max_line_bytes": 1000, "max_total_bytes": 999}"#,
+                "",
+                "max_total_bytes",
+            ),
+            (
+                r#"{"sink": "db", "format": "jsonl"}"#,
+                "\"decompress\": true, ",
+                "no destinations",
+            ),
+        ] {
+            let e = Config::from_json(&with_records(records, dests))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{records}: {e}");
+        }
+        let e = Config::from_json(&PUBSUB.replace(", \"destinations\": [\"disk\"]", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no destinations (and no records)"), "{e}");
         // Webhook routes keep needing a container and take no pub/sub settings.
         let webhook = SAMPLE.replace("\"container\": \"exports\", ", "");
         let e = Config::from_json(&webhook).unwrap_err().to_string();
