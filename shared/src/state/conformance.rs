@@ -61,7 +61,11 @@ pub async fn compare_and_swap_needs_the_current_etag(name: &str, store: Arc<dyn 
         "{name}: {stale:?}"
     );
     let got = store.get(key).await.unwrap().unwrap();
-    assert_eq!(got.body.as_ref(), b"2", "{name}: the stale write left no trace");
+    assert_eq!(
+        got.body.as_ref(),
+        b"2",
+        "{name}: the stale write left no trace"
+    );
     assert_eq!(got.etag, v2, "{name}");
     let missing = store
         .put(
@@ -190,7 +194,11 @@ pub async fn etags_follow_the_bytes(name: &str, store: Arc<dyn StateStore>) {
         .unwrap();
     assert_ne!(first, second, "{name}: an overwrite is a new version");
     let late = store
-        .put(key, Bytes::from_static(b"three"), PutMode::Update(read.etag))
+        .put(
+            key,
+            Bytes::from_static(b"three"),
+            PutMode::Update(read.etag),
+        )
         .await;
     assert!(
         matches!(late, Err(StateError::PreconditionFailed { .. })),

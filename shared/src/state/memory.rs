@@ -72,9 +72,7 @@ impl StateStore for MemoryStateStore {
                 return Err(StateError::AlreadyExists { key: key.into() });
             }
             // A missing object has no version to match: S3 refuses the write too.
-            (PutMode::Update(expected), current)
-                if current.is_none_or(|c| &c.etag != expected) =>
-            {
+            (PutMode::Update(expected), current) if current.is_none_or(|c| &c.etag != expected) => {
                 return Err(StateError::PreconditionFailed { key: key.into() });
             }
             _ => {}
