@@ -119,18 +119,21 @@ impl Source for MemorySource {
     }
 }
 
+/// The records a [`MemorySink`] holds for one view: record id -> (padded cursor, record JSON).
+pub(crate) type ViewRecords = BTreeMap<String, (String, serde_json::Value)>;
+
 /// A sink that keeps the last version of each record per view, keyed by record id, and applies
 /// a record version at most once (as the sink contract asks): `applied` counts only new ones.
 #[derive(Default)]
 pub(crate) struct MemorySink {
-    /// view -> record id -> (cursor, record JSON).
-    records: Mutex<BTreeMap<String, BTreeMap<String, (String, serde_json::Value)>>>,
+    /// view -> its records.
+    records: Mutex<BTreeMap<String, ViewRecords>>,
     deliveries: Mutex<usize>,
 }
 
 impl MemorySink {
     /// The records of `view`: id -> (cursor, record).
-    pub(crate) fn records(&self, view: &str) -> BTreeMap<String, (String, serde_json::Value)> {
+    pub(crate) fn records(&self, view: &str) -> ViewRecords {
         lock(&self.records).get(view).cloned().unwrap_or_default()
     }
 
