@@ -4,7 +4,7 @@ export TF_CLI_CONFIG_FILE := $(CURDIR)/infra/terraform.rc
 # Local runs talk to moto only: never let an AWS SDK probe the EC2 metadata address.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: demo demo-views test setup lint fmt unit bench
+.PHONY: demo demo-views test setup lint fmt unit unit-offline bench
 
 ## demo: install and start Azurite, moto and sshd on loopback, then run the end-to-end demo
 ## (the `ferry-demo` binary: feature `demo`, so the operational `ferry` never links the harness).
@@ -24,9 +24,15 @@ test: setup
 setup:
 	bash scripts/install-components.sh
 
-## unit: fast tests that need no local components.
+## unit: the fast tier, seconds: every crate's unit tests (`--lib`), on the in-memory state store,
+## in-process sources/destinations and wiremock fakes; starts no local component.
 unit:
 	$(CARGO) test --workspace --lib
+
+## unit-offline: proves `unit` starts no component (CI): component binaries off PATH, the harness
+## pointed at an empty folder, every process traced; prints the run's wall time.
+unit-offline:
+	bash scripts/unit-offline.sh
 
 ## lint: formatting and clippy, warnings are errors.
 lint:

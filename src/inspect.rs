@@ -418,48 +418,13 @@ pub async fn file_in_page(
 
 #[cfg(test)]
 mod tests {
-    //! The fast tier: paging and job state over an in-memory store.
+    //! The fast tier: paging and job state over the in-memory store.
 
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
     use bytes::Bytes;
     use ferry_shared::source::SourceObject;
-    use ferry_shared::state::{PutMode, Versioned};
+    use ferry_shared::state::{MemoryStateStore, PutMode};
 
     use super::*;
-
-    #[derive(Default)]
-    struct MemState(Mutex<BTreeMap<String, Bytes>>);
-
-    #[async_trait]
-    impl StateStore for MemState {
-        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
-            Ok(self.0.lock().unwrap().get(key).map(|b| Versioned {
-                body: b.clone(),
-                etag: "e".into(),
-            }))
-        }
-        async fn put(&self, key: &str, body: Bytes, _: PutMode) -> Result<String, StateError> {
-            self.0.lock().unwrap().insert(key.to_string(), body);
-            Ok("e".into())
-        }
-        async fn delete(&self, key: &str) -> Result<(), StateError> {
-            self.0.lock().unwrap().remove(key);
-            Ok(())
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned()
-                .collect())
-        }
-    }
 
     fn job(id: &str, route: &str, name: &str) -> TransferJob {
         TransferJob {
@@ -515,7 +480,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_cover_the_prefix_once_in_order() {
-        let state = MemState::default();
+        let state = MemoryStateStore::new();
         for i in 0..7 {
             let k = job_key("r", &format!("j{i}"));
             state.put(&k, Bytes::new(), PutMode::Create).await.unwrap();
@@ -539,7 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn state_follows_receipts_and_dead_letters() {
-        let state = MemState::default();
+        let state = MemoryStateStore::new();
         for (id, receipts, failed) in [
             ("done", &["a", "b"][..], false),
             ("half", &["a"][..], false),

@@ -725,46 +725,15 @@ impl ViewScheduler {
 
 #[cfg(test)]
 mod tests {
-    //! The fast tier of the start-up scan: an in-memory state store.
+    //! The fast tier of the start-up scan: the in-memory state store.
 
-    use std::collections::BTreeMap;
-
-    use async_trait::async_trait;
     use ferry_shared::layout::job_key;
     use ferry_shared::source::SourceObject;
-    use ferry_shared::state::{PutMode, StateError, Versioned};
+    use ferry_shared::state::{MemoryStateStore, PutMode};
 
     use super::*;
 
-    #[derive(Default)]
-    struct MemState(Mutex<BTreeMap<String, Bytes>>);
-
-    #[async_trait]
-    impl StateStore for MemState {
-        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
-            Ok(lock(&self.0).get(key).map(|b| Versioned {
-                body: b.clone(),
-                etag: "e".into(),
-            }))
-        }
-        async fn put(&self, key: &str, body: Bytes, _: PutMode) -> Result<String, StateError> {
-            lock(&self.0).insert(key.to_string(), body);
-            Ok("e".into())
-        }
-        async fn delete(&self, key: &str) -> Result<(), StateError> {
-            lock(&self.0).remove(key);
-            Ok(())
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-            Ok(lock(&self.0)
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned()
-                .collect())
-        }
-    }
-
-    async fn job(state: &MemState, id: &str, destinations: &[&str]) -> String {
+    async fn job(state: &MemoryStateStore, id: &str, destinations: &[&str]) -> String {
         let job = TransferJob {
             id: id.into(),
             route: "r".into(),
@@ -792,7 +761,7 @@ mod tests {
         key
     }
 
-    async fn mark(state: &MemState, key: &str) {
+    async fn mark(state: &MemoryStateStore, key: &str) {
         state
             .put(key, Bytes::from_static(b"{}"), PutMode::Overwrite)
             .await
@@ -801,7 +770,7 @@ mod tests {
 
     #[tokio::test]
     async fn pending_jobs_are_those_without_every_receipt_or_a_dead_letter() {
-        let state = MemState::default();
+        let state = MemoryStateStore::new();
         let fresh = job(&state, "fresh", &["a", "b"]).await;
         let partial = job(&state, "partial", &["a", "b"]).await;
         mark(&state, &receipt_key("partial", "a")).await;

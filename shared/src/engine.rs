@@ -985,54 +985,17 @@ fn record_failure(route: &str, destination: &str, e: &DestinationError) {
 mod tests {
     //! The fast tier of the deadline rules: in-memory state, source and destinations.
 
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use async_trait::async_trait;
-    use bytes::Bytes;
     use tokio::io::AsyncReadExt;
 
     use super::*;
     use crate::ByteReader;
     use crate::dest::Written;
     use crate::source::{SourceError, SourceObject};
-    use crate::state::Versioned;
+    use crate::state::MemoryStateStore;
 
     const SIZE: u64 = 1000;
     const JOB_KEY: &str = "jobs/r/j1.json";
-
-    #[derive(Default)]
-    struct MemState {
-        objects: Mutex<BTreeMap<String, Bytes>>,
-        gets: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl StateStore for MemState {
-        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            Ok(self.objects.lock().unwrap().get(key).map(|b| Versioned {
-                body: b.clone(),
-                etag: "e".into(),
-            }))
-        }
-        async fn put(&self, key: &str, body: Bytes, _mode: PutMode) -> Result<String, StateError> {
-            self.objects.lock().unwrap().insert(key.to_string(), body);
-            Ok("e".into())
-        }
-        async fn delete(&self, key: &str) -> Result<(), StateError> {
-            self.objects.lock().unwrap().remove(key);
-            Ok(())
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-            let objects = self.objects.lock().unwrap();
-            Ok(objects
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned()
-                .collect())
-        }
-    }
 
     struct MemSource;
 
@@ -1103,8 +1066,11 @@ mod tests {
     }
 
     /// An engine (max_attempts 3) over a stored job to the named fake destinations.
-    async fn engine(dests: &[(&str, Kind)], margin: Duration) -> (TransferEngine, Arc<MemState>) {
-        let state = Arc::new(MemState::default());
+    async fn engine(
+        dests: &[(&str, Kind)],
+        margin: Duration,
+    ) -> (TransferEngine, Arc<MemoryStateStore>) {
+        let state = Arc::new(MemoryStateStore::new());
         let job = TransferJob {
             id: "j1".into(),
             route: "r".into(),
@@ -1147,8 +1113,17 @@ mod tests {
         (engine, state)
     }
 
-    fn has(state: &MemState, key: &str) -> bool {
-        state.objects.lock().unwrap().contains_key(key)
+    fn has(state: &MemoryStateStore, key: &str) -> bool {
+        state.keys().iter().any(|k| k == key)
+    }
+
+    /// How many reads the store has served.
+    fn reads(state: &MemoryStateStore) -> usize {
+        state
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("get "))
+            .count()
     }
 
     #[tokio::test]
@@ -1243,11 +1218,7 @@ mod tests {
             matches!(&result, Err(JobError::Interrupted { progress, .. }) if progress.contains("not started")),
             "{result:?}"
         );
-        assert_eq!(
-            state.gets.load(Ordering::SeqCst),
-            0,
-            "the job was not even read"
-        );
+        assert_eq!(reads(&state), 0, "the job was not even read");
         assert!(!has(&state, &receipt_key("j1", "ok")));
     }
 
@@ -1282,12 +1253,306 @@ mod tests {
         assert!(!has(&state, &receipt_key("j1", "long")));
         assert!(!has(&state, &failure_key("j1")), "never dead-lettered");
         // Once stopped, no run starts at all.
-        let gets = state.gets.load(Ordering::SeqCst);
+        let gets = reads(&state);
         let again = engine.run(JOB_KEY, 1).await;
         assert!(
             matches!(&again, Err(JobError::Interrupted { progress, .. }) if progress.contains("not started")),
             "{again:?}"
         );
-        assert_eq!(state.gets.load(Ordering::SeqCst), gets, "nothing was read");
+        assert_eq!(reads(&state), gets, "nothing was read");
+    }
+
+    // ---- Deliveries, retries, dead letters, receipts and after_delivery on in-process parts:
+    // a memory source, the local_dir destination into a temporary directory, fakes.
+
+    use crate::dest::local_dir::LocalDirDestination;
+    use crate::testing::MemorySource;
+
+    /// Bytes that are not all alike, so a shifted or truncated copy shows.
+    fn content(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// A destination that fails `failures` times with a retryable error, then delivers.
+    struct Flaky {
+        failures: std::sync::atomic::AtomicU32,
+        writes: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait]
+    impl Destination for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        async fn write(
+            &self,
+            delivery: &Delivery,
+            body: ByteReader,
+        ) -> Result<Written, DestinationError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.writes.fetch_add(1, SeqCst);
+            if self
+                .failures
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(DestinationError::Transient {
+                    reason: "flaky".into(),
+                    retry_after: None,
+                });
+            }
+            Fake(Kind::Delivers).write(delivery, body).await
+        }
+    }
+
+    /// Refuses every write for good (a 4xx that retrying cannot fix).
+    struct Refuses;
+
+    #[async_trait]
+    impl Destination for Refuses {
+        fn kind(&self) -> &'static str {
+            "refuses"
+        }
+        async fn write(&self, _: &Delivery, _: ByteReader) -> Result<Written, DestinationError> {
+            Err(DestinationError::Rejected("403 by policy".into()))
+        }
+    }
+
+    /// An engine (max_attempts 3) over a job for `in/report.csv` in a memory source, to `dests`.
+    async fn engine_over(
+        source: Arc<MemorySource>,
+        body: &[u8],
+        dests: Vec<(&str, Arc<dyn Destination>)>,
+        after_delivery: AfterDelivery,
+    ) -> (TransferEngine, Arc<MemoryStateStore>) {
+        let state = Arc::new(MemoryStateStore::new());
+        let object = source.put("c", "in/report.csv", body.to_vec());
+        let job = TransferJob {
+            id: "j1".into(),
+            route: "r".into(),
+            source: "src".into(),
+            object,
+            destinations: dests.iter().map(|(n, _)| n.to_string()).collect(),
+            target_folder: None,
+            name_template: None,
+            after_delivery,
+            encrypt: false,
+            correlation_id: "corr".into(),
+            created_at: now_rfc3339(),
+            export: None,
+        };
+        state
+            .put_json(JOB_KEY, &job, PutMode::Create)
+            .await
+            .unwrap();
+        let sources = BTreeMap::from([("src".to_string(), source as Arc<dyn Source>)]);
+        let destinations = dests.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+        let retry = RetryPolicy {
+            retries: 2,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        let engine = TransferEngine::new(state.clone(), sources, destinations, retry, 3);
+        (engine, state)
+    }
+
+    async fn receipt(state: &MemoryStateStore, dest: &str) -> Option<Receipt> {
+        state
+            .get_json::<Receipt>(&receipt_key("j1", dest))
+            .await
+            .unwrap()
+            .map(|(r, _)| r)
+    }
+
+    async fn dead_letter(state: &MemoryStateStore) -> Option<FailureRecord> {
+        state
+            .get_json::<FailureRecord>(&failure_key("j1"))
+            .await
+            .unwrap()
+            .map(|(r, _)| r)
+    }
+
+    #[tokio::test]
+    async fn a_job_is_delivered_byte_for_byte_with_one_receipt_per_destination() {
+        use md5::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let body = content(300_000);
+        let dests: Vec<(&str, Arc<dyn Destination>)> = vec![
+            ("disk", Arc::new(LocalDirDestination::new(dir.path()))),
+            ("other", Arc::new(Fake(Kind::Delivers))),
+        ];
+        let source = Arc::new(MemorySource::default());
+        let (engine, state) = engine_over(source, &body, dests, AfterDelivery::None).await;
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert_eq!(
+            outcome,
+            JobOutcome::Completed {
+                delivered: 2,
+                already_done: 0
+            }
+        );
+        let delivered = std::fs::read(dir.path().join("in/report.csv")).unwrap();
+        assert!(delivered == body, "the file arrived byte for byte");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("in"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+        let r = receipt(&state, "disk").await.expect("a receipt for disk");
+        assert_eq!(r.bytes, body.len() as u64);
+        assert_eq!(r.md5, hex::encode(md5::Md5::digest(&body)));
+        assert_eq!(r.sha256, hex::encode(sha2::Sha256::digest(&body)));
+        assert!(r.md5_verified_against_source, "the source had an MD5");
+        assert_eq!(r.kind, "local_dir");
+        assert_eq!(r.source_action, None);
+        assert!(receipt(&state, "other").await.is_some());
+        assert!(dead_letter(&state).await.is_none());
+        // A redelivered notification finds both receipts and writes nothing.
+        let puts_before = state
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("put"))
+            .count();
+        let again = engine.run(JOB_KEY, 2).await.unwrap();
+        assert_eq!(
+            again,
+            JobOutcome::Completed {
+                delivered: 0,
+                already_done: 2
+            }
+        );
+        let puts_after = state
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("put"))
+            .count();
+        assert_eq!(puts_before, puts_after, "nothing written on a rerun");
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_within_the_run() {
+        let flaky = Arc::new(Flaky {
+            failures: 2.into(),
+            writes: 0.into(),
+        });
+        let source = Arc::new(MemorySource::default());
+        let dests: Vec<(&str, Arc<dyn Destination>)> = vec![("flaky", flaky.clone())];
+        let (engine, state) = engine_over(source, &content(10), dests, AfterDelivery::None).await;
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert!(
+            matches!(outcome, JobOutcome::Completed { delivered: 1, .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(flaky.writes.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(receipt(&state, "flaky").await.unwrap().bytes, 10);
+    }
+
+    #[tokio::test]
+    async fn a_failing_destination_is_retried_by_attempt_then_dead_lettered_and_the_other_keeps_its_receipt()
+     {
+        let source = Arc::new(MemorySource::default());
+        let dests: Vec<(&str, Arc<dyn Destination>)> = vec![
+            ("ok", Arc::new(Fake(Kind::Delivers))),
+            ("bad", Arc::new(Fake(Kind::Fails))),
+        ];
+        let (engine, state) = engine_over(source, &content(10), dests, AfterDelivery::None).await;
+        let first = engine.run(JOB_KEY, 1).await;
+        assert!(
+            matches!(&first, Err(JobError::RetryLater { attempt: 1, reason, .. }) if reason.contains("bad: ") && reason.contains("injected")),
+            "{first:?}"
+        );
+        assert!(first.unwrap_err().is_retryable());
+        assert!(
+            dead_letter(&state).await.is_none(),
+            "not before the last attempt"
+        );
+        assert!(receipt(&state, "ok").await.is_some());
+        assert!(receipt(&state, "bad").await.is_none());
+        let last = engine.run(JOB_KEY, 3).await.unwrap();
+        assert!(
+            matches!(&last, JobOutcome::DeadLettered { reason } if reason.starts_with("gave up after 3 attempts")),
+            "{last:?}"
+        );
+        let record = dead_letter(&state).await.expect("a dead letter");
+        assert_eq!(record.job_key, JOB_KEY);
+        assert_eq!(record.attempts, 3);
+        assert!(record.retryable);
+        assert_eq!(
+            record.destinations.keys().collect::<Vec<_>>(),
+            vec!["bad"],
+            "only the failing destination is named"
+        );
+        // A dead-lettered job is not run again until it is replayed.
+        assert_eq!(
+            engine.run(JOB_KEY, 4).await.unwrap(),
+            JobOutcome::AlreadyFailed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_dead_letters_at_the_first_attempt() {
+        let source = Arc::new(MemorySource::default());
+        let dests: Vec<(&str, Arc<dyn Destination>)> = vec![("partner", Arc::new(Refuses))];
+        let (engine, state) = engine_over(source, &content(10), dests, AfterDelivery::None).await;
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert!(
+            matches!(&outcome, JobOutcome::DeadLettered { reason } if reason.starts_with("cannot succeed without intervention") && reason.contains("403 by policy")),
+            "{outcome:?}"
+        );
+        let record = dead_letter(&state).await.unwrap();
+        assert!(!record.retryable);
+        assert_eq!(record.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn after_delivery_delete_removes_the_source_file_and_says_so_in_every_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(MemorySource::default());
+        let dests: Vec<(&str, Arc<dyn Destination>)> = vec![
+            ("disk", Arc::new(LocalDirDestination::new(dir.path()))),
+            ("other", Arc::new(Fake(Kind::Delivers))),
+        ];
+        let (engine, state) =
+            engine_over(source.clone(), &content(64), dests, AfterDelivery::Delete).await;
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert!(
+            matches!(outcome, JobOutcome::Completed { delivered: 2, .. }),
+            "{outcome:?}"
+        );
+        assert!(!source.has("c", "in/report.csv"));
+        assert_eq!(source.deletes(), vec!["c/in/report.csv"]);
+        for dest in ["disk", "other"] {
+            let action = receipt(&state, dest).await.unwrap().source_action;
+            assert_eq!(
+                action.map(|a| a.action).as_deref(),
+                Some("deleted"),
+                "{dest}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("in/report.csv")).unwrap(),
+            content(64)
+        );
+        // A rerun deletes nothing more.
+        engine.run(JOB_KEY, 2).await.unwrap();
+        assert_eq!(source.deletes().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_source_delete_dead_letters_the_job_and_keeps_the_file_and_the_deliveries() {
+        let source = Arc::new(MemorySource::default());
+        source.deny_delete("AuthorizationPermissionMismatch");
+        let dests: Vec<(&str, Arc<dyn Destination>)> = vec![("ok", Arc::new(Fake(Kind::Delivers)))];
+        let (engine, state) =
+            engine_over(source.clone(), &content(64), dests, AfterDelivery::Delete).await;
+        let outcome = engine.run(JOB_KEY, 1).await.unwrap();
+        assert!(
+            matches!(&outcome, JobOutcome::DeadLettered { reason } if reason.contains("the SAS lacks the `d` (delete) permission")),
+            "{outcome:?}"
+        );
+        assert!(source.has("c", "in/report.csv"), "the file stays");
+        let r = receipt(&state, "ok").await.expect("the delivery stands");
+        assert_eq!(r.source_action, None);
     }
 }

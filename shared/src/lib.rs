@@ -28,6 +28,8 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod token;
 pub mod transform;
 pub mod verify;

@@ -573,37 +573,11 @@ mod tests {
     //! exactly the secrets of its own part and makes no state request at all.
 
     use std::collections::BTreeSet;
-    use std::sync::Mutex;
 
-    use async_trait::async_trait;
     use bytes::Bytes;
 
     use super::*;
-    use crate::state::{PutMode, StateError, Versioned};
-
-    /// Records every state request (none is expected while building).
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
-
-    #[async_trait]
-    impl StateStore for Recorder {
-        async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
-            self.0.lock().unwrap().push(format!("get {key}"));
-            Ok(None)
-        }
-        async fn put(&self, key: &str, _: Bytes, _: PutMode) -> Result<String, StateError> {
-            self.0.lock().unwrap().push(format!("put {key}"));
-            Ok("e".into())
-        }
-        async fn delete(&self, key: &str) -> Result<(), StateError> {
-            self.0.lock().unwrap().push(format!("delete {key}"));
-            Ok(())
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-            self.0.lock().unwrap().push(format!("list {prefix}"));
-            Ok(Vec::new())
-        }
-    }
+    use crate::state::{MemoryStateStore, PutMode};
 
     /// Secret names used below; each is a file holding a dummy value.
     const SECRETS: [&str; 11] = [
@@ -660,7 +634,7 @@ mod tests {
     /// state requests it made.
     async fn cold_start(function: Function) -> (BTreeSet<String>, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let recorder = Arc::new(Recorder::default());
+        let recorder = Arc::new(MemoryStateStore::new());
         let services = Services::with_state(
             config(dir.path()),
             recorder.clone(),
@@ -685,7 +659,7 @@ mod tests {
                 other => panic!("unexpected reference {other}"),
             })
             .collect();
-        let requests = recorder.0.lock().unwrap().clone();
+        let requests = recorder.requests();
         (read, requests)
     }
 
@@ -723,7 +697,7 @@ mod tests {
     #[tokio::test]
     async fn a_function_cannot_touch_state_outside_its_grants() {
         let dir = tempfile::tempdir().unwrap();
-        let recorder = Arc::new(Recorder::default());
+        let recorder = Arc::new(MemoryStateStore::new());
         let services = Services::with_state(
             config(dir.path()),
             recorder.clone(),
@@ -745,7 +719,7 @@ mod tests {
         );
         assert!(state.get("watermarks/cases.json").await.unwrap().is_none());
         assert_eq!(
-            *recorder.0.lock().unwrap(),
+            recorder.requests(),
             ["get watermarks/cases.json"],
             "only the granted request reached the store"
         );

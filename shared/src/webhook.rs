@@ -616,4 +616,205 @@ mod tests {
             400
         );
     }
+
+    // ---- The service end to end on in-process parts: a memory source and the memory store.
+
+    mod service {
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::state::MemoryStateStore;
+        use crate::testing::MemorySource;
+
+        const TOKEN: &str = "s3cr3t-token";
+
+        fn routes() -> Vec<RouteConfig> {
+            serde_json::from_value(json!([
+                {"name": "hmis", "source": "ct", "container": "exports", "destinations": ["partner"],
+                 "file_glob": "hmis/*.csv"},
+                {"name": "archive", "source": "ct", "container": "exports", "destinations": ["s3", "disk"],
+                 "file_glob": "**/*.csv"}
+            ]))
+            .unwrap()
+        }
+
+        fn service() -> (WebhookService, Arc<MemorySource>, Arc<MemoryStateStore>) {
+            let source = Arc::new(MemorySource::default());
+            let state = Arc::new(MemoryStateStore::new());
+            let config: WebhookConfig =
+                serde_json::from_value(json!({"token": {"env": "UNUSED_IN_THIS_TEST"}})).unwrap();
+            let sources = BTreeMap::from([("ct".to_string(), source.clone() as Arc<dyn Source>)]);
+            let service = WebhookService::new(
+                config,
+                SecretString::from(TOKEN),
+                &routes(),
+                sources,
+                state.clone(),
+                RetryPolicy::default(),
+            )
+            .unwrap();
+            (service, source, state)
+        }
+
+        fn call(token: &str, container: &str, file: &str) -> WebhookRequest {
+            let mut r = req(
+                Method::POST,
+                "application/json",
+                &json!({"container": container, "file": file}).to_string(),
+                None,
+            );
+            r.headers.insert("x-ferry-token", token.parse().unwrap());
+            r
+        }
+
+        #[tokio::test]
+        async fn a_new_file_is_accepted_with_one_job_per_matching_route() {
+            let (service, source, state) = service();
+            let object = source.put("exports", "hmis/clients.csv", &b"id,name\n1,A\n"[..]);
+            let answer = service
+                .handle(call(TOKEN, "exports", "hmis/clients.csv"))
+                .await;
+            assert_eq!(answer.status, 202, "{}", answer.body);
+            assert_eq!(answer.body["status"], "accepted");
+            let jobs = answer.body["jobs"].as_array().unwrap();
+            assert_eq!(jobs.len(), 2, "both routes take it: {jobs:?}");
+            for job in jobs {
+                assert_eq!(job["status"], "accepted");
+                let key = job["job_key"].as_str().unwrap();
+                let (stored, _) = state.get_json::<TransferJob>(key).await.unwrap().unwrap();
+                assert_eq!(stored.id, job["job_id"].as_str().unwrap());
+                assert_eq!(stored.route, job["route"].as_str().unwrap());
+                assert_eq!(stored.object, object, "the job pins the version it saw");
+                assert_eq!(stored.correlation_id, "c");
+            }
+            let mut keys = state.keys();
+            keys.sort();
+            assert_eq!(keys.len(), 2);
+            assert!(keys[0].starts_with("jobs/archive/") && keys[1].starts_with("jobs/hmis/"));
+            let (archive, _) = state
+                .get_json::<TransferJob>(&keys[0])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(archive.destinations, vec!["s3", "disk"]);
+        }
+
+        #[tokio::test]
+        async fn the_same_file_again_is_a_duplicate_and_a_new_version_a_new_job() {
+            let (service, source, state) = service();
+            source.put("exports", "other/a.csv", &b"v1"[..]);
+            let first = service.handle(call(TOKEN, "exports", "other/a.csv")).await;
+            assert_eq!(first.status, 202);
+            let before = state
+                .get(first.body["jobs"][0]["job_key"].as_str().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            let again = service.handle(call(TOKEN, "exports", "other/a.csv")).await;
+            assert_eq!(again.status, 200, "{}", again.body);
+            assert_eq!(again.body["status"], "duplicate");
+            assert_eq!(
+                again.body["jobs"][0]["job_id"],
+                first.body["jobs"][0]["job_id"]
+            );
+            let after = state
+                .get(first.body["jobs"][0]["job_key"].as_str().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(after.body, before.body, "the first job is left as it was");
+            assert_eq!(state.keys().len(), 1);
+            // The file replaced under the same name is another version: another job.
+            source.put("exports", "other/a.csv", &b"v2"[..]);
+            let replaced = service.handle(call(TOKEN, "exports", "other/a.csv")).await;
+            assert_eq!(replaced.status, 202);
+            assert_ne!(
+                replaced.body["jobs"][0]["job_id"],
+                first.body["jobs"][0]["job_id"]
+            );
+            assert_eq!(state.keys().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn refused_calls_write_nothing() {
+            let (service, source, state) = service();
+            source.put("exports", "hmis/a.csv", &b"x"[..]);
+            let cases = [
+                (call("wrong", "exports", "hmis/a.csv"), 401, "unauthorized"),
+                (call(TOKEN, "exports", "hmis/a.txt"), 422, "no_route"),
+                (call(TOKEN, "other", "hmis/a.csv"), 422, "no_route"),
+                (
+                    call(TOKEN, "exports", "hmis/missing.csv"),
+                    422,
+                    "file_not_found",
+                ),
+                (
+                    call(TOKEN, "exports", "hmis/a\u{202e}vsc.csv"),
+                    400,
+                    "invalid_name",
+                ),
+                (call(TOKEN, "exports", ""), 400, "missing_field"),
+            ];
+            for (request, status, error) in cases {
+                let answer = service.handle(request).await;
+                assert_eq!(
+                    (answer.status, answer.body["error"].as_str()),
+                    (status, Some(error)),
+                    "{}",
+                    answer.body
+                );
+                assert!(
+                    answer.body["reason"]
+                        .as_str()
+                        .is_some_and(|r| !r.is_empty())
+                );
+            }
+            assert!(
+                state.requests().is_empty(),
+                "no refused call touches state: {:?}",
+                state.requests()
+            );
+        }
+
+        #[tokio::test]
+        async fn an_accepted_job_is_delivered_by_the_engine() {
+            use crate::dest::Destination;
+            use crate::dest::local_dir::LocalDirDestination;
+            use crate::engine::{JobOutcome, TransferEngine};
+            let (service, source, state) = service();
+            source.put("exports", "hmis/clients.csv", &b"id,name\n1,A\n"[..]);
+            let answer = service
+                .handle(call(TOKEN, "exports", "hmis/clients.csv"))
+                .await;
+            let key = answer.body["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["route"] == "hmis")
+                .unwrap()["job_key"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let dir = tempfile::tempdir().unwrap();
+            let engine = TransferEngine::new(
+                state.clone(),
+                BTreeMap::from([("ct".to_string(), source.clone() as Arc<dyn Source>)]),
+                BTreeMap::from([(
+                    "partner".to_string(),
+                    Arc::new(LocalDirDestination::new(dir.path())) as Arc<dyn Destination>,
+                )]),
+                RetryPolicy::default(),
+                3,
+            );
+            let outcome = engine.run(&key, 1).await.unwrap();
+            assert!(
+                matches!(outcome, JobOutcome::Completed { delivered: 1, .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(
+                std::fs::read(dir.path().join("hmis/clients.csv")).unwrap(),
+                b"id,name\n1,A\n"
+            );
+        }
+    }
 }

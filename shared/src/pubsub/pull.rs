@@ -659,3 +659,125 @@ impl ExportPuller {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fast tier of the export puller: the memory store and in-process fakes of Azure AD,
+    //! the token service and Service Bus (`tests/support/pubsub.rs`). Blobs are never read here:
+    //! a job is saved from the notification alone.
+
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::job::TransferJob;
+    use crate::secret::SecretResolver;
+    use crate::services::Services;
+    use crate::state::{MemoryStateStore, StateStoreExt};
+    use crate::testing::pubsub_fakes::{Aad, ServiceBus, TokenService};
+
+    const CLIENT_ID: &str = "unit-client";
+    const CLIENT_SECRET: &str = "unit-client-secret";
+    const INTEGRATION: &str = "unit-export";
+    const SB_KEY: &str = "c2JrZXktdW5pdC10ZXN0LWtleS0xMjM0NTY3ODk=";
+    const BASE: &str = "http://127.0.0.1:9/devstoreaccount1/exports";
+
+    fn notice(blob_type: &str, uri: &str) -> Vec<u8> {
+        json!({"blobType": blob_type, "correlationId": "corr-1", "contentType": "application/x-ndjson",
+               "contentEncoding": "", "uri": uri, "properties": {"tenantId": "42"}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn notifications_become_jobs_once_and_the_rest_is_skipped_or_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("aad");
+        std::fs::write(&secret, CLIENT_SECRET).unwrap();
+        let aad = Aad::start(CLIENT_ID, Some(CLIENT_SECRET)).await;
+        let tokens = TokenService::start(&aad, INTEGRATION).await;
+        let bus = ServiceBus::start("listen", SB_KEY, Duration::from_secs(30)).await;
+        tokens.answer(
+            &bus.connection_string(SB_KEY),
+            &bus.subscription,
+            &[format!("{BASE}?sv=2023-11-03&sr=c&si=p1&sig=c2lnbmF0dXJl")],
+        );
+        let config = json!({
+            "state": {"bucket": "unused"},
+            "sources": {"eg": {
+                "type": "pubsub_export",
+                "tenant_service_url": tokens.server.uri(),
+                "integration_name": INTEGRATION,
+                "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
+                        "scope": "api://eg/.default", "client_secret": {"file": secret}},
+                "read_timeout_secs": 5, "receive_timeout_secs": 1, "deadline_margin_secs": 1,
+                "stop_when_idle": true
+            }},
+            "destinations": {"out": {"type": "local_dir", "path": dir.path().join("out")}},
+            "routes": [{"name": "items", "source": "eg", "blob_types": ["Gateway.ItemChanges"],
+                        "destinations": ["out"], "target_folder": "items"}]
+        });
+        let state = Arc::new(MemoryStateStore::new());
+        let services = Services::with_state(
+            Config::from_json(&config.to_string()).unwrap(),
+            state.clone(),
+            Arc::new(SecretResolver::local()),
+        );
+        let pullers = services.export_pullers().await.unwrap();
+        let uri = format!("{BASE}/items/2026/11/29/items-0001.jsonl");
+        bus.send(notice("Gateway.ItemChanges", &uri));
+        bus.send(notice("gateway.itemchanges", &uri)); // the same file again (type case differs)
+        bus.send(notice(
+            "Gateway.StockChanges",
+            &format!("{BASE}/stock/s.jsonl"),
+        ));
+        bus.send(&b"{not json"[..]);
+        bus.send(notice(
+            "Gateway.ItemChanges",
+            "http://attacker.example/items/x.jsonl",
+        ));
+        let summary = pullers[0]
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                summary.received,
+                summary.jobs_created,
+                summary.jobs_existing,
+                summary.skipped,
+                summary.poison,
+                summary.refused
+            ),
+            (5, 1, 1, 1, 1, 1),
+            "{summary:?}"
+        );
+        assert_eq!(summary.completed, 5, "every message was settled");
+        assert_eq!(bus.outstanding(), 0, "nothing left on the subscription");
+        let jobs = state.list("jobs/").await.unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(summary.job_keys, jobs);
+        let (job, _) = state
+            .get_json::<TransferJob>(&jobs[0])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.route, "items");
+        assert_eq!(job.destinations, vec!["out"]);
+        assert_eq!(job.object.url.as_deref(), Some(uri.as_str()));
+        assert!(job.object.is_unresolved(), "saved without reading the blob");
+        let failed = state.list("failed/").await.unwrap();
+        assert_eq!(
+            failed.len(),
+            2,
+            "poison and refused uri recorded: {failed:?}"
+        );
+        for key in &failed {
+            let body = state.get(key).await.unwrap().unwrap().body;
+            let text = String::from_utf8_lossy(&body);
+            assert!(!text.contains("c2lnbmF0dXJl"), "no SAS in {key}: {text}");
+        }
+    }
+}

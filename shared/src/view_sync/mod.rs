@@ -864,3 +864,108 @@ fn transport(e: &reqwest::Error, secs: u64) -> SyncFailure {
     }
     SyncFailure::Transport(crate::redact::redact_embedded_urls(&text))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fast tier of view sync: the memory store, a memory sink and an in-process fake view
+    //! (`tests/support/view.rs`).
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::layout::watermark_key;
+    use crate::state::{MemoryStateStore, StateStoreExt};
+    use crate::testing::MemorySink;
+    use crate::testing::view_fakes::{MockView, ON_BEHALF_OF, cursor_of, records};
+    use crate::view_sync::lease::Watermark;
+
+    async fn setup() -> (MockView, ViewSync, Arc<MemorySink>, Arc<MemoryStateStore>) {
+        let view = MockView::start("view-pw").await;
+        let config: ViewConfig = serde_json::from_value(json!({
+            "url": view.url(), "on_behalf_of": ON_BEHALF_OF, "username": view.user,
+            "password": {"env": "UNUSED_IN_THIS_TEST"}, "sink": "mem", "chunk_size": 10
+        }))
+        .unwrap();
+        let sink = Arc::new(MemorySink::default());
+        let state = Arc::new(MemoryStateStore::new());
+        let mut sync = ViewSync::new(state.clone(), RetryPolicy::default(), "unit-test");
+        sync.add_view(
+            "cases",
+            ViewSource {
+                config,
+                password: SecretString::from("view-pw"),
+                http: reqwest::Client::new(),
+                sink: sink.clone(),
+            },
+        );
+        (view, sync, sink, state)
+    }
+
+    async fn synced(sync: &ViewSync) -> SyncReport {
+        match sync.sync("cases").await {
+            Ok(SyncOutcome::Synced(report)) => report,
+            other => panic!("expected a sync: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_reach_the_sink_in_chunks_and_the_next_run_asks_only_for_new_ones() {
+        let (view, sync, sink, state) = setup().await;
+        view.push(records(0, 25));
+        let first = synced(&sync).await;
+        assert_eq!((first.records, first.chunks), (25, 3), "{first:?}");
+        assert_eq!(first.watermark_before, None);
+        let last = cursor_of(24).to_string();
+        assert_eq!(
+            first.watermark_after.as_ref().map(|c| c.to_string()),
+            Some(last.clone())
+        );
+        let held = sink.records("cases");
+        assert_eq!(held.len(), 25);
+        assert_eq!(
+            held.keys().next().map(String::as_str),
+            Some("000000000"),
+            "records are keyed by their RecordID"
+        );
+        assert_eq!(
+            held["000000001"].1["Name"], "Client 1",
+            "the record as the view sent it"
+        );
+        let (mark, _) = state
+            .get_json::<Watermark>(&watermark_key("cases"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mark.last_submission_id.to_string(), last);
+
+        view.push(records(25, 5));
+        let second = synced(&sync).await;
+        assert_eq!((second.records, second.chunks), (5, 1), "{second:?}");
+        assert_eq!(view.asked().last().map(String::as_str), Some(last.as_str()));
+        assert_eq!(sink.records("cases").len(), 30);
+        assert_eq!(sink.deliveries(), 4);
+
+        // Nothing new: nothing delivered, the watermark stays.
+        let third = synced(&sync).await;
+        assert_eq!((third.records, third.chunks), (0, 0), "{third:?}");
+        assert_eq!(sink.deliveries(), 4);
+        assert_eq!(third.watermark_after, second.watermark_after);
+    }
+
+    #[tokio::test]
+    async fn a_refused_view_moves_no_watermark_and_delivers_nothing() {
+        let (view, sync, sink, state) = setup().await;
+        view.push(records(0, 3));
+        view.answer_status(Some(401));
+        let result = sync.sync("cases").await;
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(sink.deliveries(), 0);
+        assert!(state.get(&watermark_key("cases")).await.unwrap().is_none());
+        view.answer_status(None);
+        assert_eq!(
+            synced(&sync).await.records,
+            3,
+            "the next run starts from the beginning"
+        );
+    }
+}

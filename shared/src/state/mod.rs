@@ -1,5 +1,13 @@
 //! The state store: small JSON objects in object storage, with conditional writes as the only
 //! concurrency primitive (create-once with `If-None-Match: *`, compare-and-swap with `If-Match`).
+//!
+//! Two backends: [`S3StateStore`] (production, moto locally) and [`MemoryStateStore`] (the fast
+//! test tier). Both pass the same contract, [`conformance`].
+
+pub mod conformance;
+mod memory;
+
+pub use memory::MemoryStateStore;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -72,7 +80,8 @@ impl Retryable for StateError {
     }
 }
 
-/// The seam every state backend implements; see `tests/state_conformance.rs`.
+/// The seam every state backend implements; every backend passes [`conformance`]
+/// (run on S3 by `tests/state_conformance.rs`, on memory by this crate's unit tests).
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// Reads an object; `None` when absent.
