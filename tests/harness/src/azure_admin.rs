@@ -222,14 +222,14 @@ impl AzureAdmin {
                 .await?
                 .text()
                 .await?;
-            for blob in xml_elements(&body, "Blob") {
-                if let Some(name) = xml_elements(blob, "Name").first() {
-                    names.push(xml_unescape(name));
+            for blob in crate::xml::elements(&body, "Blob") {
+                if let Some(name) = crate::xml::elements(blob, "Name").first() {
+                    names.push(crate::xml::unescape(name));
                 }
             }
-            marker = xml_elements(&body, "NextMarker")
+            marker = crate::xml::elements(&body, "NextMarker")
                 .first()
-                .map(|m| xml_unescape(m))
+                .map(|m| crate::xml::unescape(m))
                 .unwrap_or_default();
             if marker.is_empty() {
                 return Ok(names);
@@ -463,10 +463,14 @@ impl AzureAdmin {
         let resp = expect_success(resp, &format!("Get Container ACL {container}")).await?;
         let public = header(&resp, "x-ms-blob-public-access");
         let body = resp.text().await?;
-        let policies = xml_elements(&body, "SignedIdentifier")
+        let policies = crate::xml::elements(&body, "SignedIdentifier")
             .into_iter()
             .map(|si| {
-                let field = |tag: &str| xml_elements(si, tag).first().map(|v| xml_unescape(v));
+                let field = |tag: &str| {
+                    crate::xml::elements(si, tag)
+                        .first()
+                        .map(|v| crate::xml::unescape(v))
+                };
                 AccessPolicy {
                     id: field("Id").unwrap_or_default(),
                     start: field("Start").filter(|v| !v.is_empty()),
@@ -489,7 +493,7 @@ impl AzureAdmin {
             let _ = write!(
                 xml,
                 "<SignedIdentifier><Id>{}</Id><AccessPolicy>",
-                xml_escape(&p.id)
+                crate::xml::escape(&p.id)
             );
             for (tag, value) in [
                 ("Start", &p.start),
@@ -497,7 +501,7 @@ impl AzureAdmin {
                 ("Permission", &p.permission),
             ] {
                 if let Some(v) = value {
-                    let _ = write!(xml, "<{tag}>{}</{tag}>", xml_escape(v));
+                    let _ = write!(xml, "<{tag}>{}</{tag}>", crate::xml::escape(v));
                 }
             }
             xml.push_str("</AccessPolicy></SignedIdentifier>");
@@ -810,39 +814,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Inner texts of every `<tag>...</tag>` (no attributes expected, no nesting of `tag`).
-fn xml_elements<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else {
-            break;
-        };
-        out.push(&after[..end]);
-        rest = &after[end + close.len()..];
-    }
-    out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,16 +828,6 @@ mod tests {
         assert_eq!(format_iso8601(t), "2000-02-29T00:00:00Z");
         let t = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(format_iso8601(t), "1969-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn xml_helpers() {
-        let xml = "<A><SignedIdentifier><Id>x&amp;y</Id></SignedIdentifier><SignedIdentifier><Id>z</Id></SignedIdentifier></A>";
-        let ids: Vec<String> = xml_elements(xml, "SignedIdentifier")
-            .iter()
-            .map(|s| xml_unescape(xml_elements(s, "Id")[0]))
-            .collect();
-        assert_eq!(ids, ["x&y", "z"]);
     }
 
     #[test]

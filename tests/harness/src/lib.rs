@@ -24,6 +24,7 @@ pub mod moto_api;
 mod postgres;
 mod process;
 mod sshd;
+pub mod xml;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

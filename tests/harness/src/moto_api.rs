@@ -215,7 +215,8 @@ impl MotoApi {
             )
             .await?;
         let field = |tag: &str| {
-            xml_first(&xml, tag).with_context(|| format!("AssumeRole answer without {tag}: {xml}"))
+            crate::xml::first(&xml, tag)
+                .with_context(|| format!("AssumeRole answer without {tag}: {xml}"))
         };
         Ok(AccessKey {
             access_key_id: field("AccessKeyId")?,
@@ -245,8 +246,9 @@ impl MotoApi {
         key.push(("UserName", name));
         let xml = self.query("iam", &key).await?;
         Ok(AccessKey {
-            access_key_id: xml_first(&xml, "AccessKeyId").context("CreateAccessKey: no key id")?,
-            secret_access_key: xml_first(&xml, "SecretAccessKey")
+            access_key_id: crate::xml::first(&xml, "AccessKeyId")
+                .context("CreateAccessKey: no key id")?,
+            secret_access_key: crate::xml::first(&xml, "SecretAccessKey")
                 .context("CreateAccessKey: no secret")?,
             session_token: None,
         })
@@ -265,14 +267,60 @@ impl MotoApi {
                 ],
             )
             .await?;
-        let doc = xml_first(&xml, "PolicyDocument").context("GetRolePolicy: no document")?;
-        // IAM returns policy documents URL-encoded; a document is JSON, so it starts with '{'.
-        let doc = if doc.trim_start().starts_with('{') {
-            doc
-        } else {
-            percent_decode(&doc)
-        };
-        serde_json::from_str(&doc).with_context(|| format!("policy {role}/{policy}: {doc}"))
+        let doc =
+            crate::xml::first(&xml, "PolicyDocument").context("GetRolePolicy: no document")?;
+        policy_document(&doc).with_context(|| format!("policy {role}/{policy}"))
+    }
+
+    /// The names of a role's inline policies.
+    pub async fn role_policy_names(&self, role: &str) -> anyhow::Result<Vec<String>> {
+        let xml = self
+            .query(
+                "iam",
+                &[
+                    ("Action", "ListRolePolicies"),
+                    ("Version", "2010-05-08"),
+                    ("RoleName", role),
+                ],
+            )
+            .await?;
+        let names = crate::xml::elements(&xml, "PolicyNames");
+        Ok(names
+            .first()
+            .map(|n| crate::xml::texts(n, "member"))
+            .unwrap_or_default())
+    }
+
+    /// The ARNs of the managed policies attached to a role.
+    pub async fn attached_role_policies(&self, role: &str) -> anyhow::Result<Vec<String>> {
+        let xml = self
+            .query(
+                "iam",
+                &[
+                    ("Action", "ListAttachedRolePolicies"),
+                    ("Version", "2010-05-08"),
+                    ("RoleName", role),
+                ],
+            )
+            .await?;
+        Ok(crate::xml::texts(&xml, "PolicyArn"))
+    }
+
+    /// A role's trust (assume-role) policy, parsed.
+    pub async fn role_trust_policy(&self, role: &str) -> anyhow::Result<Value> {
+        let xml = self
+            .query(
+                "iam",
+                &[
+                    ("Action", "GetRole"),
+                    ("Version", "2010-05-08"),
+                    ("RoleName", role),
+                ],
+            )
+            .await?;
+        let doc = crate::xml::first(&xml, "AssumeRolePolicyDocument")
+            .with_context(|| format!("GetRole {role}: no trust policy: {xml}"))?;
+        policy_document(&doc).with_context(|| format!("trust policy of {role}"))
     }
 
     /// Creates or replaces an inline policy of a role.
@@ -438,21 +486,14 @@ fn form_encode(params: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// Inner text of the first `<tag>...</tag>`, unescaped.
-pub fn xml_first(xml: &str, tag: &str) -> Option<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    Some(xml_unescape(&xml[start..end]))
+/// A policy document as IAM returns it: URL-encoded JSON (AWS and moto alike), or plain JSON.
+pub fn policy_document(text: &str) -> anyhow::Result<Value> {
+    let text = if text.trim_start().starts_with('{') {
+        text.to_string()
+    } else {
+        percent_decode(text)
+    };
+    serde_json::from_str(&text).with_context(|| format!("policy document {text}"))
 }
 
 fn percent_decode(s: &str) -> String {

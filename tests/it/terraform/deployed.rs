@@ -1,447 +1,35 @@
-//! Terraform checks of `infra/` (issue 6).
-//!
-//! - `terraform fmt -check`, and `init` + `validate` of every module and example, with the AWS
-//!   provider taken from the local filesystem mirror through the repository's CLI config
-//!   (`infra/terraform.rc`).
-//! - `apply` of `infra/examples/complete` against a private moto server, assertions on what moto
-//!   then holds (read back through moto's own AWS APIs: SQS, Lambda, IAM, S3, Scheduler, Logs,
-//!   CloudWatch, Secrets Manager), a second `plan -detailed-exitcode` that must show no drift, a
-//!   probe of the S3 -> SQS notification, and `destroy`.
-//!
-//! Where `terraform` or the provider mirror is missing, `build.rs` leaves `cfg(ferry_terraform)`
-//! unset and these tests are reported as ignored with the reason, never as passed.
-//!
-//! The apply configures every feature (an Azure Blob and a pub/sub source, S3, SFTP and HTTP
-//! destinations, a webhook and a pub/sub route, a view with an S3 sink, an HTTP sink), so all
-//! five functions deploy; a drift check compares each role's state-bucket grants with
-//! `infra/state-layout.json`, which the code generates (issue 15).
-//!
-//! Terraform runs in temporary copies of `infra/` (support/terraform.rs), so no `.terraform/`,
-//! lock file or state lands in the source tree, and a state left by `make deploy` is never used.
+//! What the complete example deployed on moto, and the assertions on it: the state bucket,
+//! queues and notifications, functions and their config, roles against the state layout,
+//! alarms and the dashboard.
 
-use crate::support;
+use super::*;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-
-use std::time::{Duration, Instant};
-
-use serde_json::{Value, json};
-use sha2::Digest as _;
-use support::terraform::{Terraform, copy_infra, placeholder_zip, repo_root, tail};
-
-/// Name prefix the apply test deploys under (also checks that the prefix reaches every name).
-const NAME: &str = "ferrytf";
-/// moto's fixed account id.
-const ACCOUNT: &str = "123456789012";
-const REGION: &str = "us-east-1";
-
-const FUNCTIONS: [&str; 6] = [
-    "webhook-ingest",
-    "blob-copy",
-    "view-sync",
-    "token-refresh",
-    "export-pull",
-    "reconcile",
-];
-const SCHEDULED: [(&str, &str); 4] = [
-    ("view-sync", "rate(5 minutes)"),
-    ("token-refresh", "rate(10 minutes)"),
-    ("export-pull", "rate(1 minute)"),
-    ("reconcile", "rate(1 hour)"),
-];
-const MODULES: [&str; 7] = [
-    "blob-copy",
-    "lambda-function",
-    "schedule",
-    "scheduled-function",
-    "state-bucket",
-    "webhook-ingest",
-    "wiring",
-];
-/// The pub/sub source's `max_decompressed_bytes` in the apply's config (2 GiB): blob-copy's /tmp
-/// must hold one staged file of that size plus headroom.
-const MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
-/// blob-copy's ephemeral storage for that: 2048 MB + 256 MB headroom.
-const BLOB_COPY_EPHEMERAL_MB: u64 = 2304;
-
-// ------------------------------------------------------------------------------------------------
-// Tests
-// ------------------------------------------------------------------------------------------------
-
-#[test]
-#[cfg_attr(
-    not(ferry_terraform),
-    ignore = "terraform or its AWS provider mirror not found on this machine"
-)]
-fn infra_is_terraform_fmt_clean() {
-    let tf = Terraform::new();
-    let work = tempfile::tempdir().unwrap();
-    let infra = copy_infra(work.path());
-    let out = tf.run(
-        work.path(),
-        &["fmt", "-check", "-recursive", "-diff", "infra"],
-    );
-    assert!(
-        out.status.success(),
-        "terraform fmt -check -recursive infra found unformatted files (run `terraform fmt -recursive infra`):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(infra.join("examples/complete/main.tf").is_file());
-}
-
-#[test]
-#[cfg_attr(
-    not(ferry_terraform),
-    ignore = "terraform or its AWS provider mirror not found on this machine"
-)]
-fn every_module_and_example_inits_and_validates() {
-    let started = Instant::now();
-    let tf = Terraform::new();
-    let work = tempfile::tempdir().unwrap();
-    let infra = copy_infra(work.path());
-    let dirs = module_and_example_dirs(&infra);
-
-    // Two at a time: each validate loads the (large) provider schema.
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let chunks: Vec<Vec<PathBuf>> = dirs
-            .chunks(dirs.len().div_ceil(2))
-            .map(<[PathBuf]>::to_vec)
-            .collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let tf = &tf;
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .filter_map(|dir| tf.init_and_validate(dir).err())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("validate thread"))
-            .collect()
-    });
-    assert!(
-        failures.is_empty(),
-        "init/validate failed:\n{}",
-        failures.join("\n\n")
-    );
-    note(&format!(
-        "terraform init + validate of {} modules/examples: {:.0?}",
-        dirs.len(),
-        started.elapsed()
-    ));
-}
-
-/// Conventions the issue asks for, checked on the files themselves (needs no terraform): every
-/// module and example has versions.tf with the pinned versions, typed and described variables,
-/// described outputs, and nothing in the example stores a secret value.
-#[test]
-fn modules_declare_versions_types_and_descriptions() {
-    let infra = repo_root().join("infra");
-    let dirs = module_and_example_dirs(&infra);
-    let mut problems = Vec::new();
-    for dir in &dirs {
-        let rel = dir.strip_prefix(&infra).unwrap().display().to_string();
-        match std::fs::read_to_string(dir.join("versions.tf")) {
-            Ok(v) => {
-                for needle in [
-                    r#"required_version = ">= 1.5""#,
-                    r#"source  = "hashicorp/aws""#,
-                    r#"version = "~> 5.0""#,
-                ] {
-                    if !v.contains(needle) {
-                        problems.push(format!("{rel}/versions.tf lacks {needle}"));
-                    }
-                }
-            }
-            Err(_) => problems.push(format!("{rel} has no versions.tf")),
-        }
-        for (file, text) in tf_files(dir) {
-            for (kind, name, body) in hcl_blocks(&text) {
-                let top = |attr: &str| body.lines().any(|l| l.starts_with(&format!("  {attr} ")));
-                match kind.as_str() {
-                    "variable" => {
-                        if !top("type") {
-                            problems.push(format!("{rel}/{file}: variable {name} has no type"));
-                        }
-                        if !top("description") {
-                            problems
-                                .push(format!("{rel}/{file}: variable {name} has no description"));
-                        }
-                    }
-                    "output" if !top("description") => {
-                        problems.push(format!("{rel}/{file}: output {name} has no description"));
-                    }
-                    "resource" if name.starts_with("aws_secretsmanager_secret_version") => {
-                        problems.push(format!(
-                            "{rel}/{file}: {name}: secret values must not pass through Terraform"
-                        ));
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    for module in MODULES {
-        if !dirs.contains(&infra.join("modules").join(module)) {
-            problems.push(format!("module {module} is missing"));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-#[test]
-#[cfg_attr(
-    not(ferry_terraform),
-    ignore = "terraform or its AWS provider mirror not found on this machine"
-)]
-fn complete_example_applies_to_moto_without_drift_and_destroys() {
-    let started = Instant::now();
-    let tf = Terraform::new();
-    let moto = ferry_harness::Moto::start().expect("start moto");
-    let api = MotoApi::new(&moto.endpoint);
-    let work = tempfile::tempdir().unwrap();
-    let infra = copy_infra(work.path());
-    let example = infra.join("examples/complete");
-
-    // Packages: the real cargo-lambda builds where present, else placeholders (moto stores the
-    // code but never runs it).
-    let mut packages = BTreeMap::new();
-    for f in FUNCTIONS {
-        let built = repo_root()
-            .join("target/lambda")
-            .join(f)
-            .join("bootstrap.zip");
-        let path = if built.is_file() {
-            note(&format!("using the built package {}", built.display()));
-            built
-        } else {
-            let path = work.path().join(format!("{f}.zip"));
-            std::fs::write(&path, placeholder_zip()).unwrap();
-            note(&format!(
-                "{} not built (make build): using a placeholder zip for {f}; moto never runs the code",
-                built.display()
-            ));
-            path
-        };
-        packages.insert(f.to_string(), path);
-    }
-    let mut vars = full_config_vars();
-    let extra = json!({
-        "aws_endpoint_url": moto.endpoint,
-        "name": NAME,
-        "region": REGION,
-        "lambda_packages": packages,
-        "state_bucket_force_destroy": true,
-        "secret_recovery_window_in_days": 0,
-        // moto 5.2 does not implement the SQS RedriveAllowPolicy attribute (the provider would
-        // wait for it forever); everything else is applied exactly as for AWS.
-        "restrict_dlq_to_jobs_queue": false,
-    });
-    vars.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    std::fs::write(example.join("test.auto.tfvars.json"), vars.to_string()).unwrap();
-    let env = tf.with_moto_env();
-
-    // Meanwhile, in a second copy: a route naming a destination that does not exist must stop
-    // the plan with the precondition's message (runs while the apply below waits on moto).
-    let negative_work = tempfile::tempdir().unwrap();
-    let negative_dir = copy_infra(negative_work.path()).join("examples/complete");
-    std::fs::write(negative_dir.join("test.auto.tfvars.json"), vars.to_string()).unwrap();
-    let bad = json!({"routes": [{"name": "hmis", "source": "clienttrack", "container": "exports", "destinations": ["nowhere"]}]});
-    std::fs::write(negative_dir.join("bad-routes.json"), bad.to_string()).unwrap();
-    let negative = {
-        let env = env.clone();
-        std::thread::spawn(move || {
-            let tf = Terraform::new();
-            tf.ok_env(&negative_dir, &["init", "-input=false", "-no-color"], &env);
-            tf.run_env(
-                &negative_dir,
-                &[
-                    "plan",
-                    "-input=false",
-                    "-no-color",
-                    "-var-file=bad-routes.json",
-                ],
-                &env,
-            )
-        })
-    };
-
-    tf.ok_env(&example, &["init", "-input=false", "-no-color"], &env);
-    let t = Instant::now();
-    tf.ok_env(
-        &example,
-        &[
-            "apply",
-            "-auto-approve",
-            "-input=false",
-            "-no-color",
-            "-parallelism=20",
-        ],
-        &env,
-    );
-    note(&format!(
-        "terraform apply against moto: {:.0?}",
-        t.elapsed()
-    ));
-
-    let out = negative.join().expect("negative plan thread");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && stderr.contains("Routes name destinations")
-            && stderr.contains("nowhere"),
-        "a route to an unknown destination must fail the plan; got {:?}:\n{stderr}",
-        out.status
-    );
-
-    let outputs: Value =
-        serde_json::from_str(&tf.ok_env(&example, &["output", "-json"], &env)).unwrap();
-    let out = |k: &str| outputs[k]["value"].clone();
-    let deployed = Deployed::from_outputs(&out, &packages, &moto.endpoint);
-
-    deployed.assert_state_bucket(&api);
-    deployed.assert_queues_and_notification(&api);
-    deployed.assert_functions(&api);
-    deployed.assert_function_url(&api, out("webhook_url").as_str().unwrap());
-    deployed.assert_event_source_mapping(&api);
-    deployed.assert_schedules(&api, &out("schedule_names"));
-    deployed.assert_iam(&api);
-    deployed.assert_state_grants_match_layout(&api);
-    deployed.assert_logs_and_alarms(&api, out("alarm_topic_arn").as_str().unwrap());
-    deployed.assert_dashboard(&api, out("dashboard_name").as_str().unwrap());
-    deployed.assert_secrets_hold_no_value(&api);
-    assert_state_holds_no_secret_value(&tf, &example, &env);
-
-    // Second plan: no drift.
-    let t = Instant::now();
-    let out = tf.run_env(
-        &example,
-        &[
-            "plan",
-            "-detailed-exitcode",
-            "-input=false",
-            "-no-color",
-            "-parallelism=20",
-        ],
-        &env,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the second plan must show no changes (exit 0):\n{}{}",
-        tail(&out.stdout, 120),
-        tail(&out.stderr, 40)
-    );
-    note(&format!("second plan (no drift): {:.0?}", t.elapsed()));
-
-    deployed.probe_notification(&api);
-
-    let t = Instant::now();
-    tf.ok_env(
-        &example,
-        // No refresh: the plan just before showed the state matches moto (the probe only
-        // removed the bucket policy, and deleting it again is a no-op).
-        &[
-            "destroy",
-            "-auto-approve",
-            "-input=false",
-            "-no-color",
-            "-refresh=false",
-            "-parallelism=20",
-        ],
-        &env,
-    );
-    note(&format!("terraform destroy: {:.0?}", t.elapsed()));
-    deployed.assert_destroyed(&api);
-    note(&format!(
-        "apply/plan/destroy test total: {:.0?}",
-        started.elapsed()
-    ));
-}
-
-/// The example's config variables with every feature configured, so all five functions deploy:
-/// an Azure Blob and a pub/sub source, S3 + SFTP + HTTP + Graph destinations, a webhook and a pub/sub
-/// route (decompressing), a view delivering to an S3 sink, and an HTTP sink no view names (its
-/// secret must reach no function).
-fn full_config_vars() -> Value {
-    json!({
-        "sources": {"clienttrack": {"account_url": "http://127.0.0.1:10000/devstoreaccount1"}},
-        "pubsub_sources": {"egretail": {
-            "tenant_service_url": "http://127.0.0.1:18080",
-            "integration_name": "ferry-files",
-            "aad": {"tenant_id": "tenant", "client_id": "ferry-client", "scope": "api://eg/.default",
-                    "authority_url": "http://127.0.0.1:18081"},
-            "stop_when_idle": true,
-            "receive_timeout_secs": 1,
-            "max_decompressed_bytes": MAX_DECOMPRESSED_BYTES,
-        }},
-        "s3_destinations": {"archive": {"bucket": "customer-archive", "prefix": "clienttrack/"}},
-        "sftp_destinations": {"partner": {"host": "127.0.0.1", "port": 2222, "username": "ferry",
-            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIReplaceWithTheServersRealHostKey",
-            "directory": "/upload"}},
-        "http_destinations": {"intake": {"url": "http://127.0.0.1:18082/files/{name}", "method": "POST",
-            "headers": {"X-Source": "ferry"}, "secret_headers": ["Authorization"]}},
-        "graph_destinations": {"sharepoint": {"tenant_id": "tenant", "client_id": "graph-client",
-            "hostname": "contoso.sharepoint.com", "site_path": "/sites/hmis", "library": "Documents",
-            "folder": "in"}},
-        "routes": [
-            {"name": "hmis", "source": "clienttrack", "container": "exports", "file_glob": "*.zip",
-             "name_contains": "HMIS", "destinations": ["archive", "partner", "intake", "sharepoint"]},
-            {"name": "items", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
-             "decompress": true, "destinations": ["archive"], "encrypt_recipients": ["partner"]},
-            {"name": "item-rows", "source": "egretail", "blob_types": ["Gateway.ItemChanges"],
-             "records": {"sink": "records", "format": "jsonl"}},
-            {"name": "price-lake", "source": "egretail", "blob_types": ["Gateway.PriceChanges"],
-             "records": {"sink": "lake", "format": "xml_lines", "chunk_lines": 500}},
-        ],
-        "views": {"cases": {"url": "http://127.0.0.1:18083/api/view/cases", "on_behalf_of": "ops",
-            "username": "svc", "sink": "lake", "chunk_size": 100}},
-        "s3_jsonl_sinks": {"lake": {"bucket": "customer-lake", "prefix": "views/"}},
-        "http_sinks": {"records": {"url": "http://127.0.0.1:18084/records",
-            "secret_headers": ["Authorization"]}},
-    })
-}
-
-// ------------------------------------------------------------------------------------------------
-// What the example deployed, and the assertions on it
-// ------------------------------------------------------------------------------------------------
-
-struct Deployed {
-    bucket: String,
-    bucket_arn: String,
-    jobs_url: String,
-    dlq_url: String,
+pub(super) struct Deployed {
+    pub(super) bucket: String,
+    pub(super) bucket_arn: String,
+    pub(super) jobs_url: String,
+    pub(super) dlq_url: String,
     /// ferry function -> deployed name.
-    names: BTreeMap<String, String>,
+    pub(super) names: BTreeMap<String, String>,
     /// secret key (`webhook-token`, `sources/clienttrack/sas`, ...) -> ARN.
-    secrets: BTreeMap<String, String>,
+    pub(super) secrets: BTreeMap<String, String>,
     /// ferry function -> the secret ARNs its module was given (`function_secret_arns` output).
-    function_secrets: BTreeMap<String, BTreeSet<String>>,
-    packages: BTreeMap<String, PathBuf>,
+    pub(super) function_secrets: BTreeMap<String, BTreeSet<String>>,
+    pub(super) packages: BTreeMap<String, PathBuf>,
     /// moto's endpoint, which FERRY_CONFIG's S3 endpoints must name.
-    endpoint: String,
+    pub(super) endpoint: String,
 }
 
-fn function_arn(name: &str) -> String {
+pub(super) fn function_arn(name: &str) -> String {
     format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}")
 }
 
-fn queue_arn(name: &str) -> String {
+pub(super) fn queue_arn(name: &str) -> String {
     format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")
 }
 
 impl Deployed {
-    fn from_outputs(
+    pub(super) fn from_outputs(
         out: &dyn Fn(&str) -> Value,
         packages: &BTreeMap<String, PathBuf>,
         endpoint: &str,
@@ -496,22 +84,22 @@ impl Deployed {
         }
     }
 
-    fn name(&self, f: &str) -> &str {
+    pub(super) fn name(&self, f: &str) -> &str {
         &self.names[f]
     }
 
-    fn assert_state_bucket(&self, api: &MotoApi) {
+    pub(super) fn assert_state_bucket(&self, api: &MotoApi) {
         let b = &self.bucket;
         let versioning = api.get_ok("s3", &format!("/{b}?versioning"));
         assert_eq!(
-            xml_first(&versioning, "Status").as_deref(),
+            xml::first(&versioning, "Status").as_deref(),
             Some("Enabled"),
             "versioning: {versioning}"
         );
 
         let sse = api.get_ok("s3", &format!("/{b}?encryption"));
         assert_eq!(
-            xml_first(&sse, "SSEAlgorithm").as_deref(),
+            xml::first(&sse, "SSEAlgorithm").as_deref(),
             Some("AES256"),
             "encryption: {sse}"
         );
@@ -524,7 +112,7 @@ impl Deployed {
             "RestrictPublicBuckets",
         ] {
             assert_eq!(
-                xml_first(&pab, flag).as_deref(),
+                xml::first(&pab, flag).as_deref(),
                 Some("true"),
                 "{flag}: {pab}"
             );
@@ -543,15 +131,15 @@ impl Deployed {
         let lifecycle = api.get_ok("s3", &format!("/{b}?lifecycle"));
         let mut rules = BTreeMap::new();
         for rule in lifecycle.split("<Rule>").skip(1) {
-            let id = xml_first(rule, "ID").unwrap_or_default();
+            let id = xml::first(rule, "ID").unwrap_or_default();
             let summary = format!(
                 "prefix={} status={} expire_days={} noncurrent_days={} abort_mpu_days={}",
-                xml_first(rule, "Prefix").unwrap_or_default(),
-                xml_first(rule, "Status").unwrap_or_default(),
-                xml_first(&xml_first(rule, "Expiration").unwrap_or_default(), "Days")
+                xml::first(rule, "Prefix").unwrap_or_default(),
+                xml::first(rule, "Status").unwrap_or_default(),
+                xml::first(&xml::first(rule, "Expiration").unwrap_or_default(), "Days")
                     .unwrap_or_default(),
-                xml_first(rule, "NoncurrentDays").unwrap_or_default(),
-                xml_first(rule, "DaysAfterInitiation").unwrap_or_default(),
+                xml::first(rule, "NoncurrentDays").unwrap_or_default(),
+                xml::first(rule, "DaysAfterInitiation").unwrap_or_default(),
             );
             rules.insert(id, summary);
         }
@@ -586,7 +174,7 @@ impl Deployed {
         );
     }
 
-    fn assert_queues_and_notification(&self, api: &MotoApi) {
+    pub(super) fn assert_queues_and_notification(&self, api: &MotoApi) {
         let jobs = api.queue_attributes(&self.jobs_url);
         let dlq = api.queue_attributes(&self.dlq_url);
         let jobs_arn = queue_arn(&format!("{NAME}-jobs"));
@@ -645,15 +233,18 @@ impl Deployed {
         let configs: Vec<&str> = n.split("<QueueConfiguration>").skip(1).collect();
         assert_eq!(configs.len(), 1, "one queue notification: {n}");
         let c = configs[0];
-        assert_eq!(xml_first(c, "Queue"), Some(jobs_arn));
-        assert_eq!(xml_all(c, "Event"), vec!["s3:ObjectCreated:*".to_string()]);
+        assert_eq!(xml::first(c, "Queue"), Some(jobs_arn));
+        assert_eq!(
+            xml::texts(c, "Event"),
+            vec!["s3:ObjectCreated:*".to_string()]
+        );
         let rules: BTreeMap<String, String> = c
             .split("<FilterRule>")
             .skip(1)
             .map(|r| {
                 (
-                    xml_first(r, "Name").unwrap().to_lowercase(),
-                    xml_first(r, "Value").unwrap(),
+                    xml::first(r, "Name").unwrap().to_lowercase(),
+                    xml::first(r, "Value").unwrap(),
                 )
             })
             .collect();
@@ -670,7 +261,7 @@ impl Deployed {
         assert!(!n.contains("LambdaFunctionConfiguration") && !n.contains("TopicConfiguration"));
     }
 
-    fn assert_functions(&self, api: &MotoApi) {
+    pub(super) fn assert_functions(&self, api: &MotoApi) {
         for f in FUNCTIONS {
             let name = self.name(f);
             let (status, body) = api.get("lambda", &format!("/2015-03-31/functions/{name}"));
@@ -687,7 +278,7 @@ impl Deployed {
             let zip = std::fs::read(&self.packages[f]).unwrap();
             assert_eq!(
                 c["CodeSha256"],
-                json!(base64(&sha2::Sha256::digest(&zip))),
+                json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip))),
                 "{name} runs the package given to Terraform"
             );
             let vars = &c["Environment"]["Variables"];
@@ -743,7 +334,7 @@ impl Deployed {
         assert_eq!(hook["Timeout"].as_u64(), Some(15));
     }
 
-    fn assert_config(&self, name: &str, config: &Value) {
+    pub(super) fn assert_config(&self, name: &str, config: &Value) {
         let secret = |key: &str| json!({"secrets_manager": {"id": self.secrets[key]}});
         let endpoint = json!({"endpoint_url": self.endpoint, "force_path_style": true});
         // The whole config: null optional fields and ferry's defaults (port 22, method PUT,
@@ -813,7 +404,7 @@ impl Deployed {
         }
     }
 
-    fn assert_function_url(&self, api: &MotoApi, webhook_url: &str) {
+    pub(super) fn assert_function_url(&self, api: &MotoApi, webhook_url: &str) {
         let name = self.name("webhook-ingest");
         // moto answers GetFunctionUrlConfig with 201 (AWS: 200).
         let (status, body) = api.get("lambda", &format!("/2021-10-31/functions/{name}/url"));
@@ -864,7 +455,7 @@ impl Deployed {
         }
     }
 
-    fn assert_event_source_mapping(&self, api: &MotoApi) {
+    pub(super) fn assert_event_source_mapping(&self, api: &MotoApi) {
         let arn = function_arn(self.name("blob-copy"));
         let body = api.get_ok(
             "lambda",
@@ -894,7 +485,7 @@ impl Deployed {
         );
     }
 
-    fn assert_schedules(&self, api: &MotoApi, schedule_names: &Value) {
+    pub(super) fn assert_schedules(&self, api: &MotoApi, schedule_names: &Value) {
         for (f, expression) in SCHEDULED {
             let name = self.name(f);
             assert_eq!(schedule_names[f], json!(name), "schedule_names output");
@@ -921,7 +512,7 @@ impl Deployed {
         assert_eq!(status, 404, "blob-copy is queue-driven, not scheduled");
     }
 
-    fn assert_iam(&self, api: &MotoApi) {
+    pub(super) fn assert_iam(&self, api: &MotoApi) {
         let b = &self.bucket_arn;
         // S3 outside the state bucket (whose grants `assert_state_grants_match_layout` checks):
         // blob-copy the S3 destination of its routes, view-sync the S3 sink of its view.
@@ -1095,7 +686,7 @@ impl Deployed {
     /// (generated from shared/src/layout.rs) gives its function, after `only_with` filtering (this
     /// config has a pub/sub source, so `only_with: "pubsub_sources"` grants apply); and the role
     /// may list the bucket exactly when it reads from it.
-    fn assert_state_grants_match_layout(&self, api: &MotoApi) {
+    pub(super) fn assert_state_grants_match_layout(&self, api: &MotoApi) {
         let layout: Value = serde_json::from_str(
             &std::fs::read_to_string(repo_root().join("infra/state-layout.json")).unwrap(),
         )
@@ -1171,7 +762,7 @@ impl Deployed {
         );
     }
 
-    fn assert_logs_and_alarms(&self, api: &MotoApi, topic_arn: &str) {
+    pub(super) fn assert_logs_and_alarms(&self, api: &MotoApi, topic_arn: &str) {
         let (_, groups) = api.json(
             "logs",
             "Logs_20140328.DescribeLogGroups",
@@ -1208,19 +799,22 @@ impl Deployed {
         let mut alarms = BTreeMap::new();
         for chunk in xml.split("<AlarmName>").skip(1) {
             let name = chunk[..chunk.find("</AlarmName>").unwrap()].to_string();
-            let actions = xml_first(chunk, "AlarmActions").unwrap_or_default();
+            let actions = xml::first(chunk, "AlarmActions").unwrap_or_default();
             assert!(
                 actions.contains(topic_arn),
                 "alarm {name} notifies the alarm topic: {chunk}"
             );
-            let dims = xml_all(&xml_first(chunk, "Dimensions").unwrap_or_default(), "Value");
+            let dims = xml::texts(
+                &xml::first(chunk, "Dimensions").unwrap_or_default(),
+                "Value",
+            );
             alarms.insert(
                 name,
                 format!(
                     "{}/{} {} {}",
-                    xml_first(chunk, "Namespace").unwrap_or_default(),
-                    xml_first(chunk, "MetricName").unwrap_or_default(),
-                    xml_first(chunk, "ComparisonOperator").unwrap_or_default(),
+                    xml::first(chunk, "Namespace").unwrap_or_default(),
+                    xml::first(chunk, "MetricName").unwrap_or_default(),
+                    xml::first(chunk, "ComparisonOperator").unwrap_or_default(),
                     dims.join(",")
                 ),
             );
@@ -1277,7 +871,7 @@ impl Deployed {
     /// The dashboard's widgets chart ferry's metrics of the deployed functions (by SEARCH over
     /// their dimensions) and AWS's: queue age, DLQ depth, each function's errors, throttles and
     /// p95 duration.
-    fn assert_dashboard(&self, api: &MotoApi, dashboard_name: &str) {
+    pub(super) fn assert_dashboard(&self, api: &MotoApi, dashboard_name: &str) {
         assert_eq!(dashboard_name, NAME);
         let xml = api.query(
             "monitoring",
@@ -1287,8 +881,8 @@ impl Deployed {
                 ("DashboardName", dashboard_name),
             ],
         );
-        let body = xml_first(&xml, "DashboardBody").unwrap_or_else(|| panic!("{xml}"));
-        let body: Value = serde_json::from_str(&xml_unescape(&body)).unwrap();
+        let body = xml::first(&xml, "DashboardBody").unwrap_or_else(|| panic!("{xml}"));
+        let body: Value = serde_json::from_str(&xml::unescape(&body)).unwrap();
         let widgets = body["widgets"].as_array().unwrap();
         let titles: Vec<&str> = widgets
             .iter()
@@ -1361,7 +955,7 @@ impl Deployed {
         );
     }
 
-    fn assert_secrets_hold_no_value(&self, api: &MotoApi) {
+    pub(super) fn assert_secrets_hold_no_value(&self, api: &MotoApi) {
         assert_eq!(
             self.secrets
                 .keys()
@@ -1415,7 +1009,7 @@ impl Deployed {
     }
 
     /// Objects created under jobs/ (and only there, with the .json suffix) reach the jobs queue.
-    fn probe_notification(&self, api: &MotoApi) {
+    pub(super) fn probe_notification(&self, api: &MotoApi) {
         // moto evaluates bucket policies without their conditions, so the TLS-only Deny (which
         // real S3 applies only to plain-HTTP requests) blocks every write to moto's plain-HTTP
         // endpoint. The policy itself was asserted above; remove it from moto for the probe.
@@ -1481,7 +1075,7 @@ impl Deployed {
         );
     }
 
-    fn assert_destroyed(&self, api: &MotoApi) {
+    pub(super) fn assert_destroyed(&self, api: &MotoApi) {
         for f in FUNCTIONS {
             let (status, _) = api.get("lambda", &format!("/2015-03-31/functions/{}", self.name(f)));
             assert_eq!(status, 404, "{f} still exists after destroy");
@@ -1507,9 +1101,13 @@ impl Deployed {
     }
 }
 
-fn assert_state_holds_no_secret_value(tf: &Terraform, dir: &Path, env: &[(String, String)]) {
+pub(super) fn assert_state_holds_no_secret_value(
+    tf: &Terraform,
+    dir: &Path,
+    env: &[(String, String)],
+) {
     let state: Value = serde_json::from_str(&tf.ok_env(dir, &["show", "-json"], env)).unwrap();
-    fn walk(module: &Value, types: &mut Vec<String>) {
+    pub(super) fn walk(module: &Value, types: &mut Vec<String>) {
         for r in module["resources"].as_array().into_iter().flatten() {
             types.push(r["type"].as_str().unwrap_or_default().to_string());
             let values = r["values"].to_string();
@@ -1542,7 +1140,7 @@ fn assert_state_holds_no_secret_value(tf: &Terraform, dir: &Path, env: &[(String
     );
 }
 
-fn collect_secret_refs(v: &Value, out: &mut Vec<String>) {
+pub(super) fn collect_secret_refs(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
             if let Some(id) = map.get("secrets_manager").and_then(|s| s["id"].as_str()) {
@@ -1553,394 +1151,4 @@ fn collect_secret_refs(v: &Value, out: &mut Vec<String>) {
         Value::Array(items) => items.iter().for_each(|v| collect_secret_refs(v, out)),
         _ => {}
     }
-}
-
-// ------------------------------------------------------------------------------------------------
-// IAM policy documents
-// ------------------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct Statement {
-    effect: String,
-    actions: Vec<String>,
-    resources: Vec<String>,
-    principal: Value,
-    condition: Value,
-}
-
-fn string_list(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|i| i.as_str().map(String::from))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn statements(policy: &Value) -> Vec<Statement> {
-    let list = match &policy["Statement"] {
-        Value::Array(items) => items.clone(),
-        one @ Value::Object(_) => vec![one.clone()],
-        other => panic!("policy without statements: {other} in {policy}"),
-    };
-    list.iter()
-        .map(|s| Statement {
-            effect: s["Effect"].as_str().unwrap_or_default().to_string(),
-            actions: string_list(&s["Action"]),
-            resources: string_list(&s["Resource"]),
-            principal: s["Principal"].clone(),
-            condition: s["Condition"].clone(),
-        })
-        .collect()
-}
-
-// ------------------------------------------------------------------------------------------------
-// moto's AWS APIs over plain HTTP
-// ------------------------------------------------------------------------------------------------
-
-/// Talks to moto's AWS APIs directly. moto routes a request by the service named in the
-/// credential scope of the `Authorization` header and does not check signatures, so a fixed
-/// header per service is enough (no SDK per service needed).
-struct MotoApi {
-    endpoint: String,
-    http: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-}
-
-impl MotoApi {
-    fn new(endpoint: &str) -> Self {
-        Self {
-            endpoint: endpoint.to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn auth(service: &str) -> String {
-        format!(
-            "AWS4-HMAC-SHA256 Credential=test/20250101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=00"
-        )
-    }
-
-    fn send(
-        &self,
-        service: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> (u16, String) {
-        let req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.endpoint))
-            .header("Authorization", Self::auth(service))
-            .body(body);
-        self.rt.block_on(async {
-            let resp = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            let status = resp.status().as_u16();
-            (status, resp.text().await.unwrap_or_default())
-        })
-    }
-
-    fn get(&self, service: &str, path: &str) -> (u16, String) {
-        self.send(service, reqwest::Method::GET, path, Vec::new())
-    }
-
-    fn get_ok(&self, service: &str, path: &str) -> String {
-        let (status, body) = self.get(service, path);
-        assert_eq!(status, 200, "GET {path} ({service}): {body}");
-        body
-    }
-
-    /// An AWS query-protocol call (IAM, CloudWatch); returns the XML body.
-    fn query(&self, service: &str, params: &[(&str, &str)]) -> String {
-        let req = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .header("Authorization", Self::auth(service))
-            .form(params);
-        let (status, body) = self.rt.block_on(async {
-            let resp = req.send().await.expect("query request");
-            (
-                resp.status().as_u16(),
-                resp.text().await.unwrap_or_default(),
-            )
-        });
-        assert_eq!(status, 200, "{service} {params:?}: {body}");
-        body
-    }
-
-    /// An AWS JSON-protocol call (SQS, Logs, Secrets Manager).
-    fn json(&self, service: &str, target: &str, body: Value) -> (u16, Value) {
-        let content_type = if service == "sqs" {
-            "application/x-amz-json-1.0"
-        } else {
-            "application/x-amz-json-1.1"
-        };
-        let req = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .header("Authorization", Self::auth(service))
-            .header("X-Amz-Target", target)
-            .header("Content-Type", content_type)
-            .body(body.to_string());
-        self.rt.block_on(async {
-            let resp = req.send().await.expect("json request");
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        })
-    }
-
-    fn queue_attributes(&self, url: &str) -> Value {
-        let (status, v) = self.json(
-            "sqs",
-            "AmazonSQS.GetQueueAttributes",
-            json!({"QueueUrl": url, "AttributeNames": ["All"]}),
-        );
-        assert_eq!(status, 200, "GetQueueAttributes {url}: {v}");
-        v["Attributes"].clone()
-    }
-
-    fn role_policy_names(&self, role: &str) -> Vec<String> {
-        let xml = self.query(
-            "iam",
-            &[
-                ("Action", "ListRolePolicies"),
-                ("Version", "2010-05-08"),
-                ("RoleName", role),
-            ],
-        );
-        xml_all(
-            &xml_first(&xml, "PolicyNames").unwrap_or_default(),
-            "member",
-        )
-    }
-
-    fn attached_role_policies(&self, role: &str) -> Vec<String> {
-        let xml = self.query(
-            "iam",
-            &[
-                ("Action", "ListAttachedRolePolicies"),
-                ("Version", "2010-05-08"),
-                ("RoleName", role),
-            ],
-        );
-        xml_all(&xml, "PolicyArn")
-    }
-
-    fn role_policy(&self, role: &str, name: &str) -> Value {
-        let xml = self.query(
-            "iam",
-            &[
-                ("Action", "GetRolePolicy"),
-                ("Version", "2010-05-08"),
-                ("RoleName", role),
-                ("PolicyName", name),
-            ],
-        );
-        policy_document(
-            &xml_first(&xml, "PolicyDocument").unwrap_or_else(|| panic!("{role}/{name}: {xml}")),
-        )
-    }
-
-    fn role_trust_policy(&self, role: &str) -> Value {
-        let xml = self.query(
-            "iam",
-            &[
-                ("Action", "GetRole"),
-                ("Version", "2010-05-08"),
-                ("RoleName", role),
-            ],
-        );
-        policy_document(
-            &xml_first(&xml, "AssumeRolePolicyDocument").unwrap_or_else(|| panic!("{role}: {xml}")),
-        )
-    }
-}
-
-/// IAM returns policy documents URL-encoded (AWS and moto alike).
-fn policy_document(text: &str) -> Value {
-    let text = if text.trim_start().starts_with('{') {
-        text.to_string()
-    } else {
-        percent_decode(text)
-    };
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("policy document {text}: {e}"))
-}
-
-// ------------------------------------------------------------------------------------------------
-// Files
-// ------------------------------------------------------------------------------------------------
-
-fn module_and_example_dirs(infra: &Path) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for group in ["modules", "examples"] {
-        for entry in std::fs::read_dir(infra.join(group)).unwrap_or_else(|e| panic!("{group}: {e}"))
-        {
-            let path = entry.unwrap().path();
-            if path.is_dir()
-                && std::fs::read_dir(&path)
-                    .unwrap()
-                    .any(|f| f.unwrap().path().extension().is_some_and(|e| e == "tf"))
-            {
-                dirs.push(path);
-            }
-        }
-    }
-    dirs.sort();
-    assert!(
-        dirs.iter().any(|d| d.ends_with("examples/complete")),
-        "infra/examples/complete is missing"
-    );
-    dirs
-}
-
-fn tf_files(dir: &Path) -> Vec<(String, String)> {
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            (path.extension()? == "tf").then(|| {
-                (
-                    path.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(&path).unwrap(),
-                )
-            })
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// Top-level blocks of a `terraform fmt`-formatted file: (kind, label(s) joined by '.', body).
-fn hcl_blocks(text: &str) -> Vec<(String, String, String)> {
-    let mut blocks = Vec::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if !line.starts_with(' ') && !line.starts_with('#') && line.trim_end().ends_with('{') {
-            let header = line.trim_end().trim_end_matches('{').trim();
-            let mut parts = header.split_whitespace();
-            let kind = parts.next().unwrap_or_default().to_string();
-            let label = parts
-                .map(|p| p.trim_matches('"'))
-                .collect::<Vec<_>>()
-                .join(".");
-            let mut body = String::new();
-            i += 1;
-            while i < lines.len() && lines[i] != "}" {
-                body.push_str(lines[i]);
-                body.push('\n');
-                i += 1;
-            }
-            blocks.push((kind, label, body));
-        }
-        i += 1;
-    }
-    blocks
-}
-
-// ------------------------------------------------------------------------------------------------
-// Small helpers
-// ------------------------------------------------------------------------------------------------
-
-/// Prints a line that shows even when the test passes (the harness captures `println!`/`eprintln!`).
-fn note(line: &str) {
-    let _ = writeln!(std::io::stderr(), "[terraform test] {line}");
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// Inner text of every `<tag>...</tag>` (no attributes), unescaped.
-fn xml_all(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(xml_unescape(&after[..end]));
-        rest = &after[end + close.len()..];
-    }
-    out
-}
-
-fn xml_first(xml: &str, tag: &str) -> Option<String> {
-    xml_all(xml, tag).into_iter().next()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("percent-decoded UTF-8")
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn placeholder_zip_and_helpers_are_well_formed() {
-    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    assert_eq!(base64(b"fooba"), "Zm9vYmE=");
-    assert_eq!(base64(b"foob"), "Zm9vYg==");
-    assert_eq!(percent_decode("jobs%2Fhmis%2Fa.json"), "jobs/hmis/a.json");
-    assert_eq!(
-        xml_all("<a><b>1</b><b>x&amp;y</b></a>", "b"),
-        vec!["1", "x&y"]
-    );
-    let zip = placeholder_zip();
-    assert_eq!(&zip[..4], b"PK\x03\x04");
-    assert_eq!(&zip[zip.len() - 22..zip.len() - 18], b"PK\x05\x06");
 }
