@@ -6,6 +6,7 @@
 
 pub mod bootstrap;
 pub mod data;
+pub mod export;
 pub mod fault_proxy;
 pub mod gpg;
 pub mod graph;
