@@ -94,11 +94,16 @@ fn delivered_name(job: &TransferJob, prepared: &Prepared) -> Result<String, Dest
 pub enum JobOutcome {
     /// Every destination now has a receipt; `delivered` of them in this run.
     Completed {
+        /// Destinations delivered in this run.
         delivered: usize,
+        /// Destinations that had a receipt before this run.
         already_done: usize,
     },
     /// The job could not succeed (or used up its attempts) and was recorded under `failed/`.
-    DeadLettered { reason: String },
+    DeadLettered {
+        /// Why (secret-free).
+        reason: String,
+    },
     /// The job is already in `failed/`; a replay clears that first.
     AlreadyFailed,
 }
@@ -115,15 +120,23 @@ pub enum JobError {
     /// Some destinations failed with retryable errors; try again later.
     #[error("job {job_id} attempt {attempt} failed, will retry: {reason}")]
     RetryLater {
+        /// The job (its id, or its key when the job was not read yet).
         job_id: String,
+        /// The attempt that failed (1 for the first).
         attempt: u32,
+        /// Why (secret-free).
         reason: String,
     },
     /// The run stopped at the invocation deadline: not a failure (never dead-lettered), the next
     /// invocation continues. `job_id` is the job's key when the run stopped before reading the
     /// job; `progress` says how far it got (per destination, secret-free).
     #[error("job {job_id} stopped at the invocation deadline: {progress}")]
-    Interrupted { job_id: String, progress: String },
+    Interrupted {
+        /// The job (its id, or its key when the job was not read yet).
+        job_id: String,
+        /// How far it got, per destination (secret-free).
+        progress: String,
+    },
 }
 
 impl Retryable for JobError {

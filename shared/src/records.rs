@@ -101,8 +101,11 @@ pub enum RecordsError {
         "line {line}: {reason}; the {loaded} records before it are loaded and stay loaded; fix the file and replay (nothing is loaded twice)"
     )]
     BadLine {
+        /// The bad line's number, from 1.
         line: u64,
+        /// Why the line was refused.
         reason: String,
+        /// Records loaded before it stopped.
         loaded: u64,
     },
     /// The file as a whole was refused (too large, not gzip).
@@ -116,14 +119,22 @@ pub enum RecordsError {
     Verification(String),
     /// The sink failed.
     #[error("sink {sink}: {error}")]
-    Sink { sink: String, error: SinkError },
+    Sink {
+        /// The sink.
+        sink: String,
+        /// The underlying error.
+        error: SinkError,
+    },
     /// The state store failed (receipt).
     #[error(transparent)]
     State(#[from] StateError),
     /// The run must stop (deadline, shutdown) with `loaded` records of the file loaded; the next
     /// run starts over and skips them by their keys.
     #[error("stopped after {loaded} records")]
-    Interrupted { loaded: u64 },
+    Interrupted {
+        /// Records loaded before it stopped.
+        loaded: u64,
+    },
 }
 
 impl Retryable for RecordsError {

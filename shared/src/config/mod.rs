@@ -30,12 +30,21 @@ use crate::secret::SecretRef;
 /// Why a config could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The JSON does not parse into ferry's config types.
     #[error("config is not valid JSON for ferry: {0}")]
     Parse(#[from] serde_json::Error),
+    /// The config file could not be read.
     #[error("config could not be read from {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file's path.
+        path: String,
+        /// Why it could not be read.
+        reason: String,
+    },
+    /// Neither FERRY_CONFIG nor FERRY_CONFIG_FILE is set.
     #[error("no config: set FERRY_CONFIG (JSON text) or FERRY_CONFIG_FILE (path)")]
     Missing,
+    /// The config parses but contradicts itself (unknown names, bad limits).
     #[error("config is inconsistent: {0}")]
     Invalid(String),
 }

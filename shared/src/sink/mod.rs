@@ -54,7 +54,9 @@ pub enum SinkError {
     /// Worth trying again: 5xx, 429, resets, timeouts, a lost database connection.
     #[error("sink temporarily unavailable: {reason}")]
     Transient {
+        /// What happened (secret-free).
         reason: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
     /// The sink refused the records for good (4xx other than auth, constraint or type errors).

@@ -53,10 +53,16 @@ pub struct Page {
 pub enum StateError {
     /// `PutMode::Create` found an object already there.
     #[error("state object {key} already exists")]
-    AlreadyExists { key: String },
+    AlreadyExists {
+        /// The object's key.
+        key: String,
+    },
     /// `PutMode::Update` found a different version (someone else wrote first).
     #[error("state object {key} changed since it was read")]
-    PreconditionFailed { key: String },
+    PreconditionFailed {
+        /// The object's key.
+        key: String,
+    },
     /// Worth trying again: throttling, 5xx, 409 conflict, timeouts, connection errors.
     #[error("state store unavailable: {0}")]
     Transient(String),
@@ -65,7 +71,12 @@ pub enum StateError {
     Permanent(String),
     /// A stored object is not the JSON we expect.
     #[error("state object {key} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// The object's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Retryable for StateError {
