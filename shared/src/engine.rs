@@ -89,6 +89,50 @@ fn delivered_name(job: &TransferJob, prepared: &Prepared) -> Result<String, Dest
         .map_err(|e| refused(e.to_string()))
 }
 
+/// Why one step of a job (a destination, or `source`, `records/<sink>`, `after_delivery`) failed
+/// in a run, and whether another attempt may succeed: what decides retry or dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    /// What went wrong (secret-free).
+    reason: String,
+    /// Whether another attempt may succeed.
+    retryable: bool,
+}
+
+impl Failure {
+    fn of<E: std::fmt::Display + Retryable>(e: &E) -> Self {
+        Self {
+            reason: e.to_string(),
+            retryable: e.is_retryable(),
+        }
+    }
+
+    fn permanent(reason: String) -> Self {
+        Self {
+            reason,
+            retryable: false,
+        }
+    }
+}
+
+/// Why a job was dead-lettered: the `Kind` dimension of the `JobsDeadLettered` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadLetterKind {
+    /// Every failure was retryable, but the attempts ran out.
+    AttemptsExhausted,
+    /// A failure no retry can fix (refused credentials, a bad file, a rejected name).
+    Permanent,
+}
+
+impl DeadLetterKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterKind::AttemptsExhausted => "attempts_exhausted",
+            DeadLetterKind::Permanent => "permanent",
+        }
+    }
+}
+
 /// How a job run ended when it did not need another attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -480,7 +524,7 @@ impl TransferEngine {
                     .iter()
                     .map(|d| {
                         record_failure(&job.route, d, &e);
-                        (d.to_string(), (e.to_string(), e.is_retryable()))
+                        (d.to_string(), Failure::of(&e))
                     })
                     .collect();
                 return self.settle(job_key, job, attempt, errors).await;
@@ -505,7 +549,7 @@ impl TransferEngine {
                 Err(e) => {
                     record_failure(&job.route, dest, &e);
                     progress.push(format!("{dest}: failed ({e})"));
-                    errors.insert(dest.to_string(), (e.to_string(), e.is_retryable()));
+                    errors.insert(dest.to_string(), Failure::of(&e));
                 }
             }
         }
@@ -540,7 +584,7 @@ impl TransferEngine {
             use crate::records::{RecordsError, load};
             let Some(source) = self.sources.get(&job.source) else {
                 let reason = format!("source {:?} is not configured", job.source);
-                let errors = BTreeMap::from([(plan.label(), (reason, false))]);
+                let errors = BTreeMap::from([(plan.label(), Failure::permanent(reason))]);
                 return self.settle(job_key, job, attempt, errors).await;
             };
             let stopped = || limits.stopped();
@@ -576,8 +620,7 @@ impl TransferEngine {
                             ("Kind", e.kind()),
                         ],
                     );
-                    let errors =
-                        BTreeMap::from([(plan.label(), (e.to_string(), e.is_retryable()))]);
+                    let errors = BTreeMap::from([(plan.label(), Failure::of(&e))]);
                     return self.settle(job_key, job, attempt, errors).await;
                 }
             }
@@ -603,7 +646,7 @@ impl TransferEngine {
         }
         let Some(source) = self.sources.get(&job.source) else {
             let reason = format!("source {:?} is not configured", job.source);
-            let errors = BTreeMap::from([("source".to_string(), (reason, false))]);
+            let errors = BTreeMap::from([("source".to_string(), Failure::permanent(reason))]);
             return self.settle(job_key, job, attempt, errors).await;
         };
         let state = self.state.as_ref();
@@ -651,7 +694,8 @@ impl TransferEngine {
                     ),
                 };
                 let retryable = e.is_retryable();
-                let errors = BTreeMap::from([("source".to_string(), (reason, retryable))]);
+                let errors =
+                    BTreeMap::from([("source".to_string(), Failure { reason, retryable })]);
                 return self.settle(job_key, job, attempt, errors).await;
             }
         };
@@ -673,21 +717,21 @@ impl TransferEngine {
         Ok(outcome)
     }
 
-    /// Decides between another attempt and a dead letter for failed destinations
-    /// (`destination -> (error, retryable)`).
+    /// Decides between another attempt and a dead letter for failed destinations (or the
+    /// steps before them: `source`, a sink's `records/<sink>`, `after_delivery`).
     async fn settle(
         &self,
         job_key: &str,
         job: &TransferJob,
         attempt: u32,
-        errors: BTreeMap<String, (String, bool)>,
+        errors: BTreeMap<String, Failure>,
     ) -> Result<JobOutcome, JobError> {
         let state = self.state.as_ref();
         let fkey = failure_key(&job.id);
-        let retryable = errors.values().all(|(_, r)| *r);
+        let retryable = errors.values().all(|f| f.retryable);
         let reason = errors
             .iter()
-            .map(|(d, (e, _))| format!("{d}: {e}"))
+            .map(|(d, f)| format!("{d}: {}", f.reason))
             .collect::<Vec<_>>()
             .join("; ");
         if retryable && attempt < self.max_attempts {
@@ -707,7 +751,7 @@ impl TransferEngine {
             } else {
                 format!("cannot succeed without intervention: {reason}")
             },
-            destinations: errors.into_iter().map(|(d, (e, _))| (d, e)).collect(),
+            destinations: errors.into_iter().map(|(d, f)| (d, f.reason)).collect(),
             retryable,
             attempts: attempt,
             failed_at: now_rfc3339(),
@@ -719,15 +763,15 @@ impl TransferEngine {
             .await?;
         tracing::error!(attempt, reason = %record.reason, failed_key = %fkey, "job dead-lettered");
         let kind = if retryable {
-            "attempts_exhausted"
+            DeadLetterKind::AttemptsExhausted
         } else {
-            "permanent"
+            DeadLetterKind::Permanent
         };
         metrics::add(
             "JobsDeadLettered",
             Unit::Count,
             1.0,
-            &[("Route", &job.route), ("Kind", kind)],
+            &[("Route", &job.route), ("Kind", kind.as_str())],
         );
         Ok(JobOutcome::DeadLettered {
             reason: record.reason,
