@@ -92,7 +92,7 @@ impl Retryable for StateError {
 }
 
 /// The seam every state backend implements; every backend passes [`conformance`]
-/// (run on S3 by `tests/state_conformance.rs`, on memory by this crate's unit tests).
+/// (run on S3 by `tests/it/state_conformance.rs`, on memory by this crate's unit tests).
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// Reads an object; `None` when absent.
