@@ -1,4 +1,4 @@
-//! Detects what `tests/terraform.rs` needs: the `terraform` binary on `PATH` and a filesystem
+//! Detects what `tests/it/terraform/` needs: the `terraform` binary on `PATH` and a filesystem
 //! mirror holding the hashicorp/aws provider. When both exist it sets `cfg(ferry_terraform)`,
 //! and the tests run; otherwise they are compiled but marked ignored with the reason, so a
 //! machine without Terraform reports them as skipped, never as passed.

@@ -3,7 +3,7 @@
 //!
 //! It lives in the library, not in `tests/`, so that both tiers run the very same checks: this
 //! crate's unit tests run it on [`super::MemoryStateStore`] (no component), and
-//! `tests/state_conformance.rs` runs it on [`super::S3StateStore`] against moto. A new backend
+//! `tests/it/state_conformance.rs` runs it on [`super::S3StateStore`] against moto. A new backend
 //! adds one call per function here, in its own tests. It is plain code with no dependency beyond
 //! the crate's own (compiled always, a few KB, never called by the functions), so no feature
 //! flag has to be remembered by whoever runs it.

@@ -130,7 +130,7 @@ impl StateStore for MemoryStateStore {
 
 #[cfg(test)]
 mod tests {
-    //! The state contract on the memory store (the S3 run is `tests/state_conformance.rs`).
+    //! The state contract on the memory store (the S3 run is `tests/it/state_conformance.rs`).
 
     use std::sync::Arc;
 
