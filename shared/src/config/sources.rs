@@ -282,4 +282,28 @@ mod tests {
             assert!(e.contains("lock_duration_secs"), "{e}");
         }
     }
+
+    #[test]
+    fn parallel_read_settings_default_and_keep_the_window_bounded() {
+        let blob = |extra: &str| -> Result<AzureBlobConfig, String> {
+            let json = format!(
+                r#"{{"account_url": "https://a.blob.core.windows.net", "sas": {{"env": "SAS"}}{extra}}}"#
+            );
+            let a: AzureBlobConfig = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            a.validate().map(|()| a)
+        };
+        let a = blob("").unwrap();
+        assert_eq!((a.read_streams, a.read_range_mib), (4, 4));
+        let a = blob(r#", "read_streams": 1, "read_range_mib": 64"#).unwrap();
+        assert_eq!((a.read_streams, a.read_range_mib), (1, 64));
+        for bad in [
+            r#", "read_streams": 0"#,
+            r#", "read_streams": 17"#,
+            r#", "read_range_mib": 0"#,
+            r#", "read_streams": 8, "read_range_mib": 16"#,
+        ] {
+            let e = blob(bad).unwrap_err();
+            assert!(e.contains("read_"), "{bad}: {e}");
+        }
+    }
 }
