@@ -43,12 +43,12 @@ fmt:
 ## FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run (needs ~10 GB free disk);
 ## FERRY_BENCH_PROFILE=profiling measures a non-LTO release build (minutes less to build);
 ## tests/bench/bench.rs lists the other knobs.
-FERRY_BENCH_PROFILE ?= release
+export FERRY_BENCH_PROFILE ?= release
 bench: setup
 	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
 	.local/venv/bin/python -m pip install --quiet --disable-pip-version-check 'psycopg[binary]==3.2.*'
 	$(CARGO) build --profile $(FERRY_BENCH_PROFILE) --workspace --bins
-	FERRY_BENCH_PROFILE=$(FERRY_BENCH_PROFILE) $(CARGO) run --quiet --example bench
+	$(CARGO) run --quiet --example bench
 	$(CARGO) run --quiet --example bench_view_sync -- 100000 s3 1000 --append docs/benchmarks.md
 	$(CARGO) run --quiet --example bench_view_sync -- 100000 postgres 1000 --append docs/benchmarks.md
 

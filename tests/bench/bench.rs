@@ -15,10 +15,10 @@
 //! copy to SFTP, measured for its peak RSS. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
 //! FERRY_BENCH_ONLY (sections, default "copy,wan,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
 //! routes, default "s3,sftp,local_dir,graph,encrypt") narrow a run while profiling; a narrowed run writes
-//! .local/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
+//! target/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
 //! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
 //! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
-//! into .local/bench/perf-<route>-<MiB>.data.
+//! into target/bench/perf-<route>-<MiB>.data.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -266,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let routes = only("FERRY_BENCH_ROUTES", ALL_ROUTES);
     let narrowed = sections.join(",") != ALL_SECTIONS || routes.join(",") != ALL_ROUTES;
     let c = ferry_harness::Components::start()?;
-    let work = root.join(".local/bench");
+    let work = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let admin = c.azurite.admin();
