@@ -264,13 +264,15 @@ async fn sas_revoked_mid_transfer_dead_letters_with_a_clear_reason() {
     p.upload("revoked-mid.bin", 4, 16 * MIB).await;
     let (_, answer) = p.notify("revoked-mid.bin").await;
     let (id, key) = job_of(&answer, "all");
-    // Reads start with a valid SAS, run slowly, and break after 6 MiB: the resume needs the SAS again.
+    // Reads start with a valid SAS, run slowly, and break every 2 MiB: the resumes need the SAS
+    // again. Every connection (each parallel range stream of each delivery, and each resume)
+    // gets the same fault, so no range finishes before the revocation.
     p._proxies[0].plan(std::iter::repeat_n(
         Fault::ThrottleThenCut {
             bytes_per_sec: 8 * MIB,
-            cut_after: 6 * MIB,
+            cut_after: 2 * MIB,
         },
-        3,
+        100,
     ));
     let copy = p.copy(&key, 1);
     let revoke = async {
