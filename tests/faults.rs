@@ -87,15 +87,15 @@ async fn cuts_on_several_parallel_range_streams_at_once_are_resumed_per_range_by
         ..Default::default()
     })
     .await;
-    // 22 MiB: six ranges of the default 4 MiB, four in flight per delivery, three deliveries.
+    // 22 MiB: eleven ranges of the default 2 MiB, four in flight per delivery, three deliveries.
     let source_sha = p.upload("range-cut.bin", 6, 22 * MIB).await;
     let (_, answer) = p.notify("range-cut.bin").await;
     let (id, key) = job_of(&answer, "all");
     // The first four connections (concurrent range requests) are cut mid-range.
     p._proxies[0].plan([
         Fault::CutResponseAfter(MIB),
-        Fault::CutResponseAfter(2 * MIB + 123),
-        Fault::CutResponseAfter(3 * MIB),
+        Fault::CutResponseAfter(MIB + 123),
+        Fault::CutResponseAfter(3 * MIB / 2),
         Fault::CutResponseAfter(MIB / 2),
     ]);
     assert!(!p.copy(&key, 1).await, "delivered in one attempt");
@@ -103,7 +103,10 @@ async fn cuts_on_several_parallel_range_streams_at_once_are_resumed_per_range_by
     let logs = support::logs::text();
     let resumed: Vec<serde_json::Value> = logs
         .lines()
-        .filter(|l| l.contains("resuming the rest of the range") && l.contains("range-cut.bin"))
+        .filter(|l| {
+            l.contains("resuming with a range read of the rest of the range")
+                && l.contains("range-cut.bin")
+        })
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(resumed.len(), 4, "each cut resumed once: {resumed:?}");
@@ -113,7 +116,7 @@ async fn cuts_on_several_parallel_range_streams_at_once_are_resumed_per_range_by
             r["fields"]["offset"].as_u64().unwrap(),
         );
         assert!(
-            offset > start && offset < start + 4 * MIB,
+            offset > start && offset < start + 2 * MIB,
             "resumed mid-range: {r}"
         );
     }

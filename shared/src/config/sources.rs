@@ -293,7 +293,7 @@ mod tests {
             a.validate().map(|()| a)
         };
         let a = blob("").unwrap();
-        assert_eq!((a.read_streams, a.read_range_mib), (4, 4));
+        assert_eq!((a.read_streams, a.read_range_mib), (4, 2));
         let a = blob(r#", "read_streams": 1, "read_range_mib": 64"#).unwrap();
         assert_eq!((a.read_streams, a.read_range_mib), (1, 64));
         for bad in [

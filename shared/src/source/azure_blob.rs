@@ -763,7 +763,7 @@ async fn read_range(
             range_start = start,
             offset,
             reason = %failure,
-            "source range read interrupted; resuming the rest of the range"
+            "source range read interrupted; resuming with a range read of the rest of the range"
         );
         tokio::time::sleep(Duration::from_millis(50 * u64::from(resumes))).await;
     }

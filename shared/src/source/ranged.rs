@@ -25,11 +25,11 @@ pub struct ParallelReads {
 }
 
 impl Default for ParallelReads {
-    /// 4 streams of 4 MiB (a 16 MiB window): see docs/performance.md for the measurements.
+    /// 4 streams of 2 MiB (an 8 MiB window): see docs/performance.md for the measurements.
     fn default() -> Self {
         Self {
             streams: 4,
-            range_bytes: 4 << 20,
+            range_bytes: 2 << 20,
         }
     }
 }
