@@ -673,6 +673,19 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         let config_path = env.work.join(format!("ferry-wan-{rtt}.json"));
         std::fs::write(&config_path, config.to_string())?;
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
+            // The same job runs at every RTT: forget the previous run's receipt, or run-job
+            // would find the file delivered and do nothing.
+            let job_id = job_key
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".json"))
+                .context("job key")?;
+            for key in [
+                ferry_shared::layout::receipt_key(job_id, route),
+                ferry_shared::layout::failure_key(job_id),
+            ] {
+                let _ = env.s3.delete_object().bucket("state").key(key).send().await;
+            }
             let path = format!("Azurite -> {route}");
             let label = format!("{rtt} ({measured:.1})");
             let mut cmd = profiled(
