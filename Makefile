@@ -43,13 +43,17 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: ferry vs rclone and the raw limits on the local components, then view sync vs a plain
-## Python script; writes docs/benchmarks.md. FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run
-## (needs ~10 GB free disk); tests/bench/bench.rs lists the other knobs.
+## bench: ferry vs rclone and the raw limits on the local components (loopback, then a wide-area
+## profile at 20 and 60 ms RTT through a delay proxy), CPU seconds per GiB and peak RSS of every
+## copy, then view sync vs a plain Python script; writes docs/benchmarks.md.
+## FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run (needs ~10 GB free disk);
+## FERRY_BENCH_PROFILE=profiling measures a non-LTO release build (minutes less to build);
+## tests/bench/bench.rs lists the other knobs.
+export FERRY_BENCH_PROFILE ?= release
 bench: setup
 	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
 	.local/venv/bin/python -m pip install --quiet --disable-pip-version-check 'psycopg[binary]==3.2.*'
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --profile $(FERRY_BENCH_PROFILE) --workspace --bins
 	$(CARGO) run --quiet --example bench
 	$(CARGO) run --quiet --example bench_view_sync -- 100000 s3 1000 --append docs/benchmarks.md
 	$(CARGO) run --quiet --example bench_view_sync -- 100000 postgres 1000 --append docs/benchmarks.md

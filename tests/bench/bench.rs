@@ -7,13 +7,18 @@
 //! tests/support/graph.rs, started inside this process; rclone has no OneDrive target here, so
 //! that row is compared with ferry's own S3 and SFTP rows); memory across file sizes; cold start
 //! of each Lambda bootstrap under an in-repo Runtime API; webhook ingest latency vs a raw
-//! conditional PutObject. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
-//! FERRY_BENCH_ONLY (sections, default "copy,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
-//! routes, default "s3,sftp,local_dir,graph") narrow a run while profiling; a narrowed run writes
-//! .local/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
+//! conditional PutObject; the wide-area profile (tests/bench/wan.rs: the S3 and SFTP copies with
+//! every server behind a delay proxy, FERRY_BENCH_RTTS, FERRY_BENCH_WAN_MIB, FERRY_BENCH_WINDOW_KIB,
+//! FERRY_BENCH_WAN_ROUTES). Every copy row has the CPU seconds (user + system of the copy process,
+//! from the kernel's accounting that `/usr/bin/time` reads with wait4) and CPU s/GiB; rclone runs
+//! with its best flags per path (`rclone_flags`). The `encrypt` route is a 1 GiB-class OpenPGP
+//! copy to SFTP, measured for its peak RSS. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
+//! FERRY_BENCH_ONLY (sections, default "copy,wan,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
+//! routes, default "s3,sftp,local_dir,graph,encrypt") narrow a run while profiling; a narrowed run writes
+//! target/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
 //! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
 //! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
-//! into .local/bench/perf-<route>-<MiB>.data.
+//! into target/bench/perf-<route>-<MiB>.data.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,7 @@ use serde_json::{Value, json};
 mod graph;
 mod measure;
 mod runtime_api;
+mod wan;
 
 use measure::{Run, profiled, timed};
 
@@ -53,16 +59,55 @@ fn own_rss_mib() -> f64 {
 /// Adds one copy result to the report and the console; returns MB/s.
 fn row(report: &mut String, mib: u64, path: &str, tool: &str, r: &Run) -> anyhow::Result<f64> {
     let speed = mbps(mib * MIB, r.secs);
+    let per_gib = cpu_per_gib(mib, r);
     writeln!(
         report,
-        "| {mib} MiB | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {:.1} |",
+        "| {mib} MiB | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {per_gib:.2} | {:.1} |",
         r.secs, r.cpu_secs, r.rss_mib
     )?;
     println!(
-        "{mib:>5} MiB  {path:<22} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s  RSS {:>7.1} MiB",
+        "{mib:>5} MiB  {path:<34} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s ({per_gib:.2}/GiB)  RSS {:>7.1} MiB",
         r.secs, r.cpu_secs, r.rss_mib
     );
     Ok(speed)
+}
+
+/// CPU seconds (user + system of the copy process, from the OS's accounting) per GiB copied.
+fn cpu_per_gib(mib: u64, r: &Run) -> f64 {
+    r.cpu_secs / (mib as f64 / 1024.0)
+}
+
+/// rclone's flags for a path: its best settings here, not only the defaults. SFTP: 255 KiB
+/// writes (the largest OpenSSH takes) with 64 in flight; S3: ferry's 8 MiB parts with 16 in
+/// flight; local dir: 8 parallel ranged reads (rclone's multi-thread download, used only
+/// for a local target) from 64 MiB; every path: a 32 MiB read-ahead buffer.
+fn rclone_flags(route: &str) -> &'static [&'static str] {
+    match route {
+        "sftp" => &[
+            "--sftp-chunk-size",
+            "255k",
+            "--sftp-concurrency",
+            "64",
+            "--buffer-size",
+            "32M",
+        ],
+        "s3" => &[
+            "--s3-upload-concurrency",
+            "16",
+            "--s3-chunk-size",
+            "8M",
+            "--buffer-size",
+            "32M",
+        ],
+        _ => &[
+            "--multi-thread-streams",
+            "8",
+            "--multi-thread-cutoff",
+            "64M",
+            "--buffer-size",
+            "32M",
+        ],
+    }
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
@@ -143,10 +188,21 @@ impl Env {
             .collect())
     }
 
-    fn rclone(&self, source: &str, dest: &str) -> anyhow::Result<Run> {
+    fn rclone(&self, source: &str, dest: &str, route: &str) -> anyhow::Result<Run> {
+        self.rclone_from(&self.c.azurite.account_url, source, dest, route)
+    }
+
+    /// rclone from the Azurite at `account_url` (the proxied one for the wide-area runs).
+    fn rclone_from(
+        &self,
+        account_url: &str,
+        source: &str,
+        dest: &str,
+        route: &str,
+    ) -> anyhow::Result<Run> {
         let azure = format!(
-            ":azureblob,sas_url='{}/bench?{}':bench/{source}",
-            self.c.azurite.account_url, self.sas
+            ":azureblob,sas_url='{account_url}/bench?{}':bench/{source}",
+            self.sas
         );
         let mut cmd = Command::new("rclone");
         cmd.env_remove("AWS_CA_BUNDLE")
@@ -158,6 +214,7 @@ impl Env {
                 "--config",
                 "/dev/null",
             ])
+            .args(rclone_flags(route))
             .arg(azure)
             .arg(dest);
         timed(&mut cmd)
@@ -209,7 +266,7 @@ async fn main() -> anyhow::Result<()> {
     let routes = only("FERRY_BENCH_ROUTES", ALL_ROUTES);
     let narrowed = sections.join(",") != ALL_SECTIONS || routes.join(",") != ALL_ROUTES;
     let c = ferry_harness::Components::start()?;
-    let work = root.join(".local/bench");
+    let work = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let admin = c.azurite.admin();
@@ -261,7 +318,9 @@ async fn main() -> anyhow::Result<()> {
             {"name": "s3", "source": "azurite", "container": "bench", "destinations": ["s3"]},
             {"name": "sftp", "source": "azurite", "container": "bench", "destinations": ["sftp"]},
             {"name": "local_dir", "source": "azurite", "container": "bench", "destinations": ["local_dir"]},
-            {"name": "graph", "source": "azurite", "container": "bench", "destinations": ["graph"]}
+            {"name": "graph", "source": "azurite", "container": "bench", "destinations": ["graph"]},
+            {"name": "encrypt", "source": "azurite", "container": "bench", "destinations": ["sftp"],
+             "encrypt": {"recipients": [{"armored": bench_recipient(&work)?}]}}
         ]
     });
     let config_path = secret("ferry.json", &config.to_string())?;
@@ -323,7 +382,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "## Copy throughput and peak RSS\n")?;
     writeln!(
         report,
-        "| size | path | tool | seconds | MB/s | CPU seconds | peak RSS MiB |\n|---|---|---|---|---|---|---|"
+        "| size | path | tool | seconds | MB/s | CPU seconds | CPU s/GiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|"
     )?;
     let mut summary = Vec::new();
     let copy_sizes: &[u64] = if sections.iter().any(|s| s == "copy") {
@@ -369,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
             raw_put = Some(mbps(bytes, secs));
             writeln!(
                 report,
-                "| {mib} MiB | local file -> moto | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {:.1} | - | - |",
+                "| {mib} MiB | local file -> moto | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {:.1} | - | - | - |",
                 v["parts_s"].as_f64().unwrap_or(0.0),
                 v["complete_s"].as_f64().unwrap_or(0.0),
                 mbps(bytes, secs)
@@ -405,6 +464,19 @@ async fn main() -> anyhow::Result<()> {
             let path = format!("Azurite -> {route}");
             let ferry_speed = row(&mut report, mib, &path, "ferry", &r)?;
             ferry_rows.insert(route.clone(), (ferry_speed, r.rss_mib));
+            if route == "encrypt" {
+                summary.push(format!(
+                    "{mib} MiB {path} (OpenPGP to one recipient, then SFTP): {ferry_speed:.1} MB/s, CPU s/GiB {:.2}, peak RSS {:.1} MiB",
+                    cpu_per_gib(mib, &r),
+                    r.rss_mib
+                ));
+                writeln!(
+                    report,
+                    "| {mib} MiB | {path} | rclone: none (rclone crypt is not OpenPGP) | - | - | - | - | - |"
+                )?;
+                let _ = std::fs::remove_file(sftp_dir.join(format!("{name}.pgp")));
+                continue;
+            }
             if route == "graph" {
                 summary.push(graph_summary(
                     &graph_fake,
@@ -416,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
                 )?);
                 writeln!(
                     report,
-                    "| {mib} MiB | {path} | rclone: none (no OneDrive target here; compare ferry's S3 and SFTP rows) | - | - | - | - |"
+                    "| {mib} MiB | {path} | rclone: none (no OneDrive target here; compare ferry's S3 and SFTP rows) | - | - | - | - | - |"
                 )?;
                 continue;
             }
@@ -439,14 +511,14 @@ async fn main() -> anyhow::Result<()> {
                     .display()
                     .to_string(),
             };
-            match env.rclone(&name, &dest) {
+            match env.rclone(&name, &dest, route) {
                 Ok(rc) => {
                     let rclone_speed = row(&mut report, mib, &path, "rclone copyto", &rc)?;
                     let limit = match route.as_str() {
                         "s3" => raw_put.map_or(raw_get, |p| p.min(raw_get)),
                         _ => raw_get,
                     };
-                    summary.push(format!("{mib} MiB {path}: ferry/rclone {:.2}x, ferry/limit {:.2}x (ferry {:.1} MiB RSS vs rclone {:.1} MiB)", ferry_speed / rclone_speed, ferry_speed / limit, r.rss_mib, rc.rss_mib));
+                    summary.push(format!("{mib} MiB {path}: ferry/rclone {:.2}x, ferry/limit {:.2}x; CPU s/GiB ferry {:.2} vs rclone {:.2} ({:.2}x); RSS ferry {:.1} MiB vs rclone {:.1} MiB", ferry_speed / rclone_speed, ferry_speed / limit, cpu_per_gib(mib, &r), cpu_per_gib(mib, &rc), r.cpu_secs / rc.cpu_secs, r.rss_mib, rc.rss_mib));
                 }
                 Err(e) => {
                     // Keep the reason, never the SAS: the first line rclone printed, redacted.
@@ -486,6 +558,9 @@ async fn main() -> anyhow::Result<()> {
         println!("{s}");
     }
 
+    if sections.iter().any(|s| s == "wan") {
+        wide_area(&env, &mut report, &sftp_dir).await?;
+    }
     if sections.iter().any(|s| s == "coldstart") {
         cold_start(&env, &mut report).await?;
     }
@@ -502,6 +577,209 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A throwaway OpenPGP recipient for the `encrypt` route (its secret key is never kept).
+fn bench_recipient(work: &Path) -> anyhow::Result<String> {
+    let home = work.join("gnupg");
+    std::fs::create_dir_all(&home)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    let gpg = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "bench <bench@ferry.invalid>",
+        "default",
+        "default",
+        "1d",
+    ])?;
+    let armored = String::from_utf8(gpg(&["--armor", "--export", "bench@ferry.invalid"])?)?;
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    Ok(armored)
+}
+
+/// The wide-area profile: the same 1 GiB copies (FERRY_BENCH_WAN_MIB) with every server
+/// (Azurite, sshd, moto as the S3 destination) behind a delay proxy at each RTT of
+/// FERRY_BENCH_RTTS (ms, default "20,60"), a 4 MiB window per connection and direction
+/// (FERRY_BENCH_WINDOW_KIB). The state bucket stays on loopback (in production it is in the
+/// function's own region).
+async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::Result<()> {
+    let mib: u64 = std::env::var("FERRY_BENCH_WAN_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let window = std::env::var("FERRY_BENCH_WINDOW_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4096)
+        * 1024;
+    let rtts: Vec<u64> = std::env::var("FERRY_BENCH_RTTS")
+        .unwrap_or_else(|_| "20,60".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let routes: Vec<String> = std::env::var("FERRY_BENCH_WAN_ROUTES")
+        .unwrap_or_else(|_| "sftp,s3".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    writeln!(
+        report,
+        "\n## Wide-area profile ({mib} MiB; every server behind a delay proxy: fixed one-way delay per chunk, pipelining kept, {} KiB in flight per connection and direction)\n",
+        window / 1024
+    )?;
+    writeln!(
+        report,
+        "| RTT ms (measured) | path | tool | seconds | MB/s | CPU seconds | CPU s/GiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    let name = format!("export-wan-{mib}.bin");
+    let local = env.work.join(&name);
+    write_file(&local, mib)?;
+    let admin = env.c.azurite.admin();
+    admin.put_blob_from_file("bench", &name, &local).await?;
+    std::fs::remove_file(&local)?;
+    let jobs = env.webhook(&name).await?;
+    let mut summary = Vec::new();
+    for rtt in rtts {
+        let link = wan::Link {
+            rtt: Duration::from_millis(rtt),
+            window,
+        };
+        let measured = wan::measured_rtt_ms(link).await?;
+        let azurite = wan::DelayProxy::start(env.c.azurite.port, link)?;
+        let sshd = wan::DelayProxy::start(env.c.sshd.port, link)?;
+        let moto = wan::DelayProxy::start(env.c.moto.port, link)?;
+        let proxied =
+            |url: &str, from: u16, to: u16| url.replace(&format!(":{from}"), &format!(":{to}"));
+        let account_url = proxied(&env.c.azurite.account_url, env.c.azurite.port, azurite.port);
+        let moto_url = proxied(&env.c.moto.endpoint, env.c.moto.port, moto.port);
+        let mut config = env.config.clone();
+        config["sources"]["azurite"]["account_url"] = json!(account_url);
+        config["destinations"]["sftp"]["port"] = json!(sshd.port);
+        config["destinations"]["s3"]["endpoint"]["endpoint_url"] = json!(moto_url);
+        let config_path = env.work.join(format!("ferry-wan-{rtt}.json"));
+        std::fs::write(&config_path, config.to_string())?;
+        for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
+            // The same job runs at every RTT: forget the previous run's receipt, or run-job
+            // would find the file delivered and do nothing.
+            let job_id = job_key
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".json"))
+                .context("job key")?;
+            for key in [
+                ferry_shared::layout::receipt_key(job_id, route),
+                ferry_shared::layout::failure_key(job_id),
+            ] {
+                let _ = env.s3.delete_object().bucket("state").key(key).send().await;
+            }
+            let path = format!("Azurite -> {route}");
+            let label = format!("{rtt} ({measured:.1})");
+            let mut cmd = profiled(
+                &env.ferry(),
+                &env.work.join(format!("perf-wan{rtt}-{route}-{mib}.data")),
+            );
+            let r = timed(
+                cmd.args(["run-job", "--config"])
+                    .arg(&config_path)
+                    .arg(job_key),
+            )?;
+            let ferry_speed = row_labelled(report, &label, mib, &path, "ferry", &r)?;
+            let dest = match route.as_str() {
+                "s3" => format!(
+                    ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{moto_url}',force_path_style=true:rclone/{name}"
+                ),
+                _ => format!(
+                    ":sftp,host=127.0.0.1,port={},user={},key_file='{}':{}/rclone-{name}",
+                    sshd.port,
+                    env.c.sshd.user,
+                    env.c.sshd.client_key_path.display(),
+                    sftp_dir.display()
+                ),
+            };
+            match env.rclone_from(&account_url, &name, &dest, route) {
+                Ok(rc) => {
+                    let rclone_speed =
+                        row_labelled(report, &label, mib, &path, "rclone copyto", &rc)?;
+                    summary.push(format!(
+                        "{mib} MiB {path} at {rtt} ms RTT: ferry/rclone {:.2}x; CPU s/GiB ferry {:.2} vs rclone {:.2} ({:.2}x); RSS ferry {:.1} MiB vs rclone {:.1} MiB",
+                        ferry_speed / rclone_speed,
+                        cpu_per_gib(mib, &r),
+                        cpu_per_gib(mib, &rc),
+                        r.cpu_secs / rc.cpu_secs,
+                        r.rss_mib,
+                        rc.rss_mib
+                    ));
+                }
+                Err(e) => summary.push(format!(
+                    "{mib} MiB {path} at {rtt} ms RTT: rclone failed: {}",
+                    ferry_shared::redact::scrub(
+                        e.to_string()
+                            .lines()
+                            .find(|l| l.contains("ERROR"))
+                            .unwrap_or("see the console"),
+                        &[&env.sas]
+                    )
+                )),
+            }
+            let _ = std::fs::remove_file(sftp_dir.join(&name));
+            let _ = std::fs::remove_file(sftp_dir.join(format!("rclone-{name}")));
+            for bucket in ["archive", "rclone"] {
+                let _ = env
+                    .s3
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(&name)
+                    .send()
+                    .await;
+            }
+        }
+    }
+    admin.delete_blob("bench", &name).await?;
+    writeln!(report, "\nRatios (wide area):\n")?;
+    for s in &summary {
+        writeln!(report, "- {s}")?;
+        println!("{s}");
+    }
+    Ok(())
+}
+
+/// `row` with a first column other than the size (the wide-area RTT).
+fn row_labelled(
+    report: &mut String,
+    label: &str,
+    mib: u64,
+    path: &str,
+    tool: &str,
+    r: &Run,
+) -> anyhow::Result<f64> {
+    let speed = mbps(mib * MIB, r.secs);
+    let per_gib = cpu_per_gib(mib, r);
+    writeln!(
+        report,
+        "| {label} | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {per_gib:.2} | {:.1} |",
+        r.secs, r.cpu_secs, r.rss_mib
+    )?;
+    println!(
+        "WAN {label:>12} ms  {path:<22} {tool:<16} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s ({per_gib:.2}/GiB)  RSS {:>7.1} MiB",
+        r.secs, r.cpu_secs, r.rss_mib
+    );
+    Ok(speed)
+}
+
 fn profile() -> String {
     std::env::var("FERRY_BENCH_PROFILE").unwrap_or_else(|_| "release".into())
 }
@@ -510,8 +788,8 @@ fn bin_dir(root: &Path) -> PathBuf {
     root.join("target").join(profile())
 }
 
-const ALL_SECTIONS: &str = "copy,coldstart,ingest";
-const ALL_ROUTES: &str = "s3,sftp,local_dir,graph";
+const ALL_SECTIONS: &str = "copy,wan,coldstart,ingest";
+const ALL_ROUTES: &str = "s3,sftp,local_dir,graph,encrypt";
 
 /// The Graph row's summary line: checks the fake holds the whole file and no protocol violation
 /// (fails the bench otherwise), then compares ferry's Graph copy with ferry's own S3 and SFTP

@@ -132,8 +132,9 @@ async fn copy_cut_by_the_deadline_is_reported_in_time_and_resumed_without_resend
     let s3 = support::moto_s3().await;
 
     // First invocation: the source is read at 32 MiB/s (256 MiB would take 8 s), the deadline is
-    // 6 s away. Run at the last attempt SQS allows: an interruption must not dead-letter.
-    p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(32 * MIB), 4));
+    // 6 s away: four parallel range streams (the source's default), each connection at 8 MiB/s.
+    // Run at the last attempt SQS allows: an interruption must not dead-letter.
+    p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(8 * MIB), 4));
     let deadline_ms = now_ms() + 6_000;
     let response = invoke(&engine, &p, &job_key, 3, deadline_ms).await;
     let returned_ms = now_ms();

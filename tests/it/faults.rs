@@ -78,6 +78,52 @@ async fn source_429_and_503_bursts_with_retry_after_are_ridden_out() {
 }
 
 #[tokio::test]
+async fn cuts_on_several_parallel_range_streams_at_once_are_resumed_per_range_byte_identical() {
+    // No retries above the source: a range that cannot heal itself fails the delivery, so only
+    // per-range resumes can make this pass.
+    let p = Pipeline::new(Options {
+        source_proxy: Some(source_proxy().await),
+        transfer: Some(serde_json::json!({"retries": 0, "max_resumes": 3})),
+        ..Default::default()
+    })
+    .await;
+    // 22 MiB: eleven ranges of the default 2 MiB, four in flight per delivery, three deliveries.
+    let source_sha = p.upload("range-cut.bin", 6, 22 * MIB).await;
+    let (_, answer) = p.notify("range-cut.bin").await;
+    let (id, key) = job_of(&answer, "all");
+    // The first four connections (concurrent range requests) are cut mid-range.
+    p._proxies[0].plan([
+        Fault::CutResponseAfter(MIB),
+        Fault::CutResponseAfter(MIB + 123),
+        Fault::CutResponseAfter(3 * MIB / 2),
+        Fault::CutResponseAfter(MIB / 2),
+    ]);
+    assert!(!p.copy(&key, 1).await, "delivered in one attempt");
+    assert_all_delivered(&p, &id, "range-cut.bin", &source_sha).await;
+    let logs = support::logs::text();
+    let resumed: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| {
+            l.contains("resuming with a range read of the rest of the range")
+                && l.contains("range-cut.bin")
+        })
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(resumed.len(), 4, "each cut resumed once: {resumed:?}");
+    for r in &resumed {
+        let (start, offset) = (
+            r["fields"]["range_start"].as_u64().unwrap(),
+            r["fields"]["offset"].as_u64().unwrap(),
+        );
+        assert!(
+            offset > start && offset < start + 2 * MIB,
+            "resumed mid-range: {r}"
+        );
+    }
+    p.assert_logs_clean();
+}
+
+#[tokio::test]
 async fn sftp_server_killed_mid_upload_then_restarted() {
     let mut sshd = ferry_harness::Sshd::start().unwrap();
     let proxy = source_proxy().await;
@@ -221,13 +267,15 @@ async fn sas_revoked_mid_transfer_dead_letters_with_a_clear_reason() {
     p.upload("revoked-mid.bin", 4, 16 * MIB).await;
     let (_, answer) = p.notify("revoked-mid.bin").await;
     let (id, key) = job_of(&answer, "all");
-    // Reads start with a valid SAS, run slowly, and break after 6 MiB: the resume needs the SAS again.
+    // Reads start with a valid SAS, run slowly, and break every 2 MiB: the resumes need the SAS
+    // again. Every connection (each parallel range stream of each delivery, and each resume)
+    // gets the same fault, so no range finishes before the revocation.
     p._proxies[0].plan(std::iter::repeat_n(
         Fault::ThrottleThenCut {
             bytes_per_sec: 8 * MIB,
-            cut_after: 6 * MIB,
+            cut_after: 2 * MIB,
         },
-        3,
+        100,
     ));
     let copy = p.copy(&key, 1);
     let revoke = async {

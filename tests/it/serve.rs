@@ -406,7 +406,8 @@ async fn two_hundred_queued_jobs_run_at_most_the_configured_concurrency() {
 
 #[tokio::test]
 async fn sigterm_mid_copy_exits_cleanly_within_the_grace_period_and_the_copy_resumes() {
-    let p = throttled_s3_pipeline(8 * MIB).await;
+    // 8 MiB/s in all: four parallel range streams (the source's default) at 2 MiB/s each.
+    let p = throttled_s3_pipeline(2 * MIB).await;
     let sha = p.upload("big.bin", 7, 40 * MIB).await;
     // Written before the start: the first start picks it up.
     let (_, answer) = p.notify("big.bin").await;

@@ -27,7 +27,7 @@ impl SourceConfig {
     /// Checks the settings of whichever kind this is.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            SourceConfig::AzureBlob(_) => Ok(()),
+            SourceConfig::AzureBlob(a) => a.validate(),
             SourceConfig::PubsubExport(p) => p.validate(),
         }
     }
@@ -46,10 +46,54 @@ pub struct AzureBlobConfig {
     /// Seconds a single read may stall before the connection is dropped and resumed.
     #[serde(default = "default_read_timeout_secs")]
     pub read_timeout_secs: u64,
+    /// Ranged Get Blob requests in flight at once for a blob larger than `read_range_mib`: each
+    /// reads its own range (pinned to the blob's ETag, resumed on its own after a broken
+    /// connection) and the bytes are passed on in order. More streams help most on a long link
+    /// (one TCP stream is bounded by its window / round-trip time); 1 reads every blob with one
+    /// request. At most `read_streams x read_range_mib` MiB are buffered.
+    #[serde(default = "default_read_streams")]
+    pub read_streams: usize,
+    /// Size of each ranged read, in MiB; blobs no larger than this are read with one request.
+    #[serde(default = "default_read_range_mib")]
+    pub read_range_mib: u64,
 }
 
 fn default_read_timeout_secs() -> u64 {
     30
+}
+
+fn default_read_streams() -> usize {
+    crate::source::ranged::ParallelReads::default().streams
+}
+
+fn default_read_range_mib() -> u64 {
+    crate::source::ranged::ParallelReads::default().range_bytes >> 20
+}
+
+/// Largest read window (`read_streams x read_range_mib`) accepted, in MiB: blob-copy runs in a
+/// few hundred MB of Lambda memory.
+const MAX_READ_WINDOW_MIB: u64 = 64;
+
+impl AzureBlobConfig {
+    /// Checks the read settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=16).contains(&self.read_streams) {
+            return Err(format!(
+                "read_streams must be 1..=16, not {}",
+                self.read_streams
+            ));
+        }
+        if self.read_range_mib == 0 {
+            return Err("read_range_mib must be at least 1".into());
+        }
+        let window = self.read_streams as u64 * self.read_range_mib;
+        if window > MAX_READ_WINDOW_MIB {
+            return Err(format!(
+                "read_streams x read_range_mib is {window} MiB of buffer; keep it at most {MAX_READ_WINDOW_MIB}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A pub/sub file export source (see `SourceConfig::PubsubExport`).
@@ -236,6 +280,30 @@ mod tests {
         for bad in ["0", "301"] {
             let e = pubsub(&format!(r#", "lock_duration_secs": {bad}"#)).unwrap_err();
             assert!(e.contains("lock_duration_secs"), "{e}");
+        }
+    }
+
+    #[test]
+    fn parallel_read_settings_default_and_keep_the_window_bounded() {
+        let blob = |extra: &str| -> Result<AzureBlobConfig, String> {
+            let json = format!(
+                r#"{{"account_url": "https://a.blob.core.windows.net", "sas": {{"env": "SAS"}}{extra}}}"#
+            );
+            let a: AzureBlobConfig = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            a.validate().map(|()| a)
+        };
+        let a = blob("").unwrap();
+        assert_eq!((a.read_streams, a.read_range_mib), (4, 2));
+        let a = blob(r#", "read_streams": 1, "read_range_mib": 64"#).unwrap();
+        assert_eq!((a.read_streams, a.read_range_mib), (1, 64));
+        for bad in [
+            r#", "read_streams": 0"#,
+            r#", "read_streams": 17"#,
+            r#", "read_range_mib": 0"#,
+            r#", "read_streams": 8, "read_range_mib": 16"#,
+        ] {
+            let e = blob(bad).unwrap_err();
+            assert!(e.contains("read_"), "{bad}: {e}");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Azure Blob Storage read with a SAS token (container, account or blob SAS; stored access
-//! policies included). Get Blob Properties for the metadata, one long Get Blob for the bytes,
-//! resumed with `Range` + `If-Match` after a broken connection.
+//! policies included). Get Blob Properties for the metadata; the bytes of a small blob with one
+//! long Get Blob, those of a large one with several ranged Get Blobs at once (`x-ms-range`,
+//! reassembled in order by `super::ranged`), every request pinned with `If-Match` and each one
+//! resumed on its own with a narrower range after a broken connection.
 //!
 //! Requests are signed by a `BlobCredentials`: a fixed SAS from the config, or rotating tokens
 //! (pub/sub exports), where a 401/403 triggers one refresh and the request is sent once more.
@@ -16,6 +18,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::SecretString;
 use tokio_util::io::StreamReader;
 
+use super::ranged::{self, ParallelReads, RangeSender};
 use super::{ListPage, ListedObject, Source, SourceError, SourceObject};
 use crate::ByteReader;
 use crate::http_client::{HttpClass, classify};
@@ -63,6 +66,7 @@ impl BlobCredentials for StaticSas {
 #[derive(Clone)]
 pub struct AzureBlobSource {
     inner: Arc<Inner>,
+    reads: ParallelReads,
 }
 
 struct Inner {
@@ -85,13 +89,21 @@ impl AzureBlobSource {
     ) -> Result<Self, crate::setup::SetupError> {
         let http = crate::http_client::build(Duration::from_secs(config.read_timeout_secs));
         let sas = secrets.resolve(&config.sas).await?;
-        Ok(Self::new(
-            http,
-            &config.account_url,
-            sas,
-            retry,
-            max_resumes,
-        ))
+        Ok(
+            Self::new(http, &config.account_url, sas, retry, max_resumes).with_parallel_reads(
+                ParallelReads {
+                    streams: config.read_streams,
+                    range_bytes: config.read_range_mib << 20,
+                },
+            ),
+        )
+    }
+
+    /// Reads blobs larger than `reads.range_bytes` with `reads.streams` ranged requests at once
+    /// (the default is `ParallelReads::default()`).
+    pub fn with_parallel_reads(mut self, reads: ParallelReads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// `account_url` like `https://acct.blob.core.windows.net` or
@@ -128,6 +140,7 @@ impl AzureBlobSource {
                 retry,
                 max_resumes,
             }),
+            reads: ParallelReads::default(),
         }
     }
 }
@@ -215,17 +228,32 @@ impl Inner {
 
     /// Starts a Get Blob at `offset`, pinned to the object's ETag.
     async fn get_from(&self, object: &SourceObject, offset: u64) -> Result<Response, SourceError> {
+        self.get_range(object, offset, None).await
+    }
+
+    /// Starts a Get Blob of bytes `offset..end` (to the end of the blob without `end`), pinned
+    /// to the object's ETag. A bounded range must be answered 206 with exactly that range.
+    async fn get_range(
+        &self,
+        object: &SourceObject,
+        offset: u64,
+        end: Option<u64>,
+    ) -> Result<Response, SourceError> {
         let plain = self.object_url(object)?;
+        let range = match end {
+            Some(end) => Some(format!("bytes={offset}-{}", end - 1)),
+            None if offset > 0 => Some(format!("bytes={offset}-")),
+            None => None,
+        };
         let resp = self
             .send(&plain, |http, signed| {
                 let req = http
                     .get(signed)
                     .header("x-ms-version", API_VERSION)
                     .header("If-Match", &object.etag);
-                if offset > 0 {
-                    req.header("x-ms-range", format!("bytes={offset}-"))
-                } else {
-                    req
+                match &range {
+                    Some(range) => req.header("x-ms-range", range),
+                    None => req,
                 }
             })
             .await?;
@@ -234,7 +262,20 @@ impl Inner {
                 etag: object.etag.clone(),
             });
         }
-        check_status(resp, &redact_url(&plain))
+        let resp = check_status(resp, &redact_url(&plain))?;
+        if let Some(end) = end
+            && (resp.status() != StatusCode::PARTIAL_CONTENT
+                || resp.content_length() != Some(end - offset))
+        {
+            return Err(SourceError::Permanent(format!(
+                "Get Blob of bytes {offset}-{} of {} was answered {} with {:?} bytes, not the range",
+                end - 1,
+                redact_url(&plain),
+                resp.status(),
+                resp.content_length()
+            )));
+        }
+        Ok(resp)
     }
 }
 
@@ -657,6 +698,77 @@ impl ReadState {
     }
 }
 
+/// One range of a parallel read: sends bytes `start..end` to `tx` in order, resuming with a
+/// narrower range after a broken connection (up to `max_resumes` times for this range), or
+/// sends the error that ended it.
+async fn read_range(
+    inner: Arc<Inner>,
+    object: Arc<SourceObject>,
+    start: u64,
+    end: u64,
+    tx: RangeSender,
+) {
+    let mut offset = start;
+    let mut resumes = 0u32;
+    while offset < end {
+        let response = inner
+            .retry
+            .run("azure get blob range", || {
+                inner.get_range(&object, offset, Some(end))
+            })
+            .await;
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return;
+            }
+        };
+        let failure = loop {
+            match response.chunk().await {
+                Ok(Some(bytes)) => {
+                    offset += bytes.len() as u64;
+                    if offset > end {
+                        let _ = tx.send(Err(SourceError::Changed {
+                            etag: object.etag.clone(),
+                        }
+                        .into()));
+                        return;
+                    }
+                    if tx.send(Ok(bytes)).is_err() {
+                        // The reader was dropped: nobody wants the rest.
+                        return;
+                    }
+                }
+                Ok(None) if offset == end => return,
+                Ok(None) => break "connection closed early".to_string(),
+                Err(e) => break e.without_url().to_string(),
+            }
+        };
+        resumes += 1;
+        if resumes > inner.max_resumes {
+            let _ = tx.send(Err(SourceError::Transient {
+                reason: format!(
+                    "gave up after {} resumes at byte {offset} (range {start}-{}): {failure}",
+                    inner.max_resumes,
+                    end - 1
+                ),
+                retry_after: None,
+            }
+            .into()));
+            return;
+        }
+        tracing::warn!(
+            blob = %inner.object_url(&object).unwrap_or_default(),
+            range_start = start,
+            offset,
+            reason = %failure,
+            "source range read interrupted; resuming with a range read of the rest of the range"
+        );
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(resumes))).await;
+    }
+}
+
 #[async_trait]
 impl Source for AzureBlobSource {
     async fn stat(&self, container: &str, name: &str) -> Result<SourceObject, SourceError> {
@@ -716,6 +828,13 @@ impl Source for AzureBlobSource {
     }
 
     async fn open(&self, object: &SourceObject) -> Result<ByteReader, SourceError> {
+        if self.reads.applies_to(object.size) {
+            let (inner, shared) = (self.inner.clone(), Arc::new(object.clone()));
+            let chunks = ranged::ordered(object.size, self.reads, move |start, end, tx| {
+                read_range(inner.clone(), shared.clone(), start, end, tx)
+            });
+            return Ok(Box::pin(StreamReader::new(chunks)));
+        }
         let first = if object.size == 0 {
             None
         } else {

@@ -2,6 +2,7 @@
 //! byte stream that survives broken connections by resuming with range reads.
 
 pub mod azure_blob;
+pub mod ranged;
 
 use std::time::Duration;
 
