@@ -26,6 +26,7 @@ mod reconcile;
 mod records;
 mod secrets;
 mod serve;
+mod sftp;
 mod sink_conformance;
 mod state_conformance;
 mod state_layout;

@@ -954,7 +954,7 @@ fn sftp_error(context: &str, e: SftpError) -> DestinationError {
 #[cfg(test)]
 mod tests {
     //! Checks that need no server. The behaviour against a real sshd (writes, overwrites,
-    //! broken bodies, the stop instant, host keys and credentials) is in tests/sftp.rs, so
+    //! broken bodies, the stop instant, host keys and credentials) is in tests/it/sftp.rs, so
     //! `make unit` starts no sshd.
 
     use super::*;
