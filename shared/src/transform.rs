@@ -44,13 +44,25 @@ pub enum TransformError {
     #[error(
         "gzip bomb refused: the decompressed file exceeds the cap of {limit} bytes (max_decompressed_bytes)"
     )]
-    TooLarge { limit: u64 },
+    /// The decompressed file is over `max_decompressed_bytes`.
+    TooLarge {
+        /// The cap that was exceeded.
+        limit: u64,
+    },
     #[error(
         "line {line} of the decompressed file is longer than the cap of {limit} bytes (max_line_bytes); refused"
     )]
-    LineTooLong { limit: usize, line: u64 },
+    /// A line is over `max_line_bytes`.
+    LineTooLong {
+        /// The cap that was exceeded.
+        limit: usize,
+        /// The line's number, from 1.
+        line: u64,
+    },
+    /// Not valid gzip.
     #[error("the file is not valid gzip: {0}")]
     Corrupt(String),
+    /// OpenPGP encryption failed.
     #[error("OpenPGP encryption refused: {0}")]
     Encrypt(String),
 }

@@ -16,10 +16,22 @@ use crate::ByteReader;
 /// Why a stream failed verification.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// The stream was shorter or longer than announced.
     #[error("expected {expected} bytes, source delivered {actual}")]
-    Size { expected: u64, actual: u64 },
+    Size {
+        /// What the source announced.
+        expected: u64,
+        /// What the bytes gave.
+        actual: u64,
+    },
+    /// The bytes hash to another MD5 than the source stored.
     #[error("MD5 mismatch: source says {expected}, bytes hash to {actual}")]
-    Md5 { expected: String, actual: String },
+    Md5 {
+        /// What the source announced.
+        expected: String,
+        /// What the bytes gave.
+        actual: String,
+    },
 }
 
 /// Digests of a fully read stream.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 
 /// One measured run.
-pub struct Run {
+pub(crate) struct Run {
     /// Wall seconds.
     pub secs: f64,
     /// Peak resident set size, MiB.
@@ -18,7 +18,7 @@ pub struct Run {
 }
 
 /// Runs `cmd` (with its environment, removals included) under /usr/bin/time -v.
-pub fn timed(cmd: &mut Command) -> anyhow::Result<Run> {
+pub(crate) fn timed(cmd: &mut Command) -> anyhow::Result<Run> {
     let program = cmd.get_program().to_os_string();
     let mut wrapped = Command::new("/usr/bin/time");
     wrapped.arg("-v").arg(&program).args(cmd.get_args());
@@ -57,7 +57,7 @@ pub fn timed(cmd: &mut Command) -> anyhow::Result<Run> {
 
 /// `bin` as a command, recorded by `perf record` into `profile` when FERRY_BENCH_PERF is set
 /// (a flat CPU profile for `perf report -i <profile>`).
-pub fn profiled(bin: &Path, profile: &Path) -> Command {
+pub(crate) fn profiled(bin: &Path, profile: &Path) -> Command {
     if std::env::var_os("FERRY_BENCH_PERF").is_none() {
         return Command::new(bin);
     }

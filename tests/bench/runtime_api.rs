@@ -24,7 +24,11 @@ enum Seen {
 }
 
 /// Spawns `bin` against a fresh Runtime API that serves `event` once; returns (ready_ms, first_response_ms).
-pub async fn cold_start(bin: &Path, config: &str, event: Value) -> anyhow::Result<(f64, f64)> {
+pub(crate) async fn cold_start(
+    bin: &Path,
+    config: &str,
+    event: Value,
+) -> anyhow::Result<(f64, f64)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -129,7 +133,7 @@ pub async fn cold_start(bin: &Path, config: &str, event: Value) -> anyhow::Resul
 }
 
 /// A Lambda function URL event (API Gateway v2 payload) carrying a webhook.
-pub fn function_url_event(body: &str, token: &str) -> Value {
+pub(crate) fn function_url_event(body: &str, token: &str) -> Value {
     json!({
         "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
         "headers": {"content-type": "application/json", "x-ferry-token": token, "host": "bench.lambda-url.us-east-1.on.aws"},
@@ -142,7 +146,7 @@ pub fn function_url_event(body: &str, token: &str) -> Value {
 
 /// An SQS event carrying an S3 notification for `key` (a job that does not exist: measures the
 /// handler's fixed cost).
-pub fn sqs_event(bucket: &str, key: &str) -> Value {
+pub(crate) fn sqs_event(bucket: &str, key: &str) -> Value {
     serde_json::to_value(blob_copy::sqs_event_for_job(bucket, key, "bench-msg", 1))
         .expect("serialisable")
 }

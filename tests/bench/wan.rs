@@ -25,7 +25,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// One simulated path.
 #[derive(Debug, Clone, Copy)]
-pub struct Link {
+pub(crate) struct Link {
     /// Round-trip time added (half each way).
     pub rtt: Duration,
     /// Bytes in flight per connection and direction (the TCP window of the path).
@@ -33,7 +33,7 @@ pub struct Link {
 }
 
 /// A running proxy to one upstream port; stopped when dropped.
-pub struct DelayProxy {
+pub(crate) struct DelayProxy {
     /// The port clients connect to.
     pub port: u16,
     task: tokio::task::JoinHandle<()>,
@@ -47,7 +47,7 @@ impl Drop for DelayProxy {
 
 impl DelayProxy {
     /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`upstream` over `link`.
-    pub fn start(upstream: u16, link: Link) -> anyhow::Result<Self> {
+    pub(crate) fn start(upstream: u16, link: Link) -> anyhow::Result<Self> {
         let socket = TcpSocket::new_v4()?;
         socket.set_recv_buffer_size(SOCKET_BUFFER)?;
         socket.set_reuseaddr(true)?;
@@ -153,7 +153,7 @@ async fn one_way(
 
 /// The round trip a small request/answer sees through `proxy` to a local echo server, in ms
 /// (median of 5): the check that the proxy adds what it claims.
-pub async fn measured_rtt_ms(link: Link) -> anyhow::Result<f64> {
+pub(crate) async fn measured_rtt_ms(link: Link) -> anyhow::Result<f64> {
     let echo = TcpListener::bind("127.0.0.1:0").await?;
     let echo_port = echo.local_addr()?.port();
     let server = tokio::spawn(async move {

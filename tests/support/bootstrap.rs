@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// Every ferry function, by the name Terraform and the layout use.
-pub const FUNCTIONS: [&str; 6] = [
+pub(crate) const FUNCTIONS: [&str; 6] = [
     "webhook-ingest",
     "blob-copy",
     "view-sync",
@@ -25,7 +25,7 @@ pub const FUNCTIONS: [&str; 6] = [
 /// while `--bins -p <function>...` resolves a narrower feature set and compiles the AWS SDK and
 /// its HTTP stack a second time (3-4 minutes on a cold 2-core machine). The function binaries
 /// are the same source either way: what `make build` packages.
-pub fn build() -> &'static BTreeMap<String, PathBuf> {
+pub(crate) fn build() -> &'static BTreeMap<String, PathBuf> {
     static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
@@ -79,7 +79,7 @@ pub fn build() -> &'static BTreeMap<String, PathBuf> {
 
 /// Writes `<dir>/<function>.zip` holding the function's binary as `bootstrap`, for every
 /// function; function -> zip path.
-pub fn package_all(dir: &Path) -> BTreeMap<String, PathBuf> {
+pub(crate) fn package_all(dir: &Path) -> BTreeMap<String, PathBuf> {
     let bins = build();
     std::thread::scope(|s| {
         let handles: Vec<_> = bins

@@ -22,20 +22,20 @@ use super::fault_proxy::FaultProxy;
 use super::pubsub::{Aad, ServiceBus, TokenService};
 use crate::support;
 
-pub const MIB: usize = 1024 * 1024;
-pub const CLIENT_ID: &str = "5d0c7f38-ferry-export-client";
-pub const CLIENT_SECRET: &str = "aad-client-secret-Qx7~f2Lk9pZ0v";
-pub const INTEGRATION: &str = "ferry-file-export";
-pub const SB_KEY_1: &str = "sbkey1-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA=";
-pub const SB_KEY_2: &str = "sbkey2-YmF6cXV4Zm9vYmFyOTg3NjU0MzIxMA=";
-pub const SOURCE: &str = "egretail";
-pub const ITEMS: &str = "Gateway.ItemChanges";
-pub const PRICES: &str = "Gateway.PriceChanges";
-pub const STOCK: &str = "Gateway.StockChanges";
-pub const CUSTOMERS: &str = "Gateway.CustomerChanges";
+pub(crate) const MIB: usize = 1024 * 1024;
+pub(crate) const CLIENT_ID: &str = "5d0c7f38-ferry-export-client";
+pub(crate) const CLIENT_SECRET: &str = "aad-client-secret-Qx7~f2Lk9pZ0v";
+pub(crate) const INTEGRATION: &str = "ferry-file-export";
+pub(crate) const SB_KEY_1: &str = "sbkey1-Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA=";
+pub(crate) const SB_KEY_2: &str = "sbkey2-YmF6cXV4Zm9vYmFyOTg3NjU0MzIxMA=";
+pub(crate) const SOURCE: &str = "egretail";
+pub(crate) const ITEMS: &str = "Gateway.ItemChanges";
+pub(crate) const PRICES: &str = "Gateway.PriceChanges";
+pub(crate) const STOCK: &str = "Gateway.StockChanges";
+pub(crate) const CUSTOMERS: &str = "Gateway.CustomerChanges";
 
 #[derive(Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Serve blobs through a fault proxy.
     pub proxy: bool,
     /// Service Bus lock duration.
@@ -64,7 +64,7 @@ impl Default for Options {
 }
 
 /// One isolated export: its own container, buckets, folders and fakes.
-pub struct Export {
+pub(crate) struct Export {
     pub container: String,
     pub blob_base: String,
     pub state_bucket: String,
@@ -85,7 +85,7 @@ pub struct Export {
 }
 
 impl Export {
-    pub async fn new(opts: Options) -> Self {
+    pub(crate) async fn new(opts: Options) -> Self {
         let container = support::container_with_policy("export", "gen-1", "rl").await;
         let c = ferry_harness::shared();
         let proxy = if opts.proxy {
@@ -163,7 +163,7 @@ impl Export {
     }
 
     /// Makes the token service hand out the SAS of `policy` and the Service Bus `key`.
-    pub fn issue(&self, policy: &str, key: &str) {
+    pub(crate) fn issue(&self, policy: &str, key: &str) {
         let sas = ferry_harness::shared()
             .azurite
             .admin()
@@ -177,7 +177,7 @@ impl Export {
     }
 
     /// Rotates everything: new policy and Service Bus key handed out, old ones revoked.
-    pub async fn rotate(&self, old_policy: &str, new_policy: &str, new_key: &str) {
+    pub(crate) async fn rotate(&self, old_policy: &str, new_policy: &str, new_key: &str) {
         let admin = ferry_harness::shared().azurite.admin();
         admin
             .set_access_policy(
@@ -196,7 +196,7 @@ impl Export {
             .unwrap();
     }
 
-    pub async fn upload(&self, name: &str, bytes: &[u8]) {
+    pub(crate) async fn upload(&self, name: &str, bytes: &[u8]) {
         ferry_harness::shared()
             .azurite
             .admin()
@@ -205,13 +205,16 @@ impl Export {
             .unwrap();
     }
 
-    pub fn blob_url(&self, name: &str) -> String {
+    pub(crate) fn blob_url(&self, name: &str) -> String {
         let encoded = percent_encoding::utf8_percent_encode(name, PATH).to_string();
         format!("{}/{encoded}", self.blob_base)
     }
 
     /// Runs export-pull's Lambda handler with `budget` until the deadline.
-    pub async fn pull_with(pullers: &[ExportPuller], budget: Duration) -> Result<Value, String> {
+    pub(crate) async fn pull_with(
+        pullers: &[ExportPuller],
+        budget: Duration,
+    ) -> Result<Value, String> {
         let mut context = Context::default();
         context.deadline = ferry_shared::clock::now_ms() + budget.as_millis() as u64;
         export_pull::handle(
@@ -223,17 +226,17 @@ impl Export {
         .map_err(|e| e.to_string())
     }
 
-    pub async fn pull(&self) -> Value {
+    pub(crate) async fn pull(&self) -> Value {
         Self::pull_with(&self.pullers, Duration::from_secs(60))
             .await
             .unwrap()
     }
 
-    pub async fn jobs(&self) -> Vec<String> {
+    pub(crate) async fn jobs(&self) -> Vec<String> {
         self.copy.state.list("jobs/").await.unwrap()
     }
 
-    pub async fn job(&self, key: &str) -> TransferJob {
+    pub(crate) async fn job(&self, key: &str) -> TransferJob {
         self.copy
             .state
             .get_json::<TransferJob>(key)
@@ -244,7 +247,7 @@ impl Export {
     }
 
     /// Runs blob-copy for a job key as an SQS delivery; true if it asked for redelivery.
-    pub async fn copy(&self, job_key: &str) -> bool {
+    pub(crate) async fn copy(&self, job_key: &str) -> bool {
         let event = blob_copy::sqs_event_for_job(&self.state_bucket, job_key, "m-1", 1);
         let r = blob_copy::handle(&self.engine, LambdaEvent::new(event, Context::default()))
             .await
@@ -253,7 +256,7 @@ impl Export {
     }
 
     /// Runs every key, eight at a time; returns the keys that asked for redelivery.
-    pub async fn copy_all(&self, keys: &[String]) -> Vec<String> {
+    pub(crate) async fn copy_all(&self, keys: &[String]) -> Vec<String> {
         let mut again = Vec::new();
         for chunk in keys.chunks(8) {
             let results = futures_util::future::join_all(chunk.iter().map(|k| self.copy(k))).await;
@@ -268,7 +271,7 @@ impl Export {
         again
     }
 
-    pub async fn receipt(&self, job_id: &str, dest: &str) -> Option<Receipt> {
+    pub(crate) async fn receipt(&self, job_id: &str, dest: &str) -> Option<Receipt> {
         self.copy
             .state
             .get_json::<Receipt>(&receipt_key(job_id, dest))
@@ -277,7 +280,7 @@ impl Export {
             .map(|(r, _)| r)
     }
 
-    pub async fn failed(&self) -> Vec<Value> {
+    pub(crate) async fn failed(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for key in self.copy.state.list("failed/").await.unwrap() {
             out.push(
@@ -295,7 +298,7 @@ impl Export {
 
     /// Every secret this export used: client secret, AAD tokens, SAS signatures, bus keys and
     /// the bus signatures we sent.
-    pub fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         let mut s = vec![
             CLIENT_SECRET.to_string(),
             SB_KEY_1.to_string(),
@@ -319,7 +322,7 @@ impl Export {
         s
     }
 
-    pub fn assert_logs_clean(&self) {
+    pub(crate) fn assert_logs_clean(&self) {
         let secrets = self.secrets();
         assert!(
             secrets.len() >= 6,
@@ -330,14 +333,14 @@ impl Export {
     }
 }
 
-pub const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub(crate) const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'/');
 
 /// A notification body; `pascal` uses the vendor sample's casing.
-pub fn notice(
+pub(crate) fn notice(
     blob_type: &str,
     correlation_id: &str,
     content_type: &str,
@@ -357,7 +360,7 @@ pub fn notice(
 }
 
 /// jsonl records of about `bytes` bytes, with enough entropy that gzip cannot squash them.
-pub fn jsonl(seed: u64, bytes: usize) -> Vec<u8> {
+pub(crate) fn jsonl(seed: u64, bytes: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes + 128);
     let mut g = support::data::Generator::new(seed);
     let mut n = 0u64;
@@ -376,7 +379,7 @@ pub fn jsonl(seed: u64, bytes: usize) -> Vec<u8> {
     out
 }
 
-pub fn xml(seed: u64, items: usize) -> Vec<u8> {
+pub(crate) fn xml(seed: u64, items: usize) -> Vec<u8> {
     let mut out = String::from(r#"<?xml version="1.0" encoding="utf-8"?><PriceChanges>"#);
     for i in 0..items {
         out.push_str(&format!(
@@ -390,7 +393,7 @@ pub fn xml(seed: u64, items: usize) -> Vec<u8> {
 }
 
 /// gzip, as one member or two back to back (concatenated gzip files are one valid stream).
-pub fn gz(data: &[u8], members: usize) -> Vec<u8> {
+pub(crate) fn gz(data: &[u8], members: usize) -> Vec<u8> {
     let parts = if members > 1 {
         let cut = data.len() / 2;
         vec![&data[..cut], &data[cut..]]
@@ -406,12 +409,12 @@ pub fn gz(data: &[u8], members: usize) -> Vec<u8> {
     out
 }
 
-pub fn strip_gz(name: &str) -> &str {
+pub(crate) fn strip_gz(name: &str) -> &str {
     name.strip_suffix(".gz").unwrap_or(name)
 }
 
-pub fn files_under(root: &Path) -> BTreeSet<String> {
-    pub fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+pub(crate) fn files_under(root: &Path) -> BTreeSet<String> {
+    pub(crate) fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };

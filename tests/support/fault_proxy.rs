@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What to do with one connection.
 #[derive(Debug, Clone)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Forward both ways.
     Pass,
     /// Read the request head, answer this status with `Retry-After` and close.
@@ -36,7 +36,7 @@ pub enum Fault {
 
 /// Lets a test act while a response is held part-way (see `Fault::PauseResponseThenCut`).
 #[derive(Debug, Default)]
-pub struct Gate {
+pub(crate) struct Gate {
     /// Notified when the response is held.
     pub reached: Notify,
     /// Notify to cut the held connection.
@@ -45,7 +45,7 @@ pub struct Gate {
 }
 
 /// The running proxy; dropped = stopped.
-pub struct FaultProxy {
+pub(crate) struct FaultProxy {
     pub port: u16,
     plan: Arc<Mutex<VecDeque<Fault>>>,
     accepted: Arc<AtomicUsize>,
@@ -61,7 +61,7 @@ impl Drop for FaultProxy {
 
 impl FaultProxy {
     /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`upstream_port`.
-    pub async fn start(upstream_port: u16) -> Self {
+    pub(crate) async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let plan: Arc<Mutex<VecDeque<Fault>>> = Arc::default();
@@ -92,17 +92,17 @@ impl FaultProxy {
     }
 
     /// While true, every new connection is closed at once (the upstream looks down).
-    pub fn set_refusing(&self, refusing: bool) {
+    pub(crate) fn set_refusing(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Appends faults for the next connections.
-    pub fn plan(&self, faults: impl IntoIterator<Item = Fault>) {
+    pub(crate) fn plan(&self, faults: impl IntoIterator<Item = Fault>) {
         self.plan.lock().unwrap().extend(faults);
     }
 
     /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 /// A throwaway GnuPG home with one key.
-pub struct Keyring {
+pub(crate) struct Keyring {
     home: tempfile::TempDir,
     pub uid: String,
 }
@@ -22,7 +22,7 @@ impl Drop for Keyring {
     }
 }
 
-pub fn have_gpg() -> bool {
+pub(crate) fn have_gpg() -> bool {
     let ok = Command::new("gpg")
         .arg("--version")
         .output()
@@ -36,7 +36,13 @@ pub fn have_gpg() -> bool {
 impl Keyring {
     /// A new key for `uid`: `algo usage expire` as `gpg --quick-gen-key` takes them;
     /// `faked_time` backdates its creation (for an already expired key).
-    pub fn new(uid: &str, algo: &str, usage: &str, expire: &str, faked_time: Option<&str>) -> Self {
+    pub(crate) fn new(
+        uid: &str,
+        algo: &str,
+        usage: &str,
+        expire: &str,
+        faked_time: Option<&str>,
+    ) -> Self {
         let home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
         // gpg warns about a home others can read.
         use std::os::unix::fs::PermissionsExt as _;
@@ -54,7 +60,7 @@ impl Keyring {
         ring
     }
 
-    pub fn gpg(&self, args: &[&str]) -> Vec<u8> {
+    pub(crate) fn gpg(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("gpg")
             .arg("--homedir")
             .arg(self.home.path())
@@ -69,11 +75,11 @@ impl Keyring {
         out.stdout
     }
 
-    pub fn public_armored(&self) -> String {
+    pub(crate) fn public_armored(&self) -> String {
         String::from_utf8(self.gpg(&["--armor", "--export", &self.uid])).unwrap()
     }
 
-    pub fn secret_armored(&self) -> String {
+    pub(crate) fn secret_armored(&self) -> String {
         String::from_utf8(self.gpg(&[
             "--batch",
             "--pinentry-mode",
@@ -87,7 +93,7 @@ impl Keyring {
         .unwrap()
     }
 
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let out =
             String::from_utf8(self.gpg(&["--with-colons", "--fingerprint", &self.uid])).unwrap();
         out.lines()
@@ -97,7 +103,7 @@ impl Keyring {
     }
 
     /// Imports the revocation certificate gpg made with the key.
-    pub fn revoke(&self) {
+    pub(crate) fn revoke(&self) {
         let rev = self
             .home
             .path()
@@ -112,7 +118,7 @@ impl Keyring {
     }
 
     /// `gpg --decrypt` of `ciphertext` with this keyring; the SHA-256 of the plaintext.
-    pub fn decrypt_sha(&self, ciphertext: &[u8], dir: &Path) -> String {
+    pub(crate) fn decrypt_sha(&self, ciphertext: &[u8], dir: &Path) -> String {
         let input = dir.join("in.pgp");
         let output: PathBuf = dir.join("out");
         let _ = std::fs::remove_file(&output);
@@ -135,7 +141,7 @@ impl Keyring {
 }
 
 /// Long base64 lines of an armored private key: none may appear in any log.
-pub fn key_material(armored: &str) -> Vec<String> {
+pub(crate) fn key_material(armored: &str) -> Vec<String> {
     armored
         .lines()
         .filter(|l| l.len() >= 40 && !l.starts_with("-----"))

@@ -30,7 +30,7 @@ const MAX_REQUEST: u64 = 60 * 1024 * 1024;
 
 /// What to do to a fragment PUT (counted from 1 over all sessions).
 #[derive(Debug, Clone, Copy)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer this status (429, 503...) with an optional Retry-After (seconds), storing nothing.
     Status(u16, Option<u64>),
     /// Store the fragment, then answer 500: the client never saw the success.
@@ -91,7 +91,7 @@ struct State {
 }
 
 /// The fake: Graph at `{uri}/v1.0`, AAD at `{uri}/{tenant}/oauth2/v2.0/token`.
-pub struct GraphFake {
+pub(crate) struct GraphFake {
     pub server: MockServer,
     state: Arc<Mutex<State>>,
 }
@@ -110,7 +110,7 @@ fn decode(s: &str) -> String {
 impl GraphFake {
     /// A fake with one tenant, one app (`client_id` / `secret`), one SharePoint site
     /// (`contoso.sharepoint.com` `/sites/hmis`, library `Documents`) whose drive is the only one.
-    pub async fn start(client_id: &str, secret: &str) -> Self {
+    pub(crate) async fn start(client_id: &str, secret: &str) -> Self {
         let server = MockServer::builder()
             .disable_request_recording()
             .start()
@@ -135,14 +135,14 @@ impl GraphFake {
         Self { server, state }
     }
 
-    pub fn tenant(&self) -> String {
+    pub(crate) fn tenant(&self) -> String {
         self.state.lock().unwrap().tenant.clone()
     }
-    pub fn drive_id(&self) -> String {
+    pub(crate) fn drive_id(&self) -> String {
         self.state.lock().unwrap().drive_id.clone()
     }
     /// Destination config JSON addressing the site's `Documents` library.
-    pub fn config(&self, secret: Value, folder: &str) -> Value {
+    pub(crate) fn config(&self, secret: Value, folder: &str) -> Value {
         let s = self.state.lock().unwrap();
         json!({"type": "graph", "hostname": s.hostname, "site_path": format!("/{}", s.site_path),
             "library": "Documents", "folder": folder, "fragment_size_mib": 5,
@@ -150,70 +150,70 @@ impl GraphFake {
             "authority_url": s.base, "graph_url": format!("{}/v1.0", s.base), "timeout_secs": 10})
     }
     /// Whether driveItems carry `file.hashes.quickXorHash`.
-    pub fn report_hashes(&self, yes: bool) {
+    pub(crate) fn report_hashes(&self, yes: bool) {
         self.state.lock().unwrap().report_hashes = yes;
     }
     /// Site lookups answer 403, as Graph does for an app with `Sites.Selected` but no grant on
     /// the site.
-    pub fn deny_sites(&self) {
+    pub(crate) fn deny_sites(&self) {
         self.state.lock().unwrap().deny_sites = true;
     }
     /// The next commit stores the file, then answers 500 (its answer lost).
-    pub fn lose_next_commit_answer(&self) {
+    pub(crate) fn lose_next_commit_answer(&self) {
         self.state.lock().unwrap().lose_commit_answer = true;
     }
     /// The next file stored holds other bytes than were sent (its quickXorHash shows it).
-    pub fn corrupt_next_file(&self) {
+    pub(crate) fn corrupt_next_file(&self) {
         self.state.lock().unwrap().corrupt_next = true;
     }
     /// Injects `fault` at the `nth` fragment PUT from now (1-based).
-    pub fn inject(&self, nth: usize, fault: Fault) {
+    pub(crate) fn inject(&self, nth: usize, fault: Fault) {
         let mut s = self.state.lock().unwrap();
         let at = s.fragments + nth;
         s.faults.insert(at, fault);
     }
     /// Requests seen of `kind`: token, get_site, get_drive, list_drives, simple_put,
     /// create_session, fragment, status, commit, cancel, get_item.
-    pub fn count(&self, kind: &str) -> usize {
+    pub(crate) fn count(&self, kind: &str) -> usize {
         *self.state.lock().unwrap().counts.get(kind).unwrap_or(&0)
     }
     /// Bytes received in fragment PUTs (all sessions, duplicates included).
-    pub fn fragment_bytes(&self) -> u64 {
+    pub(crate) fn fragment_bytes(&self) -> u64 {
         self.state.lock().unwrap().fragment_bytes
     }
     /// Token requests that proved the app with a certificate (client assertion).
-    pub fn assertions(&self) -> usize {
+    pub(crate) fn assertions(&self) -> usize {
         self.state.lock().unwrap().assertions
     }
     /// uploadUrl requests that carried an Authorization header.
-    pub fn auth_on_upload_url(&self) -> usize {
+    pub(crate) fn auth_on_upload_url(&self) -> usize {
         self.state.lock().unwrap().auth_on_upload_url
     }
     /// Graph calls refused for a missing, unknown or expired token.
-    pub fn unauthorized(&self) -> usize {
+    pub(crate) fn unauthorized(&self) -> usize {
         self.state.lock().unwrap().unauthorized
     }
     /// Every uploadUrl handed out (they embed a token: must never be logged).
-    pub fn upload_urls(&self) -> Vec<String> {
+    pub(crate) fn upload_urls(&self) -> Vec<String> {
         self.state.lock().unwrap().upload_urls.clone()
     }
     /// Access tokens issued.
-    pub fn tokens(&self) -> Vec<String> {
+    pub(crate) fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.keys().cloned().collect()
     }
     /// Protocol rules the client broke (empty for a correct client).
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         self.state.lock().unwrap().violations.clone()
     }
     /// (size, sha256 hex) of the file at drive path `path` (case-insensitive), if any.
-    pub fn stored(&self, path: &str) -> Option<(u64, String)> {
+    pub(crate) fn stored(&self, path: &str) -> Option<(u64, String)> {
         let s = self.state.lock().unwrap();
         s.items
             .get(&path.to_lowercase())
             .map(|i| (i.size, i.sha256.clone()))
     }
     /// Every file path (lowercase) and every open session (`pending session <path>`).
-    pub fn everything(&self) -> Vec<String> {
+    pub(crate) fn everything(&self) -> Vec<String> {
         let s = self.state.lock().unwrap();
         let mut out: Vec<String> = s.items.keys().cloned().collect();
         out.extend(

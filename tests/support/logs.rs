@@ -23,7 +23,7 @@ impl Write for Capture {
 }
 
 /// Installs the capturing JSON subscriber (once per process).
-pub fn init() {
+pub(crate) fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::new(
@@ -38,12 +38,12 @@ pub fn init() {
 }
 
 /// Everything logged so far.
-pub fn text() -> String {
+pub(crate) fn text() -> String {
     String::from_utf8_lossy(&LINES.get_or_init(Default::default).lock().unwrap()).into_owned()
 }
 
 /// Panics if any of `secrets` (or their URL-encoded forms) appears in the captured logs.
-pub fn assert_no_secrets(secrets: &[&str]) {
+pub(crate) fn assert_no_secrets(secrets: &[&str]) {
     let logs = text();
     assert!(
         !logs.is_empty(),

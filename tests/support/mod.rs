@@ -4,18 +4,18 @@
 //! Microsoft Graph fake, and the Terraform runner.
 #![allow(dead_code)]
 
-pub mod bootstrap;
-pub mod data;
-pub mod export;
-pub mod fault_proxy;
-pub mod gpg;
-pub mod graph;
-pub mod logs;
-pub mod pipeline;
-pub mod pubsub;
-pub mod sinks;
-pub mod terraform;
-pub mod view;
+pub(crate) mod bootstrap;
+pub(crate) mod data;
+pub(crate) mod export;
+pub(crate) mod fault_proxy;
+pub(crate) mod gpg;
+pub(crate) mod graph;
+pub(crate) mod logs;
+pub(crate) mod pipeline;
+pub(crate) mod pubsub;
+pub(crate) mod sinks;
+pub(crate) mod terraform;
+pub(crate) mod view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use ferry_shared::dest::Destination;
 use ferry_shared::services::Services;
 
 /// A name unique within this test process (containers, buckets, folders).
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "{prefix}-{}-{}",
@@ -35,7 +35,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Writes `value` to a 0600 file in a fresh temp dir and returns a `{"file": path}` secret ref.
-pub fn file_secret(value: &str) -> serde_json::Value {
+pub(crate) fn file_secret(value: &str) -> serde_json::Value {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = tempfile::tempdir().expect("tempdir").keep();
@@ -51,13 +51,13 @@ pub fn file_secret(value: &str) -> serde_json::Value {
 }
 
 /// Builds services from a JSON config (panics with the config error: tests want to see it).
-pub async fn services(config: &serde_json::Value) -> Services {
+pub(crate) async fn services(config: &serde_json::Value) -> Services {
     let config = Config::from_json(&config.to_string()).expect("test config is valid");
     Services::new(config).await
 }
 
 /// One named destination built through the same config path production uses.
-pub async fn destination(
+pub(crate) async fn destination(
     kind_config: serde_json::Value,
     state_bucket: &str,
 ) -> Arc<dyn Destination> {
@@ -74,7 +74,7 @@ pub async fn destination(
 }
 
 /// An S3 client for moto (for assertions).
-pub async fn moto_s3() -> aws_sdk_s3::Client {
+pub(crate) async fn moto_s3() -> aws_sdk_s3::Client {
     let moto = &ferry_harness::shared().moto;
     ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
         region: None,
@@ -85,7 +85,7 @@ pub async fn moto_s3() -> aws_sdk_s3::Client {
 }
 
 /// Sets the dummy AWS credentials moto accepts, once, before any client is built.
-pub fn aws_test_env() {
+pub(crate) fn aws_test_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: called before the tests of this process start any threads that read the env
@@ -104,7 +104,7 @@ pub fn aws_test_env() {
 /// A state store that holds writes under `prefix` (after the first `pass_first` of them) until
 /// `open` turns true, counting how many are held at a time: a test opens the gate from outside
 /// to prove that the caller went on without waiting, or that it wrote several keys at once.
-pub struct GatedPuts {
+pub(crate) struct GatedPuts {
     pub inner: Arc<dyn ferry_shared::state::StateStore>,
     pub prefix: String,
     pub pass_first: usize,
@@ -114,7 +114,7 @@ pub struct GatedPuts {
 }
 
 impl GatedPuts {
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<dyn ferry_shared::state::StateStore>,
         prefix: &str,
         pass_first: usize,
@@ -131,12 +131,12 @@ impl GatedPuts {
     }
 
     /// Writes under the prefix so far (held or not).
-    pub fn seen(&self) -> usize {
+    pub(crate) fn seen(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
     }
 
     /// Writes waiting at the gate right now.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::SeqCst)
     }
 }
@@ -175,7 +175,7 @@ impl ferry_shared::state::StateStore for GatedPuts {
 /// A state store that makes the first `count` writes under `prefix` slow: `delay` before the
 /// write reaches the store (`before`), or after it landed (the caller hears late); with `fail`,
 /// those writes fail instead (after the delay, without reaching the store).
-pub struct SlowPuts {
+pub(crate) struct SlowPuts {
     pub inner: Arc<dyn ferry_shared::state::StateStore>,
     pub prefix: String,
     pub delay: std::time::Duration,
@@ -229,7 +229,7 @@ impl ferry_shared::state::StateStore for SlowPuts {
 /// container named after `prefix`, and a stored access policy `policy` with `permissions` for an
 /// hour (the policy's SAS is `admin.container_sas_for_policy(&container, policy)`, and removing
 /// the policy revokes it). Returns the container's name.
-pub async fn container_with_policy(prefix: &str, policy: &str, permissions: &str) -> String {
+pub(crate) async fn container_with_policy(prefix: &str, policy: &str, permissions: &str) -> String {
     aws_test_env();
     logs::init();
     let container = unique(prefix);

@@ -20,11 +20,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::data;
 use super::fault_proxy::FaultProxy;
 
-pub const MIB: u64 = 1024 * 1024;
-pub const TOKEN: &str = "wh-token-5f1c9a77e2d04b1f";
+pub(crate) const MIB: u64 = 1024 * 1024;
+pub(crate) const TOKEN: &str = "wh-token-5f1c9a77e2d04b1f";
 
 /// One isolated pipeline: its own container, buckets, SFTP folder and HTTP endpoint.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub container: String,
     pub sas: String,
     pub state_bucket: String,
@@ -42,7 +42,7 @@ pub struct Pipeline {
 
 /// An SFTP server other than the shared one (fault tests kill and restart their own).
 #[derive(Clone)]
-pub struct SftpServer {
+pub(crate) struct SftpServer {
     pub port: u16,
     pub user: String,
     pub host_key: String,
@@ -51,7 +51,7 @@ pub struct SftpServer {
 }
 
 impl SftpServer {
-    pub fn of(sshd: &ferry_harness::Sshd) -> Self {
+    pub(crate) fn of(sshd: &ferry_harness::Sshd) -> Self {
         Self {
             port: sshd.port,
             user: sshd.user.clone(),
@@ -63,7 +63,7 @@ impl SftpServer {
 }
 
 #[derive(Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Route the copy side's blob reads through this proxy (port of Azurite behind it).
     pub source_proxy: Option<FaultProxy>,
     /// Route SFTP through this proxy.
@@ -95,7 +95,7 @@ pub struct Options {
 }
 
 impl Pipeline {
-    pub async fn new(opts: Options) -> Self {
+    pub(crate) async fn new(opts: Options) -> Self {
         let container = super::container_with_policy(
             "exports",
             "ferry-read",
@@ -221,7 +221,7 @@ impl Pipeline {
     }
 
     /// Sends a webhook through the Lambda adapter; returns (status, JSON body).
-    pub async fn webhook_call(
+    pub(crate) async fn webhook_call(
         &self,
         method: &str,
         content_type: Option<&str>,
@@ -251,7 +251,7 @@ impl Pipeline {
     /// Writes the copy config into `dir` and returns a starter of `ferry run-job <job_key>`
     /// worker processes reading it (logs piped), so a test can SIGKILL a worker mid-copy and
     /// start another on the same job.
-    pub fn run_job_worker(
+    pub(crate) fn run_job_worker(
         &self,
         dir: &std::path::Path,
         job_key: &str,
@@ -273,14 +273,14 @@ impl Pipeline {
         }
     }
 
-    pub async fn notify(&self, file: &str) -> (u16, Value) {
+    pub(crate) async fn notify(&self, file: &str) -> (u16, Value) {
         let body = json!({"container": self.container, "file": file}).to_string();
         self.webhook_call("POST", Some("application/json"), &body, "", Some(TOKEN))
             .await
     }
 
     /// Runs blob-copy for a job key as an SQS delivery; returns true if it asked for redelivery.
-    pub async fn copy(&self, job_key: &str, attempt: u32) -> bool {
+    pub(crate) async fn copy(&self, job_key: &str, attempt: u32) -> bool {
         let event = blob_copy::sqs_event_for_job(&self.state_bucket, job_key, "m-1", attempt);
         let r = blob_copy::handle(&self.engine, LambdaEvent::new(event, Context::default()))
             .await
@@ -288,7 +288,7 @@ impl Pipeline {
         !r.batch_item_failures.is_empty()
     }
 
-    pub async fn upload(&self, name: &str, seed: u64, len: u64) -> String {
+    pub(crate) async fn upload(&self, name: &str, seed: u64, len: u64) -> String {
         let admin = ferry_harness::shared().azurite.admin();
         if len <= 4 * MIB {
             let bytes = data::bytes(seed, len as usize);
@@ -306,7 +306,7 @@ impl Pipeline {
         }
     }
 
-    pub async fn receipts(&self, job_id: &str) -> BTreeMap<String, Receipt> {
+    pub(crate) async fn receipts(&self, job_id: &str) -> BTreeMap<String, Receipt> {
         let mut out = BTreeMap::new();
         for d in ["sftp", "s3", "http", "graph"] {
             if let Some((r, _)) = self
@@ -322,7 +322,7 @@ impl Pipeline {
         out
     }
 
-    pub async fn failure(&self, job_id: &str) -> Option<FailureRecord> {
+    pub(crate) async fn failure(&self, job_id: &str) -> Option<FailureRecord> {
         self.copy
             .state
             .get_json::<FailureRecord>(&failure_key(job_id))
@@ -331,7 +331,7 @@ impl Pipeline {
             .map(|(r, _)| r)
     }
 
-    pub async fn s3_versions(&self, name: &str) -> (usize, Option<String>) {
+    pub(crate) async fn s3_versions(&self, name: &str) -> (usize, Option<String>) {
         let s3 = super::moto_s3().await;
         let key = format!("clienttrack/{name}");
         let versions = s3
@@ -362,7 +362,7 @@ impl Pipeline {
     }
 
     /// The bytes of `clienttrack/<name>` in the S3 destination.
-    pub async fn s3_object(&self, name: &str) -> Option<Vec<u8>> {
+    pub(crate) async fn s3_object(&self, name: &str) -> Option<Vec<u8>> {
         let o = super::moto_s3()
             .await
             .get_object()
@@ -374,7 +374,7 @@ impl Pipeline {
         Some(o.body.collect().await.unwrap().into_bytes().to_vec())
     }
 
-    pub async fn http_bodies(&self, name_path: &str) -> Vec<Vec<u8>> {
+    pub(crate) async fn http_bodies(&self, name_path: &str) -> Vec<Vec<u8>> {
         let want = format!("/files/{name_path}");
         self.http
             .received_requests()
@@ -386,12 +386,12 @@ impl Pipeline {
             .collect()
     }
 
-    pub fn sftp_file(&self, name: &str) -> Option<Vec<u8>> {
+    pub(crate) fn sftp_file(&self, name: &str) -> Option<Vec<u8>> {
         std::fs::read(self.sftp_dir.join(name)).ok()
     }
 
     /// The SAS signature and everything else secret this pipeline used.
-    pub fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         let sig = self
             .sas
             .split('&')
@@ -411,13 +411,13 @@ impl Pipeline {
         vec![sig, decoded, TOKEN.to_string(), key_body]
     }
 
-    pub fn assert_logs_clean(&self) {
+    pub(crate) fn assert_logs_clean(&self) {
         let secrets = self.secrets();
         super::logs::assert_no_secrets(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 
-pub fn job_of(answer: &Value, route: &str) -> (String, String) {
+pub(crate) fn job_of(answer: &Value, route: &str) -> (String, String) {
     let job = answer["jobs"]
         .as_array()
         .unwrap()
@@ -432,20 +432,20 @@ pub fn job_of(answer: &Value, route: &str) -> (String, String) {
 
 /// A `ferry serve` child process on a pipeline's copy config. Its stdout and stderr go to a
 /// file (a pipe nobody reads would fill and stall it); killed when dropped.
-pub struct ServeProcess {
+pub(crate) struct ServeProcess {
     pub child: tokio::process::Child,
     pub log: std::path::PathBuf,
 }
 
 impl ServeProcess {
     /// Everything it printed and logged so far.
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until it printed a line containing `needle` (panics with its output after 60 s
     /// or when it exits first); returns that line.
-    pub async fn wait_for_line(&mut self, needle: &str) -> String {
+    pub(crate) async fn wait_for_line(&mut self, needle: &str) -> String {
         let started = std::time::Instant::now();
         loop {
             if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
@@ -461,7 +461,7 @@ impl ServeProcess {
     }
 
     /// The webhook's base URL (`http://ADDR/`), once it listens.
-    pub async fn webhook_url(&mut self) -> String {
+    pub(crate) async fn webhook_url(&mut self) -> String {
         let line = self.wait_for_line("webhook listening on ").await;
         line.split("webhook listening on ")
             .nth(1)
@@ -471,7 +471,7 @@ impl ServeProcess {
     }
 
     /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = self.child.id().expect("still running").to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -484,7 +484,10 @@ impl ServeProcess {
 impl Pipeline {
     /// Writes the copy config into `dir` and returns a starter of `ferry serve` processes on it
     /// (`--listen 127.0.0.1:0` plus `args`), each logging to its own file in `dir`.
-    pub fn serve_starter(&self, dir: &std::path::Path) -> impl FnMut(&[&str]) -> ServeProcess {
+    pub(crate) fn serve_starter(
+        &self,
+        dir: &std::path::Path,
+    ) -> impl FnMut(&[&str]) -> ServeProcess {
         let config_path = dir.join("ferry.json");
         std::fs::write(&config_path, self.copy_config.to_string()).unwrap();
         let dir = dir.to_path_buf();

@@ -35,7 +35,7 @@ struct AadState {
 }
 
 /// Azure AD's v2 token endpoint for one tenant.
-pub struct Aad {
+pub(crate) struct Aad {
     pub server: MockServer,
     pub tenant: String,
     state: Arc<Mutex<AadState>>,
@@ -95,7 +95,7 @@ impl Respond for AadResponder {
 impl Aad {
     /// `secret`: the client secret to accept; `None` accepts a client assertion instead (the
     /// test checks its signature with openssl afterwards).
-    pub async fn start(client_id: &str, secret: Option<&str>) -> Self {
+    pub(crate) async fn start(client_id: &str, secret: Option<&str>) -> Self {
         let server = MockServer::start().await;
         let tenant = "tenant-7c1e".to_string();
         let state = Arc::new(Mutex::new(AadState {
@@ -115,17 +115,17 @@ impl Aad {
         }
     }
 
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.state.lock().unwrap().calls
     }
 
     /// Access tokens issued so far.
-    pub fn tokens(&self) -> Vec<String> {
+    pub(crate) fn tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.clone()
     }
 
     /// Client assertions received so far.
-    pub fn assertions(&self) -> Vec<String> {
+    pub(crate) fn assertions(&self) -> Vec<String> {
         self.state.lock().unwrap().assertions.clone()
     }
 
@@ -147,7 +147,7 @@ struct TsState {
 }
 
 /// `POST /api/external/integration/export/temporaryendpoints`.
-pub struct TokenService {
+pub(crate) struct TokenService {
     pub server: MockServer,
     state: Arc<Mutex<TsState>>,
 }
@@ -183,7 +183,7 @@ impl Respond for TsResponder {
 }
 
 impl TokenService {
-    pub async fn start(aad: &Aad, integration: &str) -> Self {
+    pub(crate) async fn start(aad: &Aad, integration: &str) -> Self {
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(TsState {
             aad: aad.issued(),
@@ -202,7 +202,12 @@ impl TokenService {
     }
 
     /// What the next calls return: the vendor's response shape.
-    pub fn answer(&self, connection_string: &str, subscription: &str, blob_bases: &[String]) {
+    pub(crate) fn answer(
+        &self,
+        connection_string: &str,
+        subscription: &str,
+        blob_bases: &[String],
+    ) {
         self.state.lock().unwrap().answer = json!({
             "serviceBusSubscriptionConnectionString": connection_string,
             "serviceBusSubscriptionName": subscription,
@@ -211,17 +216,17 @@ impl TokenService {
     }
 
     /// Answer 403 (permissions not granted yet) from now on.
-    pub fn forbid(&self) {
+    pub(crate) fn forbid(&self) {
         self.state.lock().unwrap().forbidden = true;
     }
 
     /// Delay every answer (to hold refreshers in flight).
-    pub fn delay(&self, d: Duration) {
+    pub(crate) fn delay(&self, d: Duration) {
         self.state.lock().unwrap().delay = d;
     }
 
     /// Calls so far (answered or not).
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.state.lock().unwrap().calls
     }
 }
@@ -231,7 +236,7 @@ impl TokenService {
 
 /// One message of the fake subscription.
 #[derive(Debug, Clone)]
-pub struct FakeMessage {
+pub(crate) struct FakeMessage {
     pub sequence: i64,
     pub message_id: String,
     pub body: Vec<u8>,
@@ -279,7 +284,7 @@ struct SbState {
 }
 
 /// A topic subscription.
-pub struct ServiceBus {
+pub(crate) struct ServiceBus {
     pub server: MockServer,
     pub topic: String,
     pub subscription: String,
@@ -511,7 +516,7 @@ impl Respond for SbResponder {
 }
 
 impl ServiceBus {
-    pub async fn start(key_name: &str, key: &str, lock_duration: Duration) -> Self {
+    pub(crate) async fn start(key_name: &str, key: &str, lock_duration: Duration) -> Self {
         let server = MockServer::start().await;
         let (topic, subscription) = ("file-export".to_string(), "ferry-tenant-42".to_string());
         let entity = format!("{topic}/subscriptions/{subscription}");
@@ -550,7 +555,7 @@ impl ServiceBus {
     }
 
     /// The connection string the token service hands out for `key` (new format, with EntityPath).
-    pub fn connection_string(&self, key: &str) -> String {
+    pub(crate) fn connection_string(&self, key: &str) -> String {
         let key_name = self.state.lock().unwrap().key_name.clone();
         let host = self.server.uri().trim_start_matches("http://").to_string();
         format!(
@@ -560,18 +565,18 @@ impl ServiceBus {
     }
 
     /// Accept only these keys from now on (key rotation).
-    pub fn set_keys(&self, keys: &[&str]) {
+    pub(crate) fn set_keys(&self, keys: &[&str]) {
         self.state.lock().unwrap().keys = keys.iter().map(|k| k.to_string()).collect();
     }
 
     /// Enqueues a message; returns its sequence number.
-    pub fn send(&self, body: impl Into<Vec<u8>>) -> i64 {
+    pub(crate) fn send(&self, body: impl Into<Vec<u8>>) -> i64 {
         self.enqueue(body.into(), None)
     }
 
     /// Puts a message straight into the dead-letter subqueue with `reason` (as a receiver's
     /// explicit dead-lettering would); returns its sequence number.
-    pub fn send_dead_letter(&self, body: impl Into<Vec<u8>>, reason: &str) -> i64 {
+    pub(crate) fn send_dead_letter(&self, body: impl Into<Vec<u8>>, reason: &str) -> i64 {
         self.enqueue(
             body.into(),
             Some((
@@ -600,41 +605,41 @@ impl ServiceBus {
     }
 
     /// MaxDeliveryCount of the subscription (default 10).
-    pub fn set_max_delivery_count(&self, n: u32) {
+    pub(crate) fn set_max_delivery_count(&self, n: u32) {
         self.state.lock().unwrap().max_delivery_count = n;
     }
 
     /// From now on every renewal answers 404 and drops the lock (the lock was lost).
-    pub fn lose_locks_on_renew(&self, on: bool) {
+    pub(crate) fn lose_locks_on_renew(&self, on: bool) {
         self.state.lock().unwrap().lose_locks_on_renew = on;
     }
 
     /// How long an empty receive is held before its 204 (default 150 ms; zero: at once).
-    pub fn set_empty_hold(&self, hold: Duration) {
+    pub(crate) fn set_empty_hold(&self, hold: Duration) {
         self.state.lock().unwrap().empty_hold = hold;
     }
 
     /// Renewals answered 404 by `lose_locks_on_renew`.
-    pub fn renewals_refused(&self) -> usize {
+    pub(crate) fn renewals_refused(&self) -> usize {
         self.state.lock().unwrap().renewals_refused
     }
 
     /// Receive requests (polls) on the subscription itself.
-    pub fn receives(&self) -> usize {
+    pub(crate) fn receives(&self) -> usize {
         self.state.lock().unwrap().receives
     }
 
     /// Receive requests on the dead-letter subqueue.
-    pub fn dead_letter_receives(&self) -> usize {
+    pub(crate) fn dead_letter_receives(&self) -> usize {
         self.state.lock().unwrap().dead_letter_receives
     }
 
-    pub fn messages(&self) -> Vec<FakeMessage> {
+    pub(crate) fn messages(&self) -> Vec<FakeMessage> {
         self.state.lock().unwrap().messages.clone()
     }
 
     /// Messages in the dead-letter subqueue, not completed.
-    pub fn dead_lettered(&self) -> usize {
+    pub(crate) fn dead_lettered(&self) -> usize {
         self.messages()
             .iter()
             .filter(|m| m.completes == 0 && m.dead_letter.is_some())
@@ -642,22 +647,22 @@ impl ServiceBus {
     }
 
     /// Messages not completed (either queue).
-    pub fn outstanding(&self) -> usize {
+    pub(crate) fn outstanding(&self) -> usize {
         self.messages().iter().filter(|m| m.completes == 0).count()
     }
 
     /// Requests refused for their SAS.
-    pub fn unauthorized(&self) -> usize {
+    pub(crate) fn unauthorized(&self) -> usize {
         self.state.lock().unwrap().unauthorized
     }
 
     /// Completes/unlocks answered 404 because the lock was gone.
-    pub fn lost_locks(&self) -> usize {
+    pub(crate) fn lost_locks(&self) -> usize {
         self.state.lock().unwrap().lost_lock_404
     }
 
     /// Every SAS signature presented (to scan logs for).
-    pub fn signatures(&self) -> Vec<String> {
+    pub(crate) fn signatures(&self) -> Vec<String> {
         self.state.lock().unwrap().signatures.clone()
     }
 }

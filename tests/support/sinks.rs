@@ -10,11 +10,11 @@ use ferry_shared::sink::Sink;
 use super::view::{Receiver, identity};
 
 /// The secret the HTTP receiver expects in `Authorization`.
-pub const RECEIVER_AUTH: &str = "Bearer receiver-secret-7f3a9c";
+pub(crate) const RECEIVER_AUTH: &str = "Bearer receiver-secret-7f3a9c";
 
 /// What a sink holds for one view.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// RecordID -> (cursor, body) of the latest version held.
     pub latest: BTreeMap<String, (u64, serde_json::Value)>,
     /// RecordID -> how many versions of it were applied (Postgres `applied_count`, distinct
@@ -23,7 +23,7 @@ pub struct Held {
 }
 
 /// A sink under test and its side door.
-pub struct SinkUnderTest {
+pub(crate) struct SinkUnderTest {
     pub kind: &'static str,
     pub sink: Arc<dyn Sink>,
     /// The sink's config section (for config-driven tests).
@@ -31,7 +31,7 @@ pub struct SinkUnderTest {
     pub probe: Probe,
 }
 
-pub enum Probe {
+pub(crate) enum Probe {
     Postgres {
         client: tokio_postgres::Client,
         table: String,
@@ -45,7 +45,7 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub async fn held(&self, view: &str) -> Held {
+    pub(crate) async fn held(&self, view: &str) -> Held {
         let mut held = Held::default();
         match self {
             Probe::Postgres { client, table } => {
@@ -112,7 +112,11 @@ impl Probe {
 }
 
 /// Keys under `prefix`, sorted.
-pub async fn s3_keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+pub(crate) async fn s3_keys(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<String> {
     let out = client
         .list_objects_v2()
         .bucket(bucket)
@@ -130,7 +134,9 @@ pub async fn s3_keys(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) ->
 }
 
 /// What the view holds, in the shape of `Held::latest`.
-pub fn expected(records: &[serde_json::Value]) -> BTreeMap<String, (u64, serde_json::Value)> {
+pub(crate) fn expected(
+    records: &[serde_json::Value],
+) -> BTreeMap<String, (u64, serde_json::Value)> {
     records
         .iter()
         .map(|r| {
@@ -158,7 +164,7 @@ async fn build(kind: &'static str, config: serde_json::Value, probe: Probe) -> S
 }
 
 /// A PostgreSQL client for the harness server (for assertions and setup).
-pub async fn pg_client() -> tokio_postgres::Client {
+pub(crate) async fn pg_client() -> tokio_postgres::Client {
     let pg = ferry_harness::postgres_shared();
     let (client, conn) = tokio_postgres::connect(
         &format!(
@@ -174,13 +180,13 @@ pub async fn pg_client() -> tokio_postgres::Client {
 }
 
 /// The PostgreSQL sink config for `table` on the harness server.
-pub fn postgres_config(table: &str) -> serde_json::Value {
+pub(crate) fn postgres_config(table: &str) -> serde_json::Value {
     let pg = ferry_harness::postgres_shared();
     serde_json::json!({"type": "postgres", "host": "127.0.0.1", "port": pg.port, "user": pg.user,
         "password": super::file_secret(&pg.password), "dbname": pg.dbname, "table": table})
 }
 
-pub async fn postgres() -> SinkUnderTest {
+pub(crate) async fn postgres() -> SinkUnderTest {
     let table = super::unique("rows").replace('-', "_");
     build(
         "postgres",
@@ -193,7 +199,7 @@ pub async fn postgres() -> SinkUnderTest {
     .await
 }
 
-pub async fn s3() -> SinkUnderTest {
+pub(crate) async fn s3() -> SinkUnderTest {
     let moto = &ferry_harness::shared().moto;
     let bucket = super::unique("lake");
     moto.create_bucket(&bucket).await.unwrap();
@@ -210,7 +216,7 @@ pub async fn s3() -> SinkUnderTest {
     .await
 }
 
-pub async fn http() -> SinkUnderTest {
+pub(crate) async fn http() -> SinkUnderTest {
     let receiver = Receiver::start(RECEIVER_AUTH).await;
     build(
         "http",
@@ -222,6 +228,6 @@ pub async fn http() -> SinkUnderTest {
 }
 
 /// One of each.
-pub async fn all() -> Vec<SinkUnderTest> {
+pub(crate) async fn all() -> Vec<SinkUnderTest> {
     vec![postgres().await, s3().await, http().await]
 }

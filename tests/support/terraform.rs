@@ -16,17 +16,17 @@ use serde_json::{Value, json};
 /// moto's region.
 const REGION: &str = "us-east-1";
 /// Longest any single terraform command may take (apply against moto takes about 90 s).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `terraform` with the repository's CLI config (provider from the local mirror).
-pub struct Terraform {
+pub(crate) struct Terraform {
     cli_config: PathBuf,
     _generated: Option<tempfile::TempDir>,
 }
 
 impl Terraform {
     /// A runner whose CLI config points at the provider mirror `build.rs` found.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let repo_rc = repo_root().join("infra/terraform.rc");
         let text = std::fs::read_to_string(&repo_rc).expect("infra/terraform.rc");
         let repo_mirror = mirror_in_cli_config(&text);
@@ -61,7 +61,7 @@ impl Terraform {
     }
 
     /// The `terraform` command for `dir`, with a clean Terraform environment plus `env`.
-    pub fn command(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> Command {
+    pub(crate) fn command(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> Command {
         let mut cmd = Command::new("terraform");
         cmd.args(args)
             .current_dir(dir)
@@ -85,7 +85,7 @@ impl Terraform {
 
     /// Runs terraform to completion, or kills it after [`COMMAND_TIMEOUT`] (a provider waiting
     /// for a state moto never reports would otherwise hang the test).
-    pub fn run_env(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+    pub(crate) fn run_env(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> Output {
         let logs = tempfile::tempdir().unwrap();
         let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
         let mut child = self
@@ -120,12 +120,12 @@ impl Terraform {
     }
 
     /// [`Terraform::run_env`] without extra environment.
-    pub fn run(&self, dir: &Path, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, dir: &Path, args: &[&str]) -> Output {
         self.run_env(dir, args, &[])
     }
 
     /// Runs terraform and panics with its output unless it succeeds; its stdout.
-    pub fn ok_env(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> String {
+    pub(crate) fn ok_env(&self, dir: &Path, args: &[&str], env: &[(String, String)]) -> String {
         let out = self.run_env(dir, args, env);
         assert!(
             out.status.success(),
@@ -140,7 +140,7 @@ impl Terraform {
     }
 
     /// `init -backend=false` + `validate`: `Err` with the output when either fails or warns.
-    pub fn init_and_validate(&self, dir: &Path) -> Result<(), String> {
+    pub(crate) fn init_and_validate(&self, dir: &Path) -> Result<(), String> {
         let name = dir.display().to_string();
         let out = self.run(
             dir,
@@ -168,7 +168,7 @@ impl Terraform {
 
     /// Environment for runs against moto: fixed credentials, no profile or CA bundle from the
     /// host (moto is plain HTTP).
-    pub fn with_moto_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn with_moto_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
@@ -187,7 +187,7 @@ impl Terraform {
 }
 
 /// The `path` of the `filesystem_mirror` block of a Terraform CLI config.
-pub fn mirror_in_cli_config(text: &str) -> Option<PathBuf> {
+pub(crate) fn mirror_in_cli_config(text: &str) -> Option<PathBuf> {
     let block = &text[text.find("filesystem_mirror")?..];
     block.lines().find_map(|line| {
         let rest = line
@@ -201,14 +201,14 @@ pub fn mirror_in_cli_config(text: &str) -> Option<PathBuf> {
 }
 
 /// True when `mirror` holds the hashicorp/aws provider.
-pub fn has_aws_provider(mirror: &Path) -> bool {
+pub(crate) fn has_aws_provider(mirror: &Path) -> bool {
     mirror.join("registry.terraform.io/hashicorp/aws").is_dir()
 }
 
 /// Copies the `*.tf` files of `infra/` and its JSON data files (e.g. `state-layout.json`), and
 /// nothing else (no state, lock file, tfvars or `.terraform/` a local deploy may have left), to
 /// `<dest>/infra`.
-pub fn copy_infra(dest: &Path) -> PathBuf {
+pub(crate) fn copy_infra(dest: &Path) -> PathBuf {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
@@ -233,7 +233,7 @@ pub fn copy_infra(dest: &Path) -> PathBuf {
 }
 
 /// The repository root (the root package's manifest directory).
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -242,14 +242,14 @@ fn note(line: &str) {
 }
 
 /// The last `lines` lines of a command's output.
-pub fn tail(bytes: &[u8], lines: usize) -> String {
+pub(crate) fn tail(bytes: &[u8], lines: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A Lambda package: a zip holding one executable (mode 0755) `bootstrap` with `content`.
-pub fn bootstrap_zip(content: &[u8]) -> Vec<u8> {
+pub(crate) fn bootstrap_zip(content: &[u8]) -> Vec<u8> {
     use zip::write::SimpleFileOptions;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = SimpleFileOptions::default()
@@ -264,6 +264,6 @@ pub fn bootstrap_zip(content: &[u8]) -> Vec<u8> {
 
 /// A package whose `bootstrap` fails if ever run; stands in for a function that has not been
 /// built (moto stores the package but never executes it).
-pub fn placeholder_zip() -> Vec<u8> {
+pub(crate) fn placeholder_zip() -> Vec<u8> {
     bootstrap_zip(b"#!/bin/sh\necho 'ferry placeholder package: build the real one with make build' >&2\nexit 1\n")
 }

@@ -10,11 +10,11 @@ use wiremock::matchers::{basic_auth, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// The view's user parameter every test uses.
-pub const ON_BEHALF_OF: &str = "ops@example.org";
+pub(crate) const ON_BEHALF_OF: &str = "ops@example.org";
 
 /// A view record: `RecordID` is `i` zero-padded to 9 digits. Field casing and the cursor's JSON
 /// type vary with `i`, as the real views do.
-pub fn record(i: u64, cursor: u64) -> serde_json::Value {
+pub(crate) fn record(i: u64, cursor: u64) -> serde_json::Value {
     let id = format!("{i:09}");
     match i % 3 {
         0 => {
@@ -30,19 +30,19 @@ pub fn record(i: u64, cursor: u64) -> serde_json::Value {
 }
 
 /// Records `first..first+n`, cursor `1000 + 7 * i`.
-pub fn records(first: u64, n: u64) -> Vec<serde_json::Value> {
+pub(crate) fn records(first: u64, n: u64) -> Vec<serde_json::Value> {
     (first..first + n)
         .map(|i| record(i, cursor_of(i)))
         .collect()
 }
 
 /// The cursor `records` gives record `i`.
-pub fn cursor_of(i: u64) -> u64 {
+pub(crate) fn cursor_of(i: u64) -> u64 {
     1000 + 7 * i
 }
 
 /// (RecordID, cursor) of a record made by `record`.
-pub fn identity(r: &serde_json::Value) -> (String, u64) {
+pub(crate) fn identity(r: &serde_json::Value) -> (String, u64) {
     let o = r.as_object().unwrap();
     let get = |name: &str| {
         o.iter()
@@ -72,7 +72,7 @@ struct ViewState {
 
 /// The mock view. Answers `GET /api/views/cases?onbehalfof=..&previouslastsubmissionid=..` with
 /// Basic auth `user`/`password`; anything else gets 401.
-pub struct MockView {
+pub(crate) struct MockView {
     pub server: MockServer,
     pub user: String,
     pub password: String,
@@ -120,7 +120,7 @@ impl Respond for Responder {
 }
 
 impl MockView {
-    pub async fn start(password: &str) -> Self {
+    pub(crate) async fn start(password: &str) -> Self {
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(ViewState::default()));
         let user = "svc-ferry".to_string();
@@ -146,34 +146,34 @@ impl MockView {
     }
 
     /// The view URL to configure (with an extra parameter ferry must keep).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/api/views/cases", self.server.uri())
     }
 
     /// Appends records (they must be in ascending cursor order to be a well-behaved view).
-    pub fn push(&self, records: impl IntoIterator<Item = serde_json::Value>) {
+    pub(crate) fn push(&self, records: impl IntoIterator<Item = serde_json::Value>) {
         self.state.lock().unwrap().records.extend(records);
     }
 
     /// Every record the view holds.
-    pub fn all(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn all(&self) -> Vec<serde_json::Value> {
         self.state.lock().unwrap().records.clone()
     }
 
     /// The `previouslastsubmissionid` of every request so far.
-    pub fn asked(&self) -> Vec<String> {
+    pub(crate) fn asked(&self) -> Vec<String> {
         self.state.lock().unwrap().asked.clone()
     }
 
-    pub fn set_delay(&self, delay: Duration) {
+    pub(crate) fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
     }
 
-    pub fn answer_raw(&self, body: Option<&str>) {
+    pub(crate) fn answer_raw(&self, body: Option<&str>) {
         self.state.lock().unwrap().raw = body.map(str::to_string);
     }
 
-    pub fn answer_status(&self, status: Option<u16>) {
+    pub(crate) fn answer_status(&self, status: Option<u16>) {
         self.state.lock().unwrap().status = status;
     }
 }
@@ -194,7 +194,7 @@ struct ReceiverState {
 /// An HTTP receiver that applies each Idempotency-Key once per view (`X-Ferry-View`); later
 /// copies are acknowledged and counted, not applied.
 #[derive(Clone)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub server: Arc<MockServer>,
     state: Arc<Mutex<ReceiverState>>,
 }
@@ -245,7 +245,7 @@ impl Respond for ReceiverResponder {
 
 impl Receiver {
     /// Expects `Authorization: <auth>` on every request.
-    pub async fn start(auth: &str) -> Self {
+    pub(crate) async fn start(auth: &str) -> Self {
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         Mock::given(method("POST"))
@@ -259,12 +259,12 @@ impl Receiver {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/records", self.server.uri())
     }
 
     /// RecordID -> (cursor, body) of the latest version applied for `view`.
-    pub fn latest(&self, view: &str) -> BTreeMap<String, (u64, serde_json::Value)> {
+    pub(crate) fn latest(&self, view: &str) -> BTreeMap<String, (u64, serde_json::Value)> {
         let s = self.state.lock().unwrap();
         s.latest
             .iter()
@@ -274,7 +274,7 @@ impl Receiver {
     }
 
     /// Idempotency key -> times received, for `view`.
-    pub fn keys(&self, view: &str) -> BTreeMap<String, u32> {
+    pub(crate) fn keys(&self, view: &str) -> BTreeMap<String, u32> {
         let s = self.state.lock().unwrap();
         s.keys
             .iter()
@@ -284,13 +284,13 @@ impl Receiver {
     }
 
     /// Answers `status` to the next `n` requests.
-    pub fn fail_next(&self, n: u32, status: u16) {
+    pub(crate) fn fail_next(&self, n: u32, status: u16) {
         let mut s = self.state.lock().unwrap();
         s.fail_next = n;
         s.fail_status = status;
     }
 
-    pub fn unauthenticated(&self) -> u32 {
+    pub(crate) fn unauthenticated(&self) -> u32 {
         self.state.lock().unwrap().unauthenticated
     }
 }

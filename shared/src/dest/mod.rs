@@ -65,7 +65,9 @@ pub enum DestinationError {
     /// Worth trying again: 5xx, 429, resets, timeouts, a server that went away.
     #[error("destination temporarily unavailable: {reason}")]
     Transient {
+        /// What happened (secret-free).
         reason: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
     /// The destination refused the write for good (4xx other than auth, permissions).
@@ -85,7 +87,12 @@ pub enum DestinationError {
     #[error(
         "interrupted by the invocation deadline: {kept_bytes} of {size} bytes kept for the next run"
     )]
-    Interrupted { kept_bytes: u64, size: u64 },
+    Interrupted {
+        /// Bytes stored with a resume checkpoint.
+        kept_bytes: u64,
+        /// The file's size.
+        size: u64,
+    },
 }
 
 impl Retryable for DestinationError {

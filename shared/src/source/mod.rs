@@ -79,14 +79,22 @@ pub enum SourceError {
     NotFound(String),
     /// Credentials refused: SAS expired, revoked (stored access policy removed) or wrong.
     #[error("source denied access ({code}): the SAS token is expired, revoked or lacks permission")]
-    AccessDenied { code: String },
+    AccessDenied {
+        /// The storage service's error code.
+        code: String,
+    },
     /// The object changed (new ETag) after the job was created.
     #[error("source object changed while being copied (ETag no longer {etag})")]
-    Changed { etag: String },
+    Changed {
+        /// The ETag the job was pinned to.
+        etag: String,
+    },
     /// 5xx, 429, 408, resets, timeouts: worth another try.
     #[error("source temporarily unavailable: {reason}")]
     Transient {
+        /// What happened (secret-free).
         reason: String,
+        /// How long the server asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
     /// Anything else the source refused.
