@@ -163,6 +163,15 @@ pub fn compile_glob(glob: &str) -> Result<globset::GlobMatcher, globset::Error> 
         .compile_matcher())
 }
 
+/// Characters a name keeps as they are when it goes into a URL path: the unreserved ones and `/`
+/// between folders; everything else is percent-encoded (blob paths, HTTP destination names).
+pub const URL_PATH_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,22 +4,15 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use reqwest::header::HeaderMap;
 use tokio_util::io::ReaderStream;
 
 use super::{Delivery, Destination, DestinationError, Written};
 use crate::ByteReader;
 use crate::http_client::{HttpClass, classify};
+use crate::names::URL_PATH_KEEP;
 use crate::redact::redact_url;
-
-/// Characters kept as they are when a file name goes into a URL path (folders keep their `/`).
-const NAME_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
 
 /// Delivers each file as one streamed HTTP request.
 pub struct HttpDestination {
@@ -89,7 +82,7 @@ impl Destination for HttpDestination {
         delivery: &Delivery,
         body: ByteReader,
     ) -> Result<Written, DestinationError> {
-        let encoded = utf8_percent_encode(&delivery.name, NAME_KEEP).to_string();
+        let encoded = utf8_percent_encode(&delivery.name, URL_PATH_KEEP).to_string();
         let url = self.url.replace("{name}", &encoded);
         let mut req = self
             .http

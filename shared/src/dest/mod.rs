@@ -149,7 +149,7 @@ impl DestinationError {
     pub fn from_io(context: &str, e: &std::io::Error) -> Self {
         if let Some(inner) = e.get_ref() {
             if let Some(src) = inner.downcast_ref::<SourceError>() {
-                return DestinationError::Source(clone_source_error(src));
+                return DestinationError::Source(src.clone());
             }
             if let Some(v) = inner.downcast_ref::<crate::verify::VerifyError>() {
                 return DestinationError::Verification(v.to_string());
@@ -162,23 +162,6 @@ impl DestinationError {
             reason: format!("{context}: {e}"),
             retry_after: None,
         }
-    }
-}
-
-fn clone_source_error(e: &SourceError) -> SourceError {
-    match e {
-        SourceError::NotFound(s) => SourceError::NotFound(s.clone()),
-        SourceError::AccessDenied { code } => SourceError::AccessDenied { code: code.clone() },
-        SourceError::Changed { etag } => SourceError::Changed { etag: etag.clone() },
-        SourceError::Transient {
-            reason,
-            retry_after,
-        } => SourceError::Transient {
-            reason: reason.clone(),
-            retry_after: *retry_after,
-        },
-        SourceError::Permanent(s) => SourceError::Permanent(s.clone()),
-        SourceError::Refused(s) => SourceError::Refused(s.clone()),
     }
 }
 

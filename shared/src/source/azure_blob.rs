@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::SecretString;
 use tokio_util::io::StreamReader;
@@ -22,6 +22,7 @@ use super::ranged::{self, ParallelReads, RangeSender};
 use super::{ListPage, ListedObject, Source, SourceError, SourceObject};
 use crate::ByteReader;
 use crate::http_client::{HttpClass, classify};
+use crate::names::URL_PATH_KEEP;
 use crate::probe::{ProbeResult, Problem};
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
@@ -29,14 +30,6 @@ use crate::secret::expose;
 
 /// Azure's REST version we speak; SAS requests may omit it but pinning it keeps behaviour stable.
 const API_VERSION: &str = "2021-08-06";
-
-/// Characters left as they are in a blob path: unreserved ones and `/` between folders.
-const PATH_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
 
 /// Signs blob requests.
 #[async_trait]
@@ -161,7 +154,7 @@ impl Inner {
         })?;
         Ok(format!(
             "{account}/{container}/{}",
-            utf8_percent_encode(name, PATH_KEEP)
+            utf8_percent_encode(name, URL_PATH_KEEP)
         ))
     }
 
@@ -320,7 +313,10 @@ impl Inner {
         let account = self.account_url.as_deref().ok_or_else(|| {
             SourceError::Permanent("this source addresses blobs by URL only: it cannot list".into())
         })?;
-        let plain = format!("{account}/{}", utf8_percent_encode(container, PATH_KEEP));
+        let plain = format!(
+            "{account}/{}",
+            utf8_percent_encode(container, URL_PATH_KEEP)
+        );
         let query = {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             q.append_pair("restype", "container")
@@ -395,7 +391,10 @@ impl AzureBlobSource {
             if !lacks.is_empty() {
                 break;
             }
-            let plain = format!("{account}/{}", utf8_percent_encode(container, PATH_KEEP));
+            let plain = format!(
+                "{account}/{}",
+                utf8_percent_encode(container, URL_PATH_KEEP)
+            );
             let shown = redact_url(&plain);
             let list = self
                 .probe_request(&plain, "restype=container&comp=list&maxresults=1")

@@ -72,7 +72,7 @@ pub struct ListPage {
 }
 
 /// What went wrong reading a source.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum SourceError {
     /// The object (or container) does not exist.
     #[error("source object not found: {0}")]
