@@ -25,7 +25,8 @@ use tracing::Instrument;
 use crate::dest::{Delivery, Destination, DestinationError, join_path};
 use crate::encrypt::{Plaintext, Recipients, encrypt_to_spool};
 use crate::job::{
-    AfterDelivery, FailureRecord, PlaintextDigest, Receipt, SourceAction, TransferJob, now_rfc3339,
+    AfterDelivery, FailureRecord, PlaintextDigest, Receipt, SourceAction, TransferJob, Transform,
+    now_rfc3339,
 };
 use crate::layout::{failure_key, receipt_key};
 use crate::metrics::{self, Unit};
@@ -44,8 +45,8 @@ struct Prepared {
     name: String,
     content_type: Option<String>,
     staged: Option<Spooled>,
-    /// `gunzip`, `pgp` or `gunzip+pgp` when `staged` holds a transformed copy.
-    transform: Option<&'static str>,
+    /// What `staged` holds, when it holds a transformed copy.
+    transform: Option<Transform>,
     /// What was encrypted (encrypted deliveries).
     plaintext: Option<Plaintext>,
 }
@@ -821,9 +822,9 @@ impl TransferEngine {
                     plaintext: None,
                 });
             }
-            (true, false) => "gunzip",
-            (false, true) => "pgp",
-            (true, true) => "gunzip+pgp",
+            (true, false) => Transform::Gunzip,
+            (false, true) => Transform::Pgp,
+            (true, true) => Transform::GunzipPgp,
         };
         let limits = export.map(|export| Limits {
             max_bytes: export.max_decompressed_bytes,
@@ -831,7 +832,7 @@ impl TransferEngine {
         });
         let literal_name = name.rsplit('/').next().unwrap_or(&name).to_string();
         let (staged, plaintext) = retry
-            .run(transform, || async {
+            .run(transform.as_str(), || async {
                 let reader = source
                     .open(&object)
                     .await
@@ -874,7 +875,7 @@ impl TransferEngine {
             source_bytes = object.size,
             bytes = staged.size,
             plaintext_bytes = plaintext.as_ref().map_or(staged.size, |p| p.bytes),
-            transform,
+            transform = transform.as_str(),
             "transformed"
         );
         Ok(Prepared {
@@ -981,7 +982,7 @@ impl TransferEngine {
             sha256: digests.sha256_hex,
             delivered_at: now_rfc3339(),
             duration_ms: elapsed.as_millis() as u64,
-            transform: prepared.transform.map(str::to_string),
+            transform: prepared.transform,
             remote_hash: written.remote_hash,
             source_action: None,
             plaintext: prepared.plaintext.as_ref().map(|p| PlaintextDigest {

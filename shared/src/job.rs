@@ -170,6 +170,32 @@ pub struct RejectedMessage {
     pub rejected_at: String,
 }
 
+/// What the engine did to a file between its source and its destinations, as a receipt records
+/// it (`gunzip`, `pgp`, `gunzip+pgp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transform {
+    /// Decompressed (a gzip'd pub/sub export).
+    #[serde(rename = "gunzip")]
+    Gunzip,
+    /// OpenPGP-encrypted.
+    #[serde(rename = "pgp")]
+    Pgp,
+    /// Decompressed, then encrypted.
+    #[serde(rename = "gunzip+pgp")]
+    GunzipPgp,
+}
+
+impl Transform {
+    /// The name a receipt stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transform::Gunzip => "gunzip",
+            Transform::Pgp => "pgp",
+            Transform::GunzipPgp => "gunzip+pgp",
+        }
+    }
+}
+
 /// Where a destination's copy landed; written to `done/` after a verified delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
@@ -193,10 +219,10 @@ pub struct Receipt {
     pub delivered_at: String,
     /// Milliseconds the delivery took.
     pub duration_ms: u64,
-    /// Processing between source and destination (`gunzip`, `pgp`, `gunzip+pgp`), when there
-    /// was any; the byte count and digests are then those of the delivered bytes.
+    /// Processing between source and destination, when there was any; the byte count and
+    /// digests are then those of the delivered bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transform: Option<String>,
+    pub transform: Option<Transform>,
     /// The destination's own hash of what it stored, when it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_hash: Option<RemoteHash>,
@@ -320,6 +346,16 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transforms_are_stored_under_their_receipt_words() {
+        for t in [Transform::Gunzip, Transform::Pgp, Transform::GunzipPgp] {
+            let word = serde_json::to_value(t).unwrap();
+            assert_eq!(word, serde_json::json!(t.as_str()));
+            assert_eq!(serde_json::from_value::<Transform>(word).unwrap(), t);
+        }
+        assert_eq!(Transform::GunzipPgp.as_str(), "gunzip+pgp");
+    }
 
     fn obj(etag: &str) -> SourceObject {
         SourceObject {

@@ -59,7 +59,7 @@ async fn encrypted_delivery_to_sftp_and_s3_decrypts_with_gpg_for_each_recipient(
         for (dest, ciphertext) in [("sftp", &on_sftp), ("s3", &on_s3)] {
             let r = &receipts[dest];
             // The receipt describes what the destination holds, and what was encrypted.
-            assert_eq!(r.transform.as_deref(), Some("pgp"), "{r:?}");
+            assert_eq!(r.transform.map(|t| t.as_str()), Some("pgp"), "{r:?}");
             assert_eq!(r.bytes, ciphertext.len() as u64, "{r:?}");
             assert_eq!(r.sha256, hex::encode(Sha256::digest(ciphertext)), "{r:?}");
             let plain = r.plaintext.as_ref().expect("plaintext in receipt");

@@ -1179,7 +1179,7 @@ async fn a_gzip_export_is_decompressed_then_encrypted_and_gpg_decrypts_it() {
     let ciphertext =
         std::fs::read(e.out.join("items/enc/items.jsonl.pgp")).expect("encrypted file");
     let receipt = e.receipt(&job.id, "out").await.expect("receipt");
-    assert_eq!(receipt.transform.as_deref(), Some("gunzip+pgp"));
+    assert_eq!(receipt.transform.map(|t| t.as_str()), Some("gunzip+pgp"));
     assert_eq!(receipt.bytes, ciphertext.len() as u64);
     let plain_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&plain));
     let recorded = receipt.plaintext.expect("plaintext digest");
