@@ -6,7 +6,8 @@
 //! The mirror is looked for, in order: `$FERRY_TF_MIRROR`; the `path` named in
 //! `infra/terraform.rc` (the CLI config kept in the repository); a directory named
 //! `registry.terraform.io` found within five levels of `/` (its parent is the mirror). The
-//! mirror found is passed to the tests as `FERRY_TF_MIRROR`.
+//! mirror found is passed to the tests as `FERRY_TF_MIRROR`, and the one `infra/terraform.rc`
+//! names as `FERRY_TF_RC_MIRROR`: the tests read both instead of searching again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +20,14 @@ fn main() {
     println!("cargo::rerun-if-env-changed=FERRY_TF_MIRROR");
 
     let terraform = find_on_path("terraform");
+    // The mirror infra/terraform.rc names, for the tests to compare with the one found (they use
+    // the repository's CLI config as is when both agree, else a copy pointing at the found one).
+    if let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR")
+        && let Some(named) =
+            mirror_in_cli_config(&PathBuf::from(manifest).join("infra/terraform.rc"))
+    {
+        println!("cargo::rustc-env=FERRY_TF_RC_MIRROR={}", named.display());
+    }
     let mirror = find_mirror();
     if let Some(mirror) = &mirror {
         println!("cargo::rustc-env=FERRY_TF_MIRROR={}", mirror.display());

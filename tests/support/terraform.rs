@@ -28,27 +28,24 @@ impl Terraform {
     /// A runner whose CLI config points at the provider mirror `build.rs` found.
     pub(crate) fn new() -> Self {
         let repo_rc = repo_root().join("infra/terraform.rc");
-        let text = std::fs::read_to_string(&repo_rc).expect("infra/terraform.rc");
-        let repo_mirror = mirror_in_cli_config(&text);
-        if repo_mirror.as_deref().is_some_and(has_aws_provider) {
+        let mirror = std::env::var("FERRY_TF_MIRROR")
+            .ok()
+            .or(option_env!("FERRY_TF_MIRROR").map(String::from))
+            .expect("no provider mirror (build.rs should have marked this test ignored)");
+        let named = option_env!("FERRY_TF_RC_MIRROR").unwrap_or_default();
+        if named == mirror {
             return Self {
                 cli_config: repo_rc,
                 _generated: None,
             };
         }
         // build.rs found the mirror somewhere else: same config, other path.
-        let mirror = std::env::var("FERRY_TF_MIRROR")
-            .ok()
-            .or(option_env!("FERRY_TF_MIRROR").map(String::from))
-            .expect("no provider mirror (build.rs should have marked this test ignored)");
+        let text = std::fs::read_to_string(&repo_rc).expect("infra/terraform.rc");
         let dir = tempfile::tempdir().unwrap();
         let rc = dir.path().join("terraform.rc");
-        let old = repo_mirror
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         std::fs::write(
             &rc,
-            text.replace(&format!("\"{old}\""), &format!("\"{mirror}\"")),
+            text.replace(&format!("\"{named}\""), &format!("\"{mirror}\"")),
         )
         .unwrap();
         note(&format!(
@@ -184,25 +181,6 @@ impl Terraform {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     }
-}
-
-/// The `path` of the `filesystem_mirror` block of a Terraform CLI config.
-pub(crate) fn mirror_in_cli_config(text: &str) -> Option<PathBuf> {
-    let block = &text[text.find("filesystem_mirror")?..];
-    block.lines().find_map(|line| {
-        let rest = line
-            .trim()
-            .strip_prefix("path")?
-            .trim_start()
-            .strip_prefix('=')?
-            .trim();
-        Some(PathBuf::from(rest.trim_matches('"')))
-    })
-}
-
-/// True when `mirror` holds the hashicorp/aws provider.
-pub(crate) fn has_aws_provider(mirror: &Path) -> bool {
-    mirror.join("registry.terraform.io/hashicorp/aws").is_dir()
 }
 
 /// Copies the `*.tf` files of `infra/` and its JSON data files (e.g. `state-layout.json`), and
