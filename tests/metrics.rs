@@ -452,15 +452,7 @@ async fn token_refresh_and_export_pull_count_tokens_and_messages_by_outcome() {
     let source = support::unique("eg");
     let config = json!({
         "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
-        "sources": {&source: {
-            "type": "pubsub_export",
-            "tenant_service_url": tokens.server.uri(),
-            "integration_name": INTEGRATION,
-            "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
-                    "scope": "api://eg-tenant-service/.default", "client_secret": support::file_secret(CLIENT_SECRET)},
-            "read_timeout_secs": 5, "receive_timeout_secs": 1, "deadline_margin_secs": 1,
-            "stop_when_idle": true, "min_refresh_interval_secs": 1
-        }},
+        "sources": {&source: support::source_config(&aad, CLIENT_ID, CLIENT_SECRET, &tokens, INTEGRATION, json!({"receive_timeout_secs": 1}))},
         "destinations": {"out": {"type": "local_dir", "path": out.path()}},
         "routes": [{"name": "items", "source": &source, "blob_types": ["Gateway.ItemChanges"], "destinations": ["out"]}]
     });

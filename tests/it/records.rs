@@ -71,15 +71,7 @@ impl Export {
         let table = support::unique("items").replace('-', "_");
         let config = json!({
             "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
-            "sources": {SOURCE: {
-                "type": "pubsub_export",
-                "tenant_service_url": tokens.server.uri(),
-                "integration_name": INTEGRATION,
-                "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
-                        "scope": "api://eg-tenant-service/.default", "client_secret": support::file_secret(CLIENT_SECRET)},
-                "read_timeout_secs": 5, "receive_timeout_secs": 2, "deadline_margin_secs": 1,
-                "stop_when_idle": true, "min_refresh_interval_secs": 1
-            }},
+            "sources": {SOURCE: support::source_config(&aad, CLIENT_ID, CLIENT_SECRET, &tokens, INTEGRATION, json!({}))},
             "sinks": {
                 "db": support::sinks::postgres_config(&table),
                 "lake": {"type": "s3_jsonl", "bucket": lake_bucket, "prefix": "exports/",

@@ -106,16 +106,10 @@ impl Export {
         let (out, raw) = (dir.path().join("out"), dir.path().join("raw"));
         let mut config = json!({
             "state": {"bucket": state_bucket, "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
-            "sources": {SOURCE: {
-                "type": "pubsub_export",
-                "tenant_service_url": tokens.server.uri(),
-                "integration_name": INTEGRATION,
-                "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": CLIENT_ID,
-                        "scope": "api://eg-tenant-service/.default", "client_secret": support::file_secret(CLIENT_SECRET)},
-                "read_timeout_secs": 5, "receive_timeout_secs": 2, "deadline_margin_secs": 1,
+            "sources": {SOURCE: super::source_config(&aad, CLIENT_ID, CLIENT_SECRET, &tokens, INTEGRATION, json!({
                 "stop_when_idle": opts.stop_when_idle, "min_refresh_interval_secs": opts.min_refresh_secs,
                 "max_decompressed_bytes": 16 * MIB, "max_line_bytes": 64 * 1024
-            }},
+            }))},
             "destinations": {
                 "out": {"type": "local_dir", "path": out},
                 "raw": {"type": "local_dir", "path": raw},

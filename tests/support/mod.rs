@@ -246,3 +246,28 @@ pub(crate) async fn container_with_policy(prefix: &str, policy: &str, permission
         .unwrap();
     container
 }
+
+/// A `pubsub_export` source over these fakes with client-secret auth and the short timeouts the
+/// suites run with (stops at the first empty receive); `extra`'s fields are added or override.
+pub(crate) fn source_config(
+    aad: &pubsub::Aad,
+    client_id: &str,
+    client_secret: &str,
+    tokens: &pubsub::TokenService,
+    integration: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut source = serde_json::json!({
+        "type": "pubsub_export",
+        "tenant_service_url": tokens.server.uri(),
+        "integration_name": integration,
+        "aad": {"authority_url": aad.server.uri(), "tenant_id": aad.tenant, "client_id": client_id,
+                "scope": "api://eg-tenant-service/.default", "client_secret": file_secret(client_secret)},
+        "read_timeout_secs": 5, "receive_timeout_secs": 2, "deadline_margin_secs": 1,
+        "stop_when_idle": true, "min_refresh_interval_secs": 1
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        source[k] = v.clone();
+    }
+    source
+}
