@@ -471,7 +471,7 @@ async fn worker_sigkilled_at_60_percent_of_256_mib_resumes_the_session() {
     use support::pipeline::{Options, Pipeline, job_of};
     let fake = start().await;
     let proxy = FaultProxy::start(ferry_harness::shared().azurite.port).await;
-    let p = Pipeline::new(Options {
+    let mut p = Pipeline::new(Options {
         source_proxy: Some(proxy),
         all_route_destinations: Some(vec!["graph"]),
         extra_destinations: Some(
@@ -480,6 +480,10 @@ async fn worker_sigkilled_at_60_percent_of_256_mib_resumes_the_session() {
         ..Default::default()
     })
     .await;
+    // One source stream, so the proxy's pause at 60% of the response holds the whole read (with
+    // parallel ranges each connection carries only one range, and the worker would run past 60%
+    // and race the kill).
+    p.copy_config["sources"]["clienttrack"]["read_streams"] = 1.into();
     let len = 256 * MIB;
     let source_sha = p.upload("quarter.bin", 23, len).await;
     let (_, answer) = p.notify("quarter.bin").await;
