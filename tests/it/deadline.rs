@@ -99,17 +99,7 @@ async fn list_parts(bucket: &str, key: &str, upload_id: &str) -> Vec<(i64, Strin
 }
 
 fn source_md5(seed: u64, len: u64) -> String {
-    let mut g = support::data::Generator::new(seed);
-    let mut h = Md5::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        g.fill(&mut buf[..n]);
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    hex::encode(h.finalize())
+    support::data::digest::<Md5>(seed, len)
 }
 
 #[tokio::test]

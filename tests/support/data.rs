@@ -38,8 +38,13 @@ pub(crate) fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// SHA-256 hex of the stream `reader(seed, len)` would produce.
 pub(crate) fn sha256(seed: u64, len: u64) -> String {
+    digest::<Sha256>(seed, len)
+}
+
+/// Hex digest `D` of the `len` bytes `Generator::new(seed)` makes, without holding them.
+pub(crate) fn digest<D: sha2::Digest>(seed: u64, len: u64) -> String {
     let mut g = Generator::new(seed);
-    let mut h = Sha256::new();
+    let mut h = D::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut left = len;
     while left > 0 {
