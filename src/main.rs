@@ -9,5 +9,6 @@ mod cli;
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    ferry_shared::process::bound_heap();
     cli::main(cli::Cli::parse())
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod name_template;
 pub mod names;
 pub mod probe;
+pub mod process;
 pub mod pubsub;
 pub mod reconcile;
 pub mod records;

@@ -10,9 +10,8 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    ferry_shared::telemetry::init();
-    // EMF lines on stdout: Lambda ships them to CloudWatch Logs, which makes them metrics.
-    ferry_shared::metrics::set_output(ferry_shared::metrics::Output::Stdout);
+    // Heap policy, JSON logs and EMF metric lines on stdout.
+    ferry_shared::process::init_lambda();
     let services = Services::new(startup(Config::from_env())?).await;
     // The webhook routes' sources (their SAS): nothing else.
     let reconciler = Arc::new(startup(services.reconciler().await)?);

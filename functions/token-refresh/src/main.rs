@@ -9,9 +9,8 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    ferry_shared::telemetry::init();
-    // EMF lines on stdout: Lambda ships them to CloudWatch Logs, which makes them metrics.
-    ferry_shared::metrics::set_output(ferry_shared::metrics::Output::Stdout);
+    // Heap policy, JSON logs and EMF metric lines on stdout.
+    ferry_shared::process::init_lambda();
     let services = Services::new(startup(Config::from_env())?).await;
     // The pub/sub export sources' AAD credentials: nothing else.
     let caches = Arc::new(startup(services.token_caches().await)?);
