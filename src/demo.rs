@@ -232,7 +232,7 @@ pub async fn run() -> anyhow::Result<()> {
             r.destination,
             r.location,
             r.bytes,
-            r.md5,
+            r.md5.as_deref().unwrap_or("not computed"),
             r.md5_verified_against_source,
             &r.sha256[..16],
             r.duration_ms

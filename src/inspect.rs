@@ -458,7 +458,7 @@ mod tests {
             kind: String::new(),
             location: String::new(),
             bytes: 0,
-            md5: String::new(),
+            md5: None,
             md5_verified_against_source: false,
             sha256: String::new(),
             delivered_at: String::new(),

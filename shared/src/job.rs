@@ -209,8 +209,10 @@ pub struct Receipt {
     pub location: String,
     /// Bytes delivered (and confirmed by the destination).
     pub bytes: u64,
-    /// Hex MD5 of the bytes delivered.
-    pub md5: String,
+    /// Hex MD5 of the bytes delivered, when they were checked against an MD5 the source (or the
+    /// staged file) stored; absent otherwise, as nothing would check it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
     /// True when the MD5 was checked against the source's own MD5.
     pub md5_verified_against_source: bool,
     /// Hex SHA-256 of the bytes delivered.

@@ -126,12 +126,14 @@ fn print_job(view: &JobView) {
         match &d.status {
             DestinationStatus::Delivered { receipt: Some(r) } => {
                 println!(
-                    "  {}: delivered {} -> {} ({} bytes, md5 {}{}, sha256 {}, {} ms)",
+                    "  {}: delivered {} -> {} ({} bytes, {}{}, sha256 {}, {} ms)",
                     d.destination,
                     r.delivered_at,
                     r.location,
                     r.bytes,
-                    r.md5,
+                    r.md5
+                        .as_deref()
+                        .map_or("no MD5".to_string(), |m| format!("md5 {m}")),
                     if r.md5_verified_against_source {
                         " checked against the source"
                     } else {
