@@ -672,7 +672,7 @@ mod tests {
         assert!(matches!(
             c.destinations["archive"],
             DestinationConfig::S3(S3DestinationConfig {
-                part_size_mib: 8,
+                part_size_mib: 5,
                 ..
             })
         ));

@@ -55,6 +55,7 @@ impl UploadProgress {
 }
 
 /// Delivers into a bucket under a key prefix.
+#[derive(Clone)]
 pub struct S3Destination {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -107,6 +108,21 @@ impl S3Destination {
     pub async fn probe(&self) -> crate::probe::ProbeResult {
         crate::s3::probe_bucket(&self.client, &self.bucket).await
     }
+}
+
+/// S3 takes at most this many parts per multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Part size and parts in flight for an object of `size` bytes: the configured ones, unless the
+/// object needs more than [`MAX_PARTS`] parts of that size; then parts grow (whole MiB) to fit,
+/// and fewer go at once, so the memory they take stays about `part_size * (concurrency + 1)`.
+fn plan_parts(size: u64, part_size: usize, concurrency: usize) -> (usize, usize) {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20) as usize;
+    if needed <= part_size {
+        return (part_size, concurrency);
+    }
+    let budget = part_size * (concurrency + 1);
+    (needed, (budget / needed).saturating_sub(1).max(1))
 }
 
 /// The delivery's checkpoint key, from its `<job-id>:<destination>` idempotency key.
@@ -623,7 +639,19 @@ impl Destination for S3Destination {
         if (delivery.size as usize) < self.part_size {
             self.put_small(&key, delivery, body).await?;
         } else {
-            self.put_multipart(&key, delivery, body).await?;
+            match plan_parts(delivery.size, self.part_size, self.concurrency) {
+                (part_size, _) if part_size == self.part_size => {
+                    self.put_multipart(&key, delivery, body).await?
+                }
+                (part_size, concurrency) => {
+                    let wide = Self {
+                        part_size,
+                        concurrency,
+                        ..self.clone()
+                    };
+                    wide.put_multipart(&key, delivery, body).await?
+                }
+            }
         }
         let head = self
             .client
@@ -645,5 +673,30 @@ impl Destination for S3Destination {
             bytes: bytes as u64,
             remote_hash: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn parts_grow_past_ten_thousand_and_fewer_go_at_once() {
+        // The defaults fit objects up to 10,000 x 5 MiB unchanged.
+        assert_eq!(plan_parts(1 << 30, 5 * MIB, 6), (5 * MIB, 6));
+        assert_eq!(
+            plan_parts(10_000 * 5 * MIB as u64, 5 * MIB, 6),
+            (5 * MIB, 6)
+        );
+        // 100 GiB needs 10.24 MiB parts: 11 MiB, and 2 in flight keep (2 + 1) x 11 <= 7 x 5 MiB.
+        let size = 100u64 << 30;
+        let (part, concurrency) = plan_parts(size, 5 * MIB, 6);
+        assert_eq!((part, concurrency), (11 * MIB, 2));
+        assert!(size.div_ceil(part as u64) <= MAX_PARTS);
+        assert!(part * (concurrency + 1) <= 5 * MIB * 7);
+        // Never fewer than one part in flight, however large.
+        assert_eq!(plan_parts(5 << 40, 5 * MIB, 1).1, 1);
     }
 }
