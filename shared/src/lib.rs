@@ -31,6 +31,7 @@ pub mod state;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod token;
 pub mod transform;
 pub mod verify;

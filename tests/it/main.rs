@@ -31,5 +31,6 @@ mod sink_conformance;
 mod state_conformance;
 mod state_layout;
 mod terraform;
+mod tls;
 mod view_sync;
 mod webhook_copy;
