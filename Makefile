@@ -54,6 +54,7 @@ bench: setup
 	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
 	.local/venv/bin/python -m pip install --quiet --disable-pip-version-check 'psycopg[binary]==3.2.*'
 	$(CARGO) build --profile $(FERRY_BENCH_PROFILE) --workspace --bins
+	$(CARGO) build --profile $(FERRY_BENCH_PROFILE) --example hello_bootstrap
 	$(CARGO) run --quiet --example bench
 	$(CARGO) run --quiet --example bench_view_sync -- 100000 s3 1000 --append docs/benchmarks.md
 	$(CARGO) run --quiet --example bench_view_sync -- 100000 postgres 1000 --append docs/benchmarks.md

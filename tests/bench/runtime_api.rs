@@ -150,3 +150,12 @@ pub(crate) fn sqs_event(bucket: &str, key: &str) -> Value {
     serde_json::to_value(blob_copy::sqs_event_for_job(bucket, key, "bench-msg", 1))
         .expect("serialisable")
 }
+
+/// An EventBridge scheduled event, as the schedule rules deliver to the scheduled functions.
+pub(crate) fn scheduled_event() -> Value {
+    json!({
+        "version": "0", "id": "bench-1", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-11-29T00:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/bench"], "detail": {}
+    })
+}
