@@ -186,14 +186,22 @@ async fn an_expired_session_starts_over() {
 async fn the_aad_token_expiring_mid_upload_is_refreshed_once() {
     let fake = start().await;
     let dest = build(&fake, None, serde_json::json!({})).await;
-    assert_eq!(fake.count("token"), 1, "one token at build (drive lookup)");
+    assert_eq!(
+        fake.count("token"),
+        0,
+        "no token at build: the drive is looked up at first use"
+    );
     // Every token dies while fragment 2 is on its way: fragments carry none, so the upload
     // goes on; the next Graph call is refused once, refreshes, and succeeds.
     fake.inject(2, Fault::RevokeTokens);
     send(&dest, &delivery("long.bin", 12 * MIB, "jtok"), 14)
         .await
         .unwrap();
-    assert_eq!(fake.count("token"), 1, "the fragments needed no token");
+    assert_eq!(
+        fake.count("token"),
+        1,
+        "one token for the drive lookup and the session; the fragments needed none"
+    );
     send(&dest, &delivery("next.csv", 2000, "jtok2"), 15)
         .await
         .unwrap();
@@ -584,8 +592,10 @@ async fn a_hash_mismatch_fails_verification_and_removes_the_file() {
     clean(&fake);
 }
 
-/// The drive is found by id, by a user's UPN, or by site + library (the conformance suite); an
-/// app without the site grant fails at build with a message that names the fix.
+/// The drive is found by id, by a user's UPN, or by site + library (the conformance suite), at
+/// the first delivery and once: building the destination makes no call, so Graph being down at a
+/// cold start stops only its own jobs. An app without the site grant fails that delivery (and
+/// `ferry check`) with a message that names the fix.
 #[tokio::test]
 async fn drive_addressing_and_a_missing_site_grant() {
     let fake = start().await;
@@ -601,14 +611,14 @@ async fn drive_addressing_and_a_missing_site_grant() {
         no_site(serde_json::json!({"drive_id": fake.drive_id()})),
     )
     .await;
-    assert_eq!(by_id.drive_id(), fake.drive_id());
+    assert_eq!(by_id.drive_id().await.unwrap(), fake.drive_id());
     let by_user = build(
         &fake,
         None,
         no_site(serde_json::json!({"user": "intake@contoso.org"})),
     )
     .await;
-    assert_eq!(by_user.drive_id(), fake.drive_id());
+    assert_eq!(by_user.drive_id().await.unwrap(), fake.drive_id());
     send(&by_user, &delivery("via-user.csv", 10, "ju"), 25)
         .await
         .unwrap();
@@ -621,11 +631,28 @@ async fn drive_addressing_and_a_missing_site_grant() {
     let mut config = fake.config(support::file_secret(SECRET), "in");
     config.as_object_mut().unwrap().remove("type");
     let config: GraphConfig = serde_json::from_value(config).unwrap();
-    let err = GraphDestination::from_config("g", &config, &SecretResolver::local(), None, policy())
+    let tokens = fake.count("token");
+    let dest =
+        GraphDestination::from_config("g", &config, &SecretResolver::local(), None, policy())
+            .await
+            .expect("building makes no call, so it cannot fail on access");
+    assert_eq!(
+        fake.count("token"),
+        tokens,
+        "a token was asked for at build"
+    );
+    let err = send(&dest, &delivery("no-grant.csv", 10, "ng"), 26)
         .await
-        .err()
-        .expect("no site access: the build fails");
+        .expect_err("no site access: the delivery fails");
     assert!(err.to_string().contains("Sites.Selected"), "{err}");
+    assert_eq!(fake.stored("in/no-grant.csv"), None);
+    let problem = GraphDestination::probe_config("g", &config, &SecretResolver::local(), policy())
+        .await
+        .expect_err("ferry check finds it before any file moves");
+    assert!(
+        format!("{problem:?}").contains("Sites.Selected"),
+        "{problem:?}"
+    );
     clean(&fake);
 }
 

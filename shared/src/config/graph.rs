@@ -56,7 +56,7 @@ fn default_timeout_secs() -> u64 {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphConfig {
-    /// The drive's id, when known (skips the lookup at cold start).
+    /// The drive's id, when known (skips the lookup at the first delivery).
     #[serde(default)]
     pub drive_id: Option<String>,
     /// SharePoint host, e.g. `contoso.sharepoint.com`.

@@ -59,7 +59,9 @@ pub struct GraphDestination {
     http: reqwest::Client,
     aad: AadClient,
     graph_url: String,
-    drive_id: String,
+    /// Where the drive is (id, user or site + library) and, once looked up, its id.
+    address: GraphConfig,
+    drive: tokio::sync::OnceCell<String>,
     folder: String,
     conflict: ConflictBehavior,
     fragment_bytes: u64,
@@ -69,9 +71,11 @@ pub struct GraphDestination {
 }
 
 impl GraphDestination {
-    /// Resolves the credentials, gets a token and the drive id (one lookup per cold start, so a
-    /// wrong secret or a missing `Sites.Selected` grant fails at start). `state` keeps resume
-    /// checkpoints.
+    /// Resolves the credentials; no network call. The drive id is looked up at the first
+    /// delivery (once per process), so an Azure AD or Graph outage at a cold start stops only the
+    /// jobs bound for this drive, not the function and its other destinations; a wrong secret or
+    /// a missing `Sites.Selected` grant fails that delivery with the reason, and `ferry check`
+    /// finds it before any file moves. `state` keeps resume checkpoints.
     pub async fn from_config(
         name: &str,
         config: &GraphConfig,
@@ -79,14 +83,7 @@ impl GraphDestination {
         state: Option<Arc<dyn StateStore>>,
         retry: RetryPolicy,
     ) -> Result<Self, SetupError> {
-        let bad = |e: String| SetupError::Config(format!("graph destination {name:?}: {e}"));
-        let mut dest = Self::unresolved(name, config, secrets, state, retry).await?;
-        dest.drive_id = dest
-            .resolve_drive(config)
-            .await
-            .map_err(|e| bad(format!("resolving the drive: {e}")))?;
-        tracing::info!(destination = name, drive_id = %dest.drive_id, "graph drive resolved");
-        Ok(dest)
+        Self::unresolved(name, config, secrets, state, retry).await
     }
 
     /// `ferry check`: builds the destination and looks its drive up (a token from Azure AD,
@@ -111,7 +108,7 @@ impl GraphDestination {
                 config.library.as_deref().unwrap_or("(default)")
             ),
         };
-        match dest.resolve_drive(config).await {
+        match dest.resolve_drive().await {
             Ok(_) => Ok(()),
             Err(DestinationError::Unauthorized(m)) => Err(Problem::new(
                 format!("access refused while looking up {address}: {m}"),
@@ -166,7 +163,8 @@ impl GraphDestination {
             http,
             aad,
             graph_url: config.graph_url.trim_end_matches('/').to_string(),
-            drive_id: String::new(),
+            address: config.clone(),
+            drive: tokio::sync::OnceCell::new(),
             folder: config.folder.trim_matches('/').to_string(),
             conflict: config.conflict_behavior,
             fragment_bytes: config.fragment_size_mib * MIB,
@@ -176,12 +174,27 @@ impl GraphDestination {
         })
     }
 
-    /// The drive id every upload goes to.
-    pub fn drive_id(&self) -> &str {
-        &self.drive_id
+    /// The drive id every upload goes to, looked up on first use (a failed lookup is tried
+    /// again next time).
+    pub async fn drive_id(&self) -> Result<&str, DestinationError> {
+        self.drive
+            .get_or_try_init(|| async {
+                let id = self.resolve_drive().await?;
+                tracing::info!(drive_id = %id, "graph drive resolved");
+                Ok(id)
+            })
+            .await
+            .map(String::as_str)
     }
 
-    async fn resolve_drive(&self, config: &GraphConfig) -> Result<String, DestinationError> {
+    /// The drive id once [`drive_id`](Self::drive_id) found it (every upload path asks that
+    /// first).
+    fn resolved_drive(&self) -> &str {
+        self.drive.get().map_or("", String::as_str)
+    }
+
+    async fn resolve_drive(&self) -> Result<String, DestinationError> {
+        let config = &self.address;
         let g = &self.graph_url;
         let id_of = |v: &Value, what: &str| {
             v.get("id")
@@ -381,7 +394,7 @@ impl GraphDestination {
         format!(
             "{}/drives/{}/root:/{}",
             self.graph_url,
-            segment(&self.drive_id),
+            segment(self.resolved_drive()),
             encode_path(path)
         )
     }
@@ -486,7 +499,7 @@ impl GraphDestination {
             })?;
         let session = Session {
             url: SecretString::from(upload_url.to_string()),
-            drive_id: self.drive_id.clone(),
+            drive_id: self.resolved_drive().to_string(),
             path: path.to_string(),
             size: delivery.size,
             fragment_bytes: self.fragment_bytes,
@@ -508,12 +521,16 @@ impl GraphDestination {
         let (stored, _) = store.get_json::<StoredSession>(checkpoint).await.ok()??;
         let session = Session::from(stored);
         if (
-            &session.drive_id,
+            session.drive_id.as_str(),
             session.path.as_str(),
             session.size,
             session.fragment_bytes,
-        ) != (&self.drive_id, path, delivery.size, self.fragment_bytes)
-        {
+        ) != (
+            self.resolved_drive(),
+            path,
+            delivery.size,
+            self.fragment_bytes,
+        ) {
             self.cancel(&session).await;
             self.forget(checkpoint).await;
             return None;
@@ -726,7 +743,7 @@ impl GraphDestination {
         let url = format!(
             "{}/drives/{}/items/{}",
             self.graph_url,
-            segment(&self.drive_id),
+            segment(self.resolved_drive()),
             segment(id)
         );
         match self
@@ -782,6 +799,7 @@ impl Destination for GraphDestination {
     ) -> Result<Written, DestinationError> {
         let path = join_path(&self.folder, &delivery.name);
         check_path(&path)?;
+        self.drive_id().await?;
         let mut body = HashingReader {
             inner: body,
             hash: QuickXorHash::new(),
@@ -807,7 +825,7 @@ impl Destination for GraphDestination {
             .get("webUrl")
             .and_then(Value::as_str)
             .map(crate::redact::redact_url)
-            .unwrap_or_else(|| format!("graph://{}/{path}", self.drive_id));
+            .unwrap_or_else(|| format!("graph://{}/{path}", self.resolved_drive()));
         let verified = match theirs {
             Some(theirs) if theirs == ours => true,
             Some(theirs) => {
