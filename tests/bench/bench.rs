@@ -913,6 +913,10 @@ async fn cold_start(env: &Env, report: &mut String) -> anyhow::Result<()> {
                 "bench-token",
             ),
             "blob-copy" => runtime_api::sqs_event("state", "jobs/none/missing.json"),
+            // EventBridge Scheduler's input for view-sync: every view (the bench has none).
+            "view-sync" => json!({"views": []}),
+            // Its schedule's input: every webhook route, default lookback.
+            "reconcile" => json!({}),
             _ => scheduled.clone(),
         };
         functions.push((function, env.bin(function), event));
