@@ -449,7 +449,7 @@ async fn sigterm_mid_copy_exits_cleanly_within_the_grace_period_and_the_copy_res
     // Interrupted, not failed: no dead letter, no receipt, the upload and its checkpoint kept.
     assert!(p.failure(&id).await.is_none());
     assert!(!delivered_to_s3(&p, &id).await);
-    assert_eq!(p.s3_versions("big.bin").await.0, 0);
+    assert_eq!(p.s3_versions("big.bin").await.0, 0, "{logs}");
     assert_eq!(open_uploads(&p).await, 1, "the multipart upload is kept");
     let kept = checkpoint_parts(&p, &id).await;
     assert!(kept >= 1);

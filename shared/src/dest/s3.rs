@@ -499,6 +499,14 @@ impl S3Destination {
                     .set_e_tag(out.e_tag().map(str::to_string))
                     .build())
             });
+            // Parts that finished meanwhile are recorded now, not when the window is next full:
+            // with several parts in flight the checkpoint would lag the upload by that many.
+            while let Some(joined) = in_flight.try_join_next() {
+                parts.push(joined_part(joined)?);
+                if let Some(saver) = &saver {
+                    saver.record(parts);
+                }
+            }
             while in_flight.len() >= self.concurrency {
                 parts.push(join_part(in_flight).await?);
                 if let Some(saver) = &saver {
@@ -612,16 +620,23 @@ async fn join_part(
     set: &mut JoinSet<Result<CompletedPart, DestinationError>>,
 ) -> Result<CompletedPart, DestinationError> {
     match set.join_next().await {
-        Some(Ok(r)) => r,
-        Some(Err(join)) => Err(DestinationError::Transient {
-            reason: format!("part upload task failed: {join}"),
-            retry_after: None,
-        }),
+        Some(joined) => joined_part(joined),
         None => Err(DestinationError::Transient {
             reason: "no part upload in flight".into(),
             retry_after: None,
         }),
     }
+}
+
+fn joined_part(
+    joined: Result<Result<CompletedPart, DestinationError>, tokio::task::JoinError>,
+) -> Result<CompletedPart, DestinationError> {
+    joined.unwrap_or_else(|join| {
+        Err(DestinationError::Transient {
+            reason: format!("part upload task failed: {join}"),
+            retry_after: None,
+        })
+    })
 }
 
 #[async_trait]
