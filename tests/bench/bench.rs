@@ -247,15 +247,8 @@ async fn main() -> anyhow::Result<()> {
     // The copy and ingest sections run only `ferry`; the Lambda bootstraps only for cold start.
     let mut needed = vec!["ferry"];
     if sections.iter().any(|s| s == "coldstart") {
-        needed.extend([
-            "webhook-ingest",
-            "blob-copy",
-            "export-pull",
-            "token-refresh",
-            "view-sync",
-            "reconcile",
-            "examples/hello_bootstrap",
-        ]);
+        needed.extend(FUNCTIONS);
+        needed.push("examples/hello_bootstrap");
     }
     for bin in needed {
         if !bin_dir(&root).join(bin).exists() {
@@ -842,6 +835,16 @@ fn bin_dir(root: &Path) -> PathBuf {
     root.join("target").join(profile())
 }
 
+/// The Lambda functions' bootstraps, timed in the cold-start section.
+const FUNCTIONS: [&str; 6] = [
+    "webhook-ingest",
+    "blob-copy",
+    "export-pull",
+    "token-refresh",
+    "view-sync",
+    "reconcile",
+];
+
 const ALL_SECTIONS: &str = "copy,wan,coldstart,ingest";
 const ALL_ROUTES: &str = "s3,sftp,local_dir,graph,encrypt";
 
@@ -899,14 +902,7 @@ async fn cold_start(env: &Env, report: &mut String) -> anyhow::Result<()> {
     let scheduled = runtime_api::scheduled_event();
     let mut functions: Vec<(&str, PathBuf, Value)> =
         vec![("hello world", hello_bin, scheduled.clone())];
-    for function in [
-        "webhook-ingest",
-        "blob-copy",
-        "export-pull",
-        "token-refresh",
-        "view-sync",
-        "reconcile",
-    ] {
+    for function in FUNCTIONS {
         let event = match function {
             "webhook-ingest" => runtime_api::function_url_event(
                 &json!({"container": "bench", "file": "export-64.bin"}).to_string(),
