@@ -5,8 +5,11 @@
 //! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir/Graph) for ferry, rclone,
 //! a plain ranged GET and a plain boto3 multipart PUT (Graph: the stateful fake of
 //! tests/support/graph.rs, started inside this process; rclone has no OneDrive target here, so
-//! that row is compared with ferry's own S3 and SFTP rows); memory across file sizes; cold start
-//! of each Lambda bootstrap under an in-repo Runtime API; webhook ingest latency vs a raw
+//! that row is compared with ferry's own S3 and SFTP rows); at 1 GiB and up, the S3, SFTP and
+//! local-dir copies again from a blob without a Content-MD5 (no MD5 to check: SHA-256 only);
+//! memory across file sizes; cold start of each Lambda bootstrap under an in-repo Runtime API
+//! beside a hello-world `lambda_runtime` bootstrap (tests/bench/hello_bootstrap.rs, same
+//! profile); webhook ingest latency vs a raw
 //! conditional PutObject; the wide-area profile (tests/bench/wan.rs: the S3 and SFTP copies with
 //! every server behind a delay proxy, FERRY_BENCH_RTTS, FERRY_BENCH_WAN_MIB, FERRY_BENCH_WINDOW_KIB,
 //! FERRY_BENCH_WAN_ROUTES). Every copy row has the CPU seconds (user + system of the copy process,
