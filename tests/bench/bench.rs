@@ -61,16 +61,35 @@ fn own_rss_mib() -> f64 {
 
 /// Adds one copy result to the report and the console; returns MB/s.
 fn row(report: &mut String, mib: u64, path: &str, tool: &str, r: &Run) -> anyhow::Result<f64> {
+    record(
+        report,
+        (&format!("{mib} MiB"), &format!("{mib:>5} MiB")),
+        mib,
+        path,
+        tool,
+        r,
+    )
+}
+
+/// One copy row: `label` is (the report's first column, the console's line head).
+fn record(
+    report: &mut String,
+    label: (&str, &str),
+    mib: u64,
+    path: &str,
+    tool: &str,
+    r: &Run,
+) -> anyhow::Result<f64> {
     let speed = mbps(mib * MIB, r.secs);
     let per_gib = cpu_per_gib(mib, r);
     writeln!(
         report,
-        "| {mib} MiB | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {per_gib:.2} | {:.1} |",
-        r.secs, r.cpu_secs, r.rss_mib
+        "| {} | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {per_gib:.2} | {:.1} |",
+        label.0, r.secs, r.cpu_secs, r.rss_mib
     )?;
     println!(
-        "{mib:>5} MiB  {path:<34} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s ({per_gib:.2}/GiB)  RSS {:>7.1} MiB",
-        r.secs, r.cpu_secs, r.rss_mib
+        "{}  {path:<34} {tool:<28} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s ({per_gib:.2}/GiB)  RSS {:>7.1} MiB",
+        label.1, r.secs, r.cpu_secs, r.rss_mib
     );
     Ok(speed)
 }
@@ -747,7 +766,8 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
                     .arg(&config_path)
                     .arg(job_key),
             )?;
-            let ferry_speed = row_labelled(report, &label, mib, &path, "ferry", &r)?;
+            let console = format!("WAN {label:>12} ms");
+            let ferry_speed = record(report, (&label, &console), mib, &path, "ferry", &r)?;
             let dest = match route.as_str() {
                 "s3" => format!(
                     ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{moto_url}',force_path_style=true:rclone/{name}"
@@ -763,7 +783,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
             match env.rclone_from(&account_url, &name, &dest, route) {
                 Ok(rc) => {
                     let rclone_speed =
-                        row_labelled(report, &label, mib, &path, "rclone copyto", &rc)?;
+                        record(report, (&label, &console), mib, &path, "rclone copyto", &rc)?;
                     summary.push(format!(
                         "{mib} MiB {path} at {rtt} ms RTT: ferry/rclone {:.2}x; CPU s/GiB ferry {:.2} vs rclone {:.2} ({:.2}x); RSS ferry {:.1} MiB vs rclone {:.1} MiB",
                         ferry_speed / rclone_speed,
@@ -805,29 +825,6 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         println!("{s}");
     }
     Ok(())
-}
-
-/// `row` with a first column other than the size (the wide-area RTT).
-fn row_labelled(
-    report: &mut String,
-    label: &str,
-    mib: u64,
-    path: &str,
-    tool: &str,
-    r: &Run,
-) -> anyhow::Result<f64> {
-    let speed = mbps(mib * MIB, r.secs);
-    let per_gib = cpu_per_gib(mib, r);
-    writeln!(
-        report,
-        "| {label} | {path} | {tool} | {:.2} | {speed:.1} | {:.2} | {per_gib:.2} | {:.1} |",
-        r.secs, r.cpu_secs, r.rss_mib
-    )?;
-    println!(
-        "WAN {label:>12} ms  {path:<22} {tool:<16} {:>7.2} s {speed:>8.1} MB/s  CPU {:>6.2} s ({per_gib:.2}/GiB)  RSS {:>7.1} MiB",
-        r.secs, r.cpu_secs, r.rss_mib
-    );
-    Ok(speed)
 }
 
 fn profile() -> String {
