@@ -187,9 +187,10 @@ impl GraphDestination {
             .map(String::as_str)
     }
 
-    /// The drive id once [`drive_id`](Self::drive_id) found it (every upload path asks that
-    /// first).
+    /// The drive id once [`drive_id`](Self::drive_id) found it: `write` asks that first, and
+    /// every request below it runs only inside `write`.
     fn resolved_drive(&self) -> &str {
+        debug_assert!(self.drive.initialized(), "drive used before it was looked up");
         self.drive.get().map_or("", String::as_str)
     }
 
