@@ -190,7 +190,10 @@ impl GraphDestination {
     /// The drive id once [`drive_id`](Self::drive_id) found it: `write` asks that first, and
     /// every request below it runs only inside `write`.
     fn resolved_drive(&self) -> &str {
-        debug_assert!(self.drive.initialized(), "drive used before it was looked up");
+        debug_assert!(
+            self.drive.initialized(),
+            "drive used before it was looked up"
+        );
         self.drive.get().map_or("", String::as_str)
     }
 

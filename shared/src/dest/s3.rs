@@ -654,19 +654,14 @@ impl Destination for S3Destination {
         if (delivery.size as usize) < self.part_size {
             self.put_small(&key, delivery, body).await?;
         } else {
-            match plan_parts(delivery.size, self.part_size, self.concurrency) {
-                (part_size, _) if part_size == self.part_size => {
-                    self.put_multipart(&key, delivery, body).await?
-                }
-                (part_size, concurrency) => {
-                    let wide = Self {
-                        part_size,
-                        concurrency,
-                        ..self.clone()
-                    };
-                    wide.put_multipart(&key, delivery, body).await?
-                }
-            }
+            let (part_size, concurrency) =
+                plan_parts(delivery.size, self.part_size, self.concurrency);
+            let planned = Self {
+                part_size,
+                concurrency,
+                ..self.clone()
+            };
+            planned.put_multipart(&key, delivery, body).await?;
         }
         let head = self
             .client
