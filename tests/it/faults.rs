@@ -84,10 +84,12 @@ async fn cuts_on_several_parallel_range_streams_at_once_are_resumed_per_range_by
     let p = Pipeline::new(Options {
         source_proxy: Some(source_proxy().await),
         transfer: Some(serde_json::json!({"retries": 0, "max_resumes": 3})),
+        source: Some(serde_json::json!({"read_range_mib": 2, "read_ahead_mib": 1})),
         ..Default::default()
     })
     .await;
-    // 22 MiB: eleven ranges of the default 2 MiB, four in flight per delivery, three deliveries.
+    // 22 MiB: eleven ranges of 2 MiB, four in flight per delivery, three deliveries; each range
+    // holds at most 1 MiB ahead of the copy, so the cuts also land on connections held back.
     let source_sha = p.upload("range-cut.bin", 6, 22 * MIB).await;
     let (_, answer) = p.notify("range-cut.bin").await;
     let (id, key) = job_of(&answer, "all");
@@ -188,8 +190,11 @@ async fn worker_killed_mid_copy_resumes_from_the_parts_already_stored() {
     let (id, key) = job_of(&answer, "all");
     let dir = tempfile::tempdir().unwrap();
     let run_job = p.run_job_worker(dir.path(), &key);
-    // First worker: slow source, killed (SIGKILL) once S3 holds at least three parts.
-    p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(16 * MIB), 3));
+    // First worker: slow source, killed (SIGKILL) once S3 holds at least three parts. Every
+    // connection is slow (the rerun's too), so no destination can finish before the kill: one
+    // that had its file delivered but not yet its receipt written would rightly be delivered
+    // again by the rerun (at least once across a SIGKILL), and this test counts deliveries.
+    p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(16 * MIB), 200));
     let mut child = run_job();
     let s3 = support::moto_s3().await;
     let progress_key = ferry_shared::layout::progress_key(&id, "s3");

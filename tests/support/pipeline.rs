@@ -92,6 +92,8 @@ pub(crate) struct Options {
     pub extra_destinations: Option<Value>,
     /// `encrypt` of the "all" route.
     pub encrypt: Option<Value>,
+    /// More settings of the Azure source (e.g. its read plan), added to its config.
+    pub source: Option<Value>,
 }
 
 impl Pipeline {
@@ -167,6 +169,9 @@ impl Pipeline {
             }
             if let Some(a) = opts.after_delivery {
                 config["routes"][0]["after_delivery"] = a.into();
+            }
+            for (k, v) in opts.source.iter().flat_map(|s| s.as_object().unwrap()) {
+                config["sources"]["clienttrack"][k] = v.clone();
             }
             for (name, dest) in opts
                 .extra_destinations

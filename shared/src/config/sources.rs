@@ -50,12 +50,18 @@ pub struct AzureBlobConfig {
     /// reads its own range (pinned to the blob's ETag, resumed on its own after a broken
     /// connection) and the bytes are passed on in order. More streams help most on a long link
     /// (one TCP stream is bounded by its window / round-trip time); 1 reads every blob with one
-    /// request. At most `read_streams x read_range_mib` MiB are buffered.
+    /// request. At most `read_streams x read_ahead_mib` MiB are buffered.
     #[serde(default = "default_read_streams")]
     pub read_streams: usize,
     /// Size of each ranged read, in MiB; blobs no larger than this are read with one request.
+    /// Larger ranges mean fewer requests (each costs a round trip and the service's own work
+    /// per request); they cost no memory, which `read_ahead_mib` bounds.
     #[serde(default = "default_read_range_mib")]
     pub read_range_mib: u64,
+    /// MiB one range may read ahead of the bytes already passed on; a range that far ahead stops
+    /// reading its connection until the copy catches up.
+    #[serde(default = "default_read_ahead_mib")]
+    pub read_ahead_mib: u64,
 }
 
 fn default_read_timeout_secs() -> u64 {
@@ -70,7 +76,11 @@ fn default_read_range_mib() -> u64 {
     crate::source::ranged::ParallelReads::default().range_bytes >> 20
 }
 
-/// Largest read window (`read_streams x read_range_mib`) accepted, in MiB: blob-copy runs in a
+fn default_read_ahead_mib() -> u64 {
+    crate::source::ranged::ParallelReads::default().ahead_bytes >> 20
+}
+
+/// Largest read buffer (`read_streams x read_ahead_mib`) accepted, in MiB: blob-copy runs in a
 /// few hundred MB of Lambda memory.
 const MAX_READ_WINDOW_MIB: u64 = 64;
 
@@ -86,10 +96,13 @@ impl AzureBlobConfig {
         if self.read_range_mib == 0 {
             return Err("read_range_mib must be at least 1".into());
         }
-        let window = self.read_streams as u64 * self.read_range_mib;
+        if self.read_ahead_mib == 0 {
+            return Err("read_ahead_mib must be at least 1".into());
+        }
+        let window = self.read_streams as u64 * self.read_ahead_mib.min(self.read_range_mib);
         if window > MAX_READ_WINDOW_MIB {
             return Err(format!(
-                "read_streams x read_range_mib is {window} MiB of buffer; keep it at most {MAX_READ_WINDOW_MIB}"
+                "read_streams x read_ahead_mib is {window} MiB of buffer; keep it at most {MAX_READ_WINDOW_MIB}"
             ));
         }
         Ok(())
@@ -293,14 +306,22 @@ mod tests {
             a.validate().map(|()| a)
         };
         let a = blob("").unwrap();
-        assert_eq!((a.read_streams, a.read_range_mib), (4, 2));
-        let a = blob(r#", "read_streams": 1, "read_range_mib": 64"#).unwrap();
-        assert_eq!((a.read_streams, a.read_range_mib), (1, 64));
+        assert_eq!(
+            (a.read_streams, a.read_range_mib, a.read_ahead_mib),
+            (4, 16, 1)
+        );
+        // Large ranges cost no memory: only what each range holds ahead counts.
+        let a =
+            blob(r#", "read_streams": 16, "read_range_mib": 256, "read_ahead_mib": 4"#).unwrap();
+        assert_eq!((a.read_streams, a.read_range_mib), (16, 256));
+        let a = blob(r#", "read_streams": 8, "read_range_mib": 4, "read_ahead_mib": 32"#).unwrap();
+        assert_eq!(a.read_ahead_mib, 32, "a range never holds more than itself");
         for bad in [
             r#", "read_streams": 0"#,
             r#", "read_streams": 17"#,
             r#", "read_range_mib": 0"#,
-            r#", "read_streams": 8, "read_range_mib": 16"#,
+            r#", "read_ahead_mib": 0"#,
+            r#", "read_streams": 8, "read_ahead_mib": 16"#,
         ] {
             let e = blob(bad).unwrap_err();
             assert!(e.contains("read_"), "{bad}: {e}");

@@ -87,6 +87,7 @@ impl AzureBlobSource {
                 ParallelReads {
                     streams: config.read_streams,
                     range_bytes: config.read_range_mib << 20,
+                    ahead_bytes: config.read_ahead_mib << 20,
                 },
             ),
         )
@@ -719,7 +720,7 @@ async fn read_range(
         let mut response = match response {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Err(e.into()));
+                tx.fail(e.into());
                 return;
             }
         };
@@ -728,13 +729,15 @@ async fn read_range(
                 Ok(Some(bytes)) => {
                     offset += bytes.len() as u64;
                     if offset > end {
-                        let _ = tx.send(Err(SourceError::Changed {
-                            etag: object.etag.clone(),
-                        }
-                        .into()));
+                        tx.fail(
+                            SourceError::Changed {
+                                etag: object.etag.clone(),
+                            }
+                            .into(),
+                        );
                         return;
                     }
-                    if tx.send(Ok(bytes)).is_err() {
+                    if tx.send(bytes).await.is_err() {
                         // The reader was dropped: nobody wants the rest.
                         return;
                     }
@@ -746,15 +749,17 @@ async fn read_range(
         };
         resumes += 1;
         if resumes > inner.max_resumes {
-            let _ = tx.send(Err(SourceError::Transient {
-                reason: format!(
-                    "gave up after {} resumes at byte {offset} (range {start}-{}): {failure}",
-                    inner.max_resumes,
-                    end - 1
-                ),
-                retry_after: None,
-            }
-            .into()));
+            tx.fail(
+                SourceError::Transient {
+                    reason: format!(
+                        "gave up after {} resumes at byte {offset} (range {start}-{}): {failure}",
+                        inner.max_resumes,
+                        end - 1
+                    ),
+                    retry_after: None,
+                }
+                .into(),
+            );
             return;
         }
         tracing::warn!(
