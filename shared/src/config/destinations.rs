@@ -143,13 +143,15 @@ pub struct LocalDirConfig {
     pub path: PathBuf,
 }
 
-/// 5 MiB (S3's smallest) x 6 in flight: 30 MiB in flight keeps a 60 ms link busy (2 x 8 MiB
-/// left it idle half the time) within the 64 MiB bound; see docs/performance.md.
+/// 5 MiB (S3's smallest) x 5 in flight: 25 MiB in flight keeps a 60 ms link busy (2 x 8 MiB
+/// left it idle half the time) within the 64 MiB bound, beside the source's read buffer (six
+/// parts peaked at 70 MiB once the reader was no longer the slower side); see
+/// docs/performance.md.
 fn default_part_size_mib() -> u64 {
     5
 }
 fn default_upload_concurrency() -> usize {
-    6
+    5
 }
 fn default_ssh_port() -> u16 {
     22
