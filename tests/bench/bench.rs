@@ -17,7 +17,9 @@
 //! with its best flags per path (`rclone_flags`). The `encrypt` route is a 1 GiB-class OpenPGP
 //! copy to SFTP, measured for its peak RSS. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
 //! FERRY_BENCH_ONLY (sections, default "copy,wan,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
-//! routes, default "s3,sftp,local_dir,graph,encrypt") narrow a run while profiling; a narrowed run writes
+//! routes, default "s3,sftp,local_dir,graph,encrypt") narrow a run while profiling; FERRY_BENCH_CONFIG
+//! (a JSON merge patch over ferry's config) and FERRY_BENCH_CURL_RANGES (MiB per curl request) try
+//! other settings; a narrowed or patched run writes
 //! target/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
 //! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
 //! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
@@ -287,7 +289,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
     let routes = only("FERRY_BENCH_ROUTES", ALL_ROUTES);
-    let narrowed = sections.join(",") != ALL_SECTIONS || routes.join(",") != ALL_ROUTES;
+    let narrowed = sections.join(",") != ALL_SECTIONS
+        || routes.join(",") != ALL_ROUTES
+        || std::env::var_os("FERRY_BENCH_CONFIG").is_some();
     let c = ferry_harness::Components::start()?;
     let work = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&work);
@@ -346,6 +350,15 @@ async fn main() -> anyhow::Result<()> {
              "encrypt": {"recipients": [{"armored": bench_recipient(&work)?}]}}
         ]
     });
+    // FERRY_BENCH_CONFIG: a JSON merge patch over this config (RFC 7396), to measure other
+    // settings without editing the bench, e.g. `{"sources": {"azurite": {"read_ahead_mib": 1}}}`.
+    let mut config = config;
+    if let Ok(patch) = std::env::var("FERRY_BENCH_CONFIG") {
+        merge(
+            &mut config,
+            &serde_json::from_str(&patch).context("FERRY_BENCH_CONFIG is not JSON")?,
+        );
+    }
     let config_path = secret("ferry.json", &config.to_string())?;
     let s3 = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
         region: None,
@@ -438,6 +451,37 @@ async fn main() -> anyhow::Result<()> {
             "curl ranged GET (limit)",
             &get,
         )?;
+        // FERRY_BENCH_CURL_RANGES=<MiB>: also read the blob as ranges of that size, one request
+        // after the other (what each ranged request costs the server).
+        if let Ok(r) = std::env::var("FERRY_BENCH_CURL_RANGES") {
+            let r: u64 = r.parse()?;
+            let mut cfg = String::new();
+            let mut at = 0;
+            while at < bytes {
+                let end = (at + r * MIB).min(bytes) - 1;
+                if at > 0 {
+                    writeln!(cfg, "next")?;
+                }
+                writeln!(
+                    cfg,
+                    "url = \"{url}\"\nrange = {at}-{end}\noutput = /dev/null"
+                )?;
+                at = end + 1;
+            }
+            std::fs::write(work.join("curl.cfg"), cfg)?;
+            let g = timed(
+                Command::new("curl")
+                    .args(["-sf", "-K"])
+                    .arg(work.join("curl.cfg")),
+            )?;
+            row(
+                &mut report,
+                mib,
+                "Azurite -> /dev/null",
+                &format!("curl {r} MiB ranges, one by one"),
+                &g,
+            )?;
+        }
         let mut raw_put = None;
         if mib == 1024 {
             let out = Command::new(env.root.join(".local/venv/bin/python"))
@@ -846,6 +890,26 @@ const FUNCTIONS: [&str; 6] = [
 ];
 
 const ALL_SECTIONS: &str = "copy,wan,coldstart,ingest";
+
+/// RFC 7396 merge patch: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(patch) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (k, v) in patch {
+        if v.is_null() {
+            map.remove(k);
+        } else {
+            merge(map.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
 const ALL_ROUTES: &str = "s3,sftp,local_dir,graph,encrypt";
 
 /// The Graph row's summary line: checks the fake holds the whole file and no protocol violation
