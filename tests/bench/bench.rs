@@ -23,7 +23,8 @@
 //! target/bench/partial.md instead of docs/benchmarks.md. FERRY_BENCH_PROFILE (default "release")
 //! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
 //! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
-//! into target/bench/perf-<route>-<MiB>.data.
+//! into target/bench/perf-<route>-<MiB>.data (perf-<route>-<MiB>-nomd5.data for the copies from
+//! a blob without a Content-MD5).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -630,9 +631,12 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .filter(|(r, _)| routes.contains(r) && plain.contains(&r.as_str()))
             {
+                let mut cmd = profiled(
+                    &env.ferry(),
+                    &env.work.join(format!("perf-{route}-{mib}-nomd5.data")),
+                );
                 let r = timed(
-                    Command::new(env.ferry())
-                        .args(["run-job", "--config"])
+                    cmd.args(["run-job", "--config"])
                         .arg(&env.config_path)
                         .arg(job_key),
                 )?;
