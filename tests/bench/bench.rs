@@ -172,6 +172,16 @@ impl Env {
         self.bin("ferry")
     }
 
+    /// `ferry run-job` of `job_key` with `config`, timed, and recorded by perf into
+    /// target/bench/perf-<profile>.data when FERRY_BENCH_PERF is set.
+    fn run_job(&self, config: &Path, job_key: &str, profile: &str) -> anyhow::Result<measure::Run> {
+        let mut cmd = profiled(
+            &self.ferry(),
+            &self.work.join(format!("perf-{profile}.data")),
+        );
+        timed(cmd.args(["run-job", "--config"]).arg(config).arg(job_key))
+    }
+
     /// A binary of the measured build profile.
     fn bin(&self, name: &str) -> PathBuf {
         bin_dir(&self.root).join(name)
@@ -522,15 +532,7 @@ async fn main() -> anyhow::Result<()> {
         let mut rclone_cpu: std::collections::HashMap<String, f64> = Default::default();
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
             let fake_rss_before = own_rss_mib();
-            let mut cmd = profiled(
-                &env.ferry(),
-                &env.work.join(format!("perf-{route}-{mib}.data")),
-            );
-            let r = timed(
-                cmd.args(["run-job", "--config"])
-                    .arg(&env.config_path)
-                    .arg(job_key),
-            )?;
+            let r = env.run_job(&env.config_path, job_key, &format!("{route}-{mib}"))?;
             let path = format!("Azurite -> {route}");
             let ferry_speed = row(&mut report, mib, &path, "ferry", &r)?;
             ferry_rows.insert(route.clone(), (ferry_speed, r.rss_mib));
@@ -631,15 +633,7 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .filter(|(r, _)| routes.contains(r) && plain.contains(&r.as_str()))
             {
-                let mut cmd = profiled(
-                    &env.ferry(),
-                    &env.work.join(format!("perf-{route}-{mib}-nomd5.data")),
-                );
-                let r = timed(
-                    cmd.args(["run-job", "--config"])
-                        .arg(&env.config_path)
-                        .arg(job_key),
-                )?;
+                let r = env.run_job(&env.config_path, job_key, &format!("{route}-{mib}-nomd5"))?;
                 let path = format!("Azurite -> {route}");
                 row(
                     &mut report,
@@ -805,15 +799,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
             }
             let path = format!("Azurite -> {route}");
             let label = format!("{rtt} ({measured:.1})");
-            let mut cmd = profiled(
-                &env.ferry(),
-                &env.work.join(format!("perf-wan{rtt}-{route}-{mib}.data")),
-            );
-            let r = timed(
-                cmd.args(["run-job", "--config"])
-                    .arg(&config_path)
-                    .arg(job_key),
-            )?;
+            let r = env.run_job(&config_path, job_key, &format!("wan{rtt}-{route}-{mib}"))?;
             let console = format!("WAN {label:>12} ms");
             let ferry_speed = record(report, (&label, &console), mib, &path, "ferry", &r)?;
             let dest = match route.as_str() {
