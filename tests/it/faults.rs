@@ -88,8 +88,8 @@ async fn cuts_on_several_parallel_range_streams_at_once_are_resumed_per_range_by
         ..Default::default()
     })
     .await;
-    // 22 MiB: eleven ranges of 2 MiB, four in flight per delivery, three deliveries; each range
-    // holds at most 1 MiB ahead of the copy, so the cuts also land on connections held back.
+    // 22 MiB: eleven ranges of 2 MiB (set here: the default 16 MiB would make two), four in
+    // flight per delivery, three deliveries; each range holds at most 1 MiB ahead of the copy.
     let source_sha = p.upload("range-cut.bin", 6, 22 * MIB).await;
     let (_, answer) = p.notify("range-cut.bin").await;
     let (id, key) = job_of(&answer, "all");
