@@ -24,7 +24,8 @@
 //! picks the cargo profile whose binaries are measured ("profiling" builds in a fraction of the
 //! time and keeps symbols for perf); FERRY_BENCH_PERF=1 records ferry's copies with `perf record`
 //! into target/bench/perf-<route>-<MiB>.data (perf-<route>-<MiB>-nomd5.data for the copies from
-//! a blob without a Content-MD5).
+//! a blob without a Content-MD5), and FERRY_BENCH_PERF_ARGS replaces its sampling options (say
+//! `-e page-faults -c 50 --call-graph dwarf,8192` to see where fresh memory faults in).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

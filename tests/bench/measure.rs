@@ -62,8 +62,11 @@ pub(crate) fn profiled(bin: &Path, profile: &Path) -> Command {
         return Command::new(bin);
     }
     let mut perf = Command::new("perf");
-    perf.args(["record", "-q", "-F", "1999", "-o"])
-        .arg(profile)
-        .arg(bin);
+    perf.args(["record", "-q"]);
+    match std::env::var("FERRY_BENCH_PERF_ARGS") {
+        Ok(args) => perf.args(args.split_whitespace()),
+        Err(_) => perf.args(["-F", "1999"]),
+    };
+    perf.arg("-o").arg(profile).arg(bin);
     perf
 }
