@@ -1,24 +1,42 @@
 //! What every ferry process sets up before anything else: the heap policy, and for a Lambda
 //! function its logs and metrics.
 //!
-//! The heap policy. ferry's copy buffers are large and short-lived (8 MiB S3 parts, 2 MiB read
-//! ranges, 10 MiB Graph fragments). With glibc's defaults, freeing such a buffer raises the
-//! allocator's mmap threshold (up to 32 MiB), after which buffers of that size are carved from
-//! the heap arenas and stay resident once freed: a 1 GiB copy to S3 peaked at 70 MiB RSS with
-//! about 40 MiB live. A fixed threshold keeps every allocation of [`LARGE_ALLOCATION`] bytes or
-//! more in a mapping of its own, returned to the OS when it is freed (the same 1 GiB copy peaks
-//! at 50 MiB). Measured in docs/performance.md.
+//! The heap policy, three settings of glibc's allocator, measured in docs/performance.md:
+//!
+//! - **A fixed mmap threshold.** ferry's copy buffers are large and short-lived (5 MiB S3 parts,
+//!   10 MiB Graph fragments). With glibc's defaults, freeing such a buffer raises the allocator's
+//!   mmap threshold (up to 32 MiB), after which buffers of that size are carved from the heap and
+//!   stay resident once freed: a 1 GiB copy to S3 peaked at 70 MiB RSS with about 40 MiB live.
+//!   Fixed at [`LARGE_ALLOCATION`], every allocation that large gets a mapping of its own,
+//!   returned to the OS when freed.
+//! - **The threshold sits above hyper's read buffers, and there is one arena.** hyper reads each
+//!   HTTP response into a buffer that grows to 408 KiB and, while the chunks it handed out still
+//!   pin it, allocates a fresh one: about 2,600 of them per GiB read. In mappings of their own
+//!   (the threshold was 256 KiB) each was a new mapping the kernel faulted in and zeroed, page by
+//!   page: 97 % of a copy's page faults and about 0.8 CPU-s per GiB. Below the threshold they are
+//!   reused from the heap. One arena instead of glibc's eight per core keeps the freed ones
+//!   shared by every thread rather than cached per thread (with the default arenas the S3 copy's
+//!   peak rose to the 64 MiB bound), and up to [`KEPT_FREE`] stays free at the top of the heap
+//!   (glibc's default, 128 KiB, gave a freed read buffer back to the OS, only for the next one to
+//!   fault it in again).
 
-/// Allocations at least this large get their own mapping (glibc's `M_MMAP_THRESHOLD`).
-pub const LARGE_ALLOCATION: usize = 256 * 1024;
+/// Allocations at least this large get their own mapping (glibc's `M_MMAP_THRESHOLD`): above
+/// hyper's largest read buffer (400 KiB + 8 KiB), below ferry's part and fragment buffers.
+pub const LARGE_ALLOCATION: usize = 512 * 1024;
 
-/// Fixes the allocator's mmap threshold at [`LARGE_ALLOCATION`] (glibc only; elsewhere a no-op).
-/// Call it first in `main`, before threads start allocating.
+/// Free memory at the top of the heap kept for reuse rather than given back (glibc's
+/// `M_TRIM_THRESHOLD`): a few read buffers.
+pub const KEPT_FREE: usize = 4 * LARGE_ALLOCATION;
+
+/// Fixes the allocator's mmap threshold at [`LARGE_ALLOCATION`], its arenas at one and its trim
+/// threshold at [`KEPT_FREE`] (glibc only; elsewhere a no-op). Call it first in `main`, before threads start allocating.
 pub fn bound_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before other threads allocate.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_ALLOCATION as libc::c_int);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, KEPT_FREE as libc::c_int);
     }
 }
 
@@ -30,10 +48,11 @@ pub fn init_lambda() {
     crate::metrics::set_output(crate::metrics::Output::Stdout);
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
+    const MIB: usize = 1 << 20;
+
     /// Resident set of this process in KiB.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn rss_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
         status
@@ -43,28 +62,42 @@ mod tests {
             .expect("VmRSS")
     }
 
-    /// Runs in a child process of its own (other tests allocate meanwhile in this one): frees
-    /// 8 MiB buffers from several threads, as a copy does, then holds 64 MiB and frees it.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    /// Page faults this process has taken that needed no disk (a fresh page zeroed, say).
+    fn minor_faults() -> i64 {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given.
+        let usage = unsafe {
+            assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+            usage.assume_init()
+        };
+        usage.ru_minflt
+    }
+
+    /// Whether this is the child process that `in_child` started for `test`. The heap policy is
+    /// per process and other tests allocate meanwhile, so each heap test runs alone in a child
+    /// process: the parent runs it and passes on its output when it fails.
+    fn in_child(test: &str) -> bool {
+        if std::env::var_os("FERRY_HEAP_CHILD").is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", test, "--nocapture"])
+            .env("FERRY_HEAP_CHILD", "1")
+            .output()
+            .expect("run the child");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        false
+    }
+
+    /// Frees 8 MiB buffers from several threads, as a copy does, then holds 64 MiB and frees it.
     #[test]
     fn freed_copy_buffers_go_back_to_the_os() {
-        const MIB: usize = 1 << 20;
-        if std::env::var_os("FERRY_HEAP_CHILD").is_none() {
-            let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-                .args([
-                    "--exact",
-                    "process::tests::freed_copy_buffers_go_back_to_the_os",
-                    "--nocapture",
-                ])
-                .env("FERRY_HEAP_CHILD", "1")
-                .output()
-                .expect("run the child");
-            assert!(
-                out.status.success(),
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if !in_child("process::tests::freed_copy_buffers_go_back_to_the_os") {
             return;
         }
         super::bound_heap();
@@ -93,6 +126,34 @@ mod tests {
         assert!(
             after <= before + 4 * 1024,
             "64 MiB freed but RSS stayed at {after} KiB (from {before}, peak {peak})"
+        );
+    }
+
+    /// hyper's read buffers, as a copy churns them: 408 KiB each, filled, a few pinned at a time
+    /// by the chunks handed out, allocated on one thread and freed on another. Reused from the
+    /// heap, they cost no page faults; each in a fresh mapping, every page of every one faults.
+    #[test]
+    fn read_buffers_are_reused_not_faulted_in_afresh() {
+        if !in_child("process::tests::read_buffers_are_reused_not_faulted_in_afresh") {
+            return;
+        }
+        const READ_BUFFER: usize = 408 * 1024;
+        const EACH: usize = 100;
+        super::bound_heap();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        let freer = std::thread::spawn(move || rx.into_iter().count());
+        let faults = minor_faults();
+        for i in 0..EACH * 4 {
+            tx.send(vec![i as u8 | 1; READ_BUFFER]).expect("freer");
+        }
+        drop(tx);
+        assert_eq!(freer.join().expect("freer"), EACH * 4);
+        let faults = minor_faults() - faults;
+        let pages = (EACH * 4 * READ_BUFFER / 4096) as i64;
+        eprintln!("{faults} page faults for {pages} pages written");
+        assert!(
+            faults < pages / 10,
+            "{faults} page faults for {pages} pages written: read buffers are not reused"
         );
     }
 }
