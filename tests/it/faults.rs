@@ -190,11 +190,15 @@ async fn worker_killed_mid_copy_resumes_from_the_parts_already_stored() {
     let (id, key) = job_of(&answer, "all");
     let dir = tempfile::tempdir().unwrap();
     let run_job = p.run_job_worker(dir.path(), &key);
-    // First worker: slow source, killed (SIGKILL) once S3 holds at least three parts. Every
-    // connection is slow (the rerun's too), so no destination can finish before the kill: one
-    // that had its file delivered but not yet its receipt written would rightly be delivered
-    // again by the rerun (at least once across a SIGKILL), and this test counts deliveries.
-    p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(16 * MIB), 200));
+    // First worker: slow source, killed (SIGKILL) once S3 holds at least three parts. All its
+    // connections are slow, so no destination can finish before the kill: one that had its file
+    // delivered but not yet its receipt written would rightly be delivered again by the rerun
+    // (at least once across a SIGKILL), and this test counts deliveries. The copy runs at about
+    // one connection's rate (ranges further on wait once 1 MiB ahead): at 2 MiB/s the three
+    // parts take about 10 s and the whole file about 30 s, room for a moto slowed by a loaded
+    // machine (at 16 MiB/s the HTTP copy finished first in parallel runs). The rerun goes at
+    // full speed: the HTTP destination's 5 s read timeout would not wait for a slow one.
+    p._proxies[0].plan(std::iter::repeat_n(Fault::Throttle(2 * MIB), 200));
     let mut child = run_job();
     let s3 = support::moto_s3().await;
     let progress_key = ferry_shared::layout::progress_key(&id, "s3");
@@ -224,6 +228,7 @@ async fn worker_killed_mid_copy_resumes_from_the_parts_already_stored() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     child.kill().await.unwrap();
+    p._proxies[0].clear_plan();
     assert!(
         p.s3_versions("resume.bin").await.1.is_none(),
         "no object after the crash"

@@ -101,6 +101,11 @@ impl FaultProxy {
         self.plan.lock().unwrap().extend(faults);
     }
 
+    /// Drops the faults planned for connections not yet made: the next ones pass.
+    pub(crate) fn clear_plan(&self) {
+        self.plan.lock().unwrap().clear();
+    }
+
     /// Connections accepted so far.
     pub(crate) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
