@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use super::buffers::Buffers;
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
 use crate::azure_ad::{AadClient, AadCredential, AadError};
@@ -580,6 +581,7 @@ impl GraphDestination {
         skip(body, session.confirmed)
             .await
             .map_err(UploadError::Dest)?;
+        let buffers = Buffers::default();
         while session.confirmed < size {
             if delivery
                 .stop_at
@@ -592,7 +594,7 @@ impl GraphDestination {
             }
             let start = session.confirmed;
             let len = (size - start).min(self.fragment_bytes) as usize;
-            let mut buf = BytesMut::with_capacity(len);
+            let mut buf = buffers.take(len);
             let n = fill(body, &mut buf, len).await.map_err(UploadError::Dest)?;
             if n < len {
                 return Err(UploadError::Dest(DestinationError::Verification(format!(
@@ -604,7 +606,9 @@ impl GraphDestination {
                 // Last fragment: the stream must end (and verify) before it leaves.
                 expect_end(body).await.map_err(UploadError::Dest)?;
             }
-            self.put_fragment(session, start, buf.freeze()).await?;
+            let fragment = buf.freeze();
+            self.put_fragment(session, start, fragment.clone()).await?;
+            buffers.give_back(fragment);
             session.confirmed = start + len as u64;
             self.save(checkpoint, session).await;
         }

@@ -6,6 +6,7 @@
 //! [`DestinationError::Interrupted`]; the others are dropped by the engine shortly after it and
 //! start over in the next invocation.
 
+mod buffers;
 pub mod graph;
 pub mod http;
 pub mod local_dir;

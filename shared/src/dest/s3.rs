@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -24,39 +24,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::buffers::Buffers;
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
 use crate::s3::{S3Failure, classify};
 use crate::state::{PutMode, StateStore, StateStoreExt};
-
-/// Part buffers given back once their upload is done, for the parts after them. A fresh buffer
-/// of a part's size is a new mapping, which the kernel faults in and zeroes page by page as the
-/// part fills: about a page fault per 4 KiB copied. At most the parts in flight plus the one
-/// filling are ever allocated, as without the pool.
-#[derive(Clone, Default)]
-struct PartBuffers(Arc<std::sync::Mutex<Vec<BytesMut>>>);
-
-impl PartBuffers {
-    /// An empty buffer of at least `size` bytes: a returned one when there is one.
-    fn take(&self, size: usize) -> BytesMut {
-        let returned = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match returned {
-            Some(mut buf) if buf.capacity() >= size => {
-                buf.clear();
-                buf
-            }
-            _ => BytesMut::with_capacity(size),
-        }
-    }
-
-    /// Keeps `part`'s buffer for a later part, if nothing else holds it any more (the SDK drops
-    /// its copies of the body when the call ends; one kept for any reason is simply freed).
-    fn give_back(&self, part: Bytes) {
-        if let Ok(buf) = part.try_into_mut() {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
-        }
-    }
-}
 
 /// What a crashed run leaves behind so the next one can resume its multipart upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,7 +458,7 @@ impl S3Destination {
         sent: &mut usize,
     ) -> Result<(), DestinationError> {
         let mut number = 0i32;
-        let buffers = PartBuffers::default();
+        let buffers = Buffers::default();
         // Parts already in S3: read their bytes (the verifier must see every byte) but skip the upload.
         let mut skipped = buffers.take(self.part_size);
         for _ in 0..parts.len() {
@@ -742,23 +714,5 @@ mod tests {
         assert!(part * (concurrency + 1) <= 5 * MIB * 7);
         // Never fewer than one part in flight, however large.
         assert_eq!(plan_parts(5 << 40, 5 * MIB, 1).1, 1);
-    }
-
-    #[test]
-    fn a_part_buffer_nothing_else_holds_is_used_again() {
-        let buffers = PartBuffers::default();
-        let mut buf = buffers.take(MIB);
-        buf.extend_from_slice(&[7; 1000]);
-        let part = buf.freeze();
-        let at = part.as_ptr();
-        // Still held elsewhere (a body the SDK kept): not reused.
-        let held = part.clone();
-        buffers.give_back(part);
-        assert_ne!(buffers.take(MIB).as_ptr(), at);
-        // Released: the next part fills the same memory, emptied.
-        buffers.give_back(held);
-        let again = buffers.take(MIB);
-        assert_eq!((again.as_ptr(), again.len()), (at, 0));
-        assert!(again.capacity() >= MIB);
     }
 }
