@@ -1,4 +1,5 @@
-//! Copy buffers given back once what was sent from them is done, for the next part or fragment.
+//! Copy buffers: filled from the source in large blocks ([`fill`]), and given back once what was
+//! sent from them is done, for the next part or fragment ([`Buffers`]).
 //!
 //! A fresh buffer of a part's size (5 MiB to S3, 10 MiB to Graph) is a new mapping, which the
 //! kernel faults in and zeroes page by page as it fills: about one page fault per 4 KiB copied,
@@ -9,6 +10,31 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::DestinationError;
+
+/// Reads until `buf` holds `limit` more bytes or the stream ends; returns the bytes read.
+pub(crate) async fn fill<R: AsyncRead + Unpin + ?Sized>(
+    body: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<usize, DestinationError> {
+    let start = buf.len();
+    buf.reserve(limit);
+    while buf.len() < start + limit {
+        let want = start + limit - buf.len();
+        let n = (&mut *body)
+            .take(want as u64)
+            .read_buf(buf)
+            .await
+            .map_err(|e| DestinationError::from_io("reading source", &e))?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.len() - start)
+}
 
 /// A pool of copy buffers shared by one upload's tasks.
 #[derive(Clone, Default)]
@@ -41,6 +67,23 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+
+    #[tokio::test]
+    async fn fill_reads_up_to_the_limit_across_reads_and_stops_at_the_end() {
+        // Three short reads make up one block; the rest comes short at end of stream.
+        let (mut rx, mut tx) = tokio::io::simplex(4);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            tx.write_all(b"0123456789").await.unwrap();
+            tx.shutdown().await.unwrap();
+        });
+        let mut buf = BytesMut::new();
+        assert_eq!(fill(&mut rx, &mut buf, 6).await.unwrap(), 6);
+        assert_eq!(fill(&mut rx, &mut buf, 6).await.unwrap(), 4);
+        assert_eq!(&buf[..], b"0123456789");
+        writer.await.unwrap();
+        assert_eq!(fill(&mut rx, &mut buf, 6).await.unwrap(), 0);
+    }
 
     #[test]
     fn a_buffer_nothing_else_holds_is_used_again() {

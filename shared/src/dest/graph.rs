@@ -34,9 +34,9 @@ use quickxorhash::QuickXorHash;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
-use super::buffers::Buffers;
+use super::buffers::{Buffers, fill};
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
 use crate::azure_ad::{AadClient, AadCredential, AadError};
@@ -971,27 +971,6 @@ impl AsyncRead for HashingReader {
         }
         polled
     }
-}
-
-/// Reads until `buf` holds `limit` bytes or the stream ends; returns bytes read.
-async fn fill(
-    body: &mut HashingReader,
-    buf: &mut BytesMut,
-    limit: usize,
-) -> Result<usize, DestinationError> {
-    let start = buf.len();
-    while buf.len() < start + limit {
-        let want = start + limit - buf.len();
-        let n = (&mut *body)
-            .take(want as u64)
-            .read_buf(buf)
-            .await
-            .map_err(|e| DestinationError::from_io("reading source", &e))?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(buf.len() - start)
 }
 
 /// Reads and drops `count` bytes (already stored by a resumed session).

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -24,7 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::buffers::Buffers;
+use super::buffers::{Buffers, fill};
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
 use crate::s3::{S3Failure, classify};
@@ -160,27 +159,6 @@ where
             DestinationError::Rejected(format!("{what}: bucket or upload not found"))
         }
     }
-}
-
-/// Reads until `buf` holds `limit` bytes or the stream ends; returns bytes read.
-async fn fill(
-    body: &mut ByteReader,
-    buf: &mut BytesMut,
-    limit: usize,
-) -> Result<usize, DestinationError> {
-    let start = buf.len();
-    while buf.len() < limit {
-        let want = limit - buf.len();
-        let mut chunk = (&mut *body).take(want as u64);
-        let n = chunk
-            .read_buf(buf)
-            .await
-            .map_err(|e| DestinationError::from_io("reading source", &e))?;
-        if n == 0 {
-            break;
-        }
-    }
-    Ok(buf.len() - start)
 }
 
 impl S3Destination {
