@@ -2,8 +2,9 @@
 //! size, then rename into place.
 //!
 //! The file is written in blocks of [`COPY_BUFFER`] bytes, each by one write on the blocking
-//! pool while the next block fills from the source: two buffers, one thread hand-off per block. (tokio's `File` took a blocking-pool round trip per source chunk, each after a copy
-//! into a buffer of its own: a 1 GiB copy spent about a fifth of its CPU switching threads.)
+//! pool while the next block fills from the source: two buffers, one thread hand-off per block.
+//! (tokio's `File` took a blocking-pool round trip per source chunk, each after a copy into a
+//! buffer of its own: a 1 GiB copy spent about a fifth of its CPU switching threads.)
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
