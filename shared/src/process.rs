@@ -13,7 +13,7 @@
 //!   HTTP response into a buffer that grows to 408 KiB and, while the chunks it handed out still
 //!   pin it, allocates a fresh one: about 2,600 of them per GiB read. In mappings of their own
 //!   (the threshold was 256 KiB) each was a new mapping the kernel faulted in and zeroed, page by
-//!   page: 97 % of a copy's page faults and about 0.8 CPU-s per GiB. Below the threshold they are
+//!   page: 97 % of a copy's page faults and about 0.9 CPU-s per GiB. Below the threshold they are
 //!   reused from the heap. One arena instead of glibc's eight per core keeps the freed ones
 //!   shared by every thread rather than cached per thread (with the default arenas the S3 copy's
 //!   peak rose to the 64 MiB bound), and up to [`KEPT_FREE`] stays free at the top of the heap
@@ -29,7 +29,8 @@ pub const LARGE_ALLOCATION: usize = 512 * 1024;
 pub const KEPT_FREE: usize = 4 * LARGE_ALLOCATION;
 
 /// Fixes the allocator's mmap threshold at [`LARGE_ALLOCATION`], its arenas at one and its trim
-/// threshold at [`KEPT_FREE`] (glibc only; elsewhere a no-op). Call it first in `main`, before threads start allocating.
+/// threshold at [`KEPT_FREE`] (glibc only; elsewhere a no-op). Call it first in `main`, before
+/// threads start allocating.
 pub fn bound_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before other threads allocate.
