@@ -7,6 +7,7 @@
 //! each back when the request that sent it has ended; no more buffers exist at once than without
 //! the pool.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -38,26 +39,51 @@ pub(crate) async fn fill<R: AsyncRead + Unpin + ?Sized>(
 
 /// A pool of copy buffers shared by one upload's tasks.
 #[derive(Clone, Default)]
-pub(crate) struct Buffers(Arc<Mutex<Vec<BytesMut>>>);
+pub(crate) struct Buffers(Arc<Pool>);
+
+#[derive(Default)]
+struct Pool {
+    returned: Mutex<Vec<BytesMut>>,
+    /// Buffers allocated afresh (not taken from `returned`).
+    allocated: AtomicUsize,
+}
 
 impl Buffers {
     /// An empty buffer of at least `size` bytes: a returned one when there is one.
     pub(crate) fn take(&self, size: usize) -> BytesMut {
-        let returned = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let returned = self
+            .0
+            .returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
         match returned {
             Some(mut buf) if buf.capacity() >= size => {
                 buf.clear();
                 buf
             }
-            _ => BytesMut::with_capacity(size),
+            _ => {
+                self.0.allocated.fetch_add(1, Ordering::Relaxed);
+                BytesMut::with_capacity(size)
+            }
         }
+    }
+
+    /// How many buffers [`Buffers::take`] has allocated afresh.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.0.allocated.load(Ordering::Relaxed)
     }
 
     /// Keeps `sent`'s buffer for later, if nothing else holds it any more (an HTTP client drops
     /// its copies of a body when the call ends; one still held for any reason is simply freed).
     pub(crate) fn give_back(&self, sent: Bytes) {
         if let Ok(buf) = sent.try_into_mut() {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+            self.0
+                .returned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(buf);
         }
     }
 }
@@ -101,6 +127,11 @@ mod tests {
         let again = buffers.take(MIB);
         assert_eq!((again.as_ptr(), again.len()), (at, 0));
         assert!(again.capacity() >= MIB);
+        assert_eq!(
+            buffers.allocated(),
+            2,
+            "the first buffer, and one while it was held"
+        );
         // A buffer too small for the size asked is not handed out.
         buffers.give_back(again.freeze());
         assert!(buffers.take(2 * MIB).capacity() >= 2 * MIB);

@@ -376,6 +376,7 @@ impl S3Destination {
             })
             .collect();
         let mut in_flight: JoinSet<Result<CompletedPart, DestinationError>> = JoinSet::new();
+        let buffers = Buffers::default();
         let work = self.send_parts(
             key,
             &progress.upload_id,
@@ -384,6 +385,7 @@ impl S3Destination {
             saver,
             body,
             sent,
+            &buffers,
         );
         let outcome = match delivery.stop_at {
             None => work.await,
@@ -423,7 +425,8 @@ impl S3Destination {
     }
 
     /// Reads the whole body: the bytes of the parts already stored only feed the verifier, the
-    /// rest go out as parts, `concurrency` at a time, finished ones appended to `parts`.
+    /// rest go out as parts, `concurrency` at a time, finished ones appended to `parts`. Part
+    /// buffers come from `buffers` and go back to it as their uploads end.
     #[allow(clippy::too_many_arguments)]
     async fn send_parts(
         &self,
@@ -434,9 +437,9 @@ impl S3Destination {
         saver: Option<&ProgressSaver>,
         body: &mut ByteReader,
         sent: &mut usize,
+        buffers: &Buffers,
     ) -> Result<(), DestinationError> {
         let mut number = 0i32;
-        let buffers = Buffers::default();
         // Parts already in S3: read their bytes (the verifier must see every byte) but skip the upload.
         let mut skipped = buffers.take(self.part_size);
         for _ in 0..parts.len() {
@@ -692,5 +695,57 @@ mod tests {
         assert!(part * (concurrency + 1) <= 5 * MIB * 7);
         // Never fewer than one part in flight, however large.
         assert_eq!(plan_parts(5 << 40, 5 * MIB, 1).1, 1);
+    }
+
+    #[tokio::test]
+    async fn part_buffers_come_back_once_their_upload_ends() {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        // An S3 endpoint that accepts every part (no emulator is needed to see the buffers).
+        let server = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .respond_with(ResponseTemplate::new(200).insert_header("ETag", "\"part\""))
+            .mount(&server)
+            .await;
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(server.uri())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "id", "secret", None, None, "test",
+            ))
+            .build();
+        let (part, concurrency) = (5 * MIB, 2);
+        let dest = S3Destination::new(
+            aws_sdk_s3::Client::from_conf(conf),
+            "bucket",
+            "",
+            part,
+            concurrency,
+            None,
+        );
+        let mut body: ByteReader = Box::pin(std::io::Cursor::new(vec![7u8; 6 * part]));
+        let buffers = Buffers::default();
+        let (mut parts, mut in_flight, mut sent) = (Vec::new(), JoinSet::new(), 0);
+        dest.send_parts(
+            "key",
+            "upload",
+            &mut parts,
+            &mut in_flight,
+            None,
+            &mut body,
+            &mut sent,
+            &buffers,
+        )
+        .await
+        .unwrap();
+        assert_eq!((parts.len(), sent), (6, 6));
+        // Two parts in flight and one filling: three buffers for six parts, not six.
+        assert!(
+            buffers.allocated() <= concurrency + 1,
+            "{} part buffers allocated for 6 parts",
+            buffers.allocated()
+        );
     }
 }
