@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::digest::Md5;
 use base64::Engine as _;
-use md5::{Digest as _, Md5};
 use pgp::composed::{Deserializable, MessageBuilder, SignedPublicKey};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::Signature;
 use pgp::types::KeyDetails;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
 use crate::ByteReader;

@@ -5,6 +5,7 @@ pub mod azure_ad;
 pub mod clock;
 pub mod config;
 pub mod dest;
+pub(crate) mod digest;
 pub mod encrypt;
 pub mod engine;
 pub mod http_client;

@@ -17,10 +17,10 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::digest::Md5;
 use async_compression::tokio::bufread::GzipDecoder;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use md5::{Digest as _, Md5};
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
 

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
-use md5::{Digest as _, Md5};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Md5;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::ByteReader;

@@ -9,10 +9,10 @@
 //! a rerun must replace, and it does. Objects cover disjoint cursor ranges: `after-W` holds
 //! cursors in `(W, W']` where `W'` is the next object's name; no record is in two objects.
 
+use crate::digest::Md5;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
-use md5::{Digest, Md5};
 
 use super::{Chunk, Sink, SinkError, SinkReceipt};
 use crate::s3::{S3Failure, classify};

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::digest::Md5;
 use async_trait::async_trait;
 use bytes::Bytes;
-use md5::{Digest, Md5};
 
 use super::{Page, PutMode, StateError, StateStore, Versioned, page_of};
 
