@@ -57,18 +57,16 @@ impl BlockFile {
         {
             use std::os::fd::AsRawFd as _;
             let fd = self.file.as_raw_fd();
-            // Both calls are advice about pages already written: a failure (a file system
-            // without the call, say) leaves the data as safe as before, and the final fsync
-            // still writes it all, so errors are ignored.
-            // SAFETY: `fd` is this open file's descriptor; the calls take only integers.
-            unsafe {
+            // SAFETY: `fd` is this open file's descriptor; the call takes only integers.
+            let started = unsafe {
                 libc::sync_file_range(
                     fd,
                     start as libc::off64_t,
                     block.len() as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+                )
+            };
+            write_back_result(started)?;
             let behind = self.written.saturating_sub(WRITE_BEHIND);
             if behind > self.settled {
                 let (from, len) = (
@@ -76,7 +74,7 @@ impl BlockFile {
                     (behind - self.settled) as libc::off64_t,
                 );
                 // SAFETY: as above.
-                unsafe {
+                let waited = unsafe {
                     libc::sync_file_range(
                         fd,
                         from,
@@ -84,9 +82,14 @@ impl BlockFile {
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
                             | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                    );
-                    libc::posix_fadvise(fd, from, len, libc::POSIX_FADV_DONTNEED);
-                }
+                    )
+                };
+                // A write-back error reported here is reported once: the final fsync on this
+                // descriptor would not see it again, so it must fail the copy now.
+                write_back_result(waited)?;
+                // Dropping clean pages from the cache is advice; it cannot lose data.
+                // SAFETY: as above.
+                unsafe { libc::posix_fadvise(fd, from, len, libc::POSIX_FADV_DONTNEED) };
                 self.settled = behind;
             }
         }
@@ -98,6 +101,25 @@ impl BlockFile {
     /// Syncs data and metadata to disk.
     fn sync(self) -> std::io::Result<()> {
         self.file.sync_all()
+    }
+}
+
+/// What a `sync_file_range` return value means for the copy: a file system without the call
+/// leaves the whole write-back to the final fsync (`Ok`); any other failure (an I/O error, a
+/// full disk) is the write's own error.
+#[cfg(target_os = "linux")]
+fn write_back_result(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        return Ok(());
+    }
+    classify_write_back(std::io::Error::last_os_error())
+}
+
+#[cfg(target_os = "linux")]
+fn classify_write_back(e: std::io::Error) -> std::io::Result<()> {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS | libc::EINVAL | libc::ESPIPE | libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(e),
     }
 }
 
@@ -289,6 +311,20 @@ mod tests {
             assert_eq!(libc::mincore(addr, len, pages.as_mut_ptr()), 0, "mincore");
             libc::munmap(addr, len);
             pages.iter().filter(|p| *p & 1 == 1).count() * page
+        }
+    }
+
+    /// A write-back the disk failed fails the copy (the final fsync would not report it again);
+    /// a file system without `sync_file_range` only leaves the write-back to that fsync.
+    #[test]
+    fn a_failed_write_back_is_an_error_and_a_missing_call_is_not() {
+        use super::classify_write_back;
+        for errno in [libc::EIO, libc::ENOSPC, libc::EDQUOT] {
+            let e = classify_write_back(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(e.map_err(|e| e.raw_os_error()), Err(Some(errno)));
+        }
+        for errno in [libc::ENOSYS, libc::EINVAL, libc::ESPIPE, libc::EOPNOTSUPP] {
+            assert!(classify_write_back(std::io::Error::from_raw_os_error(errno)).is_ok());
         }
     }
 
