@@ -8,11 +8,10 @@ use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
-
-use crate::digest::Md5;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::ByteReader;
+use crate::digest::Md5;
 
 /// Why a stream failed verification.
 #[derive(Debug, thiserror::Error)]
