@@ -1010,6 +1010,7 @@ impl TransferEngine {
                     DestinationError::Rejected(reason)
                 }
             })?;
+        dest.receipt_saved(&delivery).await;
         let dims = [("Route", job.route.as_str()), ("Destination", dest_name)];
         metrics::add("FilesDelivered", Unit::Count, 1.0, &dims);
         metrics::add("BytesDelivered", Unit::Bytes, receipt.bytes as f64, &dims);
@@ -1486,6 +1487,55 @@ mod tests {
             .filter(|r| r.starts_with("put"))
             .count();
         assert_eq!(puts_before, puts_after, "nothing written on a rerun");
+    }
+
+    /// Delivers, and notes whether its receipt was already stored each time the engine says it
+    /// was saved.
+    #[derive(Default)]
+    struct Remembers {
+        state: std::sync::OnceLock<Arc<MemoryStateStore>>,
+        saved: std::sync::Mutex<Vec<(String, bool)>>,
+    }
+
+    #[async_trait]
+    impl Destination for Remembers {
+        fn kind(&self) -> &'static str {
+            "remembers"
+        }
+        async fn write(
+            &self,
+            delivery: &Delivery,
+            body: ByteReader,
+        ) -> Result<Written, DestinationError> {
+            Fake(Kind::Delivers).write(delivery, body).await
+        }
+        async fn receipt_saved(&self, delivery: &Delivery) {
+            let state = self.state.get().expect("state set before the run");
+            let stored = has(state, &receipt_key("j1", "keeps"));
+            let mut saved = self.saved.lock().unwrap();
+            saved.push((delivery.idempotency_key.clone(), stored));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destination_hears_of_its_receipt_only_once_it_is_stored() {
+        let keeps = Arc::new(Remembers::default());
+        let source = Arc::new(MemorySource::default());
+        let dests: Vec<(&str, Arc<dyn Destination>)> =
+            vec![("keeps", keeps.clone()), ("refuses", Arc::new(Refuses))];
+        let (engine, state) = engine_over(source, &content(10), dests, AfterDelivery::None).await;
+        keeps.state.set(state.clone()).ok();
+        // One destination refuses for good: the job dead-letters, the other keeps its receipt.
+        let _ = engine.run(JOB_KEY, 1).await;
+        assert!(receipt(&state, "keeps").await.is_some());
+        assert_eq!(
+            *keeps.saved.lock().unwrap(),
+            [("j1:keeps".to_string(), true)],
+            "told once, after the receipt was stored"
+        );
+        // A rerun finds the receipt and delivers nothing: nothing to be told either.
+        let _ = engine.run(JOB_KEY, 2).await;
+        assert_eq!(keeps.saved.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ pub enum Prefix {
     Done,
     /// `failed/<id>.json`: dead-lettered jobs and refused pub/sub messages.
     Failed,
-    /// `progress/<job-id>/<destination>.json`: resume checkpoint of a delivery in flight.
+    /// `progress/<job-id>/<destination>.json`: resume checkpoint of a delivery, until its receipt.
     Progress,
     /// `watermarks/<view>.json`: last delivered cursor of a view.
     Watermarks,
@@ -75,7 +75,9 @@ impl Prefix {
             Prefix::Failed => {
                 "dead-lettered jobs and refused pub/sub messages, with a secret-free reason"
             }
-            Prefix::Progress => "resume checkpoint of a large delivery in flight",
+            Prefix::Progress => {
+                "resume checkpoint of a large delivery, kept until its receipt is saved"
+            }
             Prefix::Watermarks => "last delivered cursor of a view (compare-and-swap)",
             Prefix::Leases => "lease of a view sync run (create-once, compare-and-swap)",
             Prefix::Tokens => "current rotating tokens of a pub/sub export source",

@@ -428,10 +428,100 @@ async fn s3_part_uploads_never_wait_for_progress_checkpoints() {
         store.seen() >= 2,
         "progress was checkpointed as parts finished"
     );
+    // The checkpoint stays until the receipt is saved; then it goes, and no late progress write
+    // brings it back.
+    dest.receipt_saved(&delivery("gated.bin", len)).await;
     let left = ferry_shared::state::StateStore::list(store.as_ref(), "progress/")
         .await
         .unwrap();
     assert!(left.is_empty(), "checkpoint left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn s3_an_upload_completed_by_a_run_that_died_before_its_receipt_is_not_written_again() {
+    support::aws_test_env();
+    support::logs::init();
+    let moto = &ferry_harness::shared().moto;
+    let bucket = support::unique("again");
+    moto.create_bucket(&bucket).await.unwrap();
+    let client = support::moto_s3().await;
+    client
+        .put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let store: Arc<dyn ferry_shared::state::StateStore> = Arc::new(
+        ferry_shared::state::S3StateStore::new(client.clone(), bucket.clone()),
+    );
+    let dest = ferry_shared::dest::s3::S3Destination::new(
+        client.clone(),
+        &bucket,
+        "in/",
+        5 * MIB as usize,
+        2,
+        Some(store.clone()),
+    );
+    let len = 12 * MIB + 5;
+    let versions = async || {
+        client
+            .list_object_versions()
+            .bucket(&bucket)
+            .prefix("in/done.bin")
+            .send()
+            .await
+            .unwrap()
+            .versions()
+            .len()
+    };
+    let open_uploads = async || {
+        client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .len()
+    };
+    // The first run completes its upload and dies before the engine saves the receipt (a
+    // shutdown's grace can end while CompleteMultipartUpload is in flight): receipt_saved never
+    // comes, so the checkpoint holds every part.
+    put(&dest, "done.bin", 9, len).await.unwrap();
+    assert_eq!(versions().await, 1);
+    // The next run reads the source again (its digests go in the receipt) but writes nothing.
+    put(&dest, "done.bin", 9, len).await.unwrap();
+    assert_eq!(
+        versions().await,
+        1,
+        "the completed upload was written again"
+    );
+    // Found by the object's ETag, not by completing the upload again: S3 answers a second
+    // CompleteMultipartUpload with NoSuchUpload (moto accepts it).
+    let found = support::logs::text().lines().any(|l| {
+        l.contains("completed by an earlier run") && l.contains(&bucket) && l.contains("done.bin")
+    });
+    assert!(found, "the finished upload was not recognised by its ETag");
+    assert_eq!(open_uploads().await, 0, "an upload was started and left");
+    let probe = S3Probe {
+        client: client.clone(),
+        bucket: bucket.clone(),
+    };
+    assert_eq!(
+        probe.stored("done.bin").await,
+        Some((len, data::sha256(9, len)))
+    );
+    // Once the receipt is saved the checkpoint goes, and a later delivery of the same job (a
+    // replay) writes the file again.
+    dest.receipt_saved(&delivery("done.bin", len)).await;
+    assert!(store.list("progress/").await.unwrap().is_empty());
+    put(&dest, "done.bin", 9, len).await.unwrap();
+    assert_eq!(versions().await, 2);
 }
 
 // ---------- Microsoft Graph (OneDrive / SharePoint) on the stateful fake: Graph has no emulator

@@ -467,6 +467,20 @@ async fn sigterm_mid_copy_exits_cleanly_within_the_grace_period_and_the_copy_res
     );
     assert_eq!(p.s3_versions("big.bin").await, (1, Some(sha)));
     assert_eq!(open_uploads(&p).await, 0);
+    // The checkpoint outlives the upload's completion only until the receipt is saved.
+    until(
+        "the checkpoint to go",
+        Duration::from_secs(10),
+        async || {
+            p.copy
+                .state
+                .get(&progress_key(&id, "s3"))
+                .await
+                .unwrap()
+                .is_none()
+        },
+    )
+    .await;
     second.terminate();
     assert!(
         exit_status(&mut second, Duration::from_secs(40))

@@ -180,6 +180,10 @@ pub trait Destination: Send + Sync {
         delivery: &Delivery,
         body: ByteReader,
     ) -> Result<Written, DestinationError>;
+    /// Called once the engine saved this delivery's receipt. A destination that keeps its
+    /// resume checkpoint through the commit (so that a run dying between the commit and the
+    /// receipt finds the commit done, and does not write the file again) forgets it here.
+    async fn receipt_saved(&self, _delivery: &Delivery) {}
 }
 
 /// Joins a folder and a relative name with exactly one `/`.

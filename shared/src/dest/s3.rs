@@ -7,6 +7,9 @@
 //! the process dies mid-copy (Lambda timeout, SIGKILL), the next run finds the checkpoint and
 //! re-reads those bytes from the source only to feed the verifier, uploading just the rest. The
 //! checkpoint (not ListParts) is the record, so any S3-compatible store resumes the same way.
+//! It outlives CompleteMultipartUpload until the engine saved the receipt (`receipt_saved`): a
+//! run that dies in between leaves every part in it, and the next run, finding the key already
+//! holding exactly those parts (the multipart ETag), writes nothing again.
 //!
 //! Deadline: at the delivery's stop instant the upload stops cooperatively: parts in flight
 //! are cancelled, the finished ones recorded, the newest checkpoint saved, and the multipart
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::buffers::{Buffers, fill};
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
+use crate::digest::Md5;
 use crate::s3::{S3Failure, classify};
 use crate::state::{PutMode, StateStore, StateStoreExt};
 
@@ -240,6 +244,18 @@ impl S3Destination {
             return result.map(|_| ());
         }
         let done = match result {
+            // Every part was stored before this run: an earlier run may have completed the
+            // upload and died before its receipt. Completing it again would fail (the upload is
+            // gone) and restart it: the same file written twice.
+            Ok(parts) if resumed && sent == 0 && self.completed_before(key, &parts).await? => {
+                tracing::info!(
+                    bucket = %self.bucket,
+                    key,
+                    parts = parts.len(),
+                    "multipart upload was completed by an earlier run; not written again"
+                );
+                Ok(())
+            }
             Ok(parts) => self
                 .client
                 .complete_multipart_upload()
@@ -281,10 +297,41 @@ impl S3Destination {
             }
             Err(_) => self.abort(key, &upload_id).await,
         }
-        if let Some(store) = &self.checkpoints {
+        // A completed upload's checkpoint stays until the receipt is saved (`receipt_saved`):
+        // a run that dies in between finds it and does not write the file again.
+        if done.is_err()
+            && let Some(store) = &self.checkpoints
+        {
             let _ = store.delete(&checkpoint).await;
         }
         done
+    }
+
+    /// True when `key` holds exactly the multipart upload of `parts`: the ETag S3 gives a
+    /// completed upload of those parts. A missing (or, without s3:ListBucket, forbidden) key is
+    /// `false`; a failure worth retrying is an error, so nothing is written on a guess.
+    async fn completed_before(
+        &self,
+        key: &str,
+        parts: &[CompletedPart],
+    ) -> Result<bool, DestinationError> {
+        let Some(expected) = multipart_etag(parts) else {
+            return Ok(false);
+        };
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head.e_tag().map(|e| e.trim_matches('"')) == Some(expected.as_str())),
+            Err(e) => match classify(&e) {
+                S3Failure::Transient(_) => Err(sdk_err("HeadObject", &e)),
+                _ => Ok(false),
+            },
+        }
     }
 
     async fn start_upload(
@@ -442,9 +489,14 @@ impl S3Destination {
         let mut number = 0i32;
         // Parts already in S3: read their bytes (the verifier must see every byte) but skip the upload.
         let mut skipped = buffers.take(self.part_size);
-        for _ in 0..parts.len() {
+        let stored = parts.len();
+        for i in 0..stored {
             skipped.clear();
-            if fill(body, &mut skipped, self.part_size).await? != self.part_size {
+            let n = fill(body, &mut skipped, self.part_size).await?;
+            // Only the object's last part is short (when every part was stored before a run
+            // died completing the upload); a short read ends the stream, and the verifier
+            // checks the whole length there.
+            if n != self.part_size && i + 1 != stored {
                 return Err(DestinationError::Verification(
                     "source shorter than the parts already uploaded".into(),
                 ));
@@ -585,6 +637,21 @@ impl ProgressSaver {
     }
 }
 
+/// The ETag S3 gives the object a multipart upload of `parts` completes to: the MD5 of the
+/// parts' binary MD5s (their ETags), then `-` and the part count. `None` when a part's ETag is
+/// not an MD5 (some encryption modes).
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    let mut md5 = Md5::new();
+    for part in parts {
+        let raw = hex::decode(part.e_tag()?.trim_matches('"')).ok()?;
+        if raw.len() != crate::digest::MD5_LEN {
+            return None;
+        }
+        md5.update(&raw);
+    }
+    Some(format!("{}-{}", hex::encode(md5.finalize()), parts.len()))
+}
+
 /// The gap-free run of finished parts 1..=n (what a checkpoint can hold).
 fn finished_run(parts: &[CompletedPart]) -> Vec<StoredPart> {
     let mut numbers: Vec<(i32, &str)> = parts
@@ -670,6 +737,18 @@ impl Destination for S3Destination {
             bytes: bytes as u64,
             remote_hash: None,
         })
+    }
+
+    async fn receipt_saved(&self, delivery: &Delivery) {
+        // Only multipart uploads keep a checkpoint (see `put_multipart`).
+        if let Some(store) = &self.checkpoints
+            && delivery.size as usize >= self.part_size
+        {
+            let checkpoint = progress_key(delivery);
+            if let Err(e) = store.delete(&checkpoint).await {
+                tracing::warn!(checkpoint, error = %e, "could not delete a finished upload's checkpoint");
+            }
+        }
     }
 }
 
