@@ -361,10 +361,51 @@ async fn a_killed_copy_resumes_from_the_stored_offset() {
         fake.stored("in/resume.bin"),
         Some((len, data::sha256(19, len)))
     );
+    // The checkpoint stays until the receipt is saved.
+    assert_eq!(state.list("progress/").await.unwrap().len(), 1);
+    dest.receipt_saved(&d).await;
     assert!(
         state.list("progress/").await.unwrap().is_empty(),
         "checkpoint removed"
     );
+    clean(&fake);
+}
+
+/// A run that committed its upload session and died before its receipt (a shutdown's grace can
+/// end while the commit is in flight): the next run finds the session gone after its last byte,
+/// and the file under its name with our size and quickXorHash settles it. Nothing is uploaded
+/// or committed again; with `rename` an upload started over would leave a second file.
+#[tokio::test]
+async fn a_session_committed_by_a_run_that_died_before_its_receipt_is_not_uploaded_again() {
+    let fake = start().await;
+    let state = state_store().await;
+    let dest = build(
+        &fake,
+        Some(state.clone()),
+        serde_json::json!({"conflict_behavior": "rename"}),
+    )
+    .await;
+    let len = 12 * MIB + 7;
+    let d = delivery("died.bin", len, "jdied");
+    // No receipt_saved after it: the run died there.
+    let first = send(&dest, &d, 31).await.unwrap();
+    let again = send(&dest, &d, 31).await.unwrap();
+    assert_eq!(again, first, "the same file, location and hash");
+    assert_eq!(fake.count("create_session"), 1, "a session started over");
+    assert_eq!(fake.count("commit"), 1, "committed again");
+    assert_eq!(fake.fragment_bytes(), len, "bytes uploaded again");
+    assert_eq!(fake.everything(), ["in/died.bin"]);
+    assert_eq!(
+        fake.stored("in/died.bin"),
+        Some((len, data::sha256(31, len)))
+    );
+    // Once the receipt is saved the checkpoint goes: a replay uploads again (and `rename` keeps
+    // both).
+    dest.receipt_saved(&d).await;
+    assert!(state.list("progress/").await.unwrap().is_empty());
+    send(&dest, &d, 31).await.unwrap();
+    assert_eq!(fake.count("create_session"), 2);
+    assert_eq!(fake.everything().len(), 2);
     clean(&fake);
 }
 

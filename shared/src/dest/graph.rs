@@ -12,7 +12,10 @@
 //! `progress/<job-id>/<destination>.json` after each fragment. The next run asks the session
 //! for `nextExpectedRanges`, re-reads the bytes before it only to feed the verifier and the
 //! hash, and sends the rest. A 416 means "already there": read the status and go on; a 404
-//! means the session expired: start over.
+//! means the session expired: start over. The checkpoint outlives the commit until the engine
+//! saved the receipt (`receipt_saved`): a session gone after its last byte was confirmed may
+//! have been committed by a run that died before its receipt, and the file under its name with
+//! our size and quickXorHash settles that without uploading again.
 //!
 //! Verification: the byte count and the `quickXorHash` (computed on the fly) against the
 //! driveItem Graph returns. A drive that reports no hash is recorded as unverified, never as
@@ -440,7 +443,8 @@ impl GraphDestination {
                     resumed_at_bytes = resumed_at,
                     "graph upload session committed"
                 );
-                self.forget(&checkpoint).await;
+                // The checkpoint stays until the receipt is saved (`receipt_saved`): a run that
+                // dies in between finds the file committed and does not upload it again.
                 Ok(item)
             }
             Err(UploadError::Dest(DestinationError::Interrupted { size, .. }))
@@ -509,6 +513,7 @@ impl GraphDestination {
             size: delivery.size,
             fragment_bytes: self.fragment_bytes,
             confirmed: 0,
+            gone_after_last_byte: false,
         };
         tracing::info!(path, size = delivery.size, "graph upload session created");
         self.save(checkpoint, &session).await;
@@ -556,6 +561,16 @@ impl GraphDestination {
                 self.cancel(&session).await;
                 self.forget(checkpoint).await;
                 None
+            }
+            Err(UploadError::SessionGone) if session.confirmed == delivery.size => {
+                tracing::info!(
+                    path,
+                    "stored graph upload session is gone after its last byte; the file decides whether it was committed"
+                );
+                Some(Session {
+                    gone_after_last_byte: true,
+                    ..session
+                })
             }
             Err(UploadError::SessionGone) => {
                 tracing::info!(
@@ -673,6 +688,13 @@ impl GraphDestination {
     /// an earlier try may have committed with its answer lost. `ours` is the quickXorHash of
     /// the bytes sent.
     async fn commit(&self, session: &Session, ours: &str) -> Result<Value, UploadError> {
+        if session.gone_after_last_byte {
+            let item = self.committed_item(session, ours).await;
+            if item.is_ok() {
+                tracing::info!(path = %session.path, "graph upload was committed by an earlier run; not written again");
+            }
+            return item;
+        }
         let what = "graph commit upload";
         let tries = AtomicUsize::new(0);
         let result = self
@@ -699,25 +721,35 @@ impl GraphDestination {
             .await;
         match result {
             Err(UploadError::SessionGone) if tries.load(Ordering::SeqCst) > 1 => {
-                let url = self.item_url(&session.path);
-                let item = self
-                    .call("graph get item", |t| self.http.get(&url).bearer_auth(t))
-                    .await;
-                match item {
-                    Ok(item)
-                        if item.get("size").and_then(Value::as_u64) == Some(session.size)
-                            && item
-                                .pointer("/file/hashes/quickXorHash")
-                                .and_then(Value::as_str)
-                                == Some(ours) =>
-                    {
-                        tracing::info!(path = %session.path, "the commit's answer was lost; the file is there");
-                        Ok(item)
-                    }
-                    _ => Err(UploadError::SessionGone),
+                let item = self.committed_item(session, ours).await;
+                if item.is_ok() {
+                    tracing::info!(path = %session.path, "the commit's answer was lost; the file is there");
                 }
+                item
             }
             other => other,
+        }
+    }
+
+    /// The file under the session's name when it holds exactly our bytes (size and
+    /// quickXorHash): a commit we cannot see the answer of happened. Else the session is gone
+    /// and the upload starts over.
+    async fn committed_item(&self, session: &Session, ours: &str) -> Result<Value, UploadError> {
+        let url = self.item_url(&session.path);
+        let item = self
+            .call("graph get item", |t| self.http.get(&url).bearer_auth(t))
+            .await;
+        match item {
+            Ok(item)
+                if item.get("size").and_then(Value::as_u64) == Some(session.size)
+                    && item
+                        .pointer("/file/hashes/quickXorHash")
+                        .and_then(Value::as_str)
+                        == Some(ours) =>
+            {
+                Ok(item)
+            }
+            _ => Err(UploadError::SessionGone),
         }
     }
 
@@ -861,6 +893,13 @@ impl Destination for GraphDestination {
             }),
         })
     }
+
+    async fn receipt_saved(&self, delivery: &Delivery) {
+        // Only upload sessions keep a checkpoint.
+        if self.checkpoints.is_some() && delivery.size > self.simple_max_bytes {
+            self.forget(&progress_key(delivery)).await;
+        }
+    }
 }
 
 /// An open upload session; `url` embeds a token.
@@ -872,6 +911,9 @@ struct Session {
     fragment_bytes: u64,
     /// Bytes the session confirmed it holds (0..=size).
     confirmed: u64,
+    /// The stored session was gone when this run resumed it, after every byte had been
+    /// confirmed: the run that stored it may have committed it (and died before its receipt).
+    gone_after_last_byte: bool,
 }
 
 /// The checkpoint form of [`Session`] (the state bucket is private; logs never see it).
@@ -907,6 +949,7 @@ impl From<StoredSession> for Session {
             size: s.size,
             fragment_bytes: s.fragment_bytes,
             confirmed: s.confirmed_bytes,
+            gone_after_last_byte: false,
         }
     }
 }
