@@ -445,17 +445,7 @@ async fn s3_an_upload_completed_by_a_run_that_died_before_its_receipt_is_not_wri
     let bucket = support::unique("again");
     moto.create_bucket(&bucket).await.unwrap();
     let client = support::moto_s3().await;
-    client
-        .put_bucket_versioning()
-        .bucket(&bucket)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    support::enable_versioning(&client, &bucket).await;
     let store: Arc<dyn ferry_shared::state::StateStore> = Arc::new(
         ferry_shared::state::S3StateStore::new(client.clone(), bucket.clone()),
     );

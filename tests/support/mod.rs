@@ -84,6 +84,21 @@ pub(crate) async fn moto_s3() -> aws_sdk_s3::Client {
     .await
 }
 
+/// Turns versioning on for `bucket`, so a test can count the writes of a key (one version
+/// each).
+pub(crate) async fn enable_versioning(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Sets the dummy AWS credentials moto accepts, once, before any client is built.
 pub(crate) fn aws_test_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();

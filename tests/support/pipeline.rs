@@ -116,16 +116,7 @@ impl Pipeline {
         c.moto.create_bucket(&state_bucket).await.unwrap();
         c.moto.create_bucket(&archive_bucket).await.unwrap();
         let s3 = super::moto_s3().await;
-        s3.put_bucket_versioning()
-            .bucket(&archive_bucket)
-            .versioning_configuration(
-                aws_sdk_s3::types::VersioningConfiguration::builder()
-                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        super::enable_versioning(&s3, &archive_bucket).await;
         let sftp = opts
             .sftp_server
             .clone()
