@@ -465,19 +465,10 @@ async fn main() -> anyhow::Result<()> {
         )?;
         // Readers with several streams (ferry, rclone to a local dir) can beat one request: the
         // read limit is what Azurite serves to 4 ranged GETs at once, each a quarter of the blob.
-        let mut cfg = String::new();
-        let quarter = bytes.div_ceil(4);
-        for i in 0..4 {
-            let (at, end) = (i * quarter, ((i + 1) * quarter).min(bytes) - 1);
-            if i > 0 {
-                writeln!(cfg, "next")?;
-            }
-            writeln!(
-                cfg,
-                "url = \"{url}\"\nrange = {at}-{end}\noutput = /dev/null"
-            )?;
-        }
-        std::fs::write(work.join("curl-parallel.cfg"), cfg)?;
+        std::fs::write(
+            work.join("curl-parallel.cfg"),
+            curl_ranges(&url, bytes, bytes.div_ceil(4)),
+        )?;
         let parallel_get = timed(
             Command::new("curl")
                 .args(["-sf", "--parallel", "--parallel-max", "4", "-K"])
@@ -529,20 +520,7 @@ async fn main() -> anyhow::Result<()> {
         // after the other (what each ranged request costs the server).
         if let Ok(r) = std::env::var("FERRY_BENCH_CURL_RANGES") {
             let r: u64 = r.parse()?;
-            let mut cfg = String::new();
-            let mut at = 0;
-            while at < bytes {
-                let end = (at + r * MIB).min(bytes) - 1;
-                if at > 0 {
-                    writeln!(cfg, "next")?;
-                }
-                writeln!(
-                    cfg,
-                    "url = \"{url}\"\nrange = {at}-{end}\noutput = /dev/null"
-                )?;
-                at = end + 1;
-            }
-            std::fs::write(work.join("curl.cfg"), cfg)?;
+            std::fs::write(work.join("curl.cfg"), curl_ranges(&url, bytes, r * MIB))?;
             let g = timed(
                 Command::new("curl")
                     .args(["-sf", "-K"])
@@ -1073,6 +1051,24 @@ async fn cold_start(env: &Env, report: &mut String) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A curl config reading `url` (`bytes` long) to /dev/null as ranges of `range` bytes, one
+/// transfer each (`--parallel` runs them at once, else one after the other).
+fn curl_ranges(url: &str, bytes: u64, range: u64) -> String {
+    let mut cfg = String::new();
+    let mut at = 0;
+    while at < bytes {
+        let end = (at + range).min(bytes) - 1;
+        if at > 0 {
+            cfg.push_str("next\n");
+        }
+        cfg.push_str(&format!(
+            "url = \"{url}\"\nrange = {at}-{end}\noutput = /dev/null\n"
+        ));
+        at = end + 1;
+    }
+    cfg
 }
 
 /// Milliseconds from exec to exit of `bin` run with no environment: no config (a ferry function)

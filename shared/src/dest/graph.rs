@@ -407,6 +407,12 @@ impl GraphDestination {
         )
     }
 
+    /// Whether `delivery` goes up through an upload session (which checkpoints) rather than in
+    /// one `PUT .../content`.
+    fn in_session(&self, delivery: &Delivery) -> bool {
+        delivery.size > self.simple_max_bytes
+    }
+
     async fn put_session(
         &self,
         path: &str,
@@ -844,7 +850,7 @@ impl Destination for GraphDestination {
             inner: body,
             hash: QuickXorHash::new(),
         };
-        let item = if delivery.size <= self.simple_max_bytes {
+        let item = if !self.in_session(delivery) {
             self.put_simple(&path, delivery, &mut body).await?
         } else {
             self.put_session(&path, delivery, &mut body).await?
@@ -896,7 +902,7 @@ impl Destination for GraphDestination {
 
     async fn receipt_saved(&self, delivery: &Delivery) {
         // Only upload sessions keep a checkpoint.
-        if self.checkpoints.is_some() && delivery.size > self.simple_max_bytes {
+        if self.checkpoints.is_some() && self.in_session(delivery) {
             self.forget(&progress_key(delivery)).await;
         }
     }

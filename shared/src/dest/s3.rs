@@ -108,6 +108,12 @@ impl S3Destination {
 }
 
 impl S3Destination {
+    /// Whether `delivery` goes up as a multipart upload (which checkpoints) rather than in one
+    /// PutObject.
+    fn multipart(&self, delivery: &Delivery) -> bool {
+        delivery.size as usize >= self.part_size
+    }
+
     /// `ferry check`: the bucket exists and these credentials may use it.
     pub async fn probe(&self) -> crate::probe::ProbeResult {
         crate::s3::probe_bucket(&self.client, &self.bucket).await
@@ -705,7 +711,7 @@ impl Destination for S3Destination {
         body: ByteReader,
     ) -> Result<Written, DestinationError> {
         let key = join_path(&self.prefix, &delivery.name);
-        if (delivery.size as usize) < self.part_size {
+        if !self.multipart(delivery) {
             self.put_small(&key, delivery, body).await?;
         } else {
             let (part_size, concurrency) =
@@ -742,7 +748,7 @@ impl Destination for S3Destination {
     async fn receipt_saved(&self, delivery: &Delivery) {
         // Only multipart uploads keep a checkpoint (see `put_multipart`).
         if let Some(store) = &self.checkpoints
-            && delivery.size as usize >= self.part_size
+            && self.multipart(delivery)
         {
             let checkpoint = progress_key(delivery);
             if let Err(e) = store.delete(&checkpoint).await {
