@@ -16,7 +16,7 @@
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Md5;
@@ -42,6 +42,12 @@ pub struct EncryptConfig {
     /// session key that each recipient's key can open on its own. Each key is checked when it is
     /// loaded: one that is revoked, expired, or without a (sub)key that may encrypt is refused.
     pub recipients: Vec<RecipientKey>,
+    /// The inline keys as [`EncryptConfig::validate`] checked them (by position; `None` for a
+    /// key behind a secret), for [`EncryptConfig::load`] to reuse. Verifying a key's
+    /// self-signatures is RSA in pure Rust, a tenth of blob-copy's cold start: once is enough.
+    #[serde(skip)]
+    #[schemars(skip)]
+    checked: OnceLock<Vec<Option<Recipient>>>,
 }
 
 /// Where a recipient's public key comes from: the armored key itself, or a secret reference
@@ -88,27 +94,47 @@ impl EncryptConfig {
         if self.recipients.is_empty() {
             return Err("encrypt needs at least one recipient".into());
         }
+        let mut checked = Vec::with_capacity(self.recipients.len());
         for (i, r) in self.recipients.iter().enumerate() {
-            if let RecipientKey::Armored(text) = r {
-                Recipient::parse(text, SystemTime::now())
-                    .map_err(|e| format!("encrypt.recipients[{i}]: {e}"))?;
-            }
+            checked.push(match r {
+                RecipientKey::Armored(text) => Some(
+                    Recipient::parse(text, SystemTime::now())
+                        .map_err(|e| format!("encrypt.recipients[{i}]: {e}"))?,
+                ),
+                _ => None,
+            });
         }
+        // A second validate of the same config keeps the first one's keys (they parse alike).
+        let _ = self.checked.set(checked);
         Ok(())
     }
 
     /// Resolves and checks every recipient key (cold start).
     pub async fn load(&self, secrets: &SecretResolver) -> Result<Recipients, LoadError> {
+        self.load_at(secrets, SystemTime::now()).await
+    }
+
+    /// [`EncryptConfig::load`] as of `now`. An inline key that `validate` already checked is
+    /// not verified again, but it must still be usable at `now`; if its encryption key has
+    /// expired since, the key is checked afresh (another subkey may still encrypt).
+    pub async fn load_at(
+        &self,
+        secrets: &SecretResolver,
+        now: SystemTime,
+    ) -> Result<Recipients, LoadError> {
         let mut keys = Vec::new();
         for (i, r) in self.recipients.iter().enumerate() {
             let parsed = match r.secret_ref() {
                 None => match r {
-                    RecipientKey::Armored(text) => Recipient::parse(text, SystemTime::now()),
+                    RecipientKey::Armored(text) => match self.checked_key(i) {
+                        Some(key) if key.still_usable(now).is_ok() => Ok(key.clone()),
+                        _ => Recipient::parse(text, now),
+                    },
                     _ => unreachable!("only inline keys have no secret reference"),
                 },
                 Some(reference) => {
                     let value = secrets.resolve(&reference).await?;
-                    Recipient::parse(value.expose_secret(), SystemTime::now())
+                    Recipient::parse(value.expose_secret(), now)
                 }
             };
             keys.push(parsed.map_err(|e| LoadError::Key { index: i, error: e })?);
@@ -117,6 +143,11 @@ impl EncryptConfig {
             return Err(LoadError::NoRecipients);
         }
         Ok(Recipients { keys })
+    }
+
+    /// The `index`th recipient as `validate` checked it, if it is an inline key and was.
+    fn checked_key(&self, index: usize) -> Option<&Recipient> {
+        self.checked.get()?.get(index)?.as_ref()
     }
 }
 

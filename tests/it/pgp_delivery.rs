@@ -113,6 +113,50 @@ async fn a_name_template_names_the_encrypted_file() {
     assert_eq!(carol.decrypt_sha(&ciphertext, work.path()), sha);
 }
 
+/// An inline key is verified once, with the config; blob-copy's load reuses it (its
+/// self-signatures are not checked twice at a cold start) but still checks it against the time
+/// of the load: a key that expired between the two is refused, not encrypted to.
+#[tokio::test]
+async fn an_inline_key_checked_with_the_config_is_checked_for_its_expiry_again_at_load() {
+    if !have_gpg() {
+        return;
+    }
+    let soon = Keyring::new(
+        "Soon Gone <soon@partner.test>",
+        "default",
+        "default",
+        "2d",
+        None,
+    );
+    let p = Pipeline::new(Options {
+        all_route_destinations: Some(vec!["sftp"]),
+        encrypt: Some(json!({"recipients": [{"armored": soon.public_armored()}]})),
+        ..Options::default()
+    })
+    .await;
+    let services = support::services(&p.copy_config).await;
+    let encrypt = services.config.routes[0]
+        .encrypt
+        .as_ref()
+        .expect("the route encrypts");
+    let now = std::time::SystemTime::now();
+    let loaded = encrypt
+        .load_at(&services.secrets, now)
+        .await
+        .expect("usable now");
+    assert_eq!(loaded.keys()[0].fingerprint(), soon.fingerprint());
+    let later = now + std::time::Duration::from_secs(3 * 24 * 3600);
+    let e = encrypt
+        .load_at(&services.secrets, later)
+        .await
+        .expect_err("expired by then")
+        .to_string();
+    assert!(
+        e.contains("recipients[0]") && e.contains("expired at") && e.contains(&soon.fingerprint()),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn unusable_recipient_keys_are_refused_naming_the_key() {
     if !have_gpg() {
