@@ -42,12 +42,13 @@ pub struct EncryptConfig {
     /// session key that each recipient's key can open on its own. Each key is checked when it is
     /// loaded: one that is revoked, expired, or without a (sub)key that may encrypt is refused.
     pub recipients: Vec<RecipientKey>,
-    /// The inline keys as [`EncryptConfig::validate`] checked them (by position; `None` for a
-    /// key behind a secret), for [`EncryptConfig::load`] to reuse. Verifying a key's
-    /// self-signatures is RSA in pure Rust, a tenth of blob-copy's cold start: once is enough.
+    /// The inline keys as [`EncryptConfig::validate`] checked them, each with its armored text
+    /// (by position; `None` for a key behind a secret), for [`EncryptConfig::load`] to reuse.
+    /// Verifying a key's self-signatures is RSA in pure Rust, a tenth of blob-copy's cold start:
+    /// once is enough. A key whose text no longer matches its position is checked again.
     #[serde(skip)]
     #[schemars(skip)]
-    checked: OnceLock<Vec<Option<Recipient>>>,
+    checked: OnceLock<Vec<Option<(String, Recipient)>>>,
 }
 
 /// Where a recipient's public key comes from: the armored key itself, or a secret reference
@@ -97,14 +98,15 @@ impl EncryptConfig {
         let mut checked = Vec::with_capacity(self.recipients.len());
         for (i, r) in self.recipients.iter().enumerate() {
             checked.push(match r {
-                RecipientKey::Armored(text) => Some(
+                RecipientKey::Armored(text) => Some((
+                    text.clone(),
                     Recipient::parse(text, SystemTime::now())
                         .map_err(|e| format!("encrypt.recipients[{i}]: {e}"))?,
-                ),
+                )),
                 _ => None,
             });
         }
-        // A second validate of the same config keeps the first one's keys (they parse alike).
+        // A second validate keeps the first one's keys; `checked_key` matches them by text.
         let _ = self.checked.set(checked);
         Ok(())
     }
@@ -126,7 +128,7 @@ impl EncryptConfig {
         for (i, r) in self.recipients.iter().enumerate() {
             let parsed = match r.secret_ref() {
                 None => match r {
-                    RecipientKey::Armored(text) => match self.checked_key(i) {
+                    RecipientKey::Armored(text) => match self.checked_key(i, text) {
                         Some(key) if key.still_usable(now).is_ok() => Ok(key.clone()),
                         _ => Recipient::parse(text, now),
                     },
@@ -145,9 +147,12 @@ impl EncryptConfig {
         Ok(Recipients { keys })
     }
 
-    /// The `index`th recipient as `validate` checked it, if it is an inline key and was.
-    fn checked_key(&self, index: usize) -> Option<&Recipient> {
-        self.checked.get()?.get(index)?.as_ref()
+    /// The `index`th recipient as `validate` checked it, if it was, and from this same `text`.
+    fn checked_key(&self, index: usize, text: &str) -> Option<&Recipient> {
+        match self.checked.get()?.get(index)? {
+            Some((checked, key)) if checked == text => Some(key),
+            _ => None,
+        }
     }
 }
 

@@ -155,6 +155,20 @@ async fn an_inline_key_checked_with_the_config_is_checked_for_its_expiry_again_a
         e.contains("recipients[0]") && e.contains("expired at") && e.contains(&soon.fingerprint()),
         "{e}"
     );
+    // A key put in the checked key's place afterwards is its own key, not the checked one.
+    let other = Keyring::new(
+        "Other <other@partner.test>",
+        "default",
+        "default",
+        "never",
+        None,
+    );
+    let mut replaced = encrypt.clone();
+    replaced.recipients = vec![ferry_shared::encrypt::RecipientKey::Armored(
+        other.public_armored(),
+    )];
+    let loaded = replaced.load(&services.secrets).await.expect("usable");
+    assert_eq!(loaded.keys()[0].fingerprint(), other.fingerprint());
 }
 
 #[tokio::test]
