@@ -24,7 +24,7 @@ async fn encrypted_delivery_to_sftp_and_s3_decrypts_with_gpg_for_each_recipient(
         "never",
         None,
     );
-    let bob = Keyring::new("Bob <bob@partner.test>", "default", "default", "2y", None);
+    let bob = Keyring::encrypting("Bob <bob@partner.test>", "2y");
     let p = Pipeline::new(Options {
         all_route_destinations: Some(vec!["sftp", "s3"]),
         encrypt: Some(json!({"recipients": [
@@ -90,13 +90,7 @@ async fn a_name_template_names_the_encrypted_file() {
     if !have_gpg() {
         return;
     }
-    let carol = Keyring::new(
-        "Carol <carol@partner.test>",
-        "default",
-        "default",
-        "never",
-        None,
-    );
+    let carol = Keyring::encrypting("Carol <carol@partner.test>", "never");
     let p = Pipeline::new(Options {
         all_route_destinations: Some(vec!["sftp"]),
         name_template: Some("AGENCY_{name}.pgp"),
@@ -121,13 +115,7 @@ async fn an_inline_key_checked_with_the_config_is_checked_for_its_expiry_again_a
     if !have_gpg() {
         return;
     }
-    let soon = Keyring::new(
-        "Soon Gone <soon@partner.test>",
-        "default",
-        "default",
-        "2d",
-        None,
-    );
+    let soon = Keyring::encrypting("Soon Gone <soon@partner.test>", "2d");
     let p = Pipeline::new(Options {
         all_route_destinations: Some(vec!["sftp"]),
         encrypt: Some(json!({"recipients": [{"armored": soon.public_armored()}]})),
@@ -156,13 +144,7 @@ async fn an_inline_key_checked_with_the_config_is_checked_for_its_expiry_again_a
         "{e}"
     );
     // A key put in the checked key's place afterwards is its own key, not the checked one.
-    let other = Keyring::new(
-        "Other <other@partner.test>",
-        "default",
-        "default",
-        "never",
-        None,
-    );
+    let other = Keyring::encrypting("Other <other@partner.test>", "never");
     let mut replaced = encrypt.clone();
     replaced.recipients = vec![ferry_shared::encrypt::RecipientKey::Armored(
         other.public_armored(),
@@ -176,13 +158,7 @@ async fn unusable_recipient_keys_are_refused_naming_the_key() {
     if !have_gpg() {
         return;
     }
-    let good = Keyring::new(
-        "Good <good@partner.test>",
-        "default",
-        "default",
-        "never",
-        None,
-    );
+    let good = Keyring::encrypting("Good <good@partner.test>", "never");
     let expired = Keyring::new(
         "Old Partner <old@partner.test>",
         "default",
@@ -197,13 +173,7 @@ async fn unusable_recipient_keys_are_refused_naming_the_key() {
         "never",
         None,
     );
-    let revoked = Keyring::new(
-        "Gone <gone@partner.test>",
-        "default",
-        "default",
-        "never",
-        None,
-    );
+    let revoked = Keyring::encrypting("Gone <gone@partner.test>", "never");
     revoked.revoke();
     let p = Pipeline::new(Options {
         all_route_destinations: Some(vec!["sftp"]),

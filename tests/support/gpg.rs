@@ -60,6 +60,12 @@ impl Keyring {
         ring
     }
 
+    /// A new key for `uid` that may encrypt (gpg's default algorithms and usage), expiring
+    /// after `expire` (`never`, `2d`, `2y`...).
+    pub(crate) fn encrypting(uid: &str, expire: &str) -> Self {
+        Self::new(uid, "default", "default", expire, None)
+    }
+
     pub(crate) fn gpg(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("gpg")
             .arg("--homedir")
