@@ -15,6 +15,9 @@ use ferry_shared::dest::{Delivery, Destination as _, DestinationError};
 use ferry_shared::source::SourceError;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 
+use crate::support;
+use crate::support::fault_proxy::{Fault, FaultProxy};
+
 struct Server {
     sshd: ferry_harness::Sshd,
     dir: tempfile::TempDir,
@@ -285,4 +288,178 @@ async fn wrong_credentials_are_unauthorized() {
         assert!(matches!(e, DestinationError::Unauthorized(_)), "{e:?}");
         assert!(!e.to_string().contains(password));
     }
+}
+
+/// `data` as a body that arrives in 256 KiB pieces, `pause` apart: a copy long enough for
+/// the extra writers to log in and join it.
+fn paced(data: Vec<u8>, pause: Duration) -> ByteReader {
+    let (mut feed, out) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(async move {
+        for piece in data.chunks(256 * 1024) {
+            if feed.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    Box::pin(out)
+}
+
+/// Logins sshd accepted so far (its log).
+fn logins(server: &Server) -> usize {
+    std::fs::read_to_string(&server.sshd.log_path)
+        .unwrap_or_default()
+        .matches("Accepted publickey")
+        .count()
+}
+
+/// SFTP sessions (channels) sshd started so far, counted per client connection (its source
+/// port), in the order the connections first opened one.
+fn sessions_per_connection(server: &Server) -> Vec<usize> {
+    let log = std::fs::read_to_string(&server.sshd.log_path).unwrap_or_default();
+    let mut per: Vec<(String, usize)> = Vec::new();
+    for line in log.lines() {
+        let Some(rest) = line.strip_prefix("Starting session: subsystem 'sftp' for ") else {
+            continue;
+        };
+        let port = rest.split(" port ").nth(1).unwrap_or_default();
+        let port = port
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        match per.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, n)) => *n += 1,
+            None => per.push((port, 1)),
+        }
+    }
+    per.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Settings for the same sshd through a proxy on `port`.
+fn via(server: &Server, port: u16) -> SftpSettings {
+    SftpSettings {
+        port,
+        ..server.settings()
+    }
+}
+
+#[tokio::test]
+async fn a_large_file_is_written_over_connections_of_its_own_and_arrives_whole() {
+    let server = Server::start();
+    let proxy = FaultProxy::start(server.sshd.port).await;
+    let data = support::data::bytes(41, 16 << 20);
+    let before = logins(&server);
+    let dest = SftpDestination::new(via(&server, proxy.port))
+        .unwrap()
+        .with_write_connections(4);
+    dest.write(
+        &delivery("wide/big.bin", data.len() as u64),
+        paced(data.clone(), Duration::from_millis(10)),
+    )
+    .await
+    .unwrap();
+    let big = std::fs::read(server.root().join("wide/big.bin")).unwrap();
+    assert!(big == data, "16 MiB written by 4 connections differ");
+    assert_eq!(proxy.accepted(), 4, "one connection per writer");
+    assert_eq!(logins(&server) - before, 4, "each writer logged in");
+    assert_eq!(
+        sessions_per_connection(&server),
+        [1, 1, 1, 1],
+        "one SFTP channel on each connection"
+    );
+
+    // A small file keeps one connection; so does a destination set to one (its writers are
+    // channels of that connection).
+    dest.write(&delivery("wide/small.bin", 3), body(b"abc"))
+        .await
+        .unwrap();
+    assert_eq!(proxy.accepted(), 5);
+    let one = SftpDestination::new(via(&server, proxy.port))
+        .unwrap()
+        .with_write_connections(1);
+    one.write(
+        &delivery("wide/one.bin", data.len() as u64),
+        paced(data.clone(), Duration::from_millis(2)),
+    )
+    .await
+    .unwrap();
+    assert!(std::fs::read(server.root().join("wide/one.bin")).unwrap() == data);
+    assert_eq!(
+        proxy.accepted(),
+        6,
+        "write_connections 1 opens one connection"
+    );
+    assert_eq!(logins(&server) - before, 6);
+    assert_eq!(
+        sessions_per_connection(&server),
+        [1, 1, 1, 1, 1, 4],
+        "the small file had one channel; with one connection, 4 channels of it"
+    );
+    assert!(leftovers(&server.root()).is_empty());
+}
+
+#[tokio::test]
+async fn writers_the_server_does_not_let_in_become_channels_and_the_file_arrives_whole() {
+    let server = Server::start();
+    let proxy = FaultProxy::start(server.sshd.port).await;
+    // The first connection passes; the next three are closed at once (a limit on logins).
+    proxy.plan([Fault::Pass, Fault::Refuse, Fault::Refuse, Fault::Refuse]);
+    let data = support::data::bytes(42, 12 << 20);
+    let before = logins(&server);
+    SftpDestination::new(via(&server, proxy.port))
+        .unwrap()
+        .with_write_connections(4)
+        .write(
+            &delivery("limited/big.bin", data.len() as u64),
+            paced(data.clone(), Duration::from_millis(5)),
+        )
+        .await
+        .unwrap();
+    assert!(std::fs::read(server.root().join("limited/big.bin")).unwrap() == data);
+    assert_eq!(proxy.accepted(), 4, "three more connections were tried");
+    assert_eq!(logins(&server) - before, 1, "only the first got in");
+    assert_eq!(
+        sessions_per_connection(&server),
+        [4],
+        "the three writers that were refused are channels of the first connection"
+    );
+    assert!(leftovers(&server.root()).is_empty());
+}
+
+#[tokio::test]
+async fn a_cut_on_one_of_the_extra_connections_fails_the_write_and_keeps_the_old_file() {
+    let server = Server::start();
+    let proxy = FaultProxy::start(server.sshd.port).await;
+    let dest = SftpDestination::new(via(&server, proxy.port))
+        .unwrap()
+        .with_write_connections(4);
+    dest.write(&delivery("cut/file.bin", 3), body(b"old"))
+        .await
+        .unwrap();
+    // The second connection of the next write is cut once 1 MiB went up it.
+    proxy.plan([Fault::Pass, Fault::CutRequestAfter(1 << 20)]);
+    let data = support::data::bytes(43, 16 << 20);
+    let e = dest
+        .write(
+            &delivery("cut/file.bin", data.len() as u64),
+            paced(data.clone(), Duration::from_millis(5)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, DestinationError::Transient { .. }),
+        "a cut connection is worth a retry: {e:?}"
+    );
+    let root = server.root();
+    assert_eq!(std::fs::read(root.join("cut/file.bin")).unwrap(), b"old");
+    assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+    // The retry (no fault planned) delivers every byte.
+    dest.write(
+        &delivery("cut/file.bin", data.len() as u64),
+        paced(data.clone(), Duration::from_millis(1)),
+    )
+    .await
+    .unwrap();
+    assert!(std::fs::read(root.join("cut/file.bin")).unwrap() == data);
 }

@@ -633,9 +633,13 @@ async fn sftp_write_interrupted_mid_file_leaves_no_file_at_the_final_name() {
     let sha = p.upload("interrupted.bin", 91, 16 * MIB).await;
     let (_, answer) = p.notify("interrupted.bin").await;
     let (id, key) = job_of(&answer, "all");
-    // Every SFTP connection of this attempt is cut after 6 MiB of upload.
-    p._proxies[0].plan(std::iter::repeat_n(Fault::CutRequestAfter(6 * MIB), 4));
+    // Every SFTP connection of this invocation (each try opens up to 4 for the file's writers,
+    // and the first writes at least 4 of its 16 MiB) is cut after 2 MiB of upload.
+    let proxy = &p._proxies[0];
+    proxy.plan(std::iter::repeat_n(Fault::CutRequestAfter(2 * MIB), 64));
     assert!(p.copy(&key, 1).await, "interrupted: redeliver");
+    assert!(proxy.accepted() >= 4, "{} connections", proxy.accepted());
+    proxy.clear_plan();
     assert!(
         p.sftp_file("interrupted.bin").is_none(),
         "no file at the final name"

@@ -93,13 +93,31 @@ pub struct SftpConfig {
     /// Seconds to wait for connect, auth and each SFTP request.
     #[serde(default = "default_io_timeout_secs")]
     pub timeout_secs: u64,
+    /// SSH connections that write one file of 8 MiB or more at once, each its own chunks at
+    /// their offsets (1-8). On a long link one TCP connection moves at most its window per
+    /// round trip, and more connections multiply that. The copy starts on the first
+    /// connection and the others join as they log in; writers the server does not let in (a
+    /// limit on logins per user) become SFTP channels of the first connection instead. With 1,
+    /// a large file goes over 4 SFTP channels of a single connection: one login per file.
+    #[serde(default = "default_sftp_write_connections")]
+    #[schemars(range(min = 1, max = 8))]
+    pub write_connections: u8,
 }
 
+/// Most SSH connections one SFTP write may open.
+pub const SFTP_MAX_WRITE_CONNECTIONS: u8 = 8;
+
 impl SftpConfig {
-    /// Some way to log in.
+    /// Some way to log in, and a usable number of connections.
     pub fn validate(&self) -> Result<(), String> {
         if self.password.is_none() && self.private_key.is_none() {
             return Err("set password or private_key".into());
+        }
+        if !(1..=SFTP_MAX_WRITE_CONNECTIONS).contains(&self.write_connections) {
+            return Err(format!(
+                "write_connections is {}: use 1 to {SFTP_MAX_WRITE_CONNECTIONS}",
+                self.write_connections
+            ));
         }
         Ok(())
     }
@@ -153,6 +171,10 @@ fn default_part_size_mib() -> u64 {
 fn default_upload_concurrency() -> usize {
     5
 }
+fn default_sftp_write_connections() -> u8 {
+    4
+}
+
 fn default_ssh_port() -> u16 {
     22
 }

@@ -16,7 +16,8 @@ mod sinks;
 mod sources;
 
 pub use destinations::{
-    DestinationConfig, HttpDestinationConfig, LocalDirConfig, S3DestinationConfig, SftpConfig,
+    DestinationConfig, HttpDestinationConfig, LocalDirConfig, S3DestinationConfig,
+    SFTP_MAX_WRITE_CONNECTIONS, SftpConfig,
 };
 pub use graph::{ConflictBehavior, GraphConfig};
 pub use records::{RecordFormat, RecordsConfig};

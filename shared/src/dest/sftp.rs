@@ -1,6 +1,7 @@
-//! An SFTP server (russh + russh-sftp): one SSH connection per write, the server's host key
-//! pinned, the body streamed with pipelined writes into a hidden temporary file beside the
-//! target, its size checked on the server, then renamed into place.
+//! An SFTP server (russh + russh-sftp): one SSH connection per write (a large file gets more
+//! writers: connections of their own, else channels), the server's host key pinned, the body
+//! streamed with pipelined writes into a hidden temporary file beside the target, its size
+//! checked on the server, then renamed into place.
 //!
 //! Replacing an existing file: SFTP v3 `RENAME` refuses an existing target, so the first try
 //! is a plain rename (the common case: a new file) and, when that fails, the file is moved
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelStream, Disconnect, client};
 use russh_sftp::client::error::Error as SftpError;
@@ -27,6 +30,7 @@ use russh_sftp::client::{RawSftpSession, SftpSession};
 use russh_sftp::protocol::{OpenFlags, Packet, StatusCode};
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use super::{Delivery, Destination, DestinationError, Written, join_path};
 use crate::ByteReader;
@@ -38,10 +42,11 @@ const CHUNK: usize = 256 * 1024;
 /// Write requests in flight per SFTP channel (32 KiB each, OpenSSH's own numbers): bounds
 /// memory, keeps the link busy.
 const WRITES_IN_FLIGHT: usize = 64;
-/// SFTP channels (on the one SSH connection) that write one large file at once, each its own
+/// Writers of one large file when it has a single connection: SFTP channels of it, each its own
 /// chunks at their offsets. A server sizes each channel's flow-control window on its own
 /// (OpenSSH: 2 MiB), so on a long link one channel moves at most window / round trip; more
 /// channels multiply that. A channel the server refuses (MaxSessions) is simply not used.
+/// With more connections (`write_connections`) there are as many writers as connections.
 const WRITE_CHANNELS: usize = 4;
 /// SSH ciphers in order of preference: AES-GCM first (hardware AES on every Lambda CPU, through
 /// aws-lc-rs: a fraction of ChaCha20-Poly1305's CPU per byte, which russh prefers by default),
@@ -55,7 +60,7 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_128_CTR,
 ];
 /// Files smaller than this are written over one channel.
-const MULTI_CHANNEL_FROM: u64 = 8 * 1024 * 1024;
+const MULTI_WRITER_FROM: u64 = 8 * 1024 * 1024;
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 /// Longest file-name part kept in a temporary name (NAME_MAX is 255 bytes on most servers).
 const TEMP_NAME_KEEP: usize = 200;
@@ -105,6 +110,8 @@ pub struct SftpDestination {
     /// Try `posix-rename@openssh.com` to replace an existing file (tests turn it off to
     /// exercise the remove-then-rename fallback).
     posix_rename: bool,
+    /// SSH connections that write one large file (see `SftpConfig::write_connections`).
+    write_connections: usize,
 }
 
 impl SftpDestination {
@@ -140,6 +147,7 @@ impl SftpDestination {
             directory: config.directory.clone(),
             timeout: Duration::from_secs(config.timeout_secs),
         })
+        .map(|d| d.with_write_connections(config.write_connections.into()))
         .map_err(|e| SetupError::Config(format!("sftp destination {username}@{host}:{port}: {e}")))
     }
 
@@ -166,7 +174,15 @@ impl SftpDestination {
             directory: settings.directory,
             timeout: settings.timeout.max(Duration::from_secs(1)),
             posix_rename: true,
+            write_connections: 1,
         })
+    }
+
+    /// Writes a file of 8 MiB or more over up to `n` SSH connections (1 to
+    /// `SFTP_MAX_WRITE_CONNECTIONS`; 1, the default of `new`, means 4 channels of one).
+    pub fn with_write_connections(mut self, n: usize) -> Self {
+        self.write_connections = n.clamp(1, usize::from(crate::config::SFTP_MAX_WRITE_CONNECTIONS));
+        self
     }
 
     /// With `false`, an existing file is replaced by remove-then-rename instead of trying
@@ -381,55 +397,117 @@ impl SftpDestination {
         Ok(())
     }
 
-    /// More SFTP channels for writing one large file, as many of `wanted` as the server grants,
-    /// each with `temp` (already created) open for writing.
-    async fn extra_writers(
+    /// Opens the writers of one large file beyond the first and sends each on `tx` once it has
+    /// `temp` (already created) open: connections of their own first (`write_connections - 1`
+    /// of them, at once), then SFTP channels of the first connection for the writers the server
+    /// did not let in. With one connection, `WRITE_CHANNELS - 1` channels.
+    async fn open_writers(
         &self,
         ssh: &client::Handle<PinnedHostKey>,
         temp: &str,
-        wanted: usize,
-    ) -> Vec<(SftpSession, russh_sftp::client::fs::File)> {
-        let mut writers = Vec::new();
-        for _ in 0..wanted {
-            let Ok(stream) = self.open_subsystem(ssh).await else {
-                break;
-            };
-            let Ok(Ok(session)) = self
-                .bounded(
-                    "start SFTP",
-                    SftpSession::new_with_config(stream, self.sftp_config()),
-                )
-                .await
-            else {
-                break;
-            };
-            match self
-                .bounded(
-                    "open temporary file",
-                    session.open_with_flags(temp, OpenFlags::WRITE),
-                )
-                .await
-            {
-                Ok(Ok(file)) => writers.push((session, file)),
-                _ => {
-                    let _ = session.close().await;
-                    break;
+        tx: mpsc::UnboundedSender<Writer>,
+    ) {
+        let (own, wanted) = match self.write_connections {
+            1 => (0, WRITE_CHANNELS - 1),
+            n => (n - 1, n - 1),
+        };
+        let mut connecting: FuturesUnordered<_> =
+            (0..own).map(|_| self.connection_writer(temp)).collect();
+        let mut joined = 0;
+        while let Some(writer) = connecting.next().await {
+            match writer {
+                Ok(writer) => {
+                    if tx.send(writer).is_err() {
+                        return;
+                    }
+                    joined += 1;
                 }
+                Err(e) => tracing::debug!(
+                    error = %e,
+                    "an extra SSH connection for the write failed; an SFTP channel takes its place"
+                ),
             }
         }
-        if writers.len() < wanted {
-            tracing::debug!(
-                granted = writers.len(),
-                wanted,
-                "the server granted fewer SFTP channels; writing over the others"
-            );
+        while joined < wanted {
+            let Some(writer) = self.channel_writer(ssh, temp).await else {
+                tracing::debug!(
+                    granted = joined,
+                    wanted,
+                    "the server granted fewer writers; writing over the others"
+                );
+                return;
+            };
+            if tx.send(writer).is_err() {
+                return;
+            }
+            joined += 1;
         }
-        writers
+    }
+
+    /// A connection of its own with `temp` open for writing.
+    async fn connection_writer(&self, temp: &str) -> Result<Writer, DestinationError> {
+        let Connection { ssh, sftp } = self.connect().await?;
+        match self
+            .bounded(
+                "open temporary file",
+                sftp.open_with_flags(temp, OpenFlags::WRITE),
+            )
+            .await
+        {
+            Ok(Ok(file)) => Ok(Writer {
+                file,
+                sftp,
+                ssh: Some(ssh),
+            }),
+            Ok(Err(e)) => {
+                Connection { ssh, sftp }.close().await;
+                Err(sftp_error(&format!("open {temp}"), e))
+            }
+            Err(e) => {
+                Connection { ssh, sftp }.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Another SFTP channel of `ssh` with `temp` open for writing, if the server grants one.
+    async fn channel_writer(
+        &self,
+        ssh: &client::Handle<PinnedHostKey>,
+        temp: &str,
+    ) -> Option<Writer> {
+        let stream = self.open_subsystem(ssh).await.ok()?;
+        let Ok(Ok(sftp)) = self
+            .bounded(
+                "start SFTP",
+                SftpSession::new_with_config(stream, self.sftp_config()),
+            )
+            .await
+        else {
+            return None;
+        };
+        match self
+            .bounded(
+                "open temporary file",
+                sftp.open_with_flags(temp, OpenFlags::WRITE),
+            )
+            .await
+        {
+            Ok(Ok(file)) => Some(Writer {
+                file,
+                sftp,
+                ssh: None,
+            }),
+            _ => {
+                let _ = sftp.close().await;
+                None
+            }
+        }
     }
 
     /// Streams `body` into the new file `temp`, reading it to the end, and returns the size
-    /// the server reports for the closed file. A large file is written over several channels:
-    /// chunk `i` goes to channel `i mod n` at its own offset.
+    /// the server reports for the closed file. A large file gets more writers as they open
+    /// (`open_writers`); chunk `i` goes to writer `i mod n` at its own offset.
     async fn upload(
         &self,
         conn: &Connection,
@@ -438,7 +516,7 @@ impl SftpDestination {
         body: &mut ByteReader,
     ) -> Result<u64, DestinationError> {
         let sftp = &conn.sftp;
-        let first = self
+        let mut first = self
             .bounded(
                 "create temporary file",
                 sftp.open_with_flags(
@@ -448,18 +526,32 @@ impl SftpDestination {
             )
             .await?
             .map_err(|e| sftp_error(&format!("create {temp}"), e))?;
-        let extra = if delivery.size >= MULTI_CHANNEL_FROM {
-            self.extra_writers(&conn.ssh, temp, WRITE_CHANNELS - 1)
-                .await
-        } else {
-            Vec::new()
+        let (tx, mut joining) = mpsc::unbounded_channel();
+        let mut more = Vec::new();
+        let result = {
+            let write = self.write_all(&mut first, &mut joining, &mut more, temp, delivery, body);
+            if delivery.size >= MULTI_WRITER_FROM {
+                // The copy starts at once on the first writer; the opener runs beside it and
+                // stops with it.
+                let opener = async {
+                    self.open_writers(&conn.ssh, temp, tx).await;
+                    std::future::pending().await
+                };
+                tokio::select! {
+                    r = write => r,
+                    r = opener => r,
+                }
+            } else {
+                drop(tx);
+                write.await
+            }
         };
-        let (sessions, more): (Vec<SftpSession>, Vec<_>) = extra.into_iter().unzip();
-        let mut files = vec![first];
-        files.extend(more);
-        let result = self.write_all(&mut files, temp, delivery, body).await;
-        for session in sessions {
-            let _ = session.close().await;
+        joining.close();
+        while let Ok(late) = joining.try_recv() {
+            more.push(late);
+        }
+        for writer in more {
+            writer.close().await;
         }
         result?;
         let on_server = self
@@ -479,10 +571,13 @@ impl SftpDestination {
         Ok(on_server)
     }
 
-    /// Writes `body` round-robin over `files` (handles of the same file) and closes them all.
+    /// Writes `body` round-robin over `first` and the writers in `more` (handles of the same
+    /// file), taking in each writer from `joining` as it arrives, and closes every handle.
     async fn write_all(
         &self,
-        files: &mut [russh_sftp::client::fs::File],
+        first: &mut russh_sftp::client::fs::File,
+        joining: &mut mpsc::UnboundedReceiver<Writer>,
+        more: &mut Vec<Writer>,
         temp: &str,
         delivery: &Delivery,
         body: &mut ByteReader,
@@ -517,7 +612,13 @@ impl SftpDestination {
                     delivery.size
                 )));
             }
-            let file = &mut files[chunk_no % files.len()];
+            while let Ok(writer) = joining.try_recv() {
+                more.push(writer);
+            }
+            let file = match chunk_no % (more.len() + 1) {
+                0 => &mut *first,
+                i => &mut more[i - 1].file,
+            };
             chunk_no += 1;
             let offset = copied - n as u64;
             self.bounded("write", async {
@@ -535,7 +636,7 @@ impl SftpDestination {
         }
         // Flush waits for every write to be acknowledged (and fsyncs when the server offers
         // fsync@openssh.com); shutdown closes the handle and waits for the answer.
-        for file in files.iter_mut() {
+        for file in std::iter::once(first).chain(more.iter_mut().map(|w| &mut w.file)) {
             self.bounded("flush", file.flush())
                 .await?
                 .map_err(|e| DestinationError::from_io(&format!("flush {temp}"), &e))?;
@@ -837,6 +938,32 @@ async fn fill(body: &mut ByteReader, buf: &mut [u8]) -> std::io::Result<usize> {
 struct Connection {
     ssh: client::Handle<PinnedHostKey>,
     sftp: SftpSession,
+}
+
+/// A writer of one large file beyond the first: the file open on an SFTP channel, which is of
+/// a connection of its own (`ssh`) or of the first connection.
+struct Writer {
+    file: russh_sftp::client::fs::File,
+    sftp: SftpSession,
+    ssh: Option<client::Handle<PinnedHostKey>>,
+}
+
+impl Writer {
+    async fn close(self) {
+        match self.ssh {
+            Some(ssh) => {
+                Connection {
+                    ssh,
+                    sftp: self.sftp,
+                }
+                .close()
+                .await;
+            }
+            None => {
+                let _ = self.sftp.close().await;
+            }
+        }
+    }
 }
 
 impl Connection {

@@ -32,7 +32,7 @@ pub struct Sshd {
     /// An empty directory (absolute path) the user can write into: point SFTP
     /// destinations here.
     pub root: PathBuf,
-    /// sshd's own log (`-e`, LogLevel INFO).
+    /// sshd's own log (`-e`, LogLevel VERBOSE: one line per SFTP session opened).
     pub log_path: PathBuf,
     config_path: PathBuf,
     authorized_keys_path: PathBuf,
@@ -254,7 +254,7 @@ MaxStartups 200
 MaxSessions 100
 LoginGraceTime 30
 Subsystem sftp internal-sftp
-LogLevel INFO
+LogLevel VERBOSE
 ",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
