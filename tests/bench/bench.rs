@@ -11,7 +11,8 @@
 //! beside a hello-world `lambda_runtime` bootstrap (tests/bench/hello_bootstrap.rs, same
 //! profile); webhook ingest latency vs a raw
 //! conditional PutObject; the wide-area profile (tests/bench/wan.rs: the S3 and SFTP copies with
-//! every server behind a delay proxy, FERRY_BENCH_RTTS, FERRY_BENCH_WAN_MIB, FERRY_BENCH_WINDOW_KIB,
+//! every server behind a delay proxy, FERRY_BENCH_RTTS (ms, or ms:Mbit/s per connection for a
+//! capped link), FERRY_BENCH_WAN_MIB, FERRY_BENCH_WINDOW_KIB,
 //! FERRY_BENCH_WAN_ROUTES). Every copy row has the CPU seconds (user + system of the copy process,
 //! from the kernel's accounting that `/usr/bin/time` reads with wait4) and CPU s/GiB; rclone runs
 //! with its best flags per path (`rclone_flags`). The `encrypt` route is a 1 GiB-class OpenPGP
@@ -784,8 +785,9 @@ fn bench_recipient(work: &Path) -> anyhow::Result<String> {
 }
 
 /// The wide-area profile: the same 1 GiB copies (FERRY_BENCH_WAN_MIB) with every server
-/// (Azurite, sshd, moto as the S3 destination) behind a delay proxy at each RTT of
-/// FERRY_BENCH_RTTS (ms, default "20,60"), a 4 MiB window per connection and direction
+/// (Azurite, sshd, moto as the S3 destination) behind a delay proxy at each link of
+/// FERRY_BENCH_RTTS (default "20,60,20:400": RTT in ms, optionally with a bandwidth cap in
+/// Mbit/s per connection and direction), a 4 MiB window per connection and direction
 /// (FERRY_BENCH_WINDOW_KIB). The state bucket stays on loopback (in production it is in the
 /// function's own region).
 async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::Result<()> {
@@ -798,11 +800,14 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(4096)
         * 1024;
-    let rtts: Vec<u64> = std::env::var("FERRY_BENCH_RTTS")
-        .unwrap_or_else(|_| "20,60".into())
+    let links: Vec<(u64, Option<u64>)> = std::env::var("FERRY_BENCH_RTTS")
+        .unwrap_or_else(|_| "20,60,20:400".into())
         .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
+        .map(|s| match s.trim().split_once(':') {
+            Some((rtt, mbit)) => Ok((rtt.parse()?, Some(mbit.parse()?))),
+            None => Ok((s.trim().parse()?, None)),
+        })
+        .collect::<Result<_, std::num::ParseIntError>>()?;
     let routes: Vec<String> = std::env::var("FERRY_BENCH_WAN_ROUTES")
         .unwrap_or_else(|_| "sftp,s3".into())
         .split(',')
@@ -810,12 +815,12 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         .collect();
     writeln!(
         report,
-        "\n## Wide-area profile ({mib} MiB; every server behind a delay proxy: fixed one-way delay per chunk, pipelining kept, {} KiB in flight per connection and direction)\n",
+        "\n## Wide-area profile ({mib} MiB; every server behind a delay proxy: fixed one-way delay per chunk, pipelining kept, {} KiB in flight per connection and direction; where a row names a cap, each connection also gets at most that bandwidth per direction)\n",
         window / 1024
     )?;
     writeln!(
         report,
-        "| RTT ms (measured) | path | tool | seconds | MB/s | CPU seconds | CPU s/GiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|"
+        "| RTT ms (measured), cap | path | tool | seconds | MB/s | CPU seconds | CPU s/GiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|"
     )?;
     let name = format!("export-wan-{mib}.bin");
     let local = env.work.join(&name);
@@ -825,10 +830,15 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
     std::fs::remove_file(&local)?;
     let jobs = env.webhook(&name).await?;
     let mut summary = Vec::new();
-    for rtt in rtts {
+    for (rtt, mbit) in links {
         let link = wan::Link {
             rtt: Duration::from_millis(rtt),
             window,
+            rate: mbit.map(|m| m * 1_000_000 / 8),
+        };
+        let (cap, tag) = match mbit {
+            Some(m) => (format!(", {m} Mbit/s per connection"), format!("{rtt}x{m}")),
+            None => (String::new(), rtt.to_string()),
         };
         let measured = wan::measured_rtt_ms(link).await?;
         let azurite = wan::DelayProxy::start(env.c.azurite.port, link)?;
@@ -842,7 +852,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         config["sources"]["azurite"]["account_url"] = json!(account_url);
         config["destinations"]["sftp"]["port"] = json!(sshd.port);
         config["destinations"]["s3"]["endpoint"]["endpoint_url"] = json!(moto_url);
-        let config_path = env.work.join(format!("ferry-wan-{rtt}.json"));
+        let config_path = env.work.join(format!("ferry-wan-{tag}.json"));
         std::fs::write(&config_path, config.to_string())?;
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
             // The same job runs at every RTT: forget the previous run's receipt, or run-job
@@ -859,9 +869,9 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
                 let _ = env.s3.delete_object().bucket("state").key(key).send().await;
             }
             let path = format!("Azurite -> {route}");
-            let label = format!("{rtt} ({measured:.1})");
-            let r = env.run_job(&config_path, job_key, &format!("wan{rtt}-{route}-{mib}"))?;
-            let console = format!("WAN {label:>12} ms");
+            let label = format!("{rtt} ({measured:.1}){cap}");
+            let r = env.run_job(&config_path, job_key, &format!("wan{tag}-{route}-{mib}"))?;
+            let console = format!("WAN {label:>12}");
             let ferry_speed = record(report, (&label, &console), mib, &path, "ferry", &r)?;
             let dest = match route.as_str() {
                 "s3" => format!(
@@ -880,7 +890,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
                     let rclone_speed =
                         record(report, (&label, &console), mib, &path, "rclone copyto", &rc)?;
                     summary.push(format!(
-                        "{mib} MiB {path} at {rtt} ms RTT: ferry/rclone {:.2}x; CPU s/GiB ferry {:.2} vs rclone {:.2} ({:.2}x); RSS ferry {:.1} MiB vs rclone {:.1} MiB",
+                        "{mib} MiB {path} at {rtt} ms RTT{cap}: ferry/rclone {:.2}x; CPU s/GiB ferry {:.2} vs rclone {:.2} ({:.2}x); RSS ferry {:.1} MiB vs rclone {:.1} MiB",
                         ferry_speed / rclone_speed,
                         cpu_per_gib(mib, &r),
                         cpu_per_gib(mib, &rc),
@@ -890,7 +900,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
                     ));
                 }
                 Err(e) => summary.push(format!(
-                    "{mib} MiB {path} at {rtt} ms RTT: rclone failed: {}",
+                    "{mib} MiB {path} at {rtt} ms RTT{cap}: rclone failed: {}",
                     ferry_shared::redact::scrub(
                         e.to_string()
                             .lines()

@@ -8,6 +8,10 @@
 //! it is read until its acknowledgement would be back (forwarded + one more one-way delay), so
 //! one connection moves at most `window / RTT`. The proxy's own socket buffers are kept small
 //! so the kernel adds little window of its own.
+//!
+//! A link may also have a bandwidth per connection and direction (the share of a path one TCP
+//! flow gets): each chunk then leaves a bottleneck of that rate in arrival order (it waits for
+//! the chunks ahead of it, then for its own length at the rate) before its one-way delay starts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ pub(crate) struct Link {
     pub rtt: Duration,
     /// Bytes in flight per connection and direction (the TCP window of the path).
     pub window: usize,
+    /// Bytes per second per connection and direction; `None`: no cap.
+    pub rate: Option<u64>,
 }
 
 /// A running proxy to one upstream port; stopped when dropped.
@@ -95,12 +101,15 @@ async fn one_way(
     link: Link,
 ) {
     let delay = link.rtt / 2;
+    let rate = link.rate;
     let window = Arc::new(Semaphore::new(link.window));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(Instant, u32)>();
     let reader = {
         let window = window.clone();
         async move {
+            // When the bottleneck is free again (a capped link).
+            let mut free_at = Instant::now();
             loop {
                 // Wait for room in the window before reading: unread bytes stay in the (small)
                 // socket buffer and the sender is held back, as on a full TCP window.
@@ -116,7 +125,13 @@ async fn one_way(
                 // Give back what this read did not use.
                 window.add_permits(CHUNK - n);
                 buf.truncate(n);
-                if tx.send((Instant::now() + delay, buf)).is_err() {
+                let mut sent_at = Instant::now();
+                if let Some(rate) = rate {
+                    free_at =
+                        free_at.max(sent_at) + Duration::from_secs_f64(n as f64 / rate as f64);
+                    sent_at = free_at;
+                }
+                if tx.send((sent_at + delay, buf)).is_err() {
                     return;
                 }
             }
