@@ -550,9 +550,7 @@ impl SftpDestination {
         while let Ok(late) = joining.try_recv() {
             more.push(late);
         }
-        for writer in more {
-            writer.close().await;
-        }
+        futures_util::future::join_all(more.into_iter().map(Writer::close)).await;
         result?;
         let on_server = self
             .stat(sftp, temp)
@@ -635,15 +633,18 @@ impl SftpDestination {
             )));
         }
         // Flush waits for every write to be acknowledged (and fsyncs when the server offers
-        // fsync@openssh.com); shutdown closes the handle and waits for the answer.
-        for file in std::iter::once(first).chain(more.iter_mut().map(|w| &mut w.file)) {
+        // fsync@openssh.com); shutdown closes the handle and waits for the answer. All writers
+        // at once: on a long link each answer is a round trip.
+        let files = std::iter::once(first).chain(more.iter_mut().map(|w| &mut w.file));
+        futures_util::future::try_join_all(files.map(|file| async move {
             self.bounded("flush", file.flush())
                 .await?
                 .map_err(|e| DestinationError::from_io(&format!("flush {temp}"), &e))?;
             self.bounded("close", file.shutdown())
                 .await?
-                .map_err(|e| DestinationError::from_io(&format!("close {temp}"), &e))?;
-        }
+                .map_err(|e| DestinationError::from_io(&format!("close {temp}"), &e))
+        }))
+        .await?;
         Ok(())
     }
 
