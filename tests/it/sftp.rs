@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ferry_shared::ByteReader;
 use ferry_shared::dest::sftp::{SftpAuth, SftpDestination, SftpSettings};
-use ferry_shared::dest::{Delivery, Destination as _, DestinationError};
+use ferry_shared::dest::{Delivery, Destination as _, DestinationError, Written};
 use ferry_shared::source::SourceError;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadBuf};
 
@@ -290,19 +290,26 @@ async fn wrong_credentials_are_unauthorized() {
     }
 }
 
-/// `data` as a body that arrives in 256 KiB pieces, `pause` apart: a copy long enough for
-/// the extra writers to log in and join it.
-fn paced(data: Vec<u8>, pause: Duration) -> ByteReader {
+/// Writes `data` as `name`, the body arriving in 256 KiB pieces `pause_ms` apart: a copy long
+/// enough for the extra writers to log in and join it.
+async fn write_paced(
+    dest: &SftpDestination,
+    name: &str,
+    data: &[u8],
+    pause_ms: u64,
+) -> Result<Written, DestinationError> {
     let (mut feed, out) = tokio::io::duplex(256 * 1024);
+    let (pieces, pause) = (data.to_vec(), Duration::from_millis(pause_ms));
     tokio::spawn(async move {
-        for piece in data.chunks(256 * 1024) {
+        for piece in pieces.chunks(256 * 1024) {
             if feed.write_all(piece).await.is_err() {
                 return;
             }
             tokio::time::sleep(pause).await;
         }
     });
-    Box::pin(out)
+    dest.write(&delivery(name, data.len() as u64), Box::pin(out))
+        .await
 }
 
 /// Logins sshd accepted so far (its log).
@@ -336,12 +343,15 @@ fn sessions_per_connection(server: &Server) -> Vec<usize> {
     per.into_iter().map(|(_, n)| n).collect()
 }
 
-/// Settings for the same sshd through a proxy on `port`.
-fn via(server: &Server, port: u16) -> SftpSettings {
-    SftpSettings {
+/// A destination writing to `server` through a proxy on `port`, a large file over up to
+/// `connections` SSH connections.
+fn through(server: &Server, port: u16, connections: usize) -> SftpDestination {
+    SftpDestination::new(SftpSettings {
         port,
         ..server.settings()
-    }
+    })
+    .unwrap()
+    .with_write_connections(connections)
 }
 
 #[tokio::test]
@@ -350,15 +360,8 @@ async fn a_large_file_is_written_over_connections_of_its_own_and_arrives_whole()
     let proxy = FaultProxy::start(server.sshd.port).await;
     let data = support::data::bytes(41, 16 << 20);
     let before = logins(&server);
-    let dest = SftpDestination::new(via(&server, proxy.port))
-        .unwrap()
-        .with_write_connections(4);
-    dest.write(
-        &delivery("wide/big.bin", data.len() as u64),
-        paced(data.clone(), Duration::from_millis(10)),
-    )
-    .await
-    .unwrap();
+    let dest = through(&server, proxy.port, 4);
+    write_paced(&dest, "wide/big.bin", &data, 10).await.unwrap();
     let big = std::fs::read(server.root().join("wide/big.bin")).unwrap();
     assert!(big == data, "16 MiB written by 4 connections differ");
     assert_eq!(proxy.accepted(), 4, "one connection per writer");
@@ -375,15 +378,8 @@ async fn a_large_file_is_written_over_connections_of_its_own_and_arrives_whole()
         .await
         .unwrap();
     assert_eq!(proxy.accepted(), 5);
-    let one = SftpDestination::new(via(&server, proxy.port))
-        .unwrap()
-        .with_write_connections(1);
-    one.write(
-        &delivery("wide/one.bin", data.len() as u64),
-        paced(data.clone(), Duration::from_millis(2)),
-    )
-    .await
-    .unwrap();
+    let one = through(&server, proxy.port, 1);
+    write_paced(&one, "wide/one.bin", &data, 2).await.unwrap();
     assert!(std::fs::read(server.root().join("wide/one.bin")).unwrap() == data);
     assert_eq!(
         proxy.accepted(),
@@ -407,13 +403,8 @@ async fn writers_the_server_does_not_let_in_become_channels_and_the_file_arrives
     proxy.plan([Fault::Pass, Fault::Refuse, Fault::Refuse, Fault::Refuse]);
     let data = support::data::bytes(42, 12 << 20);
     let before = logins(&server);
-    SftpDestination::new(via(&server, proxy.port))
-        .unwrap()
-        .with_write_connections(4)
-        .write(
-            &delivery("limited/big.bin", data.len() as u64),
-            paced(data.clone(), Duration::from_millis(5)),
-        )
+    let dest = through(&server, proxy.port, 4);
+    write_paced(&dest, "limited/big.bin", &data, 5)
         .await
         .unwrap();
     assert!(std::fs::read(server.root().join("limited/big.bin")).unwrap() == data);
@@ -431,20 +422,14 @@ async fn writers_the_server_does_not_let_in_become_channels_and_the_file_arrives
 async fn a_cut_on_one_of_the_extra_connections_fails_the_write_and_keeps_the_old_file() {
     let server = Server::start();
     let proxy = FaultProxy::start(server.sshd.port).await;
-    let dest = SftpDestination::new(via(&server, proxy.port))
-        .unwrap()
-        .with_write_connections(4);
+    let dest = through(&server, proxy.port, 4);
     dest.write(&delivery("cut/file.bin", 3), body(b"old"))
         .await
         .unwrap();
     // The second connection of the next write is cut once 1 MiB went up it.
     proxy.plan([Fault::Pass, Fault::CutRequestAfter(1 << 20)]);
     let data = support::data::bytes(43, 16 << 20);
-    let e = dest
-        .write(
-            &delivery("cut/file.bin", data.len() as u64),
-            paced(data.clone(), Duration::from_millis(5)),
-        )
+    let e = write_paced(&dest, "cut/file.bin", &data, 5)
         .await
         .unwrap_err();
     assert!(
@@ -455,11 +440,6 @@ async fn a_cut_on_one_of_the_extra_connections_fails_the_write_and_keeps_the_old
     assert_eq!(std::fs::read(root.join("cut/file.bin")).unwrap(), b"old");
     assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
     // The retry (no fault planned) delivers every byte.
-    dest.write(
-        &delivery("cut/file.bin", data.len() as u64),
-        paced(data.clone(), Duration::from_millis(1)),
-    )
-    .await
-    .unwrap();
+    write_paced(&dest, "cut/file.bin", &data, 1).await.unwrap();
     assert!(std::fs::read(root.join("cut/file.bin")).unwrap() == data);
 }

@@ -444,27 +444,31 @@ impl SftpDestination {
         }
     }
 
+    /// `temp` (already created) opened for writing on `sftp`.
+    async fn open_temp(
+        &self,
+        sftp: &SftpSession,
+        temp: &str,
+    ) -> Result<russh_sftp::client::fs::File, DestinationError> {
+        self.bounded(
+            "open temporary file",
+            sftp.open_with_flags(temp, OpenFlags::WRITE),
+        )
+        .await?
+        .map_err(|e| sftp_error(&format!("open {temp}"), e))
+    }
+
     /// A connection of its own with `temp` open for writing.
     async fn connection_writer(&self, temp: &str) -> Result<Writer, DestinationError> {
-        let Connection { ssh, sftp } = self.connect().await?;
-        match self
-            .bounded(
-                "open temporary file",
-                sftp.open_with_flags(temp, OpenFlags::WRITE),
-            )
-            .await
-        {
-            Ok(Ok(file)) => Ok(Writer {
+        let conn = self.connect().await?;
+        match self.open_temp(&conn.sftp, temp).await {
+            Ok(file) => Ok(Writer {
                 file,
-                sftp,
-                ssh: Some(ssh),
+                sftp: conn.sftp,
+                ssh: Some(conn.ssh),
             }),
-            Ok(Err(e)) => {
-                Connection { ssh, sftp }.close().await;
-                Err(sftp_error(&format!("open {temp}"), e))
-            }
             Err(e) => {
-                Connection { ssh, sftp }.close().await;
+                conn.close().await;
                 Err(e)
             }
         }
@@ -477,28 +481,21 @@ impl SftpDestination {
         temp: &str,
     ) -> Option<Writer> {
         let stream = self.open_subsystem(ssh).await.ok()?;
-        let Ok(Ok(sftp)) = self
+        let sftp = self
             .bounded(
                 "start SFTP",
                 SftpSession::new_with_config(stream, self.sftp_config()),
             )
             .await
-        else {
-            return None;
-        };
-        match self
-            .bounded(
-                "open temporary file",
-                sftp.open_with_flags(temp, OpenFlags::WRITE),
-            )
-            .await
-        {
-            Ok(Ok(file)) => Some(Writer {
+            .ok()?
+            .ok()?;
+        match self.open_temp(&sftp, temp).await {
+            Ok(file) => Some(Writer {
                 file,
                 sftp,
                 ssh: None,
             }),
-            _ => {
+            Err(_) => {
                 let _ = sftp.close().await;
                 None
             }
