@@ -396,7 +396,7 @@ async fn a_large_file_is_written_over_connections_of_its_own_and_arrives_whole()
 }
 
 #[tokio::test]
-async fn writers_the_server_does_not_let_in_become_channels_and_the_file_arrives_whole() {
+async fn writers_the_server_does_not_let_in_become_channels_and_are_not_tried_again() {
     let server = Server::start();
     let proxy = FaultProxy::start(server.sshd.port).await;
     // The first connection passes; the next three are closed at once (a limit on logins).
@@ -415,6 +415,13 @@ async fn writers_the_server_does_not_let_in_become_channels_and_the_file_arrives
         [4],
         "the three writers that were refused are channels of the first connection"
     );
+    // The next write of the same process does not knock again: one connection, 4 channels.
+    write_paced(&dest, "limited/next.bin", &data, 1)
+        .await
+        .unwrap();
+    assert!(std::fs::read(server.root().join("limited/next.bin")).unwrap() == data);
+    assert_eq!(proxy.accepted(), 5, "no more refused logins");
+    assert_eq!(sessions_per_connection(&server), [4, 4]);
     assert!(leftovers(&server.root()).is_empty());
 }
 

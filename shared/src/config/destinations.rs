@@ -97,8 +97,9 @@ pub struct SftpConfig {
     /// their offsets (1-8). On a long link one TCP connection moves at most its window per
     /// round trip, and more connections multiply that. The copy starts on the first
     /// connection and the others join as they log in; writers the server does not let in (a
-    /// limit on logins per user) become SFTP channels of the first connection instead. With 1,
-    /// a large file goes over 4 SFTP channels of a single connection: one login per file.
+    /// limit on logins per user) become SFTP channels of the first connection instead, and the
+    /// process's later writes try only as many connections as the server let in. With 1, a
+    /// large file goes over 4 SFTP channels of a single connection: one login per file.
     #[serde(default = "default_sftp_write_connections")]
     #[schemars(range(min = 1, max = 8))]
     pub write_connections: u8,

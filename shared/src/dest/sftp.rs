@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,6 +113,10 @@ pub struct SftpDestination {
     posix_rename: bool,
     /// SSH connections that write one large file (see `SftpConfig::write_connections`).
     write_connections: usize,
+    /// Connections a write still tries: `write_connections` until the server once let fewer
+    /// in, then that many, for the life of the process (each refused login may count against
+    /// the account on the server).
+    connections_let_in: AtomicUsize,
 }
 
 impl SftpDestination {
@@ -175,6 +180,7 @@ impl SftpDestination {
             timeout: settings.timeout.max(Duration::from_secs(1)),
             posix_rename: true,
             write_connections: 1,
+            connections_let_in: AtomicUsize::new(1),
         })
     }
 
@@ -182,6 +188,7 @@ impl SftpDestination {
     /// `SFTP_MAX_WRITE_CONNECTIONS`; 1, the default of `new`, means 4 channels of one).
     pub fn with_write_connections(mut self, n: usize) -> Self {
         self.write_connections = n.clamp(1, usize::from(crate::config::SFTP_MAX_WRITE_CONNECTIONS));
+        self.connections_let_in = AtomicUsize::new(self.write_connections);
         self
     }
 
@@ -400,20 +407,23 @@ impl SftpDestination {
     /// Opens the writers of one large file beyond the first and sends each on `tx` once it has
     /// `temp` (already created) open: connections of their own first (`write_connections - 1`
     /// of them, at once), then SFTP channels of the first connection for the writers the server
-    /// did not let in. With one connection, `WRITE_CHANNELS - 1` channels.
+    /// did not let in. With one connection, `WRITE_CHANNELS - 1` channels. Once the server
+    /// refused a connection, later writes of this process try only as many as it let in.
     async fn open_writers(
         &self,
         ssh: &client::Handle<PinnedHostKey>,
         temp: &str,
         tx: mpsc::UnboundedSender<Writer>,
     ) {
-        let (own, wanted) = match self.write_connections {
-            1 => (0, WRITE_CHANNELS - 1),
-            n => (n - 1, n - 1),
+        let wanted = match self.write_connections {
+            1 => WRITE_CHANNELS - 1,
+            n => n - 1,
         };
+        let own = self.connections_let_in.load(Ordering::Relaxed) - 1;
         let mut connecting: FuturesUnordered<_> =
             (0..own).map(|_| self.connection_writer(temp)).collect();
         let mut joined = 0;
+        let mut refused = None;
         while let Some(writer) = connecting.next().await {
             match writer {
                 Ok(writer) => {
@@ -422,11 +432,20 @@ impl SftpDestination {
                     }
                     joined += 1;
                 }
-                Err(e) => tracing::debug!(
-                    error = %e,
-                    "an extra SSH connection for the write failed; an SFTP channel takes its place"
-                ),
+                Err(e) => refused = Some(e),
             }
+        }
+        if let Some(e) = refused {
+            self.connections_let_in.store(1 + joined, Ordering::Relaxed);
+            tracing::warn!(
+                host = %self.host,
+                let_in = 1 + joined,
+                write_connections = self.write_connections,
+                error = %e,
+                "the SFTP server let in fewer connections for one write; this process now opens \
+                 only as many and writes over SFTP channels instead (set write_connections to \
+                 match the server)"
+            );
         }
         while joined < wanted {
             let Some(writer) = self.channel_writer(ssh, temp).await else {
