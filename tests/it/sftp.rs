@@ -368,8 +368,8 @@ async fn a_large_file_is_written_over_connections_of_its_own_and_arrives_whole()
     assert_eq!(logins(&server) - before, 4, "each writer logged in");
     assert_eq!(
         sessions_per_connection(&server),
-        [1, 1, 1, 1],
-        "one SFTP channel on each connection"
+        [2, 2, 2, 2],
+        "two SFTP channels on each connection"
     );
 
     // A small file keeps one connection; so does a destination set to one (its writers are
@@ -389,7 +389,7 @@ async fn a_large_file_is_written_over_connections_of_its_own_and_arrives_whole()
     assert_eq!(logins(&server) - before, 6);
     assert_eq!(
         sessions_per_connection(&server),
-        [1, 1, 1, 1, 1, 4],
+        [2, 2, 2, 2, 1, 4],
         "the small file had one channel; with one connection, 4 channels of it"
     );
     assert!(leftovers(&server.root()).is_empty());

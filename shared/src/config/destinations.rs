@@ -93,9 +93,9 @@ pub struct SftpConfig {
     /// Seconds to wait for connect, auth and each SFTP request.
     #[serde(default = "default_io_timeout_secs")]
     pub timeout_secs: u64,
-    /// SSH connections that write one file of 8 MiB or more at once, each its own chunks at
-    /// their offsets (1-8). On a long link one TCP connection moves at most its window per
-    /// round trip, and more connections multiply that. The copy starts on the first
+    /// SSH connections that write one file of 8 MiB or more at once, each over 2 SFTP channels
+    /// and each channel its own chunks at their offsets (1-8). On a long link one TCP connection
+    /// moves at most its window per round trip, and more connections multiply that. The copy starts on the first
     /// connection and the others join as they log in; writers the server does not let in (a
     /// limit on logins per user) become SFTP channels of the first connection instead, and the
     /// process's later writes try only as many connections as the server let in. With 1, a

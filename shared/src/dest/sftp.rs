@@ -47,8 +47,11 @@ const WRITES_IN_FLIGHT: usize = 64;
 /// chunks at their offsets. A server sizes each channel's flow-control window on its own
 /// (OpenSSH: 2 MiB), so on a long link one channel moves at most window / round trip; more
 /// channels multiply that. A channel the server refuses (MaxSessions) is simply not used.
-/// With more connections (`write_connections`) there are as many writers as connections.
 const WRITE_CHANNELS: usize = 4;
+/// SFTP channels per connection when a large file has connections of its own
+/// (`write_connections`): two channel windows (2 x 2 MiB at OpenSSH) fill a TCP window of
+/// about 4 MiB per round trip, where one channel would leave half of it idle.
+const CHANNELS_PER_CONNECTION: usize = 2;
 /// SSH ciphers in order of preference: AES-GCM first (hardware AES on every Lambda CPU, through
 /// aws-lc-rs: a fraction of ChaCha20-Poly1305's CPU per byte, which russh prefers by default),
 /// then the rest of russh's defaults for servers without it.
@@ -406,40 +409,41 @@ impl SftpDestination {
 
     /// Opens the writers of one large file beyond the first and sends each on `tx` once it has
     /// `temp` (already created) open: connections of their own first (`write_connections - 1`
-    /// of them, at once), then SFTP channels of the first connection for the writers the server
-    /// did not let in. With one connection, `WRITE_CHANNELS - 1` channels. Once the server
-    /// refused a connection, later writes of this process try only as many as it let in.
+    /// of them, at once, each with `CHANNELS_PER_CONNECTION` channels), then channels of the
+    /// first connection: its share, and the writers of connections the server did not let in.
+    /// With one connection, `WRITE_CHANNELS - 1` channels of it. Once the server refused a
+    /// connection, later writes of this process try only as many as it let in.
     async fn open_writers(
         &self,
         ssh: &client::Handle<PinnedHostKey>,
         temp: &str,
         tx: mpsc::UnboundedSender<Writer>,
     ) {
-        let wanted = match self.write_connections {
-            1 => WRITE_CHANNELS - 1,
-            n => n - 1,
-        };
         let own = self.connections_let_in.load(Ordering::Relaxed) - 1;
         let mut connecting: FuturesUnordered<_> =
-            (0..own).map(|_| self.connection_writer(temp)).collect();
-        let mut joined = 0;
+            (0..own).map(|_| self.connection_writers(temp)).collect();
+        let (mut joined, mut connected) = (0, 0);
         let mut refused = None;
-        while let Some(writer) = connecting.next().await {
-            match writer {
-                Ok(writer) => {
-                    if tx.send(writer).is_err() {
-                        return;
+        while let Some(writers) = connecting.next().await {
+            match writers {
+                Ok(writers) => {
+                    connected += 1;
+                    for writer in writers {
+                        if tx.send(writer).is_err() {
+                            return;
+                        }
+                        joined += 1;
                     }
-                    joined += 1;
                 }
                 Err(e) => refused = Some(e),
             }
         }
         if let Some(e) = refused {
-            self.connections_let_in.store(1 + joined, Ordering::Relaxed);
+            self.connections_let_in
+                .store(1 + connected, Ordering::Relaxed);
             tracing::warn!(
                 host = %self.host,
-                let_in = 1 + joined,
+                let_in = 1 + connected,
                 write_connections = self.write_connections,
                 error = %e,
                 "the SFTP server let in fewer connections for one write; this process now opens \
@@ -447,6 +451,9 @@ impl SftpDestination {
                  match the server)"
             );
         }
+        // The first connection's channels make up the rest: up to `CHANNELS_PER_CONNECTION`
+        // per connection in all, and at least `WRITE_CHANNELS` writers.
+        let wanted = WRITE_CHANNELS.max((1 + connected) * CHANNELS_PER_CONNECTION) - 1;
         while joined < wanted {
             let Some(writer) = self.channel_writer(ssh, temp).await else {
                 tracing::debug!(
@@ -477,20 +484,31 @@ impl SftpDestination {
         .map_err(|e| sftp_error(&format!("open {temp}"), e))
     }
 
-    /// A connection of its own with `temp` open for writing.
-    async fn connection_writer(&self, temp: &str) -> Result<Writer, DestinationError> {
+    /// A connection of its own with `temp` open for writing on `CHANNELS_PER_CONNECTION`
+    /// channels (fewer if the server grants fewer). The first writer owns the connection.
+    async fn connection_writers(&self, temp: &str) -> Result<Vec<Writer>, DestinationError> {
         let conn = self.connect().await?;
-        match self.open_temp(&conn.sftp, temp).await {
-            Ok(file) => Ok(Writer {
-                file,
-                sftp: conn.sftp,
-                ssh: Some(conn.ssh),
-            }),
+        let file = match self.open_temp(&conn.sftp, temp).await {
+            Ok(file) => file,
             Err(e) => {
                 conn.close().await;
-                Err(e)
+                return Err(e);
+            }
+        };
+        let mut more = Vec::new();
+        while more.len() + 1 < CHANNELS_PER_CONNECTION {
+            match self.channel_writer(&conn.ssh, temp).await {
+                Some(writer) => more.push(writer),
+                None => break,
             }
         }
+        let mut writers = vec![Writer {
+            file,
+            sftp: conn.sftp,
+            ssh: Some(conn.ssh),
+        }];
+        writers.extend(more);
+        Ok(writers)
     }
 
     /// Another SFTP channel of `ssh` with `temp` open for writing, if the server grants one.
@@ -957,8 +975,9 @@ struct Connection {
     sftp: SftpSession,
 }
 
-/// A writer of one large file beyond the first: the file open on an SFTP channel, which is of
-/// a connection of its own (`ssh`) or of the first connection.
+/// A writer of one large file beyond the first: the file open on an SFTP channel of the first
+/// connection, or of a connection of its own, which one of its writers owns (`ssh`) and closes
+/// once every writer's file is closed.
 struct Writer {
     file: russh_sftp::client::fs::File,
     sftp: SftpSession,
