@@ -94,14 +94,15 @@ pub struct SftpConfig {
     #[serde(default = "default_io_timeout_secs")]
     pub timeout_secs: u64,
     /// SSH connections that write one file of 8 MiB or more at once, each over 2 SFTP channels
-    /// and each channel its own chunks at their offsets (1-8). On a long link one TCP connection
-    /// moves at most its window per round trip, and more connections multiply that. The copy starts on the first
-    /// connection and the others join as they log in; writers the server does not let in (a
-    /// limit on logins per user) become SFTP channels of the first connection instead, and the
-    /// process's later writes try only as many connections as the server let in. With 1, a
-    /// large file goes over 4 SFTP channels of a single connection: one login per file.
+    /// and each channel its own chunks at their offsets (1-8). On a long link one TCP
+    /// connection moves at most its window per round trip, and more connections multiply that.
+    /// The copy starts on the first connection and the others join as they log in; writers the
+    /// server does not let in (a limit on logins per user) become SFTP channels of the first
+    /// connection instead, and the process's later writes try only as many connections as the
+    /// server let in. With 1, a large file goes over 4 SFTP channels of a single connection: one
+    /// login per file.
     #[serde(default = "default_sftp_write_connections")]
-    #[schemars(range(min = 1, max = 8))]
+    #[schemars(range(min = 1, max = SFTP_MAX_WRITE_CONNECTIONS))]
     pub write_connections: u8,
 }
 
