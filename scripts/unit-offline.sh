@@ -48,7 +48,8 @@ env PATH="$clean_path" FERRY_REPO_ROOT="$empty_root" "${run[@]}"
 end=$(date +%s.%N)
 
 if [ -s "$trace" ]; then
-    if grep -E "execve\(\"[^\"]*/($components)\"|install-components\.sh" "$trace" >&2; then
+    # moto runs as the venv's python with tests/harness/moto_server.py: matched by that argument.
+    if grep -E "execve\(\"[^\"]*/($components)\"|install-components\.sh|moto_server\.py" "$trace" >&2; then
         echo "unit-offline: the unit tier tried to start a component (lines above)" >&2
         exit 1
     fi

@@ -32,8 +32,10 @@ impl Moto {
         start_on_free_port(2, |port| Self::start_on(&bin, port))
     }
 
+    /// The venv's Python: it runs moto through `tests/harness/moto_server.py`, which makes S3's
+    /// conditional PutObject atomic as it is on S3.
     fn bin() -> PathBuf {
-        crate::repo_root().join(".local/venv/bin/moto_server")
+        crate::repo_root().join(".local/venv/bin/python")
     }
 
     /// Starts on a given port (e.g. a fixed one for the demo).
@@ -45,7 +47,14 @@ impl Moto {
     fn start_on(bin: &Path, port: u16) -> anyhow::Result<Self> {
         let dir = RunDir::new("moto")?;
         let log_path = dir.path().join("moto.log");
-        let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(String::from);
+        let launcher = crate::repo_root().join("tests/harness/moto_server.py");
+        let args = [
+            launcher.to_string_lossy().into_owned(),
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
         let mut process = ServerProcess::spawn(
             "moto_server",
             bin,
