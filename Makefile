@@ -45,7 +45,8 @@ fmt:
 
 ## bench: ferry vs rclone and the raw limits on the local components (loopback, then a wide-area
 ## profile at 20 and 60 ms RTT through a delay proxy), CPU seconds per GiB and peak RSS of every
-## copy, then view sync vs a plain Python script; writes docs/benchmarks.md.
+## copy, then view sync vs a plain Python script; writes docs/benchmarks.md. The S3 copies also
+## go to s3s-fs (a Rust S3 server, installed into .local/s3s), where moto is not the bound.
 ## FERRY_BENCH_SIZES=64,1024,4096 adds the 4 GiB run (needs ~10 GB free disk);
 ## FERRY_BENCH_PROFILE=profiling measures a non-LTO release build (minutes less to build);
 ## tests/bench/bench.rs lists the other knobs.
@@ -53,6 +54,7 @@ export FERRY_BENCH_PROFILE ?= release
 bench: setup
 	@command -v rclone >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone curl)
 	.local/venv/bin/python -m pip install --quiet --disable-pip-version-check 'psycopg[binary]==3.2.*'
+	@test -x .local/s3s/bin/s3s-fs || $(CARGO) install --quiet s3s-fs --version 0.14.1 --features binary --locked --root .local/s3s
 	$(CARGO) build --profile $(FERRY_BENCH_PROFILE) --workspace --bins
 	$(CARGO) build --profile $(FERRY_BENCH_PROFILE) --example hello_bootstrap
 	$(CARGO) run --quiet --example bench

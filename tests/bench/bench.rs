@@ -3,7 +3,8 @@
 //! asserts: these machines are shared and noisy.
 //!
 //! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir/Graph) for ferry, rclone,
-//! a plain ranged GET and a plain boto3 multipart PUT (Graph: the stateful fake of
+//! a plain ranged GET and a plain boto3 multipart PUT (S3: moto, and the `s3s` route to s3s-fs, a
+//! server that is not the bound: tests/bench/s3s.rs; Graph: the stateful fake of
 //! tests/support/graph.rs, started inside this process; rclone has no OneDrive target here, so
 //! that row is compared with ferry's own S3 and SFTP rows); at 1 GiB and up, the S3, SFTP and
 //! local-dir copies again from a blob without a Content-MD5 (no MD5 to check: SHA-256 only);
@@ -41,6 +42,7 @@ use serde_json::{Value, json};
 mod graph;
 mod measure;
 mod runtime_api;
+mod s3s;
 mod wan;
 
 use measure::{Run, profiled, timed};
@@ -118,7 +120,7 @@ fn rclone_flags(route: &str) -> &'static [&'static str] {
             "--buffer-size",
             "32M",
         ],
-        "s3" => &[
+        "s3" | "s3s" => &[
             "--s3-upload-concurrency",
             "16",
             "--s3-chunk-size",
@@ -135,6 +137,44 @@ fn rclone_flags(route: &str) -> &'static [&'static str] {
             "32M",
         ],
     }
+}
+
+/// rclone's on-the-fly S3 remote for the bench's credentials at `endpoint`, bucket `rclone`.
+fn rclone_s3(endpoint: &str, name: &str) -> String {
+    format!(
+        ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{endpoint}',force_path_style=true:rclone/{name}"
+    )
+}
+
+/// boto3's plain multipart upload of `file` to the S3 server at `endpoint` (bucket `raw`), as a
+/// row (the part uploads and the complete step apart); returns its MB/s.
+fn raw_multipart(
+    root: &Path,
+    report: &mut String,
+    (mib, file): (u64, &Path),
+    endpoint: &str,
+    server: &str,
+) -> anyhow::Result<f64> {
+    let out = Command::new(root.join(".local/venv/bin/python"))
+        .arg(root.join("tests/bench/moto_multipart.py"))
+        .args([endpoint, "raw"])
+        .arg(file)
+        .output()?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    let secs = v["total_s"].as_f64().unwrap_or(f64::NAN);
+    let speed = mbps(mib * MIB, secs);
+    writeln!(
+        report,
+        "| {mib} MiB | local file -> {server} | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {speed:.1} | - | - | - |",
+        v["parts_s"].as_f64().unwrap_or(0.0),
+        v["complete_s"].as_f64().unwrap_or(0.0),
+    )?;
+    println!(
+        "{mib:>5} MiB  local -> {server:<14} boto3 multipart: parts {} s, complete {} s, {speed:.1} MB/s",
+        v["parts_s"], v["complete_s"],
+    );
+    Ok(speed)
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
@@ -167,6 +207,8 @@ struct Env {
     config: Value,
     /// A client of the benchmark's moto, for the raw calls and clean-up.
     s3: aws_sdk_s3::Client,
+    /// The second S3 server (s3s-fs) and a client of it, when installed: the `s3s` route.
+    s3s: Option<(s3s::S3sFs, aws_sdk_s3::Client)>,
 }
 
 impl Env {
@@ -223,6 +265,22 @@ impl Env {
                 )
             })
             .collect())
+    }
+
+    /// Deletes `key` from the buckets the S3 copies of `route` wrote to (frees moto's memory
+    /// and s3s-fs's disk before the next copy).
+    async fn clean_s3(&self, route: &str, key: &str) {
+        let client = match route {
+            "s3" => &self.s3,
+            "s3s" => match &self.s3s {
+                Some((_, c)) => c,
+                None => return,
+            },
+            _ => return,
+        };
+        for bucket in ["archive", "rclone"] {
+            let _ = client.delete_object().bucket(bucket).key(key).send().await;
+        }
     }
 
     fn rclone(&self, source: &str, dest: &str, route: &str) -> anyhow::Result<Run> {
@@ -323,6 +381,7 @@ async fn main() -> anyhow::Result<()> {
     for b in ["state", "archive", "rclone", "raw"] {
         c.moto.create_bucket(b).await?;
     }
+    let s3s_server = s3s::S3sFs::start(&root, &work.join("s3s"), &["archive", "rclone", "raw"])?;
     let secret = |name: &str, value: &str| -> anyhow::Result<PathBuf> {
         let p = work.join(name);
         std::fs::write(&p, value)?;
@@ -343,7 +402,7 @@ async fn main() -> anyhow::Result<()> {
             .context("graph config")?
             .remove(knob);
     }
-    let config = json!({
+    let mut config = json!({
         "state": {"bucket": "state", "endpoint": {"endpoint_url": c.moto.endpoint, "force_path_style": true}},
         "webhook": {"token": {"file": secret("token", "bench-token")?}},
         "sources": {"azurite": {"type": "azure_blob", "account_url": c.azurite.account_url, "sas": {"file": secret("sas", &sas)?}}},
@@ -363,9 +422,15 @@ async fn main() -> anyhow::Result<()> {
              "encrypt": {"recipients": [{"armored": bench_recipient(&work)?}]}}
         ]
     });
+    if let Some(server) = &s3s_server {
+        config["destinations"]["s3s"] = json!({"type": "s3", "bucket": "archive", "endpoint": {"endpoint_url": server.endpoint, "force_path_style": true}});
+        config["routes"]
+            .as_array_mut()
+            .context("routes")?
+            .insert(1, json!({"name": "s3s", "source": "azurite", "container": "bench", "destinations": ["s3s"]}));
+    }
     // FERRY_BENCH_CONFIG: a JSON merge patch over this config (RFC 7396), to measure other
     // settings without editing the bench, e.g. `{"sources": {"azurite": {"read_ahead_mib": 1}}}`.
-    let mut config = config;
     if let Ok(patch) = std::env::var("FERRY_BENCH_CONFIG") {
         merge(
             &mut config,
@@ -379,6 +444,16 @@ async fn main() -> anyhow::Result<()> {
         force_path_style: true,
     })
     .await;
+    let mut s3s = None;
+    if let Some(server) = s3s_server {
+        let client = ferry_shared::s3::client(&ferry_shared::config::S3Endpoint {
+            region: None,
+            endpoint_url: Some(server.endpoint.clone()),
+            force_path_style: true,
+        })
+        .await;
+        s3s = Some((server, client));
+    }
     let env = Env {
         root: root.clone(),
         work: work.clone(),
@@ -387,6 +462,7 @@ async fn main() -> anyhow::Result<()> {
         config_path,
         config,
         s3,
+        s3s,
     };
     let s3 = &env.s3;
 
@@ -421,9 +497,14 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd. Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows s3s-fs {} (an S3 server in Rust that keeps objects as files: S3 copies measured where the server is not the bound). Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
         ferry_shared::job::now_rfc3339(),
         std::thread::available_parallelism()?.get(),
+        if env.s3s.is_some() {
+            s3s::VERSION
+        } else {
+            "(not installed: no such rows)"
+        },
         profile()
     )?;
 
@@ -554,38 +635,39 @@ async fn main() -> anyhow::Result<()> {
                 &g,
             )?;
         }
+        // The S3 servers' own limits: boto3's multipart upload of the file, to moto and to
+        // s3s-fs (the `s3s` rows' server).
         let mut raw_put = None;
+        let mut raw_put_s3s = None;
         if mib == 1024 {
-            let out = Command::new(env.root.join(".local/venv/bin/python"))
-                .arg(env.root.join("tests/bench/moto_multipart.py"))
-                .args([&env.c.moto.endpoint, "raw"])
-                .arg(&local)
-                .output()?;
-            let v: Value = serde_json::from_slice(&out.stdout)
-                .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-            let secs = v["total_s"].as_f64().unwrap_or(f64::NAN);
-            raw_put = Some(mbps(bytes, secs));
-            writeln!(
-                report,
-                "| {mib} MiB | local file -> moto | boto3 multipart PUT (limit): parts {:.2} s + complete {:.2} s | {secs:.2} | {:.1} | - | - | - |",
-                v["parts_s"].as_f64().unwrap_or(0.0),
-                v["complete_s"].as_f64().unwrap_or(0.0),
-                mbps(bytes, secs)
-            )?;
-            println!(
-                "{mib:>5} MiB  local -> moto           boto3 multipart: parts {} s, complete {} s, {:.1} MB/s",
-                v["parts_s"],
-                v["complete_s"],
-                mbps(bytes, secs)
-            );
+            raw_put = Some(raw_multipart(
+                &env.root,
+                &mut report,
+                (mib, &local),
+                &env.c.moto.endpoint,
+                "moto",
+            )?);
+            if let Some((server, _)) = &env.s3s {
+                raw_put_s3s = Some(raw_multipart(
+                    &env.root,
+                    &mut report,
+                    (mib, &local),
+                    &server.endpoint,
+                    "s3s-fs",
+                )?);
+            }
         }
         std::fs::remove_file(&local)?;
-        let _ = s3
-            .delete_object()
-            .bucket("raw")
-            .key(format!("raw/{name}"))
-            .send()
-            .await;
+        let raw_key = format!("raw/{name}");
+        let _ = s3.delete_object().bucket("raw").key(&raw_key).send().await;
+        if let Some((_, client)) = &env.s3s {
+            let _ = client
+                .delete_object()
+                .bucket("raw")
+                .key(&raw_key)
+                .send()
+                .await;
+        }
         let jobs = env.webhook(&name).await?;
         // ferry's own (MB/s, RSS MiB) per route at this size: the Graph row's comparison.
         let mut ferry_rows: std::collections::HashMap<String, (f64, f64)> = Default::default();
@@ -626,10 +708,8 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
             let dest = match route.as_str() {
-                "s3" => format!(
-                    ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{}',force_path_style=true:rclone/{name}",
-                    env.c.moto.endpoint
-                ),
+                "s3" => rclone_s3(&env.c.moto.endpoint, &name),
+                "s3s" => rclone_s3(&env.s3s.as_ref().context("s3s-fs")?.0.endpoint, &name),
                 "sftp" => format!(
                     ":sftp,host=127.0.0.1,port={},user={},key_file='{}':{}/rclone-{name}",
                     env.c.sshd.port,
@@ -650,6 +730,7 @@ async fn main() -> anyhow::Result<()> {
                     rclone_cpu.insert(route.clone(), cpu_per_gib(mib, &rc));
                     let limit = match route.as_str() {
                         "s3" => raw_put.map_or(read_limit, |p| p.min(read_limit)),
+                        "s3s" => raw_put_s3s.map_or(read_limit, |p| p.min(read_limit)),
                         "local_dir" => durable_write.min(read_limit),
                         _ => read_limit,
                     };
@@ -673,11 +754,7 @@ async fn main() -> anyhow::Result<()> {
             let _ = std::fs::remove_file(env.work.join("rclone-out").join(&name));
             let _ = std::fs::remove_file(sftp_dir.join(&name));
             let _ = std::fs::remove_file(sftp_dir.join(format!("rclone-{name}")));
-            if route == "s3" {
-                for bucket in ["archive", "rclone"] {
-                    let _ = s3.delete_object().bucket(bucket).key(&name).send().await;
-                }
-            }
+            env.clean_s3(route, &name).await;
         }
         if mib >= 1024 {
             // The same bytes in a blob without a Content-MD5, as many tools upload large files:
@@ -809,7 +886,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         })
         .collect::<Result<_, std::num::ParseIntError>>()?;
     let routes: Vec<String> = std::env::var("FERRY_BENCH_WAN_ROUTES")
-        .unwrap_or_else(|_| "sftp,s3".into())
+        .unwrap_or_else(|_| "sftp,s3,s3s".into())
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
@@ -844,6 +921,10 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         let azurite = wan::DelayProxy::start(env.c.azurite.port, link)?;
         let sshd = wan::DelayProxy::start(env.c.sshd.port, link)?;
         let moto = wan::DelayProxy::start(env.c.moto.port, link)?;
+        let s3s = match &env.s3s {
+            Some((server, _)) => Some((server, wan::DelayProxy::start(server.port, link)?)),
+            None => None,
+        };
         let proxied =
             |url: &str, from: u16, to: u16| url.replace(&format!(":{from}"), &format!(":{to}"));
         let account_url = proxied(&env.c.azurite.account_url, env.c.azurite.port, azurite.port);
@@ -852,6 +933,12 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
         config["sources"]["azurite"]["account_url"] = json!(account_url);
         config["destinations"]["sftp"]["port"] = json!(sshd.port);
         config["destinations"]["s3"]["endpoint"]["endpoint_url"] = json!(moto_url);
+        let s3s_url = s3s
+            .as_ref()
+            .map(|(server, proxy)| proxied(&server.endpoint, server.port, proxy.port));
+        if let Some(url) = &s3s_url {
+            config["destinations"]["s3s"]["endpoint"]["endpoint_url"] = json!(url);
+        }
         let config_path = env.work.join(format!("ferry-wan-{tag}.json"));
         std::fs::write(&config_path, config.to_string())?;
         for (route, job_key) in jobs.iter().filter(|(r, _)| routes.contains(r)) {
@@ -874,9 +961,8 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
             let console = format!("WAN {label:>12}");
             let ferry_speed = record(report, (&label, &console), mib, &path, "ferry", &r)?;
             let dest = match route.as_str() {
-                "s3" => format!(
-                    ":s3,provider=Other,env_auth=false,access_key_id=bench,secret_access_key=bench,endpoint='{moto_url}',force_path_style=true:rclone/{name}"
-                ),
+                "s3" => rclone_s3(&moto_url, &name),
+                "s3s" => rclone_s3(s3s_url.as_deref().context("s3s-fs")?, &name),
                 _ => format!(
                     ":sftp,host=127.0.0.1,port={},user={},key_file='{}':{}/rclone-{name}",
                     sshd.port,
@@ -912,15 +998,7 @@ async fn wide_area(env: &Env, report: &mut String, sftp_dir: &Path) -> anyhow::R
             }
             let _ = std::fs::remove_file(sftp_dir.join(&name));
             let _ = std::fs::remove_file(sftp_dir.join(format!("rclone-{name}")));
-            for bucket in ["archive", "rclone"] {
-                let _ = env
-                    .s3
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(&name)
-                    .send()
-                    .await;
-            }
+            env.clean_s3(route, &name).await;
         }
     }
     admin.delete_blob("bench", &name).await?;
@@ -971,7 +1049,7 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-const ALL_ROUTES: &str = "s3,sftp,local_dir,graph,encrypt";
+const ALL_ROUTES: &str = "s3,s3s,sftp,local_dir,graph,encrypt";
 
 /// The Graph row's summary line: checks the fake holds the whole file and no protocol violation
 /// (fails the bench otherwise), then compares ferry's Graph copy with ferry's own S3 and SFTP

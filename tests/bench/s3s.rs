@@ -1,0 +1,86 @@
+//! A second S3 server for the benchmark: s3s-fs (crates.io `s3s-fs`, an S3 server in Rust that
+//! keeps each object as a file). moto is single-threaded Python and its CompleteMultipartUpload
+//! alone takes about 10 s for 1 GiB here, so every copy to moto ends at moto's pace, whatever the
+//! tool does. The `s3s` rows send the same copies to a server that is not the bound, to show
+//! what the tools themselves do against S3. `make bench` installs it into .local/s3s; without it
+//! the rows are skipped, and the run says so.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// The crate version `make bench` installs (its Makefile names the same).
+pub(crate) const VERSION: &str = "0.14.1";
+
+/// A running s3s-fs on a loopback port, killed on drop. Its buckets are folders of `root`.
+pub(crate) struct S3sFs {
+    pub port: u16,
+    pub endpoint: String,
+    child: Child,
+}
+
+impl S3sFs {
+    pub(crate) fn bin(repo: &Path) -> PathBuf {
+        repo.join(".local/s3s/bin/s3s-fs")
+    }
+
+    /// Starts s3s-fs over `root` with the bench's credentials and `buckets`; `None` (and a line
+    /// on stderr saying why) when it is not installed.
+    pub(crate) fn start(
+        repo: &Path,
+        root: &Path,
+        buckets: &[&str],
+    ) -> anyhow::Result<Option<Self>> {
+        let bin = Self::bin(repo);
+        if !bin.exists() {
+            eprintln!(
+                "s3s-fs is not installed at {} (`make bench` installs it): the s3s rows are skipped",
+                bin.display()
+            );
+            return Ok(None);
+        }
+        for b in buckets {
+            std::fs::create_dir_all(root.join(b))?;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::fs::File::create(root.with_extension("log"))?;
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "bench", "--secret-key", "bench"])
+            .arg(root)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Self {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "s3s-fs exited at start ({status}); see {}",
+                    root.with_extension("log").display()
+                );
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("s3s-fs did not listen on {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Some(server))
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
