@@ -4,7 +4,7 @@
 //!
 //! Sections: copy throughput and peak RSS (Azurite -> S3/SFTP/local dir/Graph) for ferry, rclone,
 //! a plain ranged GET and a plain boto3 multipart PUT (S3: moto, and the `s3s` route to s3s-fs, a
-//! server that is not the bound: tests/bench/s3s.rs; Graph: the stateful fake of
+//! server about three times faster than moto: tests/bench/s3s.rs; Graph: the stateful fake of
 //! tests/support/graph.rs, started inside this process; rclone has no OneDrive target here, so
 //! that row is compared with ferry's own S3 and SFTP rows); at 1 GiB and up, the S3, SFTP and
 //! local-dir copies again from a blob without a Content-MD5 (no MD5 to check: SHA-256 only);
@@ -497,7 +497,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows s3s-fs {} (an S3 server in Rust that keeps objects as files: S3 copies measured where the server is not the bound). Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows s3s-fs {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
         ferry_shared::job::now_rfc3339(),
         std::thread::available_parallelism()?.get(),
         if env.s3s.is_some() {

@@ -1,6 +1,6 @@
-"""Raw limit for the S3 side: a plain multipart upload of local bytes to moto with boto3,
-reporting the part-upload time and the complete step separately (moto is single-core Python and
-its CompleteMultipartUpload dominates large uploads).
+"""Raw limit for the S3 side: a plain multipart upload of local bytes with boto3 to one of the
+bench's S3 servers (moto or s3s-fs), reporting the part-upload time and the complete step
+separately (moto is single-core Python and its CompleteMultipartUpload dominates large uploads).
 
 usage: moto_multipart.py ENDPOINT BUCKET FILE [PART_MIB]
 prints one JSON line: {"bytes", "parts_s", "complete_s", "total_s", "mb_per_s"}
