@@ -497,14 +497,14 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows s3s-fs {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
         ferry_shared::job::now_rfc3339(),
         std::thread::available_parallelism()?.get(),
-        if env.s3s.is_some() {
-            s3s::VERSION
-        } else {
-            "(not installed: no such rows)"
-        },
+        env.s3s
+            .as_ref()
+            .map_or("(not installed: no such rows)", |(server, _)| server
+                .version
+                .as_str()),
         profile()
     )?;
 

@@ -3,23 +3,22 @@
 //! alone takes 10-16 s for 1 GiB here, so every copy to moto ends at moto's pace, whatever the
 //! tool does. The `s3s` rows send the same copies to a server about three times as fast (it still
 //! hashes every byte twice and copies the parts again at the complete step, on the same cores),
-//! to show more of what the tools themselves do against S3. `make bench` installs it into .local/s3s; without it
-//! the rows are skipped, and the run says so.
+//! to show more of what the tools themselves do against S3. `make bench` installs it into
+//! .local/s3s (the Makefile names the version); without it the rows are skipped, and the run says
+//! so.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-/// The crate version `make bench` installs (its Makefile names the same).
-pub(crate) const VERSION: &str = "0.14.1";
-
 /// A running s3s-fs on a loopback port, killed on drop. Its buckets are folders of `root`.
 pub(crate) struct S3sFs {
     pub port: u16,
     pub endpoint: String,
+    /// What the binary says of itself (`s3s-fs --version`), for the report's header.
+    pub version: String,
     child: Child,
 }
 
@@ -46,8 +45,11 @@ impl S3sFs {
         for b in buckets {
             std::fs::create_dir_all(root.join(b))?;
         }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(root.with_extension("log"))?;
+        let version = Command::new(&bin).arg("--version").output()?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        let port = ferry_harness::free_port();
+        let log_path = root.with_extension("log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", "bench", "--secret-key", "bench"])
@@ -60,14 +62,15 @@ impl S3sFs {
         let mut server = Self {
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
+            version,
             child,
         };
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !ferry_harness::port_open(port) {
             if let Some(status) = server.child.try_wait()? {
                 bail!(
-                    "s3s-fs exited at start ({status}); see {}",
-                    root.with_extension("log").display()
+                    "s3s-fs exited at start ({status}): {}",
+                    ferry_harness::log_tail(&log_path)
                 );
             }
             if started.elapsed() > Duration::from_secs(10) {
