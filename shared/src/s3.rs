@@ -7,15 +7,18 @@ use aws_config::timeout::TimeoutConfig;
 
 use crate::config::S3Endpoint;
 
-/// Loads the shared AWS config (credentials chain, region) with ferry's timeouts.
+/// Loads the shared AWS config (credentials chain, region) with ferry's timeouts and trust roots
+/// (the process's one SDK HTTPS client, [`crate::tls::aws_http_client`]).
 pub async fn load_aws_config(endpoint: &S3Endpoint) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(60))
-            .operation_attempt_timeout(Duration::from_secs(120))
-            .build(),
-    );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::aws_http_client())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(60))
+                .operation_attempt_timeout(Duration::from_secs(120))
+                .build(),
+        );
     let region = endpoint
         .region
         .clone()

@@ -1,14 +1,16 @@
-//! The trust roots of ferry's HTTP clients (sources, destinations, sinks, token services), read
-//! once per process.
+//! The trust roots of every HTTPS client in a ferry process, read once: its own (sources,
+//! destinations, sinks, token services) and the AWS SDK's (state store, S3, Secrets Manager).
 //!
-//! reqwest's default verifier loads the platform's roots again for every client it builds, and
-//! on a Debian-style system that is the bundle file plus every entry of `/etc/ssl/certs` (about
-//! 440 files): a third of webhook-ingest's cold start, twice over in blob-copy. Here the roots are
-//! the system's CA bundle file (`SSL_CERT_FILE` when set, else the one openssl-probe finds:
-//! `/etc/pki/tls/certs/ca-bundle.crt` on Lambda's Amazon Linux), read and parsed once, and every
-//! client trusts exactly those. Without a bundle file the platform's store is loaded as before.
-//! (The AWS SDK loads its own copy once per process, and takes other roots only as PEM that it
-//! decodes again for every client it builds: measured slower, see docs/performance.md.)
+//! Left alone, each reads the platform's roots itself: reqwest's default verifier for every
+//! client it builds, the AWS SDK once per process from the bundle file and then every entry of
+//! `SSL_CERT_DIR` or the probed directory (about 290 files on a Debian-style system, each root a
+//! second time). That was a third of a function's cold start (docs/performance.md). Here the
+//! roots are the system's CA bundle file (`SSL_CERT_FILE` when set, else the one openssl-probe
+//! finds: `/etc/pki/tls/certs/ca-bundle.crt` on Lambda's Amazon Linux), read and decoded once;
+//! without a bundle file, the platform's store. Every client trusts exactly those: ferry's as
+//! DER ([`roots`]), the SDK's through one HTTPS client per process ([`aws_http_client`]), which
+//! takes them as PEM. Roots rustls cannot take as a trust anchor are left out of both, with a
+//! warning, so no client build fails on an odd entry.
 //!
 //! The bundle's base64 is decoded with the `base64` crate's table decoder, not rustls-pki-types'
 //! PEM reader, whose decoder runs in constant time because PEM often holds private keys. A CA
@@ -17,6 +19,11 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
+use aws_sdk_s3::config::SharedHttpClient;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use base64::Engine as _;
 use rustls_pki_types::CertificateDer;
 
@@ -83,26 +90,101 @@ fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
     (certs, unreadable)
 }
 
-static ROOTS: LazyLock<Vec<reqwest::Certificate>> = LazyLock::new(|| {
-    let bundle = openssl_probe::probe().cert_file;
-    certificates(&load(bundle.as_deref()))
-});
-
-fn certificates(roots: &[CertificateDer<'static>]) -> Vec<reqwest::Certificate> {
-    roots
-        .iter()
-        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
-        .collect()
+/// One process's trust roots, in the two forms its clients take them.
+struct Roots {
+    /// For reqwest.
+    certificates: Vec<reqwest::Certificate>,
+    /// The same certificates as one PEM bundle, for the AWS SDK.
+    pem: Vec<u8>,
 }
+
+impl Roots {
+    fn new(roots: Vec<CertificateDer<'static>>) -> Self {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut certificates = Vec::with_capacity(roots.len());
+        let mut pem = Vec::new();
+        for der in roots {
+            // What rustls (under reqwest and the SDK alike) would refuse as a trust anchor,
+            // neither gets: the SDK panics on a root it cannot parse.
+            if rustls::RootCertStore::empty().add(der.clone()).is_err() {
+                tracing::warn!(
+                    "a CA root certificate that is not a usable trust anchor was left out"
+                );
+                continue;
+            }
+            pem.extend_from_slice(BEGIN.as_bytes());
+            pem.push(b'\n');
+            for line in engine.encode(der.as_ref()).as_bytes().chunks(64) {
+                pem.extend_from_slice(line);
+                pem.push(b'\n');
+            }
+            pem.extend_from_slice(END.as_bytes());
+            pem.push(b'\n');
+            if let Ok(certificate) = reqwest::Certificate::from_der(&der) {
+                certificates.push(certificate);
+            }
+        }
+        Self { certificates, pem }
+    }
+}
+
+static ROOTS: LazyLock<Roots> =
+    LazyLock::new(|| Roots::new(load(openssl_probe::probe().cert_file.as_deref())));
 
 /// The process's trust roots, as reqwest takes them (read on first use).
 pub fn roots() -> &'static [reqwest::Certificate] {
-    &ROOTS
+    &ROOTS.certificates
 }
 
 /// Roots from one PEM bundle file, as [`roots`] reads the system's (for tests and tools).
 pub fn roots_from(bundle: &Path) -> Vec<reqwest::Certificate> {
-    certificates(&load(Some(bundle)))
+    Roots::new(load(Some(bundle))).certificates
+}
+
+static AWS_HTTP_CLIENT: LazyLock<SharedHttpClient> =
+    LazyLock::new(|| http_client_trusting(ROOTS.pem.clone()));
+
+/// The AWS SDK's HTTPS client, trusting exactly [`roots`]: the SDK's default client (rustls over
+/// AWS-LC, the proxy from the environment) with the platform's store swapped for the process's
+/// roots. One per process, shared by every AWS config loaded, so its connectors (one per set of
+/// timeouts, each parsing the roots once) are shared by every SDK client.
+pub fn aws_http_client() -> SharedHttpClient {
+    AWS_HTTP_CLIENT.clone()
+}
+
+/// [`aws_http_client`] trusting the roots of one PEM bundle file (for tests and tools).
+pub fn aws_http_client_from(bundle: &Path) -> SharedHttpClient {
+    http_client_trusting(Roots::new(load(Some(bundle))).pem)
+}
+
+fn http_client_trusting(pem: Vec<u8>) -> SharedHttpClient {
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(pem);
+    let context = |trust| {
+        TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .expect("a TLS context of roots only always builds")
+    };
+    let (roots, none) = (context(trust), context(TrustStore::empty()));
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let tls = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        let Some(settings) = settings else {
+            // Every SDK client, when it is built, asks for a connector with no settings and
+            // drops it: the SDK's way to load the platform's roots before the first request.
+            // Ours are in memory already, and a connector with them would decode them again
+            // for every client: this one trusts nothing and is never used.
+            return tls.tls_context(none.clone()).build();
+        };
+        let mut connector = tls.tls_context(roots.clone());
+        connector.set_connector_settings(Some(settings.clone()));
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! ferry's HTTP clients trust the roots `ferry_shared::tls` reads (the system's CA bundle,
-//! read once per process): checked against OpenSSL's own TLS server with a CA made for the test.
+//! ferry's HTTP clients, and the AWS SDK's, trust the roots `ferry_shared::tls` reads (the system's
+//! CA bundle, read once per process): checked against OpenSSL's own TLS server with a CA made for
+//! the test.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,7 +32,7 @@ impl Drop for Server {
 }
 
 #[tokio::test]
-async fn a_client_trusts_the_ca_bundle_it_is_given_and_the_system_roots_are_read() {
+async fn clients_trust_the_ca_bundle_they_are_given_and_the_system_roots_are_read() {
     if Command::new("openssl").arg("version").output().is_err() {
         eprintln!("skipped: no openssl binary to run a TLS server with a test CA");
         return;
@@ -133,6 +134,43 @@ async fn a_client_trusts_the_ca_bundle_it_is_given_and_the_system_roots_are_read
     assert_eq!(answer.status(), 200);
     // s_server serves one connection at a time: let this one go.
     drop((answer, trusting));
+
+    // The AWS SDK's client trusts the same roots: given the test CA, the TLS handshake succeeds
+    // and the request reaches the server (which answers an HTML page, not S3's XML).
+    let dispatch = |client| async move {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(format!("https://localhost:{port}"))
+            .force_path_style(true)
+            .http_client(client)
+            .build();
+        let err = aws_sdk_s3::Client::from_conf(conf)
+            .list_objects_v2()
+            .bucket("b")
+            .send()
+            .await
+            .expect_err("s_server is no S3");
+        let text = format!("{:?}", aws_sdk_s3::error::DisplayErrorContext(&err));
+        match err {
+            aws_sdk_s3::error::SdkError::DispatchFailure(_) => Err(text),
+            _ => Ok(text),
+        }
+    };
+    let through = dispatch(ferry_shared::tls::aws_http_client_from(&d.join("ca.pem"))).await;
+    assert!(
+        through.is_ok(),
+        "the SDK's client did not trust the CA it was given: {through:?}"
+    );
+    let refused = dispatch(ferry_shared::tls::aws_http_client()).await;
+    let text = refused.expect_err("the SDK's client trusts the test CA, not a system root");
+    assert!(
+        text.contains("UnknownIssuer") || text.contains("certificate"),
+        "not a certificate error: {text}"
+    );
 
     // The process's roots are the system's bundle, which does not hold the test CA.
     assert!(
