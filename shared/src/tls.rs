@@ -226,6 +226,27 @@ mod tests {
     }
 
     #[test]
+    fn a_root_rustls_cannot_take_is_given_to_neither_client() {
+        let Some(file) = openssl_probe::probe().cert_file else {
+            eprintln!("skipped: this machine has no CA bundle file to take a real root from");
+            return;
+        };
+        let (real, _) = certificates_in(&std::fs::read(&file).expect("read the bundle"));
+        let real = real.into_iter().next().expect("a root in the bundle");
+        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]);
+        let roots = Roots::new(vec![junk, real.clone()]);
+        assert_eq!(roots.certificates.len(), 1);
+        // The SDK's PEM holds the real root alone, and the SDK's own reader takes it back.
+        let (pem, unreadable) = certificates_in(&roots.pem);
+        assert_eq!((pem, unreadable), (vec![real.clone()], 0));
+        use rustls_pki_types::pem::PemObject as _;
+        let theirs: Vec<_> = CertificateDer::pem_slice_iter(&roots.pem)
+            .collect::<Result<_, _>>()
+            .expect("PEM the SDK reads");
+        assert_eq!(theirs, vec![real]);
+    }
+
+    #[test]
     fn the_system_bundle_decodes_to_what_rustls_pki_types_reads() {
         let Some(file) = openssl_probe::probe().cert_file else {
             eprintln!("skipped: this machine has no CA bundle file to compare with");
