@@ -126,3 +126,16 @@ pub async fn probe_bucket(client: &aws_sdk_s3::Client, bucket: &str) -> crate::p
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every AWS config carries the process's one HTTPS client (crate::tls), so no SDK client
+    /// falls back to the SDK's default, which reads the platform's roots again.
+    #[tokio::test]
+    async fn an_aws_config_carries_the_process_http_client() {
+        let config = load_aws_config(&S3Endpoint::default()).await;
+        assert!(config.http_client().is_some());
+    }
+}

@@ -90,42 +90,59 @@ fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
     (certs, unreadable)
 }
 
-/// One process's trust roots, in the two forms its clients take them.
+/// One process's trust roots, as its two kinds of client take them.
 struct Roots {
     /// For reqwest.
     certificates: Vec<reqwest::Certificate>,
-    /// The same certificates as one PEM bundle, for the AWS SDK.
-    pem: Vec<u8>,
+    /// The AWS SDK's HTTPS client, holding the same roots as PEM.
+    aws: SharedHttpClient,
 }
 
 impl Roots {
     fn new(roots: Vec<CertificateDer<'static>>) -> Self {
-        let engine = &base64::engine::general_purpose::STANDARD;
-        let mut certificates = Vec::with_capacity(roots.len());
-        let mut pem = Vec::new();
-        for der in roots {
-            // What rustls (under reqwest and the SDK alike) would refuse as a trust anchor,
-            // neither gets: the SDK panics on a root it cannot parse.
-            if rustls::RootCertStore::empty().add(der.clone()).is_err() {
-                tracing::warn!(
-                    "a CA root certificate that is not a usable trust anchor was left out"
-                );
-                continue;
-            }
-            pem.extend_from_slice(BEGIN.as_bytes());
-            pem.push(b'\n');
-            for line in engine.encode(der.as_ref()).as_bytes().chunks(64) {
-                pem.extend_from_slice(line);
-                pem.push(b'\n');
-            }
-            pem.extend_from_slice(END.as_bytes());
-            pem.push(b'\n');
-            if let Ok(certificate) = reqwest::Certificate::from_der(&der) {
-                certificates.push(certificate);
-            }
+        let anchors = anchors(roots);
+        Self {
+            certificates: anchors
+                .iter()
+                .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+                .collect(),
+            aws: http_client_trusting(pem(&anchors)),
         }
-        Self { certificates, pem }
     }
+}
+
+/// The roots rustls (under reqwest and the SDK alike) can take as trust anchors; the SDK panics
+/// on a root it cannot parse.
+fn anchors(roots: Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> {
+    let before = roots.len();
+    let kept: Vec<_> = roots
+        .into_iter()
+        .filter(|der| rustls::RootCertStore::empty().add(der.clone()).is_ok())
+        .collect();
+    if kept.len() < before {
+        tracing::warn!(
+            left_out = before - kept.len(),
+            "CA root certificates that are not usable trust anchors were left out"
+        );
+    }
+    kept
+}
+
+/// `roots` as one PEM bundle, the only form in which the SDK takes roots of our choosing.
+fn pem(roots: &[CertificateDer<'static>]) -> Vec<u8> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut pem = Vec::new();
+    for der in roots {
+        pem.extend_from_slice(BEGIN.as_bytes());
+        pem.push(b'\n');
+        for line in engine.encode(der.as_ref()).as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(END.as_bytes());
+        pem.push(b'\n');
+    }
+    pem
 }
 
 static ROOTS: LazyLock<Roots> =
@@ -141,20 +158,17 @@ pub fn roots_from(bundle: &Path) -> Vec<reqwest::Certificate> {
     Roots::new(load(Some(bundle))).certificates
 }
 
-static AWS_HTTP_CLIENT: LazyLock<SharedHttpClient> =
-    LazyLock::new(|| http_client_trusting(ROOTS.pem.clone()));
-
 /// The AWS SDK's HTTPS client, trusting exactly [`roots`]: the SDK's default client (rustls over
 /// AWS-LC, the proxy from the environment) with the platform's store swapped for the process's
 /// roots. One per process, shared by every AWS config loaded, so its connectors (one per set of
 /// timeouts, each parsing the roots once) are shared by every SDK client.
 pub fn aws_http_client() -> SharedHttpClient {
-    AWS_HTTP_CLIENT.clone()
+    ROOTS.aws.clone()
 }
 
 /// [`aws_http_client`] trusting the roots of one PEM bundle file (for tests and tools).
 pub fn aws_http_client_from(bundle: &Path) -> SharedHttpClient {
-    http_client_trusting(Roots::new(load(Some(bundle))).pem)
+    Roots::new(load(Some(bundle))).aws
 }
 
 fn http_client_trusting(pem: Vec<u8>) -> SharedHttpClient {
@@ -234,13 +248,13 @@ mod tests {
         let (real, _) = certificates_in(&std::fs::read(&file).expect("read the bundle"));
         let real = real.into_iter().next().expect("a root in the bundle");
         let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]);
-        let roots = Roots::new(vec![junk, real.clone()]);
-        assert_eq!(roots.certificates.len(), 1);
-        // The SDK's PEM holds the real root alone, and the SDK's own reader takes it back.
-        let (pem, unreadable) = certificates_in(&roots.pem);
-        assert_eq!((pem, unreadable), (vec![real.clone()], 0));
+        let kept = anchors(vec![junk, real.clone()]);
+        assert_eq!(kept, vec![real.clone()]);
+        // The PEM the SDK gets holds it alone, and the SDK's own reader takes it back.
+        let pem = pem(&kept);
+        assert_eq!(certificates_in(&pem), (vec![real.clone()], 0));
         use rustls_pki_types::pem::PemObject as _;
-        let theirs: Vec<_> = CertificateDer::pem_slice_iter(&roots.pem)
+        let theirs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .expect("PEM the SDK reads");
         assert_eq!(theirs, vec![real]);
