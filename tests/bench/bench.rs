@@ -1317,6 +1317,10 @@ async fn ingest_latency(env: &Env) -> anyhow::Result<((Latency, Latency, Latency
         .args([
             "serve",
             "--ingest-only",
+            // The webhook alone, as webhook-ingest runs in AWS: the sweep is another function,
+            // and `serve` would run its first pass at start, into the first round's load.
+            "--reconcile-every",
+            "off",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--config",
