@@ -25,6 +25,7 @@ use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use base64::Engine as _;
+use memchr::memmem;
 use rustls_pki_types::CertificateDer;
 
 /// Roots from a bundle file, or the platform's store when there is none.
@@ -69,23 +70,23 @@ const END: &str = "-----END CERTIFICATE-----";
 /// as rustls-pki-types' reader skips them.
 fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
     let engine = &base64::engine::general_purpose::STANDARD;
+    let (begin, end) = (memmem::Finder::new(BEGIN), memmem::Finder::new(END));
     let (mut certs, mut unreadable) = (Vec::new(), 0);
-    let pem = String::from_utf8_lossy(pem);
-    let mut rest = pem.as_ref();
+    let mut rest = pem;
     let mut text = Vec::new();
-    while let Some(start) = rest.find(BEGIN) {
+    while let Some(start) = begin.find(rest) {
         let body = &rest[start + BEGIN.len()..];
-        let Some(end) = body.find(END) else {
+        let Some(stop) = end.find(body) else {
             unreadable += 1;
             break;
         };
         text.clear();
-        text.extend(body[..end].bytes().filter(|b| !b.is_ascii_whitespace()));
+        text.extend(body[..stop].iter().filter(|b| !b.is_ascii_whitespace()));
         match engine.decode(&text) {
             Ok(der) => certs.push(CertificateDer::from(der)),
             Err(_) => unreadable += 1,
         }
-        rest = &body[end + END.len()..];
+        rest = &body[stop + END.len()..];
     }
     (certs, unreadable)
 }
