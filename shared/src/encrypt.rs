@@ -14,6 +14,8 @@
 //! the builder's chunk size; the plaintext's size and SHA-256 are computed on the way for the
 //! receipt.
 
+mod self_signatures;
+
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -44,8 +46,8 @@ pub struct EncryptConfig {
     pub recipients: Vec<RecipientKey>,
     /// The inline keys as [`EncryptConfig::validate`] checked them, each with its armored text
     /// (by position; `None` for a key behind a secret), for [`EncryptConfig::load`] to reuse.
-    /// Verifying a key's self-signatures is RSA in pure Rust (0.5-1 ms of blob-copy's cold start
-    /// for one RSA key): once is enough. A key whose text no longer matches is checked again.
+    /// Parsing a key and verifying its self-signatures is done once per process, not again at
+    /// load. A key whose text no longer matches is checked again.
     #[serde(skip)]
     #[schemars(skip)]
     checked: OnceLock<Vec<Option<(String, Recipient)>>>,
@@ -271,7 +273,7 @@ impl Recipient {
             .find_map(|u| u.id.as_str().map(str::to_string))
             .unwrap_or_else(|| "no user id".into());
         let named = |f: fn(String, String) -> KeyError| f(fingerprint.clone(), user_id.clone());
-        if let Err(e) = key.verify_bindings() {
+        if let Err(e) = self_signatures::verify(&key) {
             return Err(KeyError::BadSignatures {
                 fingerprint,
                 user_id,
