@@ -167,12 +167,27 @@ mod tests {
             }
         };
         for (pairs, taken) in [
-            (&[("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "s")][..], true),
-            (&[("AWS_ACCESS_KEY_ID", "AKIA"), ("SECRET_ACCESS_KEY", "s")], true),
+            (
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKIA"),
+                    ("AWS_SECRET_ACCESS_KEY", "s"),
+                ][..],
+                true,
+            ),
+            (
+                &[("AWS_ACCESS_KEY_ID", "AKIA"), ("SECRET_ACCESS_KEY", "s")],
+                true,
+            ),
             (&[("AWS_ACCESS_KEY_ID", "AKIA")], false),
             (&[("AWS_SECRET_ACCESS_KEY", "s")], false),
-            (&[("AWS_ACCESS_KEY_ID", " "), ("AWS_SECRET_ACCESS_KEY", "s")], false),
-            (&[("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "")], false),
+            (
+                &[("AWS_ACCESS_KEY_ID", " "), ("AWS_SECRET_ACCESS_KEY", "s")],
+                false,
+            ),
+            (
+                &[("AWS_ACCESS_KEY_ID", "AKIA"), ("AWS_SECRET_ACCESS_KEY", "")],
+                false,
+            ),
             (&[("AWS_PROFILE", "dev")], false),
             (&[], false),
         ] {

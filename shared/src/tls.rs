@@ -80,8 +80,14 @@ fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
             unreadable += 1;
             break;
         };
+        // Line by line: a byte-by-byte filter over the ~220 KB bundle cost more than its decode.
         text.clear();
-        text.extend(body[..stop].iter().filter(|b| !b.is_ascii_whitespace()));
+        let block = &body[..stop];
+        let mut from = 0;
+        for newline in memchr::memchr_iter(b'\n', block).chain([block.len()]) {
+            text.extend_from_slice(block[from..newline].trim_ascii());
+            from = newline + 1;
+        }
         match engine.decode(&text) {
             Ok(der) => certs.push(CertificateDer::from(der)),
             Err(_) => unreadable += 1,
