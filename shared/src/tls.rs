@@ -28,8 +28,27 @@ use base64::Engine as _;
 use memchr::memmem;
 use rustls_pki_types::CertificateDer;
 
+/// A root certificate: its DER, and its base64 as the bundle held it (whitespace removed), from
+/// which the PEM the SDK takes is written without encoding the DER again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Root {
+    der: CertificateDer<'static>,
+    base64: Vec<u8>,
+}
+
+impl Root {
+    /// A root with no text of its own (the platform's store).
+    fn from_der(der: CertificateDer<'static>) -> Self {
+        let base64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        Self {
+            der,
+            base64: base64.into_bytes(),
+        }
+    }
+}
+
 /// Roots from a bundle file, or the platform's store when there is none.
-fn load(bundle: Option<&Path>) -> Vec<CertificateDer<'static>> {
+fn load(bundle: Option<&Path>) -> Vec<Root> {
     let certs = match bundle {
         Some(file) => match std::fs::read(file) {
             Ok(pem) => {
@@ -53,7 +72,7 @@ fn load(bundle: Option<&Path>) -> Vec<CertificateDer<'static>> {
             for error in &result.errors {
                 tracing::warn!(%error, "could not read some CA root certificates");
             }
-            result.certs
+            result.certs.into_iter().map(Root::from_der).collect()
         }
     };
     if certs.is_empty() {
@@ -65,15 +84,14 @@ fn load(bundle: Option<&Path>) -> Vec<CertificateDer<'static>> {
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const END: &str = "-----END CERTIFICATE-----";
 
-/// The DER of every `CERTIFICATE` block in a PEM bundle, in order, and how many blocks were not
-/// valid base64. Other blocks (`TRUSTED CERTIFICATE`, keys) and text between blocks are skipped,
+/// Every `CERTIFICATE` block in a PEM bundle, in order, and how many blocks were not valid
+/// base64. Other blocks (`TRUSTED CERTIFICATE`, keys) and text between blocks are skipped,
 /// as rustls-pki-types' reader skips them.
-fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
+fn certificates_in(pem: &[u8]) -> (Vec<Root>, usize) {
     let engine = &base64::engine::general_purpose::STANDARD;
     let (begin, end) = (memmem::Finder::new(BEGIN), memmem::Finder::new(END));
     let (mut certs, mut unreadable) = (Vec::new(), 0);
     let mut rest = pem;
-    let mut text = Vec::new();
     while let Some(start) = begin.find(rest) {
         let body = &rest[start + BEGIN.len()..];
         let Some(stop) = end.find(body) else {
@@ -81,15 +99,18 @@ fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
             break;
         };
         // Line by line: a byte-by-byte filter over the ~220 KB bundle cost more than its decode.
-        text.clear();
         let block = &body[..stop];
+        let mut text = Vec::with_capacity(block.len());
         let mut from = 0;
         for newline in memchr::memchr_iter(b'\n', block).chain([block.len()]) {
             text.extend_from_slice(block[from..newline].trim_ascii());
             from = newline + 1;
         }
         match engine.decode(&text) {
-            Ok(der) => certs.push(CertificateDer::from(der)),
+            Ok(der) => certs.push(Root {
+                der: CertificateDer::from(der),
+                base64: text,
+            }),
             Err(_) => unreadable += 1,
         }
         rest = &body[stop + END.len()..];
@@ -106,12 +127,12 @@ struct Roots {
 }
 
 impl Roots {
-    fn new(roots: Vec<CertificateDer<'static>>) -> Self {
+    fn new(roots: Vec<Root>) -> Self {
         let anchors = anchors(roots);
         Self {
             certificates: anchors
                 .iter()
-                .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+                .filter_map(|root| reqwest::Certificate::from_der(&root.der).ok())
                 .collect(),
             aws: http_client_trusting(pem(&anchors)),
         }
@@ -120,11 +141,11 @@ impl Roots {
 
 /// The roots rustls (under reqwest and the SDK alike) can take as trust anchors; the SDK panics
 /// on a root it cannot parse.
-fn anchors(roots: Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> {
+fn anchors(roots: Vec<Root>) -> Vec<Root> {
     let before = roots.len();
     let kept: Vec<_> = roots
         .into_iter()
-        .filter(|der| rustls::RootCertStore::empty().add(der.clone()).is_ok())
+        .filter(|root| rustls::RootCertStore::empty().add(root.der.clone()).is_ok())
         .collect();
     if kept.len() < before {
         tracing::warn!(
@@ -135,14 +156,14 @@ fn anchors(roots: Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> 
     kept
 }
 
-/// `roots` as one PEM bundle, the only form in which the SDK takes roots of our choosing.
-fn pem(roots: &[CertificateDer<'static>]) -> Vec<u8> {
-    let engine = &base64::engine::general_purpose::STANDARD;
+/// `roots` as one PEM bundle, the only form in which the SDK takes roots of our choosing, written
+/// from their base64 text (encoding ~150 roots again took more instructions than decoding them).
+fn pem(roots: &[Root]) -> Vec<u8> {
     let mut pem = Vec::new();
-    for der in roots {
+    for root in roots {
         pem.extend_from_slice(BEGIN.as_bytes());
         pem.push(b'\n');
-        for line in engine.encode(der.as_ref()).as_bytes().chunks(64) {
+        for line in root.base64.chunks(64) {
             pem.extend_from_slice(line);
             pem.push(b'\n');
         }
@@ -241,7 +262,7 @@ mod tests {
         ]
         .concat();
         let (certs, unreadable) = certificates_in(bundle.as_bytes());
-        let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
+        let ders: Vec<&[u8]> = certs.iter().map(|c| c.der.as_ref()).collect();
         assert_eq!(ders, [&one[..], &two[..], &three[..]]);
         assert_eq!(unreadable, 2, "the bad block and the unterminated one");
     }
@@ -254,7 +275,7 @@ mod tests {
         };
         let (real, _) = certificates_in(&std::fs::read(&file).expect("read the bundle"));
         let real = real.into_iter().next().expect("a root in the bundle");
-        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]);
+        let junk = Root::from_der(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]));
         let kept = anchors(vec![junk, real.clone()]);
         assert_eq!(kept, vec![real.clone()]);
         // The PEM the SDK gets holds it alone, and the SDK's own reader takes it back.
@@ -264,7 +285,7 @@ mod tests {
         let theirs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .expect("PEM the SDK reads");
-        assert_eq!(theirs, vec![real]);
+        assert_eq!(theirs, vec![real.der]);
     }
 
     #[test]
@@ -273,8 +294,7 @@ mod tests {
             eprintln!("skipped: this machine has no CA bundle file to compare with");
             return;
         };
-        let (mut ours, unreadable) =
-            certificates_in(&std::fs::read(&file).expect("read the bundle"));
+        let (ours, unreadable) = certificates_in(&std::fs::read(&file).expect("read the bundle"));
         let theirs = rustls_native_certs::load_certs_from_paths(Some(&file), None);
         assert!(theirs.errors.is_empty(), "{:?}", theirs.errors);
         assert!(
@@ -283,6 +303,13 @@ mod tests {
             file.display()
         );
         assert_eq!(unreadable, 0);
+        // The PEM the SDK gets, written from the bundle's own text, reads back as the same roots.
+        use rustls_pki_types::pem::PemObject as _;
+        let sdk: Vec<_> = CertificateDer::pem_slice_iter(&pem(&ours))
+            .collect::<Result<_, _>>()
+            .expect("PEM the SDK reads");
+        let mut ours: Vec<_> = ours.into_iter().map(|root| root.der).collect();
+        assert_eq!(sdk, ours);
         // rustls-native-certs sorts and de-duplicates what it read.
         ours.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
         ours.dedup();
