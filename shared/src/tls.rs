@@ -246,6 +246,25 @@ mod tests {
         )
     }
 
+    /// The roots in `pem` as the SDK reads them (rustls-pki-types' reader; it panics on an error).
+    fn as_the_sdk_reads(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+        use rustls_pki_types::pem::PemObject as _;
+        CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .expect("PEM the SDK reads")
+    }
+
+    /// The system's CA bundle file and what [`certificates_in`] reads from it; `None` (and a line
+    /// saying the test is skipped) on a machine without one.
+    fn system_bundle() -> Option<(std::path::PathBuf, (Vec<Root>, usize))> {
+        let Some(file) = openssl_probe::probe().cert_file else {
+            eprintln!("skipped: this machine has no CA bundle file");
+            return None;
+        };
+        let read = certificates_in(&std::fs::read(&file).expect("read the bundle"));
+        Some((file, read))
+    }
+
     #[test]
     fn every_certificate_block_is_decoded_in_order_and_nothing_else() {
         let (one, two, three) = (vec![0x30; 150], vec![0x31; 1], vec![0x32; 700]);
@@ -269,32 +288,24 @@ mod tests {
 
     #[test]
     fn a_root_rustls_cannot_take_is_given_to_neither_client() {
-        let Some(file) = openssl_probe::probe().cert_file else {
-            eprintln!("skipped: this machine has no CA bundle file to take a real root from");
+        let Some((_, (roots, _))) = system_bundle() else {
             return;
         };
-        let (real, _) = certificates_in(&std::fs::read(&file).expect("read the bundle"));
-        let real = real.into_iter().next().expect("a root in the bundle");
+        let real = roots.into_iter().next().expect("a root in the bundle");
         let junk = Root::from_der(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]));
         let kept = anchors(vec![junk, real.clone()]);
         assert_eq!(kept, vec![real.clone()]);
         // The PEM the SDK gets holds it alone, and the SDK's own reader takes it back.
         let pem = pem(&kept);
         assert_eq!(certificates_in(&pem), (vec![real.clone()], 0));
-        use rustls_pki_types::pem::PemObject as _;
-        let theirs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .expect("PEM the SDK reads");
-        assert_eq!(theirs, vec![real.der]);
+        assert_eq!(as_the_sdk_reads(&pem), vec![real.der]);
     }
 
     #[test]
     fn the_system_bundle_decodes_to_what_rustls_pki_types_reads() {
-        let Some(file) = openssl_probe::probe().cert_file else {
-            eprintln!("skipped: this machine has no CA bundle file to compare with");
+        let Some((file, (ours, unreadable))) = system_bundle() else {
             return;
         };
-        let (ours, unreadable) = certificates_in(&std::fs::read(&file).expect("read the bundle"));
         let theirs = rustls_native_certs::load_certs_from_paths(Some(&file), None);
         assert!(theirs.errors.is_empty(), "{:?}", theirs.errors);
         assert!(
@@ -304,10 +315,7 @@ mod tests {
         );
         assert_eq!(unreadable, 0);
         // The PEM the SDK gets, written from the bundle's own text, reads back as the same roots.
-        use rustls_pki_types::pem::PemObject as _;
-        let sdk: Vec<_> = CertificateDer::pem_slice_iter(&pem(&ours))
-            .collect::<Result<_, _>>()
-            .expect("PEM the SDK reads");
+        let sdk = as_the_sdk_reads(&pem(&ours));
         let mut ours: Vec<_> = ours.into_iter().map(|root| root.der).collect();
         assert_eq!(sdk, ours);
         // rustls-native-certs sorts and de-duplicates what it read.
