@@ -25,7 +25,8 @@ use pgp::types::{
     Fingerprint, KeyDetails, KeyId, KeyVersion, Mpi, PublicParams, SignatureBytes, Timestamp,
     VerifyingKey,
 };
-use rsa::traits::PublicKeyParts;
+use rsa::pkcs8::EncodePublicKey as _;
+use rsa::traits::PublicKeyParts as _;
 
 /// Checks every self-signature of `key` (user ids, user attributes, direct-key and revocation
 /// signatures, subkey bindings) as [`SignedPublicKey::verify_bindings`] does. Returns how many
@@ -71,7 +72,7 @@ impl VerifyingKey for Signer<'_> {
 /// Whether AWS-LC accepts `signature` as an RSASSA-PKCS1-v1_5 signature by `key` over the
 /// digest `hashed`. `false` says only that AWS-LC did not accept it: a hash other than SHA-2
 /// 256/384/512, a modulus outside 2048-8192 bits, or a signature that does not verify.
-pub(super) fn rsa_accepts(
+fn rsa_accepts(
     key: &rsa::RsaPublicKey,
     hash: HashAlgorithm,
     hashed: &[u8],
@@ -94,46 +95,13 @@ pub(super) fn rsa_accepts(
     }
     let mut padded = vec![0; size];
     padded[size - signature.len()..].copy_from_slice(signature);
-    UnparsedPublicKey::new(params, rsa_public_key_der(key))
+    // The rsa crate's own encoding (SubjectPublicKeyInfo), which AWS-LC reads.
+    let Ok(der) = key.to_public_key_der() else {
+        return false;
+    };
+    UnparsedPublicKey::new(params, der.as_bytes())
         .verify_digest(&digest, &padded)
         .is_ok()
-}
-
-/// `key` as a DER `RSAPublicKey` (RFC 8017, A.1.1): SEQUENCE { modulus, publicExponent }.
-fn rsa_public_key_der(key: &rsa::RsaPublicKey) -> Vec<u8> {
-    let mut body = der_unsigned_integer(&key.n().to_bytes_be());
-    body.extend(der_unsigned_integer(&key.e().to_bytes_be()));
-    der(0x30, &body)
-}
-
-/// A non-negative INTEGER: big-endian, one leading zero octet when the top bit is set.
-fn der_unsigned_integer(be: &[u8]) -> Vec<u8> {
-    let start = be
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(be.len().saturating_sub(1));
-    let be = &be[start..];
-    let mut content = Vec::with_capacity(be.len() + 1);
-    if be.first().is_none_or(|&b| b & 0x80 != 0) {
-        content.push(0);
-    }
-    content.extend_from_slice(be);
-    der(0x02, &content)
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let octets = len.to_be_bytes();
-        let skip = octets.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (octets.len() - skip) as u8);
-        out.extend_from_slice(&octets[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 // What rPGP's checks read of the signer: the primary key's own, unchanged.
@@ -237,8 +205,6 @@ mod tests {
         let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("a key");
         let der = pair.public_key().as_ref();
         let public = rsa::pkcs1::DecodeRsaPublicKey::from_pkcs1_der(der).expect("an RSA key");
-        // What AWS-LC is given is what it encodes itself.
-        assert_eq!(rsa_public_key_der(&public), der);
         let mut signature = vec![0; pair.public_modulus_len()];
         // About one signature in 256 starts with a zero octet, which OpenPGP does not store.
         let mut short = None;
@@ -289,19 +255,5 @@ mod tests {
             hashed.as_ref(),
             stored
         ));
-    }
-
-    #[test]
-    fn der_integers_are_minimal_and_non_negative() {
-        assert_eq!(
-            der_unsigned_integer(&[0x01, 0x00, 0x01]),
-            [0x02, 3, 1, 0, 1]
-        );
-        assert_eq!(der_unsigned_integer(&[0x00, 0x80]), [0x02, 2, 0, 0x80]);
-        assert_eq!(der_unsigned_integer(&[]), [0x02, 1, 0]);
-        assert_eq!(der_unsigned_integer(&[0, 0]), [0x02, 1, 0]);
-        let long = der(0x30, &[7; 300]);
-        assert_eq!(&long[..4], [0x30, 0x82, 0x01, 0x2c]);
-        assert_eq!(long.len(), 304);
     }
 }
