@@ -11,6 +11,14 @@ use crate::config::S3Endpoint;
 /// Loads the shared AWS config (credentials chain, region) with ferry's timeouts and trust roots
 /// (the process's one SDK HTTPS client, [`crate::tls::aws_http_client`]).
 pub async fn load_aws_config(endpoint: &S3Endpoint) -> aws_config::SdkConfig {
+    aws_config_in(endpoint, |name| std::env::var(name).ok()).await
+}
+
+/// [`load_aws_config`] in an environment read through `var`.
+async fn aws_config_in(
+    endpoint: &S3Endpoint,
+    var: impl Fn(&str) -> Option<String>,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(crate::tls::aws_http_client())
         .timeout_config(
@@ -23,13 +31,13 @@ pub async fn load_aws_config(endpoint: &S3Endpoint) -> aws_config::SdkConfig {
     let region = endpoint
         .region
         .clone()
-        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| var("AWS_REGION"))
         .unwrap_or_else(|| "us-east-1".to_string());
     loader = loader.region(aws_config::Region::new(region));
     if let Some(url) = &endpoint.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    if keys_in_environment(|name| std::env::var(name).ok()) {
+    if keys_in_environment(&var) {
         loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
     }
     loader.load().await
@@ -156,8 +164,8 @@ mod tests {
 
     /// The keys are taken from the environment exactly when the default chain's first provider
     /// would take them: an access key id and a secret key, neither blank.
-    #[test]
-    fn keys_are_taken_from_the_environment_only_when_the_chain_would_take_them() {
+    #[tokio::test]
+    async fn keys_are_taken_from_the_environment_only_when_the_chain_would_take_them() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
                 pairs
@@ -166,6 +174,26 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
+        // And the config loaded in such an environment holds the environment's provider, not
+        // the default chain.
+        let keys = env(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
+        let provider = |config: aws_config::SdkConfig| {
+            format!("{:?}", config.credentials_provider().expect("a provider"))
+        };
+        let taken = provider(aws_config_in(&S3Endpoint::default(), keys).await);
+        assert!(
+            taken.starts_with("SharedCredentialsProvider(EnvironmentVariableCredentialsProvider"),
+            "{taken}"
+        );
+        let chain =
+            provider(aws_config_in(&S3Endpoint::default(), env(&[("AWS_PROFILE", "dev")])).await);
+        assert!(
+            chain.starts_with("SharedCredentialsProvider(DefaultCredentialsChain"),
+            "{chain}"
+        );
         for (pairs, taken) in [
             (
                 &[
