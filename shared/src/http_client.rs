@@ -57,16 +57,13 @@ pub fn classify_parts(status: u16, retry_after: Option<Duration>) -> HttpClass {
 /// A client for sources and destinations. `read_timeout` resets on every read, so a long
 /// streaming download is fine while a stalled one is cut.
 pub fn build(read_timeout: Duration) -> reqwest::Client {
-    with_roots(read_timeout, crate::tls::roots().iter().cloned())
+    with_tls(read_timeout, crate::tls::client_tls())
 }
 
-/// [`build`] trusting exactly `roots` (the process's roots come from [`crate::tls`]).
-pub fn with_roots(
-    read_timeout: Duration,
-    roots: impl IntoIterator<Item = reqwest::Certificate>,
-) -> reqwest::Client {
+/// [`build`] trusting exactly the roots of `tls` (the process's come from [`crate::tls`]).
+pub fn with_tls(read_timeout: Duration, tls: &crate::tls::ClientTls) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_certs_only(roots)
+        .tls_backend_preconfigured(tls.config())
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(read_timeout)
         .pool_idle_timeout(Duration::from_secs(60))

@@ -7,10 +7,10 @@
 //! second time). That was a third of a function's cold start (docs/performance.md). Here the
 //! roots are the system's CA bundle file (`SSL_CERT_FILE` when set, else the one openssl-probe
 //! finds: `/etc/pki/tls/certs/ca-bundle.crt` on Lambda's Amazon Linux), read and decoded once;
-//! without a bundle file, the platform's store. Every client trusts exactly those: ferry's as
-//! DER ([`roots`]), the SDK's through one HTTPS client per process ([`aws_http_client`]), which
-//! takes them as PEM. Roots rustls cannot take as a trust anchor are left out of both, with a
-//! warning, so no client build fails on an odd entry.
+//! without a bundle file, the platform's store. Every client trusts exactly those: ferry's through
+//! one rustls configuration they all share ([`client_tls`]), the SDK's through one HTTPS client
+//! per process ([`aws_http_client`]), which takes them as PEM. Roots rustls cannot take as a trust
+//! anchor are left out of both, with a warning, so no client build fails on an odd entry.
 //!
 //! The bundle's base64 is decoded with the `base64` crate's table decoder, not rustls-pki-types'
 //! PEM reader, whose decoder runs in constant time because PEM often holds private keys. A CA
@@ -121,31 +121,67 @@ fn certificates_in(pem: &[u8]) -> (Vec<Root>, usize) {
 /// One process's trust roots, as its two kinds of client take them.
 struct Roots {
     /// For reqwest.
-    certificates: Vec<reqwest::Certificate>,
+    clients: ClientTls,
     /// The AWS SDK's HTTPS client, holding the same roots as PEM.
     aws: SharedHttpClient,
 }
 
 impl Roots {
     fn new(roots: Vec<Root>) -> Self {
-        let anchors = anchors(roots);
+        let (store, anchors) = anchors(roots);
         Self {
-            certificates: anchors
-                .iter()
-                .filter_map(|root| reqwest::Certificate::from_der(&root.der).ok())
-                .collect(),
+            clients: ClientTls::trusting(store),
             aws: http_client_trusting(pem(&anchors)),
         }
     }
 }
 
-/// The roots rustls (under reqwest and the SDK alike) can take as trust anchors; the SDK panics
-/// on a root it cannot parse.
-fn anchors(roots: Vec<Root>) -> Vec<Root> {
+/// The TLS settings of every reqwest client in a process: one rustls configuration trusting the
+/// process's roots, which each client takes a copy of (its root store is shared, not copied).
+/// Given only the roots, reqwest parses every root into a store of its own for each client it
+/// builds: about 4K instructions a root, 0.6M per client on a cold start.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: rustls::ClientConfig,
+    roots: usize,
+}
+
+impl ClientTls {
+    /// What reqwest builds from `tls_certs_only` and its defaults: its crypto provider (AWS-LC),
+    /// TLS 1.2 and 1.3, SNI, no client certificate, HTTP/2 and HTTP/1.1 offered by ALPN.
+    fn trusting(store: rustls::RootCertStore) -> Self {
+        let roots = store.len();
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .expect("AWS-LC supports TLS 1.2 and 1.3")
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self { config, roots }
+    }
+
+    /// How many roots are trusted.
+    pub fn roots(&self) -> usize {
+        self.roots
+    }
+
+    /// The configuration, for `reqwest::ClientBuilder::tls_backend_preconfigured`.
+    pub fn config(&self) -> rustls::ClientConfig {
+        self.config.clone()
+    }
+}
+
+/// The roots rustls (under reqwest and the SDK alike) can take as trust anchors, in one store and
+/// as text for the SDK, which panics on a root it cannot parse.
+fn anchors(roots: Vec<Root>) -> (rustls::RootCertStore, Vec<Root>) {
     let before = roots.len();
+    let mut store = rustls::RootCertStore::empty();
     let kept: Vec<_> = roots
         .into_iter()
-        .filter(|root| rustls::RootCertStore::empty().add(root.der.clone()).is_ok())
+        .filter(|root| store.add(root.der.clone()).is_ok())
         .collect();
     if kept.len() < before {
         tracing::warn!(
@@ -153,7 +189,7 @@ fn anchors(roots: Vec<Root>) -> Vec<Root> {
             "CA root certificates that are not usable trust anchors were left out"
         );
     }
-    kept
+    (store, kept)
 }
 
 /// `roots` as one PEM bundle, the only form in which the SDK takes roots of our choosing, written
@@ -176,17 +212,17 @@ fn pem(roots: &[Root]) -> Vec<u8> {
 static ROOTS: LazyLock<Roots> =
     LazyLock::new(|| Roots::new(load(openssl_probe::probe().cert_file.as_deref())));
 
-/// The process's trust roots, as reqwest takes them (read on first use).
-pub fn roots() -> &'static [reqwest::Certificate] {
-    &ROOTS.certificates
+/// The process's trust roots, as its reqwest clients take them (read on first use).
+pub fn client_tls() -> &'static ClientTls {
+    &ROOTS.clients
 }
 
-/// Roots from one PEM bundle file, as [`roots`] reads the system's (for tests and tools).
-pub fn roots_from(bundle: &Path) -> Vec<reqwest::Certificate> {
-    Roots::new(load(Some(bundle))).certificates
+/// Roots from one PEM bundle file, as [`client_tls`] reads the system's (for tests and tools).
+pub fn client_tls_from(bundle: &Path) -> ClientTls {
+    Roots::new(load(Some(bundle))).clients
 }
 
-/// The AWS SDK's HTTPS client, trusting exactly [`roots`]: the SDK's default client (rustls over
+/// The AWS SDK's HTTPS client, trusting exactly the roots of [`client_tls`]: the SDK's default client (rustls over
 /// AWS-LC, the proxy from the environment) with the platform's store swapped for the process's
 /// roots. One per process, shared by every AWS config loaded, so its connectors (one per set of
 /// timeouts, each parsing the roots once) are shared by every SDK client.
@@ -293,8 +329,9 @@ mod tests {
         };
         let real = roots.into_iter().next().expect("a root in the bundle");
         let junk = Root::from_der(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]));
-        let kept = anchors(vec![junk, real.clone()]);
+        let (store, kept) = anchors(vec![junk, real.clone()]);
         assert_eq!(kept, vec![real.clone()]);
+        assert_eq!(store.len(), 1, "reqwest's clients trust it alone");
         // The PEM the SDK gets holds it alone, and the SDK's own reader takes it back.
         let pem = pem(&kept);
         assert_eq!(certificates_in(&pem), (vec![real.clone()], 0));

@@ -123,9 +123,9 @@ async fn clients_trust_the_ca_bundle_they_are_given_and_the_system_roots_are_rea
     }
     let url = format!("https://localhost:{port}/");
 
-    let roots = ferry_shared::tls::roots_from(&d.join("ca.pem"));
-    assert_eq!(roots.len(), 1, "the bundle holds one CA");
-    let trusting = http_client::with_roots(Duration::from_secs(10), roots);
+    let tls = ferry_shared::tls::client_tls_from(&d.join("ca.pem"));
+    assert_eq!(tls.roots(), 1, "the bundle holds one CA");
+    let trusting = http_client::with_tls(Duration::from_secs(10), &tls);
     let answer = trusting
         .get(&url)
         .send()
@@ -174,7 +174,7 @@ async fn clients_trust_the_ca_bundle_they_are_given_and_the_system_roots_are_rea
 
     // The process's roots are the system's bundle, which does not hold the test CA.
     assert!(
-        ferry_shared::tls::roots().len() > 10,
+        ferry_shared::tls::client_tls().roots() > 10,
         "the system's CA bundle was not read"
     );
     let system = http_client::build(Duration::from_secs(10));
