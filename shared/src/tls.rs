@@ -181,7 +181,7 @@ fn anchors(roots: Vec<Root>) -> (rustls::RootCertStore, Vec<Root>) {
     let mut store = rustls::RootCertStore::empty();
     let kept: Vec<_> = roots
         .into_iter()
-        .filter(|root| store.add(root.der.clone()).is_ok())
+        .filter(|root| store.add(CertificateDer::from(root.der.as_ref())).is_ok())
         .collect();
     if kept.len() < before {
         tracing::warn!(
