@@ -222,10 +222,10 @@ pub fn client_tls_from(bundle: &Path) -> ClientTls {
     Roots::new(load(Some(bundle))).clients
 }
 
-/// The AWS SDK's HTTPS client, trusting exactly the roots of [`client_tls`]: the SDK's default client (rustls over
-/// AWS-LC, the proxy from the environment) with the platform's store swapped for the process's
-/// roots. One per process, shared by every AWS config loaded, so its connectors (one per set of
-/// timeouts, each parsing the roots once) are shared by every SDK client.
+/// The AWS SDK's HTTPS client, trusting exactly the roots of [`client_tls`]: the SDK's default
+/// client (rustls over AWS-LC, the proxy from the environment) with the platform's store swapped
+/// for the process's roots. One per process, shared by every AWS config loaded, so its connectors
+/// (one per set of timeouts, each parsing the roots once) are shared by every SDK client.
 pub fn aws_http_client() -> SharedHttpClient {
     ROOTS.aws.clone()
 }
