@@ -360,4 +360,40 @@ mod tests {
         ours.dedup();
         assert_eq!(ours, theirs.certs, "{}", file.display());
     }
+
+    /// What a client built by `http_client` offers in its TLS ClientHello, read by rustls' own
+    /// server-side parser: ALPN h2 then http/1.1, and the host's name (SNI), as reqwest offered
+    /// with its own configuration.
+    #[tokio::test]
+    async fn a_client_offers_http2_and_http1_and_names_the_host() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("the client connects");
+            let mut acceptor = rustls::server::Acceptor::default();
+            loop {
+                let read = acceptor
+                    .read_tls(&mut stream)
+                    .expect("read the ClientHello");
+                assert!(read > 0, "the client closed before its ClientHello");
+                if let Some(accepted) = acceptor.accept().map_err(|(e, _)| e).expect("a hello") {
+                    let hello = accepted.client_hello();
+                    let alpn: Vec<Vec<u8>> = hello
+                        .alpn()
+                        .map(|offered| offered.map(<[u8]>::to_vec).collect())
+                        .unwrap_or_default();
+                    return (alpn, hello.server_name().map(str::to_owned));
+                }
+            }
+        });
+        let client = crate::http_client::build(std::time::Duration::from_secs(5));
+        // The server reads the hello and hangs up: the request fails, what it offered is kept.
+        let _ = client
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await;
+        let (alpn, name) = server.join().expect("the server thread");
+        assert_eq!(alpn, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(name.as_deref(), Some("localhost"));
+    }
 }
