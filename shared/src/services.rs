@@ -60,8 +60,7 @@ impl Services {
         // One AWS config (credentials chain, region, endpoint) for the state store and Secrets
         // Manager.
         let aws = crate::s3::load_aws_config(&config.state.endpoint).await;
-        let sm = aws_sdk_secretsmanager::Client::new(&aws);
-        let secrets = Arc::new(SecretResolver::new(Some(sm), Duration::from_secs(300)));
+        let secrets = Arc::new(SecretResolver::new(Some(&aws), Duration::from_secs(300)));
         let state_client = crate::s3::client_from(&aws, &config.state.endpoint);
         let state: Arc<dyn StateStore> =
             Arc::new(S3StateStore::new(state_client, &config.state.bucket));
