@@ -66,7 +66,7 @@ pub struct SecretResolver {
 }
 
 /// The Secrets Manager client, built on first use: a function whose part of the config names no
-/// secret there never builds it (about 0.55M instructions of a cold start).
+/// secret there never builds it (0.59M instructions of a cold start, measured).
 struct SecretsManager {
     aws: aws_config::SdkConfig,
     client: OnceLock<aws_sdk_secretsmanager::Client>,
