@@ -5,6 +5,10 @@
 
 use std::time::Duration;
 
+mod sdk;
+
+pub use sdk::sdk_http_client;
+
 use crate::retry::{retry_after_header, status_is_retryable};
 
 /// What an HTTP answer's status means for the caller.

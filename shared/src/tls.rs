@@ -7,10 +7,11 @@
 //! second time). That was a third of a function's cold start (docs/performance.md). Here the
 //! roots are the system's CA bundle file (`SSL_CERT_FILE` when set, else the one openssl-probe
 //! finds: `/etc/pki/tls/certs/ca-bundle.crt` on Lambda's Amazon Linux), read and decoded once;
-//! without a bundle file, the platform's store. Every client trusts exactly those: ferry's through
-//! one rustls configuration they all share ([`client_tls`]), the SDK's through one HTTPS client
-//! per process ([`aws_http_client`]), which takes them as PEM. Roots rustls cannot take as a trust
-//! anchor are left out of both, with a warning, so no client build fails on an odd entry.
+//! without a bundle file, the platform's store. Every client trusts exactly those, through one
+//! rustls configuration they all share ([`client_tls`]): ferry's own reqwest clients, and the AWS
+//! SDK's HTTP client ([`aws_http_client`]), which is reqwest too
+//! ([`crate::http_client::sdk_http_client`]). Roots rustls cannot take as a trust anchor are left
+//! out, with a warning, so no client build fails on an odd entry.
 //!
 //! The bundle's base64 is decoded with SIMD (`base64-simd`), not rustls-pki-types' PEM reader,
 //! whose decoder runs in constant time because PEM often holds private keys. A CA bundle is
@@ -20,36 +21,12 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use aws_sdk_s3::config::SharedHttpClient;
-use aws_smithy_http_client::proxy::ProxyConfig;
-use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
-use aws_smithy_http_client::{Builder, ConnectorBuilder};
-use base64::Engine as _;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use memchr::memmem;
 use rustls_pki_types::CertificateDer;
 
-/// A root certificate: its DER, and its base64 as the bundle held it (whitespace removed), from
-/// which the PEM the SDK takes is written without encoding the DER again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Root {
-    der: CertificateDer<'static>,
-    base64: Vec<u8>,
-}
-
-impl Root {
-    /// A root with no text of its own (the platform's store).
-    fn from_der(der: CertificateDer<'static>) -> Self {
-        let base64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-        Self {
-            der,
-            base64: base64.into_bytes(),
-        }
-    }
-}
-
 /// Roots from a bundle file, or the platform's store when there is none.
-fn load(bundle: Option<&Path>) -> Vec<Root> {
+fn load(bundle: Option<&Path>) -> Vec<CertificateDer<'static>> {
     let certs = match bundle {
         Some(file) => match std::fs::read(file) {
             Ok(pem) => {
@@ -73,7 +50,7 @@ fn load(bundle: Option<&Path>) -> Vec<Root> {
             for error in &result.errors {
                 tracing::warn!(%error, "could not read some CA root certificates");
             }
-            result.certs.into_iter().map(Root::from_der).collect()
+            result.certs
         }
     };
     if certs.is_empty() {
@@ -88,10 +65,11 @@ const END: &str = "-----END CERTIFICATE-----";
 /// Every `CERTIFICATE` block in a PEM bundle, in order, and how many blocks were not valid
 /// base64. Other blocks (`TRUSTED CERTIFICATE`, keys) and text between blocks are skipped,
 /// as rustls-pki-types' reader skips them.
-fn certificates_in(pem: &[u8]) -> (Vec<Root>, usize) {
+fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
     let (begin, end) = (memmem::Finder::new(BEGIN), memmem::Finder::new(END));
     let (mut certs, mut unreadable) = (Vec::new(), 0);
     let mut rest = pem;
+    let mut text = Vec::new();
     while let Some(start) = begin.find(rest) {
         let body = &rest[start + BEGIN.len()..];
         let Some(stop) = end.find(body) else {
@@ -100,17 +78,14 @@ fn certificates_in(pem: &[u8]) -> (Vec<Root>, usize) {
         };
         // Line by line: a byte-by-byte filter over the ~220 KB bundle cost more than its decode.
         let block = &body[..stop];
-        let mut text = Vec::with_capacity(block.len());
+        text.clear();
         let mut from = 0;
         for newline in memchr::memchr_iter(b'\n', block).chain([block.len()]) {
             text.extend_from_slice(block[from..newline].trim_ascii());
             from = newline + 1;
         }
         match base64_simd::STANDARD.decode_to_vec(&text) {
-            Ok(der) => certs.push(Root {
-                der: CertificateDer::from(der),
-                base64: text,
-            }),
+            Ok(der) => certs.push(CertificateDer::from(der)),
             Err(_) => unreadable += 1,
         }
         rest = &body[stop + END.len()..];
@@ -122,21 +97,21 @@ fn certificates_in(pem: &[u8]) -> (Vec<Root>, usize) {
 struct Roots {
     /// For reqwest.
     clients: ClientTls,
-    /// The AWS SDK's HTTPS client, holding the same roots as PEM.
+    /// The AWS SDK's HTTP client, with the same configuration.
     aws: SharedHttpClient,
 }
 
 impl Roots {
-    fn new(roots: Vec<Root>) -> Self {
-        let (store, anchors) = anchors(roots);
+    fn new(roots: Vec<CertificateDer<'static>>) -> Self {
+        let clients = ClientTls::trusting(anchors(&roots));
         Self {
-            clients: ClientTls::trusting(store),
-            aws: http_client_trusting(pem(&anchors)),
+            aws: crate::http_client::sdk_http_client(&clients),
+            clients,
         }
     }
 }
 
-/// The TLS settings of every reqwest client in a process: one rustls configuration trusting the
+/// The TLS settings of every HTTP client in a process: one rustls configuration trusting the
 /// process's roots, which each client takes a copy of (its root store is shared, not copied).
 /// Given only the roots, reqwest parses every root into a store of its own for each client it
 /// builds: about 4K instructions a root, 0.6M per client on a cold start.
@@ -174,39 +149,19 @@ impl ClientTls {
     }
 }
 
-/// The roots rustls (under reqwest and the SDK alike) can take as trust anchors, in one store and
-/// as text for the SDK, which panics on a root it cannot parse.
-fn anchors(roots: Vec<Root>) -> (rustls::RootCertStore, Vec<Root>) {
-    let before = roots.len();
+/// The roots rustls can take as trust anchors, in one store. Each is added borrowed:
+/// `RootCertStore::add` keeps an anchor of its own.
+fn anchors(roots: &[CertificateDer<'static>]) -> rustls::RootCertStore {
     let mut store = rustls::RootCertStore::empty();
-    let kept: Vec<_> = roots
-        .into_iter()
-        .filter(|root| store.add(CertificateDer::from(root.der.as_ref())).is_ok())
-        .collect();
-    if kept.len() < before {
+    let (_, left_out) =
+        store.add_parsable_certificates(roots.iter().map(|r| CertificateDer::from(r.as_ref())));
+    if left_out > 0 {
         tracing::warn!(
-            left_out = before - kept.len(),
+            left_out,
             "CA root certificates that are not usable trust anchors were left out"
         );
     }
-    (store, kept)
-}
-
-/// `roots` as one PEM bundle, the only form in which the SDK takes roots of our choosing, written
-/// from their base64 text (encoding ~150 roots again took more instructions than decoding them).
-fn pem(roots: &[Root]) -> Vec<u8> {
-    let mut pem = Vec::new();
-    for root in roots {
-        pem.extend_from_slice(BEGIN.as_bytes());
-        pem.push(b'\n');
-        for line in root.base64.chunks(64) {
-            pem.extend_from_slice(line);
-            pem.push(b'\n');
-        }
-        pem.extend_from_slice(END.as_bytes());
-        pem.push(b'\n');
-    }
-    pem
+    store
 }
 
 static ROOTS: LazyLock<Roots> =
@@ -222,10 +177,9 @@ pub fn client_tls_from(bundle: &Path) -> ClientTls {
     Roots::new(load(Some(bundle))).clients
 }
 
-/// The AWS SDK's HTTPS client, trusting exactly the roots of [`client_tls`]: the SDK's default
-/// client (rustls over AWS-LC, the proxy from the environment) with the platform's store swapped
-/// for the process's roots. One per process, shared by every AWS config loaded, so its connectors
-/// (one per set of timeouts, each parsing the roots once) are shared by every SDK client.
+/// The AWS SDK's HTTP client, trusting exactly the roots of [`client_tls`] through the same
+/// configuration. One per process, shared by every AWS config loaded, so its connectors (one per
+/// set of timeouts) are shared by every SDK client.
 pub fn aws_http_client() -> SharedHttpClient {
     ROOTS.aws.clone()
 }
@@ -235,39 +189,10 @@ pub fn aws_http_client_from(bundle: &Path) -> SharedHttpClient {
     Roots::new(load(Some(bundle))).aws
 }
 
-fn http_client_trusting(pem: Vec<u8>) -> SharedHttpClient {
-    let trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(pem);
-    let context = |trust| {
-        TlsContext::builder()
-            .with_trust_store(trust)
-            .build()
-            .expect("a TLS context of roots only always builds")
-    };
-    let (roots, none) = (context(trust), context(TrustStore::empty()));
-    Builder::new().build_with_connector_fn(move |settings, components| {
-        let tls = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
-        let Some(settings) = settings else {
-            // Every SDK client, when it is built, asks for a connector with no settings and
-            // drops it: the SDK's way to load the platform's roots before the first request.
-            // Ours are in memory already, and a connector with them would decode them again
-            // for every client: this one trusts nothing and is never used.
-            return tls.tls_context(none.clone()).build();
-        };
-        let mut connector = tls.tls_context(roots.clone());
-        connector.set_connector_settings(Some(settings.clone()));
-        if let Some(components) = components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn block(label: &str, der: &[u8], newline: &str) -> String {
         let text = base64::engine::general_purpose::STANDARD.encode(der);
@@ -282,17 +207,9 @@ mod tests {
         )
     }
 
-    /// The roots in `pem` as the SDK reads them (rustls-pki-types' reader; it panics on an error).
-    fn as_the_sdk_reads(pem: &[u8]) -> Vec<CertificateDer<'static>> {
-        use rustls_pki_types::pem::PemObject as _;
-        CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<_, _>>()
-            .expect("PEM the SDK reads")
-    }
-
     /// The system's CA bundle file and what [`certificates_in`] reads from it; `None` (and a line
     /// saying the test is skipped) on a machine without one.
-    fn system_bundle() -> Option<(std::path::PathBuf, (Vec<Root>, usize))> {
+    fn system_bundle() -> Option<(std::path::PathBuf, (Vec<CertificateDer<'static>>, usize))> {
         let Some(file) = openssl_probe::probe().cert_file else {
             eprintln!("skipped: this machine has no CA bundle file");
             return None;
@@ -317,25 +234,23 @@ mod tests {
         ]
         .concat();
         let (certs, unreadable) = certificates_in(bundle.as_bytes());
-        let ders: Vec<&[u8]> = certs.iter().map(|c| c.der.as_ref()).collect();
+        let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
         assert_eq!(ders, [&one[..], &two[..], &three[..]]);
         assert_eq!(unreadable, 2, "the bad block and the unterminated one");
     }
 
     #[test]
-    fn a_root_rustls_cannot_take_is_given_to_neither_client() {
+    fn a_root_rustls_cannot_take_is_left_out_and_the_rest_kept() {
         let Some((_, (roots, _))) = system_bundle() else {
             return;
         };
         let real = roots.into_iter().next().expect("a root in the bundle");
-        let junk = Root::from_der(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]));
-        let (store, kept) = anchors(vec![junk, real.clone()]);
-        assert_eq!(kept, vec![real.clone()]);
-        assert_eq!(store.len(), 1, "reqwest's clients trust it alone");
-        // The PEM the SDK gets holds it alone, and the SDK's own reader takes it back.
-        let pem = pem(&kept);
-        assert_eq!(certificates_in(&pem), (vec![real.clone()], 0));
-        assert_eq!(as_the_sdk_reads(&pem), vec![real.der]);
+        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]);
+        let store = anchors(&[junk, real.clone()]);
+        assert_eq!(store.len(), 1, "the clients trust the real root alone");
+        let mut alone = rustls::RootCertStore::empty();
+        alone.add(real).expect("the real root is an anchor");
+        assert_eq!(store.roots, alone.roots);
     }
 
     #[test]
@@ -351,10 +266,7 @@ mod tests {
             file.display()
         );
         assert_eq!(unreadable, 0);
-        // The PEM the SDK gets, written from the bundle's own text, reads back as the same roots.
-        let sdk = as_the_sdk_reads(&pem(&ours));
-        let mut ours: Vec<_> = ours.into_iter().map(|root| root.der).collect();
-        assert_eq!(sdk, ours);
+        let mut ours = ours;
         // rustls-native-certs sorts and de-duplicates what it read.
         ours.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
         ours.dedup();

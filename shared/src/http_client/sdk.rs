@@ -1,0 +1,243 @@
+//! The AWS SDK's HTTP client: reqwest, with the TLS configuration every other client of the
+//! process shares ([`crate::tls::client_tls`]).
+//!
+//! The SDK's own HTTPS client takes trust roots only as PEM, and decodes and parses all of them
+//! again when it builds its first connector, inside the first request of every cold start: 8.9M
+//! instructions (about 1 ms) for the ~150 roots of a system bundle (docs/performance.md). Given
+//! this client instead, the SDK's requests go through the root store the process already has.
+//!
+//! What the SDK's client did, this one does too:
+//! - one connector (a reqwest client with its own pool) for each set of timeouts the SDK asks
+//!   for, the connect timeout and the read timeout taken from it;
+//! - the proxy from the environment (`HTTPS_PROXY`, `NO_PROXY`), as every reqwest client;
+//! - no redirects followed and no body decoded: the SDK sees the service's answer as it came;
+//! - failures sorted into the kinds the SDK's retry policy reads: a timeout, an I/O failure
+//!   (refused, reset, closed mid-answer: retried), a request that cannot be sent (not retried).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+
+use crate::tls::ClientTls;
+
+/// How long an idle connection is kept for the next request (the SDK's client kept them 90 s).
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// The SDK's HTTP client trusting exactly the roots of `tls`.
+pub fn sdk_http_client(tls: &ClientTls) -> SharedHttpClient {
+    SharedHttpClient::new(SdkClient {
+        tls: tls.clone(),
+        connectors: Arc::default(),
+    })
+}
+
+/// The timeouts a connector is built with: the SDK asks for one per client it builds.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
+#[derive(Clone)]
+struct SdkClient {
+    tls: ClientTls,
+    connectors: Arc<Mutex<HashMap<Timeouts, SharedHttpConnector>>>,
+}
+
+impl std::fmt::Debug for SdkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdkClient")
+            .field("roots", &self.tls.roots())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient for SdkClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let key = (settings.connect_timeout(), settings.read_timeout());
+        let mut connectors = self
+            .connectors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        connectors
+            .entry(key)
+            .or_insert_with(|| SharedHttpConnector::new(Connector(reqwest_client(&self.tls, key))))
+            .clone()
+    }
+}
+
+fn reqwest_client(tls: &ClientTls, (connect, read): Timeouts) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.config())
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(POOL_IDLE)
+        .tcp_nodelay(true);
+    if let Some(connect) = connect {
+        builder = builder.connect_timeout(connect);
+    }
+    if let Some(read) = read {
+        builder = builder.read_timeout(read);
+    }
+    builder
+        .build()
+        .expect("HTTP client configuration is static and valid")
+}
+
+#[derive(Debug)]
+struct Connector(reqwest::Client);
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let client = self.0.clone();
+        HttpConnectorFuture::new(async move {
+            let request = request
+                .try_into_http1x()
+                .map_err(|e| ConnectorError::user(e.into()))?
+                .map(reqwest::Body::wrap);
+            let request =
+                reqwest::Request::try_from(request).map_err(|e| ConnectorError::user(e.into()))?;
+            let response = client.execute(request).await.map_err(connector_error)?;
+            let response = http::Response::from(response).map(SdkBody::from_body_1_x);
+            HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// A reqwest failure as the SDK's retry policy reads it.
+fn connector_error(e: reqwest::Error) -> ConnectorError {
+    // The URL names only the bucket and key (requests are signed in headers), but no transport
+    // error of ferry's carries a URL.
+    let e = e.without_url();
+    if e.is_timeout() {
+        ConnectorError::timeout(e.into())
+    } else if e.is_builder() {
+        ConnectorError::user(e.into())
+    } else if e.is_connect() || e.is_request() || e.is_body() {
+        // Refused, reset, or closed before the whole answer came: sending again may work.
+        ConnectorError::io(e.into())
+    } else {
+        ConnectorError::other(e.into(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::config::timeout::TimeoutConfig;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An S3 client of the SDK's, with ferry's HTTP client, talking to `port` on loopback.
+    fn s3(port: u16, read_timeout: Duration) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .force_path_style(true)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(read_timeout)
+                    .build(),
+            )
+            .http_client(crate::http_client::sdk_http_client(crate::tls::client_tls()))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Reads one request's head (HeadBucket has no body).
+    async fn read_head(stream: &mut tokio::net::TcpStream) {
+        let mut head = Vec::new();
+        let mut buf = [0; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read the request");
+            assert!(n > 0, "the client hung up mid-request");
+            head.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// A connection closed before any answer is an I/O failure to the SDK, which sends the
+    /// request again on a new connection: the second one is answered, and the call succeeds.
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_is_sent_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                read_head(&mut stream).await;
+                if n > 0 {
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .expect("answer");
+                }
+                // The first connection is closed unanswered.
+            }
+        });
+        s3(port, Duration::from_secs(5))
+            .head_bucket()
+            .bucket("b")
+            .send()
+            .await
+            .expect("the second attempt is answered");
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// A server that takes the request and never answers is cut at the read timeout, and the SDK
+    /// reports a timeout (each attempt cut the same way).
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_cut_at_the_read_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                seen.fetch_add(1, Ordering::SeqCst);
+                read_head(&mut stream).await;
+                held.push(stream);
+            }
+        });
+        let err = s3(port, Duration::from_millis(200))
+            .head_bucket()
+            .bucket("b")
+            .send()
+            .await
+            .expect_err("nothing answers");
+        match &err {
+            aws_sdk_s3::error::SdkError::TimeoutError(_) => {}
+            aws_sdk_s3::error::SdkError::DispatchFailure(failure) => {
+                assert!(failure.is_timeout(), "not a timeout: {err:?}")
+            }
+            other => panic!("not a timeout: {other:?}"),
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            3,
+            "a timeout is retried"
+        );
+    }
+}
