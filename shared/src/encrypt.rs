@@ -1,9 +1,13 @@
 //! OpenPGP encryption of what a route delivers (`encrypt` on a route), for partners who accept
 //! files only encrypted to their public keys ("encrypt all files with PGP before sending").
 //!
-//! Recipient keys are checked when they are loaded (inline armored keys with the config, keys
-//! behind secret references at blob-copy's cold start): a key that does not parse, is revoked,
-//! has expired, or has no (sub)key that may encrypt is refused with its fingerprint and user id.
+//! Recipient keys are checked where encryption is built: at blob-copy's cold start (and `ferry
+//! serve`'s), and by `ferry check`. A key that does not parse, whose self-signatures do not
+//! verify, that is revoked, has expired, or has no (sub)key that may encrypt is refused there
+//! with its fingerprint and user id, inline or behind a secret reference alike. Loading the config
+//! refuses only what needs no key parsed (no recipient, a private key, text that is no armored
+//! public key), so the functions that never encrypt do not verify keys they never use (1.7M
+//! instructions of every cold start for one RSA-3072 key: docs/performance.md).
 //! The chosen encryption (sub)key's expiry is checked again before every encryption, so a
 //! long-lived process does not encrypt to a key that expired after it started.
 //!
@@ -18,7 +22,7 @@ mod self_signatures;
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Md5;
@@ -41,16 +45,10 @@ use crate::transform::{Spooled, TransformError};
 #[serde(deny_unknown_fields)]
 pub struct EncryptConfig {
     /// The recipients' OpenPGP public keys (at least one). The file is encrypted once, with a
-    /// session key that each recipient's key can open on its own. Each key is checked when it is
-    /// loaded: one that is revoked, expired, or without a (sub)key that may encrypt is refused.
+    /// session key that each recipient's key can open on its own. Each key is checked where
+    /// encryption is built (blob-copy's cold start, `ferry serve`, `ferry check`): one that is
+    /// revoked, expired, or without a (sub)key that may encrypt is refused.
     pub recipients: Vec<RecipientKey>,
-    /// The inline keys as [`EncryptConfig::validate`] checked them, each with its armored text
-    /// (by position; `None` for a key behind a secret), for [`EncryptConfig::load`] to reuse.
-    /// Parsing a key and verifying its self-signatures is done once per process, not again at
-    /// load. A key whose text no longer matches is checked again.
-    #[serde(skip)]
-    #[schemars(skip)]
-    checked: OnceLock<Vec<Option<(String, Recipient)>>>,
 }
 
 /// Where a recipient's public key comes from: the armored key itself, or a secret reference
@@ -91,25 +89,17 @@ impl RecipientKey {
 }
 
 impl EncryptConfig {
-    /// Checks what can be checked without secrets: at least one recipient, and every inline key
-    /// usable now.
+    /// Checks what needs no key parsed: at least one recipient, and every inline key an armored
+    /// public key block. The keys themselves are checked by [`EncryptConfig::load`].
     pub fn validate(&self) -> Result<(), String> {
         if self.recipients.is_empty() {
             return Err("encrypt needs at least one recipient".into());
         }
-        let mut checked = Vec::with_capacity(self.recipients.len());
         for (i, r) in self.recipients.iter().enumerate() {
-            checked.push(match r {
-                RecipientKey::Armored(text) => Some((
-                    text.clone(),
-                    Recipient::parse(text, SystemTime::now())
-                        .map_err(|e| format!("encrypt.recipients[{i}]: {e}"))?,
-                )),
-                _ => None,
-            });
+            if let RecipientKey::Armored(text) = r {
+                armored_public_key(text).map_err(|e| format!("encrypt.recipients[{i}]: {e}"))?;
+            }
         }
-        // A second validate keeps the first one's keys; `checked_key` matches them by text.
-        let _ = self.checked.set(checked);
         Ok(())
     }
 
@@ -118,9 +108,7 @@ impl EncryptConfig {
         self.load_at(secrets, SystemTime::now()).await
     }
 
-    /// [`EncryptConfig::load`] as of `now`. An inline key that `validate` already checked is
-    /// not verified again, but it must still be usable at `now`; if its encryption key has
-    /// expired since, the key is checked afresh (another subkey may still encrypt).
+    /// [`EncryptConfig::load`] as of `now`.
     pub async fn load_at(
         &self,
         secrets: &SecretResolver,
@@ -130,10 +118,7 @@ impl EncryptConfig {
         for (i, r) in self.recipients.iter().enumerate() {
             let parsed = match r.secret_ref() {
                 None => match r {
-                    RecipientKey::Armored(text) => match self.checked_key(i, text) {
-                        Some(key) if key.still_usable(now).is_ok() => Ok(key.clone()),
-                        _ => Recipient::parse(text, now),
-                    },
+                    RecipientKey::Armored(text) => Recipient::parse(text, now),
                     _ => unreachable!("only inline keys have no secret reference"),
                 },
                 Some(reference) => {
@@ -147,14 +132,6 @@ impl EncryptConfig {
             return Err(LoadError::NoRecipients);
         }
         Ok(Recipients { keys })
-    }
-
-    /// The `index`th recipient as `validate` checked it, if it was, and from this same `text`.
-    fn checked_key(&self, index: usize, text: &str) -> Option<&Recipient> {
-        match self.checked.get()?.get(index)? {
-            Some((checked, key)) if checked == text => Some(key),
-            _ => None,
-        }
     }
 }
 
@@ -256,13 +233,24 @@ fn newest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature
     sigs.max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))
 }
 
+/// Refuses, before any parsing, a private key (so no parser message can echo any of it) and
+/// text without an armored public key block.
+fn armored_public_key(armored: &str) -> Result<(), KeyError> {
+    if armored.contains("PRIVATE KEY BLOCK") {
+        return Err(KeyError::PrivateKey);
+    }
+    if !armored.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+        return Err(KeyError::Unreadable(
+            "no -----BEGIN PGP PUBLIC KEY BLOCK----- line".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Recipient {
     /// Parses an armored public key and checks it can be encrypted to at `now`.
     pub fn parse(armored: &str, now: SystemTime) -> Result<Self, KeyError> {
-        if armored.contains("PRIVATE KEY BLOCK") {
-            // Refused before parsing, so no parser message can echo any of it.
-            return Err(KeyError::PrivateKey);
-        }
+        armored_public_key(armored)?;
         let (key, _) = SignedPublicKey::from_armor_single(armored.trim().as_bytes())
             .map_err(|e| KeyError::Unreadable(short(&e.to_string())))?;
         let fingerprint = format!("{:X}", key.fingerprint());

@@ -253,9 +253,11 @@ pub struct RouteConfig {
     /// reads); with `decompress` the file is decompressed first. Without a `name_template` the
     /// delivered name gets `.pgp` appended; with one, write the suffix yourself
     /// (`"{name}.pgp"`). Receipts keep the ciphertext's bytes and digests (what the destination
-    /// holds) and add the plaintext's size and SHA-256. Keys are checked at load (inline) and at
-    /// blob-copy's cold start (secret references): a revoked or expired key, or one without an
-    /// encryption (sub)key, is refused naming its fingerprint and user id. Default: no encryption.
+    /// holds) and add the plaintext's size and SHA-256. Keys, inline or behind a secret, are checked
+    /// at blob-copy's cold start and by `ferry check`: a revoked or expired key, one whose
+    /// self-signatures do not verify, or one without an encryption (sub)key, is refused naming its
+    /// fingerprint and user id. Loading the config refuses a private key and text that is no
+    /// armored public key. Default: no encryption.
     #[serde(default)]
     pub encrypt: Option<crate::encrypt::EncryptConfig>,
     /// Load the lines of each file (jsonl or xml lines, decompressed when gzip'd) into a record

@@ -1,9 +1,9 @@
 //! Checking a recipient key's self-signatures, with RSA verified by AWS-LC.
 //!
 //! rPGP verifies RSA signatures with the `rsa` crate, in pure Rust: about 0.5 ms for each
-//! self-signature of a 3072-bit key, so about 1 ms of the cold start of every function whose
-//! config has an `encrypt` route (docs/performance.md). AWS-LC, already in every function for
-//! TLS, does the same check in a few tens of microseconds.
+//! self-signature of a 3072-bit key, so about 1 ms of blob-copy's cold start when a route
+//! encrypts (docs/performance.md). AWS-LC, already in every function for TLS, does the same check
+//! in a few tens of microseconds.
 //!
 //! [`verify`] runs rPGP's own checks (which signatures must be there, which hash algorithms are
 //! strong enough, what each signature covers) with the primary key wrapped in [`Signer`], whose
