@@ -162,39 +162,54 @@ mod tests {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
-    /// Reads one request's head (HeadBucket has no body).
-    async fn read_head(stream: &mut tokio::net::TcpStream) {
-        let mut head = Vec::new();
-        let mut buf = [0; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.expect("read the request");
-            assert!(n > 0, "the client hung up mid-request");
-            head.extend_from_slice(&buf[..n]);
-        }
+    /// What the test server does with the `n`th connection (from 0) once it has read the request.
+    #[derive(Clone, Copy)]
+    enum Reply {
+        /// Close it unanswered.
+        Close,
+        /// Keep it open, unanswered.
+        Hold,
+        /// Answer 200 with no body.
+        Ok,
+    }
+
+    /// A loopback server that reads each request's head (HeadBucket has no body) and replies as
+    /// `reply` says for that connection. Returns its port and how many connections it took.
+    async fn server(reply: fn(usize) -> Reply) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut buf = [0; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let read = stream.read(&mut buf).await.expect("read the request");
+                    assert!(read > 0, "the client hung up mid-request");
+                    head.extend_from_slice(&buf[..read]);
+                }
+                match reply(n) {
+                    Reply::Close => drop(stream),
+                    Reply::Hold => held.push(stream),
+                    Reply::Ok => stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .expect("answer"),
+                }
+            }
+        });
+        (port, connections)
     }
 
     /// A connection closed before any answer is an I/O failure to the SDK, which sends the
     /// request again on a new connection: the second one is answered, and the call succeeds.
     #[tokio::test]
     async fn a_connection_closed_before_the_answer_is_sent_again() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let seen = connections.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.expect("accept");
-                let n = seen.fetch_add(1, Ordering::SeqCst);
-                read_head(&mut stream).await;
-                if n > 0 {
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await
-                        .expect("answer");
-                }
-                // The first connection is closed unanswered.
-            }
-        });
+        let (port, connections) = server(|n| if n == 0 { Reply::Close } else { Reply::Ok }).await;
         s3(port, Duration::from_secs(5))
             .head_bucket()
             .bucket("b")
@@ -208,19 +223,7 @@ mod tests {
     /// reports a timeout (each attempt cut the same way).
     #[tokio::test]
     async fn a_server_that_never_answers_is_cut_at_the_read_timeout() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let seen = connections.clone();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let (mut stream, _) = listener.accept().await.expect("accept");
-                seen.fetch_add(1, Ordering::SeqCst);
-                read_head(&mut stream).await;
-                held.push(stream);
-            }
-        });
+        let (port, connections) = server(|_| Reply::Hold).await;
         let err = s3(port, Duration::from_millis(200))
             .head_bucket()
             .bucket("b")
