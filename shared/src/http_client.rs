@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod sdk;
 
-pub use sdk::sdk_http_client;
+pub use sdk::{aws_http_client, aws_http_client_from};
 
 use crate::retry::{retry_after_header, status_is_retryable};
 

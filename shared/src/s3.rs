@@ -9,7 +9,7 @@ use aws_config::timeout::TimeoutConfig;
 use crate::config::S3Endpoint;
 
 /// Loads the shared AWS config (credentials chain, region) with ferry's timeouts and trust roots
-/// (the process's one SDK HTTPS client, [`crate::tls::aws_http_client`]).
+/// (the process's one SDK HTTPS client, [`crate::http_client::aws_http_client`]).
 pub async fn load_aws_config(endpoint: &S3Endpoint) -> aws_config::SdkConfig {
     aws_config_in(endpoint, |name| std::env::var(name).ok()).await
 }
@@ -20,7 +20,7 @@ async fn aws_config_in(
     var: impl Fn(&str) -> Option<String>,
 ) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(crate::tls::aws_http_client())
+        .http_client(crate::http_client::aws_http_client())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))

@@ -9,9 +9,9 @@
 //! finds: `/etc/pki/tls/certs/ca-bundle.crt` on Lambda's Amazon Linux), read and decoded once;
 //! without a bundle file, the platform's store. Every client trusts exactly those, through one
 //! rustls configuration they all share ([`client_tls`]): ferry's own reqwest clients, and the AWS
-//! SDK's HTTP client ([`aws_http_client`]), which is reqwest too
-//! ([`crate::http_client::sdk_http_client`]). Roots rustls cannot take as a trust anchor are left
-//! out, with a warning, so no client build fails on an odd entry.
+//! SDK's HTTP client, which is reqwest too (built in the `http_client` module, which, like every
+//! client, takes its roots from here). Roots rustls cannot take as a trust anchor are left out,
+//! with a warning, so no client build fails on an odd entry.
 //!
 //! The bundle's base64 is decoded with SIMD (`base64-simd`), not rustls-pki-types' PEM reader,
 //! whose decoder runs in constant time because PEM often holds private keys. A CA bundle is
@@ -21,7 +21,6 @@
 use std::path::Path;
 use std::sync::LazyLock;
 
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use memchr::memmem;
 use rustls_pki_types::CertificateDer;
 
@@ -93,24 +92,6 @@ fn certificates_in(pem: &[u8]) -> (Vec<CertificateDer<'static>>, usize) {
     (certs, unreadable)
 }
 
-/// One process's trust roots, as its two kinds of client take them.
-struct Roots {
-    /// For reqwest.
-    clients: ClientTls,
-    /// The AWS SDK's HTTP client, with the same configuration.
-    aws: SharedHttpClient,
-}
-
-impl Roots {
-    fn new(roots: Vec<CertificateDer<'static>>) -> Self {
-        let clients = ClientTls::trusting(anchors(&roots));
-        Self {
-            aws: crate::http_client::sdk_http_client(&clients),
-            clients,
-        }
-    }
-}
-
 /// The TLS settings of every HTTP client in a process: one rustls configuration trusting the
 /// process's roots, which each client takes a copy of (its root store is shared, not copied).
 /// Given only the roots, reqwest parses every root into a store of its own for each client it
@@ -164,29 +145,18 @@ fn anchors(roots: &[CertificateDer<'static>]) -> rustls::RootCertStore {
     store
 }
 
-static ROOTS: LazyLock<Roots> =
-    LazyLock::new(|| Roots::new(load(openssl_probe::probe().cert_file.as_deref())));
+static ROOTS: LazyLock<ClientTls> = LazyLock::new(|| {
+    ClientTls::trusting(anchors(&load(openssl_probe::probe().cert_file.as_deref())))
+});
 
-/// The process's trust roots, as its reqwest clients take them (read on first use).
+/// The process's trust roots, as every HTTP client takes them (read on first use).
 pub fn client_tls() -> &'static ClientTls {
-    &ROOTS.clients
+    &ROOTS
 }
 
 /// Roots from one PEM bundle file, as [`client_tls`] reads the system's (for tests and tools).
 pub fn client_tls_from(bundle: &Path) -> ClientTls {
-    Roots::new(load(Some(bundle))).clients
-}
-
-/// The AWS SDK's HTTP client, trusting exactly the roots of [`client_tls`] through the same
-/// configuration. One per process, shared by every AWS config loaded, so its connectors (one per
-/// set of timeouts) are shared by every SDK client.
-pub fn aws_http_client() -> SharedHttpClient {
-    ROOTS.aws.clone()
-}
-
-/// [`aws_http_client`] trusting the roots of one PEM bundle file (for tests and tools).
-pub fn aws_http_client_from(bundle: &Path) -> SharedHttpClient {
-    Roots::new(load(Some(bundle))).aws
+    ClientTls::trusting(anchors(&load(Some(bundle))))
 }
 
 #[cfg(test)]

@@ -160,12 +160,15 @@ async fn clients_trust_the_ca_bundle_they_are_given_and_the_system_roots_are_rea
             _ => Ok(text),
         }
     };
-    let through = dispatch(ferry_shared::tls::aws_http_client_from(&d.join("ca.pem"))).await;
+    let through = dispatch(ferry_shared::http_client::aws_http_client_from(
+        &d.join("ca.pem"),
+    ))
+    .await;
     assert!(
         through.is_ok(),
         "the SDK's client did not trust the CA it was given: {through:?}"
     );
-    let refused = dispatch(ferry_shared::tls::aws_http_client()).await;
+    let refused = dispatch(ferry_shared::http_client::aws_http_client()).await;
     let text = refused.expect_err("the SDK's client trusts the test CA, not a system root");
     assert!(
         text.contains("UnknownIssuer") || text.contains("certificate"),

@@ -15,7 +15,8 @@
 //!   (refused, reset, closed mid-answer: retried), a request that cannot be sent (not retried).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -32,8 +33,23 @@ use crate::tls::ClientTls;
 /// How long an idle connection is kept for the next request (the SDK's client kept them 90 s).
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
+static SDK: LazyLock<SharedHttpClient> =
+    LazyLock::new(|| sdk_http_client(crate::tls::client_tls()));
+
+/// The AWS SDK's HTTP client, trusting exactly the process's roots ([`crate::tls::client_tls`])
+/// through the same configuration. One per process, shared by every AWS config loaded, so its
+/// connectors (one per set of timeouts) are shared by every SDK client.
+pub fn aws_http_client() -> SharedHttpClient {
+    SDK.clone()
+}
+
+/// [`aws_http_client`] trusting the roots of one PEM bundle file (for tests and tools).
+pub fn aws_http_client_from(bundle: &Path) -> SharedHttpClient {
+    sdk_http_client(&crate::tls::client_tls_from(bundle))
+}
+
 /// The SDK's HTTP client trusting exactly the roots of `tls`.
-pub fn sdk_http_client(tls: &ClientTls) -> SharedHttpClient {
+fn sdk_http_client(tls: &ClientTls) -> SharedHttpClient {
     SharedHttpClient::new(SdkClient {
         tls: tls.clone(),
         connectors: Arc::default(),
@@ -157,7 +173,7 @@ mod tests {
                     .read_timeout(read_timeout)
                     .build(),
             )
-            .http_client(crate::http_client::sdk_http_client(crate::tls::client_tls()))
+            .http_client(aws_http_client())
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }
