@@ -32,6 +32,9 @@ pub(crate) enum Fault {
     /// `gate.reached`, hold until `gate.release`, then cut the connection. Only the first
     /// connection to get there pauses; later ones with the same gate pass through.
     PauseResponseThenCut(u64, Arc<Gate>),
+    /// Forward, once as many connections as the barrier counts are open at once: a client
+    /// that opens them one after another waits forever at the first.
+    PassWhenOpen(Arc<tokio::sync::Barrier>),
 }
 
 /// Lets a test act while a response is held part-way (see `Fault::PauseResponseThenCut`).
@@ -143,6 +146,10 @@ async fn handle(mut client: TcpStream, upstream_port: u16, fault: Fault) {
         } => throttled(client, upstream_port, bytes_per_sec, cut_after).await,
         Fault::PauseResponseThenCut(n, gate) => {
             pause_then_cut(client, upstream_port, n, gate).await
+        }
+        Fault::PassWhenOpen(barrier) => {
+            barrier.wait().await;
+            pipe(client, upstream_port, None, None).await
         }
     }
 }
