@@ -62,6 +62,8 @@ pub struct SecretResolver {
     secrets_manager: Option<SecretsManager>,
     ttl: Duration,
     cache: Mutex<HashMap<SecretRef, (Instant, SecretString)>>,
+    /// One lock per reference, held while it is fetched.
+    fetching: Mutex<HashMap<SecretRef, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     fetched: Mutex<Vec<SecretRef>>,
 }
 
@@ -89,6 +91,7 @@ impl SecretResolver {
             }),
             ttl,
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
             fetched: Mutex::new(Vec::new()),
         }
     }
@@ -99,11 +102,22 @@ impl SecretResolver {
     }
 
     /// Returns the secret's value, from the cache while it is fresh.
+    /// Parts built at once that share a reference fetch it once: the first fetches, the others
+    /// wait for it and take it from the cache.
     pub async fn resolve(&self, reference: &SecretRef) -> Result<SecretString, SecretError> {
-        if let Some((at, value)) = self.cache.lock().expect("secret cache").get(reference)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(value.clone());
+        if let Some(value) = self.fresh(reference) {
+            return Ok(value);
+        }
+        let fetching = self
+            .fetching
+            .lock()
+            .expect("secret fetches")
+            .entry(reference.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = fetching.lock().await;
+        if let Some(value) = self.fresh(reference) {
+            return Ok(value);
         }
         let value = self.fetch(reference).await?;
         // The reference (an ARN, a variable name or a path), never the value: operators and the
@@ -118,6 +132,13 @@ impl SecretResolver {
             .expect("secret cache")
             .insert(reference.clone(), (Instant::now(), value.clone()));
         Ok(value)
+    }
+
+    /// The cached value while it is fresh.
+    fn fresh(&self, reference: &SecretRef) -> Option<SecretString> {
+        let cache = self.cache.lock().expect("secret cache");
+        let (at, value) = cache.get(reference)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
     }
 
     /// Header name -> value, for headers whose values are secrets (HTTP destinations, sinks).
@@ -237,6 +258,27 @@ mod tests {
                 .unwrap();
         assert_eq!(r.to_string(), "secretsmanager:arn:x#password");
         assert!(serde_json::from_str::<SecretRef>(r#"{"value":"inline"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reference_resolved_by_parts_at_once_is_fetched_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, other) = (dir.path().join("shared"), dir.path().join("other"));
+        std::fs::write(&shared, "s3cret-shared\n").unwrap();
+        std::fs::write(&other, "s3cret-other\n").unwrap();
+        let resolver = SecretResolver::local();
+        let (shared, other) = (SecretRef::File(shared), SecretRef::File(other));
+        let (a, b, c) = tokio::join!(
+            resolver.resolve(&shared),
+            resolver.resolve(&other),
+            resolver.resolve(&shared),
+        );
+        assert_eq!(expose(&a.unwrap()), "s3cret-shared");
+        assert_eq!(expose(&b.unwrap()), "s3cret-other");
+        assert_eq!(expose(&c.unwrap()), "s3cret-shared");
+        let mut fetched = resolver.fetched();
+        fetched.sort_by_key(|r| r.to_string());
+        assert_eq!(fetched, [other, shared], "each reference fetched once");
     }
 
     #[tokio::test]
