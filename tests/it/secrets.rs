@@ -11,19 +11,23 @@ use crate::support::fault_proxy::Fault;
 
 use ferry_shared::secret::{SecretRef, expose};
 
+/// A Secrets Manager client on the shared moto, to put the tests' secrets in.
+async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    let endpoint = ferry_shared::config::S3Endpoint {
+        region: None,
+        endpoint_url: Some(ferry_harness::shared().moto.endpoint.clone()),
+        force_path_style: true,
+    };
+    aws_sdk_secretsmanager::Client::new(&ferry_shared::s3::load_aws_config(&endpoint).await)
+}
+
 #[tokio::test]
 async fn secrets_manager_references_resolve_through_services() {
     support::aws_test_env();
     let moto = &ferry_harness::shared().moto;
     let bucket = support::unique("secrets");
     moto.create_bucket(&bucket).await.unwrap();
-    let endpoint = ferry_shared::config::S3Endpoint {
-        region: None,
-        endpoint_url: Some(moto.endpoint.clone()),
-        force_path_style: true,
-    };
-    let sm =
-        aws_sdk_secretsmanager::Client::new(&ferry_shared::s3::load_aws_config(&endpoint).await);
+    let sm = secrets_manager().await;
     let plain = support::unique("ferry/webhook");
     let json = support::unique("ferry/sftp");
     sm.create_secret()
@@ -92,20 +96,7 @@ async fn secrets_manager_references_resolve_through_services() {
 #[tokio::test]
 async fn a_cold_start_fetches_its_secrets_at_once() {
     support::aws_test_env();
-    let moto = &ferry_harness::shared().moto;
-    let moto_port: u16 = moto
-        .endpoint
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .expect("moto's port");
-    let endpoint = ferry_shared::config::S3Endpoint {
-        region: None,
-        endpoint_url: Some(moto.endpoint.clone()),
-        force_path_style: true,
-    };
-    let sm =
-        aws_sdk_secretsmanager::Client::new(&ferry_shared::s3::load_aws_config(&endpoint).await);
+    let sm = secrets_manager().await;
     let ids: Vec<String> = ["sas", "sftp-password", "hook-auth"]
         .iter()
         .map(|name| support::unique(&format!("ferry/{name}")))
@@ -118,7 +109,7 @@ async fn a_cold_start_fetches_its_secrets_at_once() {
             .await
             .unwrap();
     }
-    let proxy = support::fault_proxy::FaultProxy::start(moto_port).await;
+    let proxy = support::fault_proxy::FaultProxy::start(ferry_harness::shared().moto.port).await;
     let all_three = Arc::new(tokio::sync::Barrier::new(ids.len()));
     proxy.plan((0..ids.len()).map(|_| Fault::PassWhenOpen(all_three.clone())));
     let sm_ref = |id: &str| json!({"secrets_manager": {"id": id}});
