@@ -1,5 +1,5 @@
 //! What every ferry process sets up before anything else: the heap policy, and for a Lambda
-//! function its logs and metrics.
+//! function its tokio runtime (a worker thread per vCPU), logs and metrics.
 //!
 //! The heap policy, three settings of glibc's allocator, measured in docs/performance.md:
 //!
@@ -41,12 +41,88 @@ pub fn bound_heap() {
     }
 }
 
-/// A Lambda function's start: the heap policy, JSON log lines on stdout, and EMF metric lines on
-/// stdout (Lambda ships them to CloudWatch Logs, which makes them metrics).
+/// A Lambda function's logs and metrics: JSON log lines on stdout, and EMF metric lines on stdout
+/// (Lambda ships them to CloudWatch Logs, which makes them metrics). Call it first in the future
+/// [`function_runtime`] runs.
 pub fn init_lambda() {
-    bound_heap();
     crate::telemetry::init();
     crate::metrics::set_output(crate::metrics::Output::Stdout);
+}
+
+/// Memory (MB) at which Lambda gives a function the equivalent of one vCPU. Below it the function
+/// gets a share of one; above it more, up to six at 10,240 MB.
+pub const MB_PER_VCPU: u64 = 1_769;
+
+/// The most vCPUs Lambda gives a function.
+const MAX_VCPUS: u64 = 6;
+
+/// The worker threads for a Lambda function of `memory_mb` (the `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`
+/// Lambda sets): one per vCPU it is given, at least one. `None` when the size is not known (not
+/// in Lambda): tokio's default, one per core the machine shows.
+pub fn lambda_workers(memory_mb: Option<&str>) -> Option<usize> {
+    let mb: u64 = memory_mb?.trim().parse().ok()?;
+    Some(mb.div_ceil(MB_PER_VCPU).clamp(1, MAX_VCPUS) as usize)
+}
+
+/// A Lambda function's tokio runtime, built after the heap policy ([`bound_heap`]) so that no
+/// thread allocates before it. Its worker threads are [`lambda_workers`]: the guest shows two
+/// cores whatever the memory size, but below 1,769 MB the function has less than one vCPU, and a
+/// second worker only adds hand-offs between threads (measured on the SFTP copy: about 12 % of
+/// its CPU, docs/performance.md). `TOKIO_WORKER_THREADS`, when set, wins, as tokio reads it.
+pub fn function_runtime() -> tokio::runtime::Runtime {
+    bound_heap();
+    let explicit = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok();
+    runtime_with(
+        (!explicit)
+            .then(|| lambda_workers(memory.as_deref()))
+            .flatten(),
+    )
+}
+
+fn runtime_with(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.build().expect("the tokio runtime starts")
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+
+    #[test]
+    fn a_function_gets_a_worker_per_vcpu_lambda_gives_it() {
+        let workers = |mb: &str| lambda_workers(Some(mb));
+        for (mb, want) in [
+            ("128", 1),
+            ("512", 1),
+            ("1769", 1),
+            ("1770", 2),
+            ("3008", 2),
+            ("5307", 3),
+            ("10240", 6),
+        ] {
+            assert_eq!(workers(mb), Some(want), "{mb} MB");
+        }
+        assert_eq!(lambda_workers(None), None, "not in Lambda: tokio's default");
+        assert_eq!(lambda_workers(Some("lots")), None);
+    }
+
+    #[test]
+    fn the_runtime_runs_the_workers_it_is_given() {
+        let one = runtime_with(lambda_workers(Some("512")));
+        assert_eq!(one.metrics().num_workers(), 1);
+        let three = runtime_with(Some(3));
+        assert_eq!(three.metrics().num_workers(), 3);
+        let default = runtime_with(None);
+        assert_eq!(
+            default.metrics().num_workers(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]

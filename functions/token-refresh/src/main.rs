@@ -7,9 +7,13 @@ use ferry_shared::services::Services;
 use ferry_shared::telemetry::startup;
 use lambda_runtime::{Error, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    // Heap policy, JSON logs and EMF metric lines on stdout.
+fn main() -> Result<(), Error> {
+    // The heap policy, then a runtime with a worker thread per vCPU Lambda gives the function.
+    ferry_shared::process::function_runtime().block_on(run())
+}
+
+async fn run() -> Result<(), Error> {
+    // JSON logs and EMF metric lines on stdout.
     ferry_shared::process::init_lambda();
     let services = Services::new(startup(Config::from_env())?).await;
     // The pub/sub export sources' AAD credentials: nothing else.
