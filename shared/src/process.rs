@@ -71,13 +71,16 @@ pub fn lambda_workers(memory_mb: Option<&str>) -> Option<usize> {
 /// docs/performance.md). `TOKIO_WORKER_THREADS`, when set, wins, as tokio reads it.
 pub fn function_runtime() -> tokio::runtime::Runtime {
     bound_heap();
-    let explicit = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
-    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok();
-    runtime_with(
-        (!explicit)
-            .then(|| lambda_workers(memory.as_deref()))
-            .flatten(),
-    )
+    runtime_in(|name| std::env::var(name).ok())
+}
+
+/// [`function_runtime`]'s runtime in an environment read through `var`.
+fn runtime_in(var: impl Fn(&str) -> Option<String>) -> tokio::runtime::Runtime {
+    let workers = match var("TOKIO_WORKER_THREADS") {
+        Some(_) => None,
+        None => lambda_workers(var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").as_deref()),
+    };
+    runtime_with(workers)
 }
 
 fn runtime_with(workers: Option<usize>) -> tokio::runtime::Runtime {
@@ -112,11 +115,18 @@ mod runtime_tests {
     }
 
     #[test]
-    fn the_runtime_runs_the_workers_it_is_given() {
-        let one = runtime_with(lambda_workers(Some("512")));
-        assert_eq!(one.metrics().num_workers(), 1);
-        let three = runtime_with(Some(3));
-        assert_eq!(three.metrics().num_workers(), 3);
+    fn a_function_runtime_runs_the_workers_its_memory_size_gives() {
+        let workers = |env: &'static [(&'static str, &'static str)]| {
+            runtime_in(|name| {
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .metrics()
+            .num_workers()
+        };
+        assert_eq!(workers(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")]), 1);
+        assert_eq!(workers(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4000")]), 3);
     }
 }
 
