@@ -51,7 +51,7 @@ pub fn init_lambda() {
 
 /// Memory (MB) at which Lambda gives a function the equivalent of one vCPU. Below it the function
 /// gets a share of one; above it more, up to six at 10,240 MB.
-pub const MB_PER_VCPU: u64 = 1_769;
+const MB_PER_VCPU: u64 = 1_769;
 
 /// The most vCPUs Lambda gives a function.
 const MAX_VCPUS: u64 = 6;
@@ -59,7 +59,7 @@ const MAX_VCPUS: u64 = 6;
 /// The worker threads for a Lambda function of `memory_mb` (the `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`
 /// Lambda sets): one per vCPU it is given, at least one. `None` when the size is not known (not
 /// in Lambda): tokio's default, one per core the machine shows.
-pub fn lambda_workers(memory_mb: Option<&str>) -> Option<usize> {
+fn lambda_workers(memory_mb: Option<&str>) -> Option<usize> {
     let mb: u64 = memory_mb?.trim().parse().ok()?;
     Some(mb.div_ceil(MB_PER_VCPU).clamp(1, MAX_VCPUS) as usize)
 }

@@ -12,7 +12,8 @@
 //!
 //! A function's parts are built at once, so their secrets are fetched concurrently: deployed,
 //! each is a Secrets Manager round trip, and a cold start that needs three waits about as long
-//! as for one. A failure is still reported as the first in config order.
+//! as for one. A failure is still reported as before: sources first, then destinations, keys
+//! and sinks, each kind by name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -100,10 +101,10 @@ impl Services {
         let destination_names = routes
             .iter()
             .flat_map(|r| r.destinations.iter().map(String::as_str));
-        let encrypted = routes
+        let encrypted: BTreeMap<&str, &crate::encrypt::EncryptConfig> = routes
             .iter()
-            .filter(|r| r.encrypt.is_some())
-            .map(|r| r.name.as_str());
+            .filter_map(|r| Some((r.name.as_str(), r.encrypt.as_ref()?)))
+            .collect();
         // Only the sinks that routes load records into (and only their secrets).
         let sink_names = routes
             .iter()
@@ -111,7 +112,8 @@ impl Services {
         let (sources, destinations, encryption, sinks) = tokio::join!(
             all(source_names, |name| self.source(name, &state)),
             all(destination_names, |name| self.destination(name, &state)),
-            all(encrypted, |name| self.encryption(name)),
+            all(encrypted.keys().copied(), |route| self
+                .encryption(route, encrypted[route])),
             all(sink_names, |name| self.sink(name)),
         );
         let (sources, destinations, encryption, sinks) =
@@ -226,7 +228,7 @@ impl Services {
         let caches = self
             .pubsub_sources()
             .map(|(name, p)| TokenCache::from_config(name, p, &self.secrets, &state, self.retry));
-        // At once, as `all` builds parts; the first error in config order.
+        // At once, as `all` builds parts; the first error by source name.
         futures_util::future::join_all(caches)
             .await
             .into_iter()
@@ -342,14 +344,11 @@ impl Services {
     }
 
     /// One route's recipients, their keys resolved and checked.
-    async fn encryption(&self, route: &str) -> Result<Arc<crate::encrypt::Recipients>, SetupError> {
-        let encrypt = self
-            .config
-            .routes
-            .iter()
-            .find(|r| r.name == route)
-            .and_then(|r| r.encrypt.as_ref())
-            .ok_or_else(|| SetupError::Config(format!("route {route:?} does not encrypt")))?;
+    async fn encryption(
+        &self,
+        route: &str,
+        encrypt: &crate::encrypt::EncryptConfig,
+    ) -> Result<Arc<crate::encrypt::Recipients>, SetupError> {
         let recipients = encrypt.load(&self.secrets).await.map_err(|e| match e {
             crate::encrypt::LoadError::Secret(e) => SetupError::Secret(e),
             e => SetupError::Config(format!("route {route:?}: {e}")),
