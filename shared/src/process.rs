@@ -56,12 +56,16 @@ const MB_PER_VCPU: u64 = 1_769;
 /// The most vCPUs Lambda gives a function.
 const MAX_VCPUS: u64 = 6;
 
-/// The worker threads for a Lambda function of `memory_mb` (the `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`
-/// Lambda sets): one per vCPU it is given, at least one. `None` when the size is not known (not
-/// in Lambda): tokio's default, one per core the machine shows.
+/// The worker threads a Lambda function of `memory_mb` runs: one per vCPU it is given, at least
+/// one. The bench copies with as many, so that its CPU figures are the deployed function's.
+pub fn lambda_worker_threads(memory_mb: u64) -> usize {
+    memory_mb.div_ceil(MB_PER_VCPU).clamp(1, MAX_VCPUS) as usize
+}
+
+/// [`lambda_worker_threads`] for the `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` Lambda sets. `None` when
+/// the size is not known (not in Lambda): tokio's default, one per core the machine shows.
 fn lambda_workers(memory_mb: Option<&str>) -> Option<usize> {
-    let mb: u64 = memory_mb?.trim().parse().ok()?;
-    Some(mb.div_ceil(MB_PER_VCPU).clamp(1, MAX_VCPUS) as usize)
+    Some(lambda_worker_threads(memory_mb?.trim().parse().ok()?))
 }
 
 /// A Lambda function's tokio runtime, built after the heap policy ([`bound_heap`]) so that no

@@ -209,6 +209,46 @@ struct Env {
     s3: aws_sdk_s3::Client,
     /// The second S3 server (s3s-fs) and a client of it, when installed: the `s3s` route.
     s3s: Option<(s3s::S3sFs, aws_sdk_s3::Client)>,
+    /// blob-copy's memory as deployed, and the tokio worker threads ferry's copies run with:
+    /// as many as blob-copy runs at that memory, so that CPU per GiB is the deployed function's.
+    deployed: DeployedCopy,
+}
+
+/// What blob-copy is given when deployed: its memory (MB, the default in infra/examples) and
+/// the worker threads that memory gives it (`process::lambda_worker_threads`).
+#[derive(Clone, Copy)]
+struct DeployedCopy {
+    memory_mb: u64,
+    workers: usize,
+}
+
+impl DeployedCopy {
+    /// Read from the Terraform the project deploys.
+    fn read(root: &Path) -> anyhow::Result<Self> {
+        let path = root.join("infra/examples/complete/variables.tf");
+        let tf = std::fs::read_to_string(&path)?;
+        let memory_mb = tf_default(&tf, "blob_copy_memory_size").with_context(|| {
+            format!("no default for blob_copy_memory_size in {}", path.display())
+        })?;
+        Ok(Self {
+            memory_mb,
+            workers: ferry_shared::process::lambda_worker_threads(memory_mb),
+        })
+    }
+}
+
+/// The number a Terraform `variable "NAME"` block gives as its `default`.
+fn tf_default(tf: &str, name: &str) -> Option<u64> {
+    let block = tf.split(&format!("variable \"{name}\"")).nth(1)?;
+    let block = block.split("\nvariable ").next()?;
+    block.lines().find_map(|line| {
+        let value = line
+            .trim()
+            .strip_prefix("default")?
+            .trim()
+            .strip_prefix('=')?;
+        value.trim().parse().ok()
+    })
 }
 
 impl Env {
@@ -216,13 +256,15 @@ impl Env {
         self.bin("ferry")
     }
 
-    /// `ferry run-job` of `job_key` with `config`, timed, and recorded by perf into
-    /// target/bench/perf-<profile>.data when FERRY_BENCH_PERF is set.
+    /// `ferry run-job` of `job_key` with `config` on the deployed blob-copy's worker threads,
+    /// timed, and recorded by perf into target/bench/perf-<profile>.data when FERRY_BENCH_PERF is
+    /// set.
     fn run_job(&self, config: &Path, job_key: &str, profile: &str) -> anyhow::Result<measure::Run> {
         let mut cmd = profiled(
             &self.ferry(),
             &self.work.join(format!("perf-{profile}.data")),
         );
+        cmd.env("TOKIO_WORKER_THREADS", self.deployed.workers.to_string());
         timed(cmd.args(["run-job", "--config"]).arg(config).arg(job_key))
     }
 
@@ -463,6 +505,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         s3,
         s3s,
+        deployed: DeployedCopy::read(&root)?,
     };
     let s3 = &env.s3;
 
@@ -497,7 +540,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build. What bounds each path, with profiles: [performance.md](performance.md).\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build; its copies run with {} tokio worker thread(s), as blob-copy does at its deployed {} MB (one per vCPU Lambda gives). What bounds each path, with profiles: [performance.md](performance.md).\n",
         ferry_shared::job::now_rfc3339(),
         std::thread::available_parallelism()?.get(),
         env.s3s
@@ -505,7 +548,9 @@ async fn main() -> anyhow::Result<()> {
             .map_or("(not installed: no such rows)", |(server, _)| server
                 .version
                 .as_str()),
-        profile()
+        profile(),
+        env.deployed.workers,
+        env.deployed.memory_mb,
     )?;
 
     // ---- copy throughput and memory
