@@ -540,7 +540,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(report, "# ferry benchmarks\n")?;
     writeln!(
         report,
-        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build; its copies run with {} tokio worker thread(s), as blob-copy does at its deployed {} MB (one per vCPU Lambda gives). What bounds each path, with profiles: [performance.md](performance.md).\n",
+        "Run: {} UTC by `make bench` (tests/bench/bench.rs). Machine: {} cores ({cpu}), {mem_gib:.0} GiB RAM, shared and noisy. All servers on loopback: Azurite (Node), moto (single-core Python), OpenSSH sshd, and for the `s3s` rows {} (an S3 server in Rust that keeps objects as files, about three times moto's pace: S3 copies measured where moto is not the bound). Reference tool: {rclone_version}. ferry: {} build; its copies run with {} tokio worker thread{}, as blob-copy does at its deployed {} MB (one per vCPU Lambda gives). What bounds each path, with profiles: [performance.md](performance.md).\n",
         ferry_shared::job::now_rfc3339(),
         std::thread::available_parallelism()?.get(),
         env.s3s
@@ -550,6 +550,7 @@ async fn main() -> anyhow::Result<()> {
                 .as_str()),
         profile(),
         env.deployed.workers,
+        if env.deployed.workers == 1 { "" } else { "s" },
         env.deployed.memory_mb,
     )?;
 
