@@ -16,7 +16,8 @@
 //! capped link), FERRY_BENCH_WAN_MIB, FERRY_BENCH_WINDOW_KIB,
 //! FERRY_BENCH_WAN_ROUTES). Every copy row has the CPU seconds (user + system of the copy process,
 //! from the kernel's accounting that `/usr/bin/time` reads with wait4) and CPU s/GiB; rclone runs
-//! with its best flags per path (`rclone_flags`). The `encrypt` route is a 1 GiB-class OpenPGP
+//! with its best flags per path (`rclone_flags`); ferry's copies run on as many tokio worker threads
+//! as blob-copy gets at its deployed memory (`DeployedCopy`). The `encrypt` route is a 1 GiB-class OpenPGP
 //! copy to SFTP, measured for its peak RSS. Env: FERRY_BENCH_SIZES (MiB, default "64,1024"; add 4096 for 4 GiB);
 //! FERRY_BENCH_ONLY (sections, default "copy,wan,coldstart,ingest") and FERRY_BENCH_ROUTES (copy
 //! routes, default "s3,sftp,local_dir,graph,encrypt") narrow a run while profiling; FERRY_BENCH_CONFIG
@@ -373,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let root = ferry_harness::repo_root();
+    let deployed = DeployedCopy::read(&root)?;
     let only = |var: &str, default: &str| -> Vec<String> {
         std::env::var(var)
             .unwrap_or_else(|_| default.into())
@@ -505,7 +507,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         s3,
         s3s,
-        deployed: DeployedCopy::read(&root)?,
+        deployed,
     };
     let s3 = &env.s3;
 
