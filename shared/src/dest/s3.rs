@@ -834,13 +834,9 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn part_buffers_come_back_once_their_upload_ends() {
-        let server = accepting_server().await;
-        let (part, concurrency) = (5 * MIB, 2);
-        let dest = destination(&server, part, concurrency);
-        let mut body: ByteReader = Box::pin(std::io::Cursor::new(vec![7u8; 6 * part]));
-        let buffers = Buffers::default();
+    /// Uploads `data` as the parts of one upload; (parts recorded, parts sent).
+    async fn send_parts(dest: &S3Destination, data: Vec<u8>, buffers: &Buffers) -> (usize, usize) {
+        let mut body: ByteReader = Box::pin(std::io::Cursor::new(data));
         let (mut parts, mut in_flight, mut sent) = (Vec::new(), JoinSet::new(), 0);
         dest.send_parts(
             "key",
@@ -850,11 +846,21 @@ mod tests {
             None,
             &mut body,
             &mut sent,
-            &buffers,
+            buffers,
         )
         .await
         .unwrap();
-        assert_eq!((parts.len(), sent), (6, 6));
+        (parts.len(), sent)
+    }
+
+    #[tokio::test]
+    async fn part_buffers_come_back_once_their_upload_ends() {
+        let server = accepting_server().await;
+        let (part, concurrency) = (5 * MIB, 2);
+        let dest = destination(&server, part, concurrency);
+        let buffers = Buffers::default();
+        let (parts, sent) = send_parts(&dest, vec![7u8; 6 * part], &buffers).await;
+        assert_eq!((parts, sent), (6, 6));
         // Two parts in flight and one filling: three buffers for six parts, not six.
         assert!(
             buffers.allocated() <= concurrency + 1,
@@ -871,21 +877,7 @@ mod tests {
         let server = accepting_server().await;
         let dest = destination(&server, 5 * MIB, 2);
         let data: Vec<u8> = (0..5 * MIB + 1000).map(|i| (i % 251) as u8).collect();
-        let mut body: ByteReader = Box::pin(std::io::Cursor::new(data));
-        let buffers = Buffers::default();
-        let (mut parts, mut in_flight, mut sent) = (Vec::new(), JoinSet::new(), 0);
-        dest.send_parts(
-            "key",
-            "upload",
-            &mut parts,
-            &mut in_flight,
-            None,
-            &mut body,
-            &mut sent,
-            &buffers,
-        )
-        .await
-        .unwrap();
+        send_parts(&dest, data, &Buffers::default()).await;
         let small = b"a small file".to_vec();
         let delivery = Delivery {
             name: "small".into(),
