@@ -14,8 +14,9 @@
 //! Payload signing: the file's bytes are not hashed into the SigV4 signature
 //! (`UNSIGNED-PAYLOAD`). That hash is a second SHA-256 of every byte, beside the receipt's, and
 //! was a fifth of an S3 copy's CPU (docs/performance.md). Integrity is kept by the CRC32
-//! checksum the SDK computes for every PutObject and UploadPart body and sends in a signed
-//! `x-amz-checksum-crc32` header, which S3 checks before it stores anything. Over HTTPS, TLS
+//! checksum the SDK computes for every PutObject and UploadPart body (the destination asks for it
+//! whatever the environment says) and sends in a signed `x-amz-checksum-crc32` header, which S3
+//! checks before it stores anything. Over HTTPS, TLS
 //! protects the bytes as well.
 //!
 //! Deadline: at the delivery's stop instant the upload stops cooperatively: parts in flight
@@ -95,6 +96,10 @@ impl S3Destination {
 
     /// `part_size` bytes per multipart part (>= 5 MiB), `concurrency` parts in flight;
     /// `checkpoints` (the state store) enables resuming a multipart upload after a crash.
+    ///
+    /// The client computes a checksum of every body whatever the environment or profile says
+    /// (`AWS_REQUEST_CHECKSUM_CALCULATION=when_required` would otherwise leave it out): it is
+    /// what checks the bytes, since they are not signed.
     pub fn new(
         client: aws_sdk_s3::Client,
         bucket: &str,
@@ -103,8 +108,15 @@ impl S3Destination {
         concurrency: usize,
         checkpoints: Option<Arc<dyn StateStore>>,
     ) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenSupported,
+            )
+            .build();
         Self {
-            client,
+            client: aws_sdk_s3::Client::from_conf(config),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             part_size: part_size.max(5 * 1024 * 1024),
@@ -823,6 +835,11 @@ mod tests {
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 "id", "secret", None, None, "test",
             ))
+            // As `AWS_REQUEST_CHECKSUM_CALCULATION=when_required` would set it: the destination
+            // computes its checksums anyway.
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
             .build();
         S3Destination::new(
             aws_sdk_s3::Client::from_conf(conf),
